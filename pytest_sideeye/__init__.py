@@ -1,0 +1,1 @@
+"""pytest-sideeye: eBPF goroutine snapshots of Go services under test."""

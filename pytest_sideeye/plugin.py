@@ -1,0 +1,1 @@
+"""pytest plugin entry point (registered through the pytest11 entry point)."""

