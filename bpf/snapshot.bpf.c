@@ -1,0 +1,430 @@
+// Goroutine snapshot collector: a sleepable BPF task iterator run by the collector while
+// the target Go process is stopped. Each read() of an iterator fd runs one "pass".
+//
+// Compiled by bcc (pytest_sideeye/bpfprog.py) with the target binary's runtime layout
+// baked in as -D macros (offsets taken from the binary's DWARF, never hard-coded), then
+// loaded as BPF_PROG_TYPE_TRACING / BPF_TRACE_ITER with BPF_F_SLEEPABLE, because
+// bpf_copy_from_user_task() may fault pages in and is only allowed when sleepable.
+//
+// Never touch a kernel struct field by name here: bcc compiles against Debian's headers
+// for another kernel, so field offsets would silently be wrong. Kernel data is reached
+// only through helpers, or through offsets read from the running kernel's BTF
+// (TASK_PID_OFF).
+//
+// Passes (cfg.mode):
+//   MODE_THREADS  once per thread: its user registers, and a frame-pointer walk from them;
+//                 the first thread also walks runtime.allm (thread id -> current g).
+//   MODE_GS       goroutines allgs[start .. start+count): header fields and a frame-pointer
+//                 walk from g.sched (or g.syscall* when in a syscall).
+//   MODE_CONT     continue walks that ran out of frames (deep stacks) or that start from a
+//                 frame pointer computed by the collector (syscalls without syscallbp).
+//   MODE_READ     copy a list of (address, size) ranges: variables of captured frames.
+// Results go to the mmap-able array map `out`, read by the collector without a syscall.
+
+#define MODE_THREADS 1
+#define MODE_GS 2
+#define MODE_CONT 3
+#define MODE_READ 4
+
+// Sizes shared with pytest_sideeye/collect.py (keep in sync: it reads them from here).
+#define GS_PER_PASS 128      // goroutines per MODE_GS pass (power of two)
+#define MAX_FRAMES 64        // frames per goroutine per pass (power of two)
+#define WIN 1024             // stack window copied at once (power of two)
+#define HDR_WORDS 20         // u64 words of a goroutine record before its frames
+#define MAX_THREADS 64
+#define MAX_MS 256
+#define READS_PER_PASS 256
+#define READ_MAX 4096        // bytes per read request (power of two)
+#define READ_OUT (READS_PER_PASS * 512)
+
+// Goroutine record flags (word H_FLAGS).
+#define F_MORE 1             // the frame chain goes on: continue from H_CONT_FP
+#define F_BADFP 2            // a frame pointer left the stack or went backwards
+#define F_READFAIL 4         // a copy from the target failed
+#define F_NOG 8              // the g pointer itself could not be read
+// Slots of dead goroutines keep H_STATUS = GSTATUS_DEAD and no frames.
+
+// Goroutine record words.
+#define H_GP 0
+#define H_GOID 1
+#define H_STATUS 2
+#define H_WAITREASON 3
+#define H_WAITSINCE 4
+#define H_GOPC 5
+#define H_PARENT 6
+#define H_M 7
+#define H_LO 8
+#define H_HI 9
+#define H_SP 10
+#define H_PC 11
+#define H_BP 12
+#define H_SYSSP 13
+#define H_SYSPC 14
+#define H_SYSBP 15
+#define H_NFRAMES 16
+#define H_FLAGS 17
+#define H_CONT_FP 18
+#define H_INDEX 19
+
+struct bpf_iter_meta { void *seq; u64 session_id; u64 seq_num; };
+
+// Open-coded iterator kfuncs (kernel >= 6.4): the verifier checks a loop body until its
+// states converge instead of unrolling it, which is what lets one pass walk hundreds of
+// goroutines x dozens of frames. bcc 0.26 cannot emit kfunc calls, so these placeholders
+// compile to `call KF_*` and pytest_sideeye/bpfprog.py patches them into kfunc calls.
+struct bpf_iter_num { u64 opaque; } __attribute__((aligned(8)));
+#define KF_ITER_NEW 0x7ff0001
+#define KF_ITER_NEXT 0x7ff0002
+#define KF_ITER_DESTROY 0x7ff0003
+static int (*iter_new)(struct bpf_iter_num *it, int start, int end) = (void *)KF_ITER_NEW;
+static int *(*iter_next)(struct bpf_iter_num *it) = (void *)KF_ITER_NEXT;
+static void (*iter_destroy)(struct bpf_iter_num *it) = (void *)KF_ITER_DESTROY;
+struct bpf_iter__task { struct bpf_iter_meta *meta; struct task_struct *task; };
+
+struct config {
+  u32 mode;
+  u32 start;        // MODE_GS: first allgs index; MODE_CONT/READ: number of entries
+  u32 count;        // MODE_GS: how many goroutines
+  u32 pad;
+  u64 allgs_addr;   // address of the runtime.allgs slice header
+  u64 allglen_addr; // address of runtime.allglen
+  u64 allm_addr;    // address of runtime.allm
+  u64 bias;         // load bias (PIE)
+};
+
+struct grec {
+  u64 h[HDR_WORDS];
+  u64 pc[MAX_FRAMES];
+  u64 fp[MAX_FRAMES];   // frame pointer of each frame: CFA = fp + 16 (variables)
+};
+
+struct trec {
+  u64 tid, ip, sp, bp, r14, nframes, flags, pad;
+  u64 pc[MAX_FRAMES];
+  u64 fp[MAX_FRAMES];
+};
+
+struct mrec { u64 m, procid, curg, pad; };
+
+struct cont { u64 slot, fp, lo, hi; };
+struct readreq { u64 addr; u32 size; u32 out_off; };
+
+struct out_t {
+  u64 allglen;          // as read in this pass
+  u64 allgs;            // data pointer of allgs
+  u64 nrecs;            // MODE_GS/CONT: records written; MODE_THREADS: threads seen
+  u64 nms;
+  u64 errors;
+  u64 pad[3];
+  union {
+    struct grec g[GS_PER_PASS];
+    struct { struct trec t[MAX_THREADS]; struct mrec m[MAX_MS]; } th;
+    struct { s32 rc[READS_PER_PASS]; u8 data[READ_OUT + READ_MAX]; } rd;
+  };
+};
+
+struct scratch_t {
+  u64 ptrs[GS_PER_PASS];
+  u8 g[G_COPY + 8];
+  u8 win[WIN + 16];
+  u8 m[M_COPY + 8];
+  u64 regs[24];
+};
+
+BPF_F_TABLE("array", u32, struct config, cfg, 1, BPF_F_MMAPABLE);
+BPF_F_TABLE("array", u32, struct out_t, out, 1, BPF_F_MMAPABLE);
+BPF_F_TABLE("array", u32, struct cont, conts, GS_PER_PASS, BPF_F_MMAPABLE);
+BPF_F_TABLE("array", u32, struct readreq, reads, READS_PER_PASS, BPF_F_MMAPABLE);
+BPF_ARRAY(scratch, struct scratch_t, 1);
+
+static __always_inline u64 g_word(struct scratch_t *s, u32 off) {
+  return *(u64 *)(s->g + (off & (G_COPY - 1)));
+}
+
+// Walk a frame-pointer chain from fp inside [lo, hi): pc[k] = [fp+8], fp = [fp], reading
+// the stack through a window copied WIN bytes at a time; frames go to indexes first.. and
+// their count to *nframes. Loop-carried values are kept out of the verifier's sight (the
+// iterator's value is the index, the count lives in map memory) so that its states
+// converge after a few iterations.
+static __always_inline void walk(struct task_struct *task, struct scratch_t *s, u64 *pcs,
+                                 u64 *fps, u64 *nframes, u32 first, u64 fp, u64 lo, u64 hi,
+                                 u64 *flags, u64 *cont) {
+  u64 base = 0, have = 0;
+  u64 fl = F_MORE;  // stays set only when the loop runs out of frames
+  struct bpf_iter_num it;
+  int *kp;
+  // Keep these as pointers in registers: if clang hoists them as "base + scalar offset",
+  // the verifier widens the spilled offset while checking the loop and rejects its use.
+  asm volatile("" : "+r"(pcs), "+r"(fps), "+r"(nframes));
+  *nframes = first;
+  iter_new(&it, first, MAX_FRAMES);
+  while ((kp = iter_next(&it))) {
+    u32 k = *kp;
+    if (fp == 0) {
+      fl = 0;
+      break;
+    }
+    if ((fp & 7) || fp < lo || fp + 16 > hi) {
+      fl = F_BADFP;
+      break;
+    }
+    if (fp < base || fp + 16 > base + have) {
+      u64 sz = hi - fp;
+      if (sz > WIN)
+        sz = WIN;
+      if (sz < 16) {
+        fl = F_BADFP;
+        break;
+      }
+      if (bpf_copy_from_user_task(s->win, sz, (void *)fp, task, 0) != 0) {
+        fl = F_READFAIL;
+        break;
+      }
+      base = fp;
+      have = sz;
+    }
+    u64 off = (fp - base) & (WIN - 1);
+    u64 next = *(u64 *)(s->win + off);
+    u64 ret = *(u64 *)(s->win + off + 8);
+    if (ret == 0) {
+      fl = 0;
+      break;
+    }
+    pcs[k & (MAX_FRAMES - 1)] = ret;
+    fps[k & (MAX_FRAMES - 1)] = next;
+    *nframes = k + 1;
+    if (next != 0 && next <= fp) {
+      fl = F_BADFP;
+      break;
+    }
+    fp = next;
+  }
+  iter_destroy(&it);
+  if (fl == F_MORE) {
+    if (fp == 0)
+      fl = 0;
+    else
+      *cont = fp;
+  }
+  *flags |= fl;
+}
+
+static __always_inline int pass_goroutines(struct task_struct *task, struct config *c,
+                                           struct out_t *o, struct scratch_t *s) {
+  u64 allglen = 0, allgs = 0;
+  bpf_copy_from_user_task(&allglen, 8, (void *)c->allglen_addr, task, 0);
+  bpf_copy_from_user_task(&allgs, 8, (void *)c->allgs_addr, task, 0);
+  o->allglen = allglen;
+  o->allgs = allgs;
+  u32 start = c->start, count = c->count;
+  if (count > GS_PER_PASS)
+    count = GS_PER_PASS;
+  if (start >= allglen)
+    return 0;
+  if (start + count > allglen)
+    count = allglen - start;
+  if (count == 0)
+    return 0;
+  u32 bytes = (count * 8) & (GS_PER_PASS * 8 * 2 - 1);
+  if (bytes > GS_PER_PASS * 8 || bytes == 0)
+    return 0;
+  if (bpf_copy_from_user_task(s->ptrs, bytes, (void *)(allgs + start * 8ull), task, 0)) {
+    o->errors++;
+    return 0;
+  }
+  struct bpf_iter_num it;
+  iter_new(&it, 0, GS_PER_PASS);
+  int *ip;
+  while ((ip = iter_next(&it))) {
+    u32 i = *ip;
+    if (i >= count)
+      break;
+    struct grec *r = &o->g[i & (GS_PER_PASS - 1)];
+    u64 gp = s->ptrs[i & (GS_PER_PASS - 1)];
+    r->h[H_GP] = gp;
+    r->h[H_INDEX] = start + i;
+    r->h[H_NFRAMES] = 0;
+    r->h[H_FLAGS] = 0;
+    r->h[H_CONT_FP] = 0;
+    r->h[H_STATUS] = GSTATUS_DEAD;
+    if (gp == 0 || bpf_copy_from_user_task(s->g, G_COPY, (void *)gp, task, 0)) {
+      r->h[H_FLAGS] = F_NOG;
+      continue;
+    }
+    u32 status = *(u32 *)(s->g + (OFF_STATUS & (G_COPY - 1))) & ~0x1000u;
+    if (status == GSTATUS_DEAD)
+      continue;
+    r->h[H_GOID] = g_word(s, OFF_GOID);
+    r->h[H_STATUS] = status;
+    r->h[H_WAITREASON] = *(u8 *)(s->g + (OFF_WAITREASON & (G_COPY - 1)));
+    r->h[H_WAITSINCE] = g_word(s, OFF_WAITSINCE);
+    r->h[H_GOPC] = g_word(s, OFF_GOPC);
+#ifdef OFF_PARENT
+    r->h[H_PARENT] = g_word(s, OFF_PARENT);
+#else
+    r->h[H_PARENT] = 0;
+#endif
+    r->h[H_M] = g_word(s, OFF_M);
+    u64 lo = g_word(s, OFF_STACK_LO), hi = g_word(s, OFF_STACK_HI);
+    r->h[H_LO] = lo;
+    r->h[H_HI] = hi;
+    r->h[H_SP] = g_word(s, OFF_SCHED_SP);
+    r->h[H_PC] = g_word(s, OFF_SCHED_PC);
+    r->h[H_BP] = g_word(s, OFF_SCHED_BP);
+    r->h[H_SYSSP] = g_word(s, OFF_SYSCALLSP);
+    r->h[H_SYSPC] = g_word(s, OFF_SYSCALLPC);
+#ifdef OFF_SYSCALLBP
+    r->h[H_SYSBP] = g_word(s, OFF_SYSCALLBP);
+#else
+    r->h[H_SYSBP] = 0;
+#endif
+    // A running goroutine's sched is stale: the threads pass unwinds it from registers.
+    // A goroutine in a syscall starts at syscallpc; without syscallbp (Go < 1.23) the
+    // collector computes the frame pointer from pclntab and continues in MODE_CONT.
+    u64 pc = r->h[H_PC], fp = r->h[H_BP];
+    if (status == GSTATUS_SYSCALL) {
+      pc = r->h[H_SYSPC];
+      fp = r->h[H_SYSBP];
+    }
+    r->pc[0] = pc;
+    r->fp[0] = fp;
+    r->h[H_NFRAMES] = 1;
+    if (status != GSTATUS_RUNNING && fp != 0)
+      walk(task, s, r->pc, r->fp, &r->h[H_NFRAMES], 1, fp, lo, hi, &r->h[H_FLAGS],
+           &r->h[H_CONT_FP]);
+  }
+  iter_destroy(&it);
+  o->nrecs = count;
+  return 0;
+}
+
+static __always_inline int pass_continue(struct task_struct *task, struct config *c,
+                                         struct out_t *o, struct scratch_t *s) {
+  u32 n = c->start;
+  struct bpf_iter_num it;
+  int *ip;
+  iter_new(&it, 0, GS_PER_PASS);
+  while ((ip = iter_next(&it))) {
+    u32 i = *ip;
+    if (i >= n)
+      break;
+    struct cont *ct = conts.lookup(&i);
+    if (!ct)
+      break;
+    struct grec *r = &o->g[i & (GS_PER_PASS - 1)];
+    r->h[H_INDEX] = ct->slot;
+    r->h[H_FLAGS] = 0;
+    r->h[H_CONT_FP] = 0;
+    walk(task, s, r->pc, r->fp, &r->h[H_NFRAMES], 0, ct->fp, ct->lo, ct->hi, &r->h[H_FLAGS],
+         &r->h[H_CONT_FP]);
+  }
+  iter_destroy(&it);
+  o->nrecs = n;
+  return 0;
+}
+
+static __always_inline void walk_allm(struct task_struct *task, struct config *c,
+                                      struct out_t *o, struct scratch_t *s) {
+  u64 m = 0;
+  bpf_copy_from_user_task(&m, 8, (void *)c->allm_addr, task, 0);
+  u32 n = 0;
+  for (u32 i = 0; i < MAX_MS; i++) {
+    if (m == 0)
+      break;
+    if (bpf_copy_from_user_task(s->m, M_COPY, (void *)m, task, 0)) {
+      o->errors++;
+      break;
+    }
+    struct mrec *r = &o->th.m[i & (MAX_MS - 1)];
+    r->m = m;
+    r->procid = *(u64 *)(s->m + (OFF_M_PROCID & (M_COPY - 1)));
+    r->curg = *(u64 *)(s->m + (OFF_M_CURG & (M_COPY - 1)));
+    n++;
+    m = *(u64 *)(s->m + (OFF_M_ALLLINK & (M_COPY - 1)));
+  }
+  o->nms = n;
+}
+
+static __always_inline int pass_thread(struct bpf_iter__task *ctx, struct task_struct *task,
+                                       struct config *c, struct out_t *o,
+                                       struct scratch_t *s) {
+  if (ctx->meta->seq_num == 0) {
+    o->nrecs = 0;
+    walk_allm(task, c, o, s);
+  }
+  u64 idx = o->nrecs;
+  if (idx >= MAX_THREADS)
+    return 0;
+  o->nrecs = idx + 1;
+  struct trec *t = &o->th.t[idx & (MAX_THREADS - 1)];
+  u32 tid = 0;
+  bpf_probe_read_kernel(&tid, 4, (void *)task + TASK_PID_OFF);
+  t->tid = tid;
+  struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
+  bpf_probe_read_kernel(s->regs, 21 * 8, regs);
+  // x86-64 struct pt_regs word order: r15 r14 r13 r12 bp bx r11 r10 r9 r8 ax cx dx si di
+  // orig_ax ip cs flags sp ss (a user-visible ABI: it never changes).
+  t->r14 = s->regs[1];
+  t->bp = s->regs[4];
+  t->ip = s->regs[16];
+  t->sp = s->regs[19];
+  t->flags = 0;
+  t->pc[0] = t->ip;
+  t->fp[0] = t->bp;
+  // A thread's stack bounds are unknown here: accept frames within 1 MiB above sp.
+  u64 unused = 0;
+  walk(task, s, t->pc, t->fp, &t->nframes, 1, t->bp, t->sp, t->sp + (1 << 20), &t->flags,
+       &unused);
+  return 0;
+}
+
+static __always_inline int pass_reads(struct task_struct *task, struct config *c,
+                                      struct out_t *o) {
+  u32 n = c->start;
+  struct bpf_iter_num it;
+  int *ip;
+  iter_new(&it, 0, READS_PER_PASS);
+  while ((ip = iter_next(&it))) {
+    u32 i = *ip;
+    if (i >= n)
+      break;
+    struct readreq *rq = reads.lookup(&i);
+    if (!rq)
+      break;
+    // Branch-free clamps the verifier can follow: size in [1, READ_MAX], off in the buffer.
+    u64 size = rq->size;
+    u64 off = rq->out_off;
+    asm volatile("" : "+r"(size), "+r"(off));
+    size = ((size - 1) & (READ_MAX - 1)) + 1;
+    off &= READ_OUT - 1;
+    o->rd.rc[i & (READS_PER_PASS - 1)] =
+        bpf_copy_from_user_task(&o->rd.data[off], size, (void *)rq->addr, task, 0);
+  }
+  iter_destroy(&it);
+  o->nrecs = n;
+  return 0;
+}
+
+int bpf_iter__task(struct bpf_iter__task *ctx) {
+  struct task_struct *task = ctx->task;
+  if (!task)
+    return 0;
+  u32 zero = 0;
+  struct config *c = cfg.lookup(&zero);
+  struct out_t *o = out.lookup(&zero);
+  struct scratch_t *s = scratch.lookup(&zero);
+  if (!c || !o || !s)
+    return 0;
+  if (c->mode == MODE_THREADS)
+    return pass_thread(ctx, task, c, o, s);
+  // The other passes run once, on the first thread the iterator visits.
+  if (ctx->meta->seq_num != 0)
+    return 0;
+  if (c->mode == MODE_GS)
+    return pass_goroutines(task, c, o, s);
+  if (c->mode == MODE_CONT)
+    return pass_continue(task, c, o, s);
+  if (c->mode == MODE_READ)
+    return pass_reads(task, c, o);
+  return 0;
+}
