@@ -76,12 +76,22 @@ def write_files(snap: Snapshot, base: Path, nodeid: str, stem: str) -> Written:
 
 def _write_text(snap: Snapshot, path: Path, problems: list[str]) -> Path | None:
     try:
-        from .textdump import render_text
-        path.write_text(render_text(snap), encoding="utf-8")
+        from .textdump import render
+        path.write_text(_test_header(snap) + render(snap), encoding="utf-8")
         return path
     except Exception as e:  # a renderer bug must not hide the snapshot itself
         problems.append(f"text rendering failed: {one_line(e)}")
         return None
+
+
+def _test_header(snap: Snapshot) -> str:
+    """'#' lines are the text format's own comments: name the test the dump belongs to."""
+    if not snap.test:
+        return ""
+    t = snap.test
+    head = f"# test {t.get('nodeid')} ({t.get('phase')}, {t.get('outcome')})"
+    message = (t.get("message") or "").strip().splitlines()
+    return head + (f": {message[0]}" if message else "") + "\n"
 
 
 def _write_html(snap: Snapshot, path: Path, problems: list[str]) -> Path | None:
