@@ -160,10 +160,13 @@ class StaticImage:
             return None
         # moduledata: after the text/data/bss bounds and the type fields comes
         # `rodata` then `gofunc`; the fields between vary by release, so find rodata.
-        for k in range(22, 50):
-            if self.u64(md + 8 * k) == rodata[0]:
-                return self.u64(md + 8 * (k + 1))
-        return None
+        # `types` often equals rodata too (Go 1.21-1.26): the last match is rodata.
+        words = struct.unpack("<24Q", self.read(md + 8 * 22, 8 * 24))
+        found = None
+        for k in range(len(words) - 1):
+            if words[k] == rodata[0] and words[k + 1] > rodata[0]:
+                found = words[k + 1]
+        return found
 
     def symtab(self, go_version: str | None = None) -> Symtab:
         addr, tab = self.pclntab_section()

@@ -26,6 +26,7 @@ OLDER_MAGICS = {0xFFFFFFFB: "1.2-1.15", 0xFFFFFFFA: "1.16-1.17"}
 PCDATA_INL_TREE_INDEX = 2
 FUNCDATA_INL_TREE = 3
 _FUNC_HEADER = struct.Struct("<IiiIIIIIIiBBxB")   # runtime._func up to nfuncdata
+_FUNC_HEADER_118 = struct.Struct("<IiiIIIIIIBBxB")  # Go 1.18/1.19: no startLine
 _INLINED_CALL = struct.Struct("<B3xiii")          # runtime.inlinedCall, Go 1.21+
 _NO_FUNCDATA = 0xFFFFFFFF
 
@@ -170,6 +171,7 @@ class Symtab:
             raise SideeyeError(f"unknown Go function table (magic {magic:#x}, pointer size "
                                f"{self.ptr_size}); supported: Go 1.21 and newer on amd64")
         self.magic = magic
+        self._fstruct = _FUNC_HEADER if magic == MAGIC_GO120 else _FUNC_HEADER_118
         (self.nfunc, self.nfiles, hdr_text, funcname_off, cu_off, filetab_off, pctab_off,
          pcln_off) = struct.unpack_from("<QQQQQQQQ", hdr, 8)
         self.text_start = text_start or hdr_text
@@ -214,7 +216,7 @@ class Symtab:
         if f is None:
             off = self._func_offs[i]
             (_entry, name_off, _args, _defer, _pcsp, _pcfile, _pcln, _npc, _cu, start_line,
-             func_id, _flag, _nfd) = _FUNC_HEADER.unpack_from(self._pcln, off)
+             func_id, _flag, _nfd) = self._raw(i)
             f = Func(_cstring(self._funcnametab, name_off), self.text_start + self._entry_offs[i],
                      self.text_start + self._entry_offs[i + 1], start_line, func_id, i)
             self._funcs[i] = f
@@ -248,7 +250,11 @@ class Symtab:
     # ---- pc-value tables ------------------------------------------------------------
 
     def _raw(self, i: int) -> tuple:
-        return _FUNC_HEADER.unpack_from(self._pcln, self._func_offs[i])
+        """runtime._func of function i, as the 1.20+ field tuple (startLine 0 before)."""
+        raw = self._fstruct.unpack_from(self._pcln, self._func_offs[i])
+        if self._fstruct is _FUNC_HEADER_118:
+            raw = raw[:9] + (0,) + raw[9:]
+        return raw
 
     def _table(self, i: int, which: int) -> tuple[list[int], list[int]]:
         """Decoded pc-value table of function i. which: 0 pcsp, 1 pcfile, 2 pcln, or
@@ -263,7 +269,7 @@ class Symtab:
                 k = which - 3
                 npcdata = raw[7]
                 off = 0 if k >= npcdata else struct.unpack_from(
-                    "<I", self._pcln, self._func_offs[i] + _FUNC_HEADER.size + 4 * k)[0]
+                    "<I", self._pcln, self._func_offs[i] + self._fstruct.size + 4 * k)[0]
             t = ([], []) if off == 0 else decode_pcvalue(
                 self._pctab, off, self.text_start + self._entry_offs[i], self.quantum)
             self._tables[key] = t
@@ -294,7 +300,16 @@ class Symtab:
         return name
 
     def _file_line(self, i: int, pc: int) -> tuple[str, int]:
-        return self._file(i, self._value(i, 1, pc)), self._value(i, 2, pc)
+        fileno, line = self._value(i, 1, pc), self._value(i, 2, pc)
+        if fileno < 0 or line < 0:
+            return "?", 0     # padding after the code: the runtime prints "?:0" too
+        return self._file(i, fileno), line
+
+    def file_line(self, pc: int) -> tuple[str, int] | None:
+        """Innermost file:line at exactly pc, without inline expansion (as debug/gosym's
+        PCToLine and `go tool addr2line` report it)."""
+        i = self._index_for_pc(pc)
+        return None if i < 0 else self._file_line(i, pc)
 
     def pcdata(self, pc: int, table: int) -> int:
         """PCDATA value `table` at pc (-1 when absent), as runtime.pcdatavalue."""
@@ -309,7 +324,10 @@ class Symtab:
         tree = None
         raw = self._raw(i)
         npcdata, nfuncdata = raw[7], raw[12]
-        if nfuncdata > FUNCDATA_INL_TREE and self._gofunc is not None and self._read_mem:
+        # Inline tree entries before Go 1.20 had another layout: those binaries get no
+        # inline expansion (they are refused by gobinary.analyze anyway).
+        if nfuncdata > FUNCDATA_INL_TREE and self._gofunc is not None and self._read_mem \
+                and self.magic == MAGIC_GO120:
             at = self._func_offs[i] + _FUNC_HEADER.size + 4 * npcdata + 4 * FUNCDATA_INL_TREE
             off = struct.unpack_from("<I", self._pcln, at)[0]
             if off != _NO_FUNCDATA:
