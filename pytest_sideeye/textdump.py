@@ -10,7 +10,8 @@ runtime prints, it is added in forms the runtime format leaves room for:
 - each frame's pc as ` pc=0x...` on its file line. The runtime marks inlined frames by
   the absence of a "+0x" offset; a non-inlined frame here always has the pc suffix, so
   the distinction survives (the runtime's offset needs the function entry, which the
-  model does not keep);
+  model does not keep). An inlined frame shares its physical frame's pc: it is shown
+  there only;
 - variables under their frame as `\t\tname (type) = value`, values compact JSON
   (the runtime never indents two tabs);
 - a cut-short stack as `...truncated: <reason>...`.
