@@ -185,7 +185,7 @@ class Program:
         self.macros = dict(macros)
         self.const = source_constants()
         self._bcc = _compile(self.macros)
-        self.insns = patch_kfunc_calls(self._bcc.dump_func("bpf_iter__task"),
+        self.insns = patch_kfunc_calls(self._bcc.dump_func(b"bpf_iter__task"),
                                        kernel_btf().kfunc_ids)
         self.prog_fd = _load_sleepable_iter(self.insns)
         self.cfg = self._mmap("cfg")
@@ -194,7 +194,7 @@ class Program:
         self.reads = self._mmap("reads")
 
     def _mmap(self, name: str) -> mmap.mmap:
-        table = self._bcc[name]
+        table = self._bcc[name.encode()]
         size = ctypes.sizeof(table.Leaf) * table.max_entries
         size = (size + mmap.PAGESIZE - 1) // mmap.PAGESIZE * mmap.PAGESIZE
         return mmap.mmap(table.get_fd(), size, mmap.MAP_SHARED,

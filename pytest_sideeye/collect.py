@@ -1,0 +1,209 @@
+"""Stage 4b: collecting raw goroutine records from a paused process by running passes of
+the BPF program (bpfprog.py). Everything here runs while the target is stopped, so it only
+copies bytes out of the program's output map; decoding waits until after the resume
+(decode.py)."""
+from __future__ import annotations
+
+import struct
+import time
+from dataclasses import dataclass, field
+
+from .bpfprog import Program
+
+MODE_THREADS, MODE_GS, MODE_CONT, MODE_READ = 1, 2, 3, 4
+OUT_HEADER = 64           # out_t fields before the union
+CFG_FMT = "<IIIIQQQQ"
+
+F_MORE, F_BADFP, F_READFAIL, F_NOG = 1, 2, 4, 8
+(H_GP, H_GOID, H_STATUS, H_WAITREASON, H_WAITSINCE, H_GOPC, H_PARENT, H_M, H_LO, H_HI,
+ H_SP, H_PC, H_BP, H_SYSSP, H_SYSPC, H_SYSBP, H_NFRAMES, H_FLAGS, H_CONT_FP, H_INDEX) = range(20)
+
+MAX_TOTAL_FRAMES = 1024   # deeper stacks are cut (the runtime itself prints 100)
+MAX_CONT_ROUNDS = MAX_TOTAL_FRAMES // 64
+
+
+@dataclass
+class GRecord:
+    """One goroutine as read in the pause (words as in bpf/snapshot.bpf.c)."""
+    h: tuple[int, ...]
+    pcs: list[int]
+    fps: list[int]
+    flags: int
+
+
+@dataclass
+class ThreadRecord:
+    tid: int
+    ip: int
+    sp: int
+    bp: int
+    r14: int
+    pcs: list[int]
+    fps: list[int]
+    flags: int
+
+
+@dataclass
+class RawProcess:
+    pid: int
+    allglen: int = 0
+    goroutines: list[GRecord] = field(default_factory=list)
+    threads: list[ThreadRecord] = field(default_factory=list)
+    ms: list[tuple[int, int, int]] = field(default_factory=list)   # (m, procid, curg)
+    notes: list[str] = field(default_factory=list)
+    passes: int = 0
+    # Raw bytes copied during the pause, decoded after it.
+    threads_raw: bytes = b""
+    nthreads: int = 0
+    chunks: list[bytes] = field(default_factory=list)       # MODE_GS outputs, in order
+    more: dict[tuple[int, int], list[bytes]] = field(default_factory=dict)  # continuations
+
+
+class Collector:
+    """Drives the passes for one target process (link and config made before the pause)."""
+
+    def __init__(self, program: Program, pid: int, addrs: dict[str, int], bias: int,
+                 sp_delta=None):
+        self.p = program
+        self.pid = pid
+        c = program.const
+        self.per_pass = c["GS_PER_PASS"]
+        self.max_frames = c["MAX_FRAMES"]
+        self.hdr_words = c["HDR_WORDS"]
+        self.grec_size = 8 * (self.hdr_words + 2 * self.max_frames)
+        self.trec_size = 8 * (8 + 2 * self.max_frames)
+        self.max_threads = c["MAX_THREADS"]
+        self.reads_per_pass = c["READS_PER_PASS"]
+        self.read_max = c["READ_MAX"]
+        self.read_out = c["READ_OUT"]
+        self.addrs = addrs
+        self.bias = bias
+        self.sp_delta = sp_delta   # pc -> frame size, for syscalls without syscallbp
+        self.link = program.link(pid)
+        self.buf = bytearray(64)
+
+    def close(self) -> None:
+        import os
+        os.close(self.link)
+
+    # --- passes -------------------------------------------------------------------------
+    def _configure(self, mode: int, start: int = 0, count: int = 0) -> None:
+        struct.pack_into(CFG_FMT, self.p.cfg, 0, mode, start, count, 0,
+                         self.addrs["runtime.allgs"] + self.bias,
+                         self.addrs["runtime.allglen"] + self.bias,
+                         self.addrs["runtime.allm"] + self.bias, self.bias)
+
+    def _run(self, raw: RawProcess) -> None:
+        self.p.run(self.link, self.buf)
+        raw.passes += 1
+
+    def collect(self, raw: RawProcess) -> None:
+        """All stack passes. Called with the target stopped."""
+        self._threads(raw)
+        pending = self._goroutines(raw)
+        self._continue(raw, pending)
+
+    def _threads(self, raw: RawProcess) -> None:
+        self._configure(MODE_THREADS)
+        struct.pack_into("<Q", self.p.out, 16, 0)
+        self._run(raw)
+        nthreads, nms = struct.unpack_from("<QQ", self.p.out, 16)
+        base = OUT_HEADER
+        data = bytes(self.p.out[base:base + self.trec_size * min(nthreads, self.max_threads)])
+        mbase = OUT_HEADER + self.trec_size * self.max_threads
+        mdata = bytes(self.p.out[mbase:mbase + 32 * nms])
+        raw.threads_raw = data
+        raw.ms = [struct.unpack_from("<QQQ", mdata, 32 * i) for i in range(nms)]
+        raw.nthreads = min(nthreads, self.max_threads)
+        if nthreads > self.max_threads:
+            raw.notes.append(f"only the first {self.max_threads} of {nthreads} threads were read")
+
+    def _goroutines(self, raw: RawProcess) -> list:
+        start = 0
+        chunks = []
+        while True:
+            self._configure(MODE_GS, start, self.per_pass)
+            struct.pack_into("<Q", self.p.out, 16, 0)
+            self._run(raw)
+            allglen, _allgs, nrecs = struct.unpack_from("<QQQ", self.p.out, 0)
+            raw.allglen = allglen
+            if nrecs:
+                chunks.append(bytes(self.p.out[OUT_HEADER:OUT_HEADER + nrecs * self.grec_size]))
+            start += self.per_pass
+            if start >= allglen or not nrecs:
+                break
+        raw.chunks = chunks
+        return self._pending_continuations(raw, chunks)
+
+    def _pending_continuations(self, raw: RawProcess, chunks: list[bytes]) -> list:
+        """Walks to continue: stacks longer than one pass's frames, and syscalls whose
+        frame pointer is computed here from pclntab (Go < 1.23 has no g.syscallbp)."""
+        pending = []
+        hw = self.hdr_words
+        for ci, chunk in enumerate(chunks):
+            for i in range(len(chunk) // self.grec_size):
+                off = i * self.grec_size
+                flags, cont = struct.unpack_from("<QQ", chunk, off + 8 * H_FLAGS)
+                if flags & F_MORE:
+                    lo, hi = struct.unpack_from("<QQ", chunk, off + 8 * H_LO)
+                    pending.append(((ci, i), cont, lo, hi))
+        return pending
+
+    def _continue(self, raw: RawProcess, pending: list) -> None:
+        rounds = 0
+        while pending and rounds < MAX_CONT_ROUNDS:
+            rounds += 1
+            nxt = []
+            for batch_start in range(0, len(pending), self.per_pass):
+                batch = pending[batch_start:batch_start + self.per_pass]
+                for j, (key, fp, lo, hi) in enumerate(batch):
+                    struct.pack_into("<QQQQ", self.p.conts, 32 * j, j, fp, lo, hi)
+                self._configure(MODE_CONT, len(batch))
+                self._run(raw)
+                data = bytes(self.p.out[OUT_HEADER:OUT_HEADER + len(batch) * self.grec_size])
+                for j, (key, fp, lo, hi) in enumerate(batch):
+                    off = j * self.grec_size
+                    raw.more.setdefault(key, []).append(data[off:off + self.grec_size])
+                    flags, cont = struct.unpack_from("<QQ", data, off + 8 * H_FLAGS)
+                    if flags & F_MORE:
+                        nxt.append((key, cont, lo, hi))
+            pending = nxt
+        if pending:
+            raw.notes.append(f"{len(pending)} stacks deeper than {MAX_TOTAL_FRAMES} frames cut")
+
+    def start_syscall_walks(self, raw: RawProcess, starts: list) -> None:
+        """Continue walks from computed frame pointers: [(key, fp, lo, hi)]."""
+        self._continue(raw, starts)
+
+    def read_many(self, raw: RawProcess, requests: list[tuple[int, int]]) -> dict:
+        """Copy (addr, size) ranges out of the target in as few passes as fit."""
+        results: dict[tuple[int, int], bytes | None] = {}
+        pieces = []
+        for addr, size in requests:
+            for off in range(0, size, self.read_max):
+                pieces.append((addr, size, addr + off, min(self.read_max, size - off)))
+        i = 0
+        while i < len(pieces):
+            batch, used = [], 0
+            while i < len(pieces) and len(batch) < self.reads_per_pass and \
+                    used + pieces[i][3] <= self.read_out:
+                batch.append((pieces[i], used))
+                used += (pieces[i][3] + 7) & ~7
+                i += 1
+            for j, ((_a, _s, paddr, psize), off) in enumerate(batch):
+                struct.pack_into("<QII", self.p.reads, 16 * j, paddr, psize, off)
+            self._configure(MODE_READ, len(batch))
+            self._run(raw)
+            rc_base = OUT_HEADER
+            data_base = OUT_HEADER + 4 * self.reads_per_pass
+            rcs = struct.unpack_from(f"<{len(batch)}i", self.p.out, rc_base)
+            for ((addr, size, paddr, psize), off), rc in zip(batch, rcs):
+                key = (addr, size)
+                if rc != 0:
+                    results[key] = None
+                    continue
+                chunk = bytes(self.p.out[data_base + off:data_base + off + psize])
+                prev = results.get(key, b"")
+                if prev is not None:
+                    results[key] = prev + chunk
+        return results

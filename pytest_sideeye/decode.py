@@ -1,0 +1,198 @@
+"""Stage 5: decoding raw records (collect.py) into the snapshot model, after the target was
+resumed: statuses and wait reasons, running goroutines matched to their threads, frames
+symbolized through pclntab with inlined frames expanded like the runtime's traceback."""
+from __future__ import annotations
+
+import struct
+
+from .collect import (F_BADFP, F_MORE, F_NOG, F_READFAIL, H_BP, H_FLAGS, H_GOID, H_GOPC,
+                      H_GP, H_HI, H_LO, H_M, H_NFRAMES, H_PARENT, H_PC, H_SP, H_STATUS,
+                      H_SYSBP, H_SYSPC, H_SYSSP, H_WAITREASON, H_WAITSINCE, RawProcess)
+from .snapshot import CreatedBy, Frame, Goroutine
+
+STATUS_NAMES = {"_Gidle": "idle", "_Grunnable": "runnable", "_Grunning": "running",
+                "_Gsyscall": "syscall", "_Gwaiting": "waiting", "_Gdead": "dead",
+                "_Gcopystack": "copystack", "_Gpreempted": "preempted", "_Gleaked": "leaked"}
+STOP_AT = ("runtime.goexit",)
+
+
+class Decoder:
+    def __init__(self, info, bias: int, const: dict[str, int]):
+        self.info = info
+        self.symtab = info.symtab
+        self.bias = bias
+        layout = info.layout
+        self.status_by_value = {v: STATUS_NAMES[k] for k, v in layout.status_values.items()
+                                if k in STATUS_NAMES}
+        self.wait_reasons = layout.wait_reasons
+        self.hdr_words = const["HDR_WORDS"]
+        self.max_frames = const["MAX_FRAMES"]
+        self.grec_size = 8 * (self.hdr_words + 2 * self.max_frames)
+        self.trec_size = 8 * (8 + 2 * self.max_frames)
+        self.has_syscallbp = "syscallbp" in layout.g_offsets
+
+    # --- records ------------------------------------------------------------------------
+    def _record(self, chunk: bytes, i: int):
+        off = i * self.grec_size
+        h = struct.unpack_from(f"<{self.hdr_words}Q", chunk, off)
+        n = min(h[H_NFRAMES], self.max_frames)
+        pcs = list(struct.unpack_from(f"<{n}Q", chunk, off + 8 * self.hdr_words))
+        fps = list(struct.unpack_from(f"<{n}Q", chunk, off + 8 * (self.hdr_words + self.max_frames)))
+        return h, pcs, fps
+
+    def _continuations(self, raw: RawProcess, key) -> tuple[list[int], list[int], int]:
+        pcs, fps, flags = [], [], 0
+        for rec in raw.more.get(key, []):
+            h, p, f = self._record(rec, 0)
+            pcs += p
+            fps += f
+            flags = h[H_FLAGS]
+        return pcs, fps, flags
+
+    def threads(self, raw: RawProcess) -> dict[int, tuple]:
+        out = {}
+        for i in range(raw.nthreads):
+            off = i * self.trec_size
+            tid, ip, sp, bp, _r14, n, flags, _ = struct.unpack_from("<8Q", raw.threads_raw, off)
+            n = min(n, self.max_frames)
+            pcs = list(struct.unpack_from(f"<{n}Q", raw.threads_raw, off + 64))
+            out[tid] = (ip, sp, bp, pcs, flags)
+        return out
+
+    # --- goroutines ---------------------------------------------------------------------
+    def goroutines(self, raw: RawProcess) -> list[Goroutine]:
+        threads = self.threads(raw)
+        curg_thread = {curg: procid for _m, procid, curg in raw.ms if curg}
+        result = []
+        seen = set()
+        for ci, chunk in enumerate(raw.chunks):
+            for i in range(len(chunk) // self.grec_size):
+                h, pcs, fps = self._record(chunk, i)
+                flags = h[H_FLAGS]
+                if flags & F_NOG:
+                    continue
+                status = self.status_by_value.get(h[H_STATUS], f"status {h[H_STATUS]}")
+                if status == "dead":
+                    continue
+                if (ci, i) in raw.more:   # deep stacks, and syscalls of Go < 1.23
+                    more_pcs, more_fps, flags2 = self._continuations(raw, (ci, i))
+                    pcs += more_pcs
+                    fps += more_fps
+                    flags = (flags & ~F_MORE) | flags2
+                g = self._goroutine(h, status, pcs, flags, threads, curg_thread)
+                if g.id in seen:   # a goroutine list that changed under us
+                    continue
+                seen.add(g.id)
+                result.append(g)
+        return result
+
+    def _goroutine(self, h, status, pcs, flags, threads, curg_thread) -> Goroutine:
+        g = Goroutine(id=h[H_GOID], status=status)
+        if status == "waiting" and h[H_WAITREASON] < len(self.wait_reasons):
+            g.wait_reason = self.wait_reasons[h[H_WAITREASON]]
+        if h[H_WAITSINCE]:
+            g.wait_since_ns = h[H_WAITSINCE]
+        g.created_by = self._created_by(h[H_GOPC], h[H_PARENT])
+        first_is_call_site = True
+        if status == "running":
+            tid = curg_thread.get(h[H_GP])
+            th = threads.get(tid) if tid else None
+            if th and h[H_LO] <= th[1] < h[H_HI]:
+                pcs, flags, first_is_call_site = th[3], th[4], False
+                g.thread = tid
+            elif th:
+                g.thread = tid
+                pcs = [h[H_PC]]
+                g.truncated = "running on a system stack; showing its last saved position"
+            else:
+                pcs = []
+                g.truncated = "running on a thread that could not be read"
+        elif status == "syscall":
+            tid = curg_thread.get(h[H_GP])
+            if tid:
+                g.thread = tid
+        g.frames, cut = self.symbolize(pcs, first_is_call_site)
+        if flags & F_BADFP:
+            g.truncated = g.truncated or "frame pointer chain broken (stack changing?)"
+        elif flags & F_READFAIL:
+            g.truncated = g.truncated or "stack memory could not be read"
+        elif flags & F_MORE:
+            g.truncated = g.truncated or "depth limit"
+        elif cut:
+            g.truncated = g.truncated or cut
+        return g
+
+    def _created_by(self, gopc: int, parent: int) -> CreatedBy | None:
+        if not gopc:
+            return None
+        pc = gopc - self.bias
+        f = self.symtab.func_for_pc(pc)
+        if f is None:
+            return None
+        frames = self.symtab.frames_for_pc(pc, is_call_site=True)
+        file, line = (frames[0].file, frames[0].line) if frames else ("?", 0)
+        return CreatedBy(f.print_name, file, line, parent or None)
+
+    def symbolize(self, pcs: list[int], first_is_call_site: bool = True
+                  ) -> tuple[list[Frame], str | None]:
+        """PCs (leaf first) to frames, inlined frames expanded, stopping at goexit."""
+        frames: list[Frame] = []
+        callee = None
+        call_site = first_is_call_site
+        for pc in pcs:
+            link_pc = pc - self.bias
+            f = self.symtab.func_for_pc(link_pc)
+            if f is None:
+                return frames, f"return address {pc:#x} is in no Go function"
+            if f.name in STOP_AT:
+                return frames, None
+            for sf in self.symtab.frames_for_pc(link_pc, is_call_site=call_site, callee=callee):
+                frames.append(Frame(sf.function, sf.file, sf.line, pc, sf.inlined))
+            callee = f.name
+            call_site = not self.symtab.is_injected_call(f)
+        return frames, None
+
+    def frames_for_capture(self, raw: RawProcess, wants):
+        """(goid, pc, cfa, function) of every parked frame running a captured function,
+        inlined ones included. Runs in the pause: PCs are symbolized once each (cached)."""
+        cache = self._capture_cache = getattr(self, "_capture_cache", {})
+        running = self.info.layout.status_values.get("_Grunning")
+        for ci, chunk in enumerate(raw.chunks):
+            for i in range(len(chunk) // self.grec_size):
+                h, pcs, fps = self._record(chunk, i)
+                if h[H_FLAGS] & F_NOG or h[H_STATUS] == running or not h[H_GOID]:
+                    continue
+                if (ci, i) in raw.more:
+                    more_pcs, more_fps, _ = self._continuations(raw, (ci, i))
+                    pcs, fps = pcs + more_pcs, fps + more_fps
+                for pc, fp in zip(pcs, fps):
+                    names = cache.get(pc)
+                    if names is None:
+                        names = cache[pc] = self._wanted_at(pc, wants)
+                    for name in names:
+                        if fp:
+                            yield h[H_GOID], pc, fp + 16, name
+
+    def _wanted_at(self, pc: int, wants) -> tuple[str, ...]:
+        frames = self.symtab.frames_for_pc(pc - self.bias, is_call_site=True)
+        return tuple(f.function for f in frames if wants(f.function))
+
+    def syscall_starts(self, raw: RawProcess) -> list:
+        """Go < 1.23 keeps no frame pointer for a goroutine in a syscall: compute it from
+        syscallsp and the pcsp table, as (key, fp, lo, hi) walks to continue."""
+        if self.has_syscallbp:
+            return []
+        starts = []
+        syscall_value = self.info.layout.status_values.get("_Gsyscall")
+        for ci, chunk in enumerate(raw.chunks):
+            for i in range(len(chunk) // self.grec_size):
+                h, _pcs, _fps = self._record(chunk, i)
+                if h[H_FLAGS] & F_NOG or h[H_STATUS] != syscall_value or not h[H_SYSPC]:
+                    continue
+                try:
+                    delta = self.symtab.sp_delta(h[H_SYSPC] - self.bias)
+                except KeyError:
+                    continue
+                if delta >= 8:
+                    starts.append(((ci, i), h[H_SYSSP] + delta - 8, h[H_LO], h[H_HI]))
+        return starts

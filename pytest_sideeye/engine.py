@@ -1,0 +1,161 @@
+"""The snapshot engine: binary analysis -> BPF program -> pause and collect -> decode ->
+snapshot model, for one or more target processes. The Python API behind
+`sideeye snapshot` and the pytest plugin.
+
+    snap = take_snapshot([Target(pid)], capture={"main.settle": ["o", "o.ID"]})
+
+Per-process problems (process gone, not a Go program, no DWARF, stop refused) land in
+that process's `error`; problems that concern every target (no root, no BPF, a bad
+capture spec) raise SideeyeError before anything is paused.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+from . import gobinary
+from .bpfprog import Program, layout_macros
+from .collect import Collector, RawProcess
+from .decode import Decoder
+from .errors import NoPermission, SideeyeError
+from .pause import PauseTimes, paused
+from .snapshot import Container, Process, Snapshot, now_rfc3339
+
+RUNTIME_ADDRS = ("runtime.allgs", "runtime.allglen", "runtime.allm")
+
+
+@dataclass
+class Target:
+    pid: int
+    container: Container | None = None
+    service: str | None = None
+
+
+_programs: dict[tuple, Program] = {}
+
+
+def program_for(layout) -> Program:
+    """One compiled program per runtime layout, kept for the life of the collector."""
+    macros = layout_macros(layout)
+    key = tuple(sorted(macros.items()))
+    prog = _programs.get(key)
+    if prog is None:
+        prog = _programs[key] = Program(macros)
+    return prog
+
+
+def check_privileges() -> None:
+    if os.geteuid() != 0:
+        raise NoPermission("snapshots need root (or CAP_BPF, CAP_PERFMON and CAP_SYS_PTRACE): "
+                           "run with sudo")
+
+
+def take_snapshot(targets: list[Target] | list[int], capture=None, limits=None) -> Snapshot:
+    check_privileges()
+    targets = [t if isinstance(t, Target) else Target(int(t)) for t in targets]
+    spec = _parse_capture(capture)
+    snap = Snapshot(taken_at=now_rfc3339())
+    for t in targets:
+        snap.processes.append(snapshot_process(t, spec, limits))
+    return snap
+
+
+def _parse_capture(capture):
+    if not capture:
+        return None
+    from . import capture as capture_mod
+    return capture_mod.parse_specs(capture)
+
+
+def snapshot_process(target: Target, spec=None, limits=None) -> Process:
+    proc = Process(pid=target.pid, container=target.container, service=target.service)
+    try:
+        _snapshot_into(proc, spec, limits)
+    except SideeyeError as e:
+        proc.error = str(e)
+    return proc
+
+
+def _snapshot_into(proc: Process, spec, limits) -> None:
+    pid = proc.pid
+    exe = gobinary.exe_for_pid(pid)
+    proc.exe = _display_exe(pid, exe)
+    info = gobinary.analyze(exe)
+    proc.go_version = info.go_version
+    bias = gobinary.load_bias(pid, info)
+    program = program_for(info.layout)
+    plan = _make_plan(info, exe, spec, limits)
+    addrs = {k: info.symbols[k] for k in RUNTIME_ADDRS if k in info.symbols}
+    missing = [k for k in RUNTIME_ADDRS if k not in addrs]
+    if missing:
+        raise SideeyeError(f"{exe}: runtime symbols {missing} not found (stripped binary?)")
+    decoder = Decoder(info, bias, program.const)
+    collector = Collector(program, pid, addrs, bias)
+    raw = RawProcess(pid)
+    times = PauseTimes()
+    captures = []
+    try:
+        with paused(pid, times):
+            t0 = time.perf_counter_ns()
+            collector.collect(raw)
+            starts = decoder.syscall_starts(raw)
+            if starts:
+                collector.start_syscall_walks(raw, starts)
+            t1 = time.perf_counter_ns()
+            if plan is not None:
+                captures = _capture_in_pause(plan, decoder, collector, raw)
+            t2 = time.perf_counter_ns()
+    finally:
+        collector.close()
+    proc.pause_ns = times.pause_ns
+    proc.pause_parts_ns = {"stop": times.stop_ns, "collect": t1 - t0, "capture": t2 - t1,
+                           "resume": times.resume_ns}
+    proc.goroutines = decoder.goroutines(raw)
+    if captures:
+        _attach_variables(proc, captures)
+    proc.notes += raw.notes
+    if raw.allglen and not proc.goroutines:
+        proc.notes.append("no live goroutine could be read")
+
+
+def _display_exe(pid: int, exe: str) -> str:
+    try:
+        return os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        return exe
+
+
+# --- variable capture (plan made before the pause, reads in it, decoding after) ----------
+
+def _make_plan(info, exe, spec, limits):
+    if spec is None:
+        return None
+    from . import capture as capture_mod
+    kw = {"limits": limits} if limits is not None else {}
+    return capture_mod.make_plan(info, spec, **kw)
+
+
+def _capture_in_pause(plan, decoder, collector, raw):
+    """Start a capture job per frame of a captured function, then read all their
+    variables in batched rounds (one BPF read pass per round)."""
+    from . import capture as capture_mod
+    jobs = []
+    for goid, pc, cfa, function in decoder.frames_for_capture(raw, plan.wants):
+        jobs.append(((goid, pc, function),
+                     plan.start_frame(function, pc - decoder.bias, cfa, True)))
+    if jobs:
+        capture_mod.run_rounds([j for _, j in jobs],
+                               lambda reqs: collector.read_many(raw, reqs))
+    return jobs
+
+
+def _attach_variables(proc: Process, captures) -> None:
+    """Put each job's values on its frame: same goroutine, same PC, same function (the
+    frames inlined at one PC share it)."""
+    jobs = {key: job for key, job in captures}
+    for g in proc.goroutines:
+        for f in g.frames:
+            job = jobs.get((g.id, f.pc, f.function))
+            if job is not None:
+                f.variables = job.variables()
