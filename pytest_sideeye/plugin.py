@@ -388,8 +388,9 @@ class OwnTimeout:
         message = self._fire()
         failed = _failed_exception()
         # An exception *class* is all PyThreadState_SetAsyncExc takes: bake the message in.
-        exc = type("SideeyeTimeout", (failed,),
-                   {"__init__": lambda self: failed.__init__(self, message)})
+        exc = type("Failed", (failed,),   # shown as "Failed: Timeout ...", like SIGALRM's
+                   {"__init__": lambda self: failed.__init__(self, message),
+                    "__module__": failed.__module__})
         with self._lock:
             if not self._cancelled:
                 ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self._thread_id),
