@@ -145,6 +145,47 @@ def _drain(proc: subprocess.Popen, into: list[str]) -> None:
         pass  # closed by stop()
 
 
+# --- what parkzoo parks --------------------------------------------------------------
+
+# The function each parkzoo goroutine parks in (as the dump names it) and its wait reason.
+PARKZOO_PARKED = {
+    "main.parkChanSend": "chan send",
+    "main.parkChanRecv": "chan receive",
+    "main.parkSelect": "select",
+    "main.parkSelectNoCases": "select (no cases)",
+    "main.parkMutex": "sync.Mutex.Lock",
+    "main.parkRWMutexReader": "sync.RWMutex.RLock",
+    "main.parkRWMutexWriter": "sync.RWMutex.Lock",
+    "main.parkWaitGroup": "sync.WaitGroup.Wait",
+    "main.parkCond": "sync.Cond.Wait",
+    "main.parkSleep": "sleep",
+    "main.parkAccept": "IO wait",
+    "main.parkConnRead": "IO wait",
+    "main.parkPipeRead": "IO wait",
+    "main.parkLockedThread": "chan receive",   # also "locked to thread"
+    "main.recurseDown": "chan receive",        # 200 frames deep
+    "main.parkInlined": "chan receive",        # under inlinedOuter/inlinedInner (inlined)
+    "main.startClosures.func1": "chan receive",
+    "main.startClosures.func2.1": "chan receive",
+    "main.parkGeneric[...]": "chan receive",
+    "main.(*Box[...]).Wait": "chan receive",
+    "main.Parker.WaitValue": "chan receive",
+    "main.(*Parker).WaitPointer": "chan receive",
+}
+# Not parked: main.parkSyscall (status "syscall", no wait reason) and main.spinBusy
+# (-spinners of them, running or runnable).
+PARKZOO_RECURSION_DEPTH = 200
+
+
+def parkzoo_reason(function: str, version: str) -> str:
+    """The wait reason Go `version` prints for parkzoo's goroutine in `function`."""
+    reason = PARKZOO_PARKED[function]
+    # Go 1.21 parks WaitGroup.Wait with the generic semacquire reason.
+    if reason == "sync.WaitGroup.Wait" and version.startswith("1.21."):
+        return "semacquire"
+    return reason
+
+
 # --- comparison -------------------------------------------------------------------
 
 # Statuses of goroutines that move on their own between the oracle's moment and ours:

@@ -10,48 +10,13 @@ from pathlib import Path
 import pytest
 
 from conftest import GO_VERSIONS, GOAPPS
-from oracle import DUMPS_DIR, compare, oracle_shows_runtime_frames, stable_goroutines, visible_frames
+from oracle import (DUMPS_DIR, PARKZOO_PARKED as PARKED, compare, oracle_shows_runtime_frames,
+                    parkzoo_reason as expected_reason, stable_goroutines, visible_frames)
 from pytest_sideeye.godump import dump_info, parse_dump, parse_dump_process, parse_header
 from pytest_sideeye.snapshot import CreatedBy, Frame, Goroutine
 
 PARKZOO_SRC = GOAPPS / "parkzoo" / "main.go"
 KINDS = ("debug2", "sigquit")
-
-# The goroutine parkzoo parks in each function, with its expected bracket text.
-PARKED = {
-    "main.parkChanSend": "chan send",
-    "main.parkChanRecv": "chan receive",
-    "main.parkSelect": "select",
-    "main.parkSelectNoCases": "select (no cases)",
-    "main.parkMutex": "sync.Mutex.Lock",
-    "main.parkRWMutexReader": "sync.RWMutex.RLock",
-    "main.parkRWMutexWriter": "sync.RWMutex.Lock",
-    "main.parkWaitGroup": "sync.WaitGroup.Wait",
-    "main.parkCond": "sync.Cond.Wait",
-    "main.parkSleep": "sleep",
-    "main.parkAccept": "IO wait",
-    "main.parkConnRead": "IO wait",
-    "main.parkPipeRead": "IO wait",
-    "main.parkLockedThread": "chan receive",
-    "main.recurseDown": "chan receive",
-    "main.parkInlined": "chan receive",
-    "main.startClosures.func1": "chan receive",
-    "main.startClosures.func2.1": "chan receive",
-    "main.parkGeneric[...]": "chan receive",
-    "main.(*Box[...]).Wait": "chan receive",
-    "main.Parker.WaitValue": "chan receive",
-    "main.(*Parker).WaitPointer": "chan receive",
-}
-
-
-def expected_reason(function: str, version: str) -> str:
-    reason = PARKED[function]
-    # Go 1.21's WaitGroup.Wait parks with the generic semacquire reason (the dedicated
-    # one arrived in 1.22... and is what 1.24 and 1.27 print).
-    if reason == "sync.WaitGroup.Wait" and version.startswith("1.21."):
-        return "semacquire"
-    return reason
-
 
 def recorded(version: str, kind: str) -> str:
     return (DUMPS_DIR / f"parkzoo-go{version}.{kind}.txt").read_text()
