@@ -92,7 +92,8 @@ class Decoder:
             g.wait_reason = self.wait_reasons[h[H_WAITREASON]]
         if h[H_WAITSINCE]:
             g.wait_since_ns = h[H_WAITSINCE]
-        g.created_by = self._created_by(h[H_GOPC], h[H_PARENT])
+        # Goroutine 1 is started by the runtime's assembly entry: no Go creator to show.
+        g.created_by = self._created_by(h[H_GOPC], h[H_PARENT]) if g.id != 1 else None
         first_is_call_site = True
         if status == "running":
             tid = curg_thread.get(h[H_GP])
