@@ -377,10 +377,15 @@ def _start_for_request(spec: ServiceSpec, request: pytest.FixtureRequest) -> Ser
         image = spec.image_tag()
     except SideeyeError as e:
         pytest.fail(str(e), pytrace=False)
+    import docker
+
     node = request.node
-    scope_nodeid = node.nodeid
     chain = [n.nodeid for n in node.listchain()]
-    svc = start(spec, image, scope_nodeid, chain, session=request.session)
+    try:
+        svc = start(spec, image, node.nodeid, chain, session=request.session)
+    except docker.errors.APIError as e:
+        pytest.fail(f"service {spec.name!r} could not start: {images._one_line(e)}",
+                    pytrace=False)
     request.addfinalizer(svc.stop)
     problem = wait_ready(svc)
     if problem:
@@ -434,8 +439,8 @@ def _once_per_process() -> None:
     """First service of this process: sweep what killed runs left, arm cleanup."""
     if _started_once.is_set():
         return
+    sweep_stale()  # raises DockerUnavailable first when there is no daemon
     _started_once.set()
-    sweep_stale()
     atexit.register(cleanup_session)
     _install_signal_cleanup()
 

@@ -20,7 +20,7 @@ import pytest
 
 pytest_plugins = ["pytester"]  # only this module needs it; the root conftest is not mine
 
-from conftest import GOAPPS, ROOT
+from conftest import GOAPPS
 from pytest_sideeye import images, services, toolchains
 from pytest_sideeye.errors import DockerUnavailable, SideeyeError
 from pytest_sideeye.services import (L_BOOT, L_PID, L_PID_START, L_SERVICE, L_SESSION, L_TEST,
@@ -346,3 +346,46 @@ def test_interrupted_run_cleans_up(needs_docker, user_project, sig):
             proc.kill()
             proc.wait()
     assert_nothing_left(user_project.path)
+
+
+# --------------------------------------------------------------------------- other image sources
+
+def test_prebuilt_image_and_missing_image(needs_docker, request):
+    tag = images.go_image("ledger", GOAPPS / "ledger")
+    spec = services._make_spec("prebuilt", Path(__file__).parent, source=None, image=tag,
+                               dockerfile=None, ports=[8080], args=(), env=None,
+                               scope="function", ready_http=8080, ready_tcp=None,
+                               ready_log=None, ready_timeout=10, go_version=None,
+                               networks=(), aliases=(), labels=None)
+    svc = start_direct(spec, request.node.nodeid)
+    try:
+        assert services.wait_ready(svc) is None
+        assert get_json(svc.url(8080, "/accounts/bob"))["balance"] == 50
+    finally:
+        svc.stop()
+    with pytest.raises(SideeyeError, match=r"^go_service 'gone': image 'sideeye/no-such:x' is "
+                                           r"not present locally and could not be pulled"):
+        images.prebuilt_image("gone", "sideeye/no-such:x")
+
+
+def test_dockerfile_relative_to_the_caller(needs_docker, go_build, tmp_path, request):
+    (tmp_path / "svc").mkdir()
+    (tmp_path / "svc" / "ledgerd").write_bytes(go_build("ledger").read_bytes())
+    (tmp_path / "svc" / "ledgerd").chmod(0o755)
+    (tmp_path / "svc" / "Dockerfile").write_text(
+        'FROM scratch\nCOPY ledgerd /ledgerd\nENTRYPOINT ["/ledgerd", "-accounts", "carol=9"]\n')
+    spec = services._make_spec("custom", tmp_path, source=None, image=None,
+                               dockerfile="svc/Dockerfile", ports=[8080], args=(), env=None,
+                               scope="function", ready_http=(8080, "healthz"),
+                               ready_tcp=None, ready_log=None, ready_timeout=10,
+                               go_version=None, networks=(), aliases=(), labels=None)
+    assert spec.dockerfile == tmp_path / "svc" / "Dockerfile"
+    svc = start_direct(spec, request.node.nodeid)
+    try:
+        assert services.wait_ready(svc) is None
+        assert svc.image.startswith("sideeye/custom:")
+        assert get_json(svc.url(8080, "/accounts"))["balances"] == {"carol": 9}
+        assert len(svc.pids) == 1
+    finally:
+        svc.stop()
+        images.docker_client().images.remove(svc.image, force=True)
