@@ -270,11 +270,11 @@ def test_layout_reads_a_live_process(go_build, needs_root, version, flags):
     finally:
         stop(proc)
     assert 1 in live
-    dump.pop(0, None)   # "goroutine 0": an M's g0, which is not in allgs
-    assert len(dump) >= 8 and set(dump) <= set(live)
     waiting = info.layout.status_values["_Gwaiting"]
     parked = {goid: d for goid, d in dump.items() if d["parked_by_fixture"]}
-    assert len(parked) == 6
+    assert len(parked) == 6 and set(parked) <= set(live)
+    # The runtime may start system goroutines (GC workers) between the read and the dump.
+    assert len(set(dump) & set(live)) >= 8
     states = set()
     for goid, d in parked.items():
         got = live[goid]
