@@ -196,7 +196,8 @@ class _Parser:
         self.pending_created: tuple[str, int | None] | None = None
 
     def feed(self, line: str) -> None:
-        g = parse_header(line)
+        # startswith first: dumps of 100k goroutines have millions of lines.
+        g = parse_header(line) if line.startswith("goroutine ") else None
         if g is not None:
             self._close()
             self.g = g
@@ -215,13 +216,18 @@ class _Parser:
         if line.startswith("\t\t"):
             self._variable(line)
             return
-        fl = _FILE_LINE.match(line)
+        fl = _FILE_LINE.match(line) if line.startswith("\t") else None
         if fl:
             pc = int(fl.group("pc"), 16) if fl.group("pc") else 0
             self._file_line(fl.group("file"), int(fl.group("line")),
                             bool(fl.group("off") or fl.group("pc")), pc)
             return
         self.pending = self.pending_created = None
+        # Most lines are function lines: recognise the rarer kinds by their first
+        # character before trying any pattern.
+        if line[:1] not in ("\t", " ", ".", "[", "c"):
+            self.pending = parse_function_line(line)
+            return
         stripped = line.strip()
         info = dump_info(self.g)
         if stripped == _NO_STACK:

@@ -248,7 +248,7 @@ def _compare_goroutine(got: Goroutine, want: Goroutine, full_frames: bool,
         diffs.append(f"{name}: wait reason {got.wait_reason!r}, oracle {want.wait_reason!r}")
     frames = got.frames if full_frames else visible_frames(got.frames, got.created_by)
     diffs += [f"{name}: {d}" for d in _compare_frames(frames, want, dump_info(got))][:max_frame_diffs]
-    diffs += [f"{name}: {d}" for d in _compare_created_by(got, want)]
+    diffs += [f"{name}: {d}" for d in _compare_created_by(got, want, full_frames)]
     return diffs
 
 
@@ -290,10 +290,13 @@ def _frame_text(f: Frame) -> str:
     return f"{f.function} {Path(f.file).name}:{f.line}{' (inlined)' if f.inlined else ''}"
 
 
-def _compare_created_by(got: Goroutine, want: Goroutine) -> list[str]:
+def _compare_created_by(got: Goroutine, want: Goroutine, full_frames: bool) -> list[str]:
     a, b = got.created_by, want.created_by
     if b is None:
-        return [] if a is None or want.id == 1 else [f"created by {a.function}, oracle none"]
+        # The runtime prints no creator for goroutine 1, nor (at level 1) one it would
+        # hide as a frame.
+        hidden = a is not None and not full_frames and not shown_at_level1(a.function, a.file)
+        return [] if a is None or want.id == 1 or hidden else [f"created by {a.function}, oracle none"]
     if a is None:
         return [f"created by missing, oracle {b.function} {Path(b.file).name}:{b.line}"]
     diffs = []
