@@ -386,8 +386,10 @@ def test_compare_detects_missing_created_by_and_recursion_cut():
     deep = goroutine_in(ours, "main.parkDeep")
     del deep.dump_info           # as the engine would report it: no elision
     del deep.frames[60:]         # ... but a stack cut short
+    goroutine_in(oracle, "main.parkSleep").created_by = None
     diffs = compare(ours, oracle)
     assert any("created by missing, oracle main.startAll.func1" in d for d in diffs)
+    assert any("[sleep] in time.Sleep: created by main.startAll.func1, oracle none" in d for d in diffs)
     assert any("60 frames, oracle 201 (with 101 elided)" in d for d in diffs)
 
 
