@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import GO_VERSIONS, GOAPPS
+from conftest import GO_VERSIONS, GOAPPS, missing
 from oracle import PARKZOO_PARKED, parkzoo_reason, start_app
 from pytest_sideeye import toolchains
 from pytest_sideeye.godump import dump_info, parse_dump
@@ -55,6 +55,8 @@ def test_parkzoo_parks_every_kind(go_build, version):
 def test_parkzoo_inlining_checked_with_gcflags_m(version):
     """inlinedOuter/inlinedInner must really be inlined into parkInlined (and the
     //go:noinline functions must not be), or the inlined-frame tests check nothing."""
+    if version not in toolchains.installed_versions():
+        missing(f"Go {version} toolchain not installed")
     go = toolchains.go_binary(version)
     env = dict(os.environ, GOROOT=str(go.parent.parent), GOPROXY="off", GOFLAGS="-mod=mod",
                GOTOOLCHAIN="local", CGO_ENABLED="0",
