@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import GO_VERSIONS
 from oracle import DUMPS_DIR, compare
 from pytest_sideeye.godump import dump_info, parse_dump
 from pytest_sideeye.snapshot import (Container, CreatedBy, Frame, Goroutine, Process, Snapshot,
