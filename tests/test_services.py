@@ -38,7 +38,7 @@ replica = go_service("replica", source=LEDGER_SRC, ports=[8080],
 late_tcp = go_service("late_tcp", source=LEDGER_SRC, ports=[8080], ready_tcp=8080,
                       args=["-listen-delay", "1s"], ready_timeout=20)
 late_log = go_service("late_log", source=LEDGER_SRC, ports=[8080],
-                      ready_log=r"ledger listening on \S+:8080",
+                      ready_log=r"ledger listening on \S+:8080", go_version="1.21.13",
                       args=["-listen-delay", "1s"], ready_timeout=20)
 shared_ledger = go_service("shared_ledger", source=LEDGER_SRC, ports=[8080], scope="module",
                            ready_http=(8080, "/healthz"), ready_timeout=20)
@@ -117,6 +117,8 @@ def test_tcp_readiness_waits_for_the_listener(needs_docker, late_tcp):
 def test_log_readiness_waits_for_the_line(needs_docker, late_log):
     assert "ledger listening on" in late_log.logs()
     assert get_json(late_log.url(8080, "/accounts/bob"))["balance"] == 50
+    # Built with the pinned toolchain asked for, not the default one.
+    assert b"go1.21.13" in Path(f"/proc/{late_log.pids[0]}/exe").read_bytes()
 
 
 def test_two_services_reach_each_other_by_name(needs_docker, ledger, replica):
@@ -264,8 +266,9 @@ ledger = go_service("ledger", source="ledger", ports=[8080], ready_http=(8080, "
 
 EXTRA_FIXTURES = '''
 from pytest_sideeye import services
-broken = go_service("broken", source="ledger", ports=[8080], args=["-accounts", "x"],
-                    ready_http=(8080, "/healthz"), labels={"sideeye-test": "MARK"})
+# Collected under its name, whatever the variable is called.
+not_the_name = go_service("broken", source="ledger", ports=[8080], args=["-accounts", "x"],
+                          ready_http=(8080, "/healthz"))
 with open("session.txt", "w") as f:
     f.write(services.SESSION_ID)
 '''
@@ -389,3 +392,13 @@ def test_dockerfile_relative_to_the_caller(needs_docker, go_build, tmp_path, req
     finally:
         svc.stop()
         images.docker_client().images.remove(svc.image, force=True)
+
+
+def test_no_docker_is_one_line_in_the_test(user_project, monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", "unix:///tmp/sideeye-no-such-docker.sock")
+    result = user_project.runpytest_subprocess("-p", "no:cacheprovider", "-k", "quickstart")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines([
+        "Docker is not answering at unix:///tmp/sideeye-no-such-docker.sock: "
+        "start dockerd (scripts/setup.sh does)"])
+    assert "Traceback" not in result.stdout.str()
