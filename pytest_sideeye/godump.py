@@ -11,7 +11,16 @@ The dump is the oracle our own snapshots are judged against, so the parser keeps
 runtime printed and adds nothing. What the model has no field for (the "N minutes" of the
 header, "locked to thread", pprof labels, where frames were elided, ancestor tracebacks)
 goes into a `DumpInfo` attached to each parsed Goroutine as the attribute `dump_info`:
-snapshot.py's model stays unchanged and JSON output ignores it.
+snapshot.py's model stays unchanged and JSON output ignores it (so does
+dataclasses.replace; copy.deepcopy keeps it). wait_since_ns stays None: the dump gives
+whole minutes, not a clock reading (DumpInfo.wait_minutes has them).
+
+Status mapping: a bracket that is a gStatusStrings word becomes that status ("waiting"
+with no reason included); anything else is a wait reason of a waiting goroutine. "(scan)"
+is dropped, "X (leaked)" is status leaked with reason X.
+
+The parser also reads back what textdump.py adds to the format (pc=, thread, variables,
+"...truncated: why..."), so rendered snapshots round-trip.
 
 Anything the parser does not recognise is skipped: it never raises on odd input.
 """
