@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from conftest import GO_VERSIONS, GOAPPS, missing
-from oracle import PARKZOO_PARKED, parkzoo_reason, start_app
+from oracle import PARKZOO_PARKED, AppFailed, parkzoo_reason, start_app
 from pytest_sideeye import toolchains
 from pytest_sideeye.godump import dump_info, parse_dump
 
@@ -125,3 +125,23 @@ def test_loadserver(go_build):
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(lambda i: app.get(f"/work?rounds=50&hold=200&i={i}"), range(40)))
         assert json.loads(app.get("/stats")) == {"requests": 41}
+
+
+def test_start_app_failures_leave_nothing_running(go_build):
+    # hello prints "ready" (not READY) and sleeps: start_app must give up and kill it.
+    before = set(os.listdir("/proc"))
+    with pytest.raises(AppFailed, match="no READY within 0.5s"):
+        start_app(go_build("hello"), timeout=0.5)
+    leftover = [p for p in set(os.listdir("/proc")) - before
+                if p.isdigit() and "hello-go" in _cmdline(p)]
+    assert leftover == []
+    with pytest.raises(AppFailed, match=r"exited \(rc=1\) before READY"):
+        start_app("/bin/false")
+
+
+def _cmdline(pid: str) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
