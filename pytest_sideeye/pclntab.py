@@ -29,6 +29,7 @@ _FUNC_HEADER = struct.Struct("<IiiIIIIIIiBBxB")   # runtime._func up to nfuncdat
 _FUNC_HEADER_118 = struct.Struct("<IiiIIIIIIBBxB")  # Go 1.18/1.19: no startLine
 _INLINED_CALL = struct.Struct("<B3xiii")          # runtime.inlinedCall, Go 1.21+
 _NO_FUNCDATA = 0xFFFFFFFF
+_FRAMES_CACHE_SIZE = 1 << 16
 
 # Functions that the runtime treats as injected calls: the frame below them was
 # interrupted by a signal, so its PC is the trapping instruction, not a return address.
@@ -196,6 +197,8 @@ class Symtab:
         self._tables: dict[tuple[int, int], tuple[list[int], list[int]]] = {}
         self._file_cache: dict[int, str] = {}
         self._inl_cache: dict[int, bytes | None] = {}
+        self._frames_cache: dict[tuple[int, bool], list[SymFrame]] = {}
+        self._raw_cache: dict[int, tuple] = {}
 
     # ---- construction from an ELF file -------------------------------------------------
 
@@ -251,9 +254,12 @@ class Symtab:
 
     def _raw(self, i: int) -> tuple:
         """runtime._func of function i, as the 1.20+ field tuple (startLine 0 before)."""
-        raw = self._fstruct.unpack_from(self._pcln, self._func_offs[i])
-        if self._fstruct is _FUNC_HEADER_118:
-            raw = raw[:9] + (0,) + raw[9:]
+        raw = self._raw_cache.get(i)
+        if raw is None:
+            raw = self._fstruct.unpack_from(self._pcln, self._func_offs[i])
+            if self._fstruct is _FUNC_HEADER_118:
+                raw = raw[:9] + (0,) + raw[9:]
+            self._raw_cache[i] = raw
         return raw
 
     def _table(self, i: int, which: int) -> tuple[list[int], list[int]]:
@@ -360,7 +366,15 @@ class Symtab:
             return []
         entry = self.text_start + self._entry_offs[i]
         sym_pc = pc - 1 if is_call_site and pc > entry else pc
-        return self._expand(i, entry, sym_pc, callee in _KEEP_WRAPPER_BELOW)
+        keep_wrapper = callee in _KEEP_WRAPPER_BELOW
+        # Goroutines of one program sit at few distinct PCs: remember the answers.
+        key = (sym_pc, keep_wrapper)
+        frames = self._frames_cache.get(key)
+        if frames is None:
+            if len(self._frames_cache) >= _FRAMES_CACHE_SIZE:
+                self._frames_cache.clear()
+            frames = self._frames_cache[key] = self._expand(i, entry, sym_pc, keep_wrapper)
+        return list(frames)
 
     def _expand(self, i: int, entry: int, pc: int, keep_wrapper: bool) -> list[SymFrame]:
         tree = self._inline_tree(i)
