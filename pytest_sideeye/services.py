@@ -38,6 +38,7 @@ L_SERVICE = "pytest-sideeye.service"
 L_PID = "pytest-sideeye.pid"
 L_PID_START = "pytest-sideeye.pid-start"
 L_BOOT = "pytest-sideeye.boot"
+L_PIDNS = "pytest-sideeye.pidns"
 
 SESSION_ID = uuid.uuid4().hex[:12]
 POLL_S = 0.05
@@ -62,15 +63,27 @@ def _start_time(pid: int) -> str | None:
     return stat[stat.rindex(")") + 2:].split()[19]
 
 
+def _pid_namespace() -> str:
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+
+
 def owner_labels() -> dict[str, str]:
     pid = os.getpid()
     return {LABEL: "1", L_SESSION: SESSION_ID, L_PID: str(pid),
-            L_PID_START: _start_time(pid) or "", L_BOOT: _boot_id()}
+            L_PID_START: _start_time(pid) or "", L_BOOT: _boot_id(),
+            L_PIDNS: _pid_namespace()}
 
 
 def owner_alive(labels: dict[str, str]) -> bool:
     if labels.get(L_BOOT) and labels[L_BOOT] != _boot_id():
         return False
+    if labels.get(L_PIDNS) and labels[L_PIDNS] != _pid_namespace():
+        # A run in another PID namespace (a CI job sharing the Docker socket): its PIDs
+        # mean nothing here, so it is presumed alive.
+        return True
     try:
         pid = int(labels.get(L_PID, ""))
     except ValueError:

@@ -23,8 +23,8 @@ pytest_plugins = ["pytester"]  # only this module needs it; the root conftest is
 from conftest import GOAPPS
 from pytest_sideeye import images, services, toolchains
 from pytest_sideeye.errors import DockerUnavailable, SideeyeError
-from pytest_sideeye.services import (L_BOOT, L_PID, L_PID_START, L_SERVICE, L_SESSION, L_TEST,
-                                     LABEL, go_service, services_for)
+from pytest_sideeye.services import (L_BOOT, L_PID, L_PID_START, L_PIDNS, L_SERVICE,
+                                     L_SESSION, L_TEST, LABEL, go_service, services_for)
 
 LEDGER_SRC = "../fixtures/goapps/ledger"  # relative to this file, as in a conftest
 
@@ -108,6 +108,21 @@ def test_pids_are_host_go_processes(needs_docker, ledger, go_build):
     nspid = next(l for l in Path(f"/proc/{init_pid}/status").read_text().splitlines()
                  if l.startswith("NSpid:"))
     assert nspid.split()[1:] == [str(init_pid), "1"]
+
+
+def test_pids_include_every_go_process_of_the_container(needs_docker, ledger):
+    # A second Go process exec'd into the container: in its PID namespace, not a child.
+    ledger.container.exec_run(["/ledger", "-addr", ":9091"], detach=True)
+    deadline = time.monotonic() + 10
+    while len(ledger.pids) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    init_pid, second = ledger.pids
+    assert init_pid == ledger.container.attrs["State"]["Pid"]
+    assert Path(f"/proc/{second}/cmdline").read_bytes().split(b"\0")[:3] == \
+        [b"/ledger", b"-addr", b":9091"]
+    # Only Go executables count: this Python process is not one.
+    assert services._is_go_executable(second)
+    assert not services._is_go_executable(os.getpid())
 
 
 def test_tcp_readiness_waits_for_the_listener(needs_docker, late_tcp):
@@ -228,6 +243,8 @@ def test_owner_alive_tells_pid_reuse_apart():
     assert not services.owner_alive({**mine, L_PID_START: "1"})  # same PID, other process
     assert not services.owner_alive({**mine, L_BOOT: "another-boot"})
     assert not services.owner_alive({LABEL: "1"})
+    # Another PID namespace's PIDs cannot be checked from here: never swept.
+    assert services.owner_alive({**mine, L_PID_START: "1", L_PIDNS: "pid:[1]"})
 
 
 # --------------------------------------------------------------------------- declarations
