@@ -16,6 +16,7 @@ import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
@@ -168,7 +169,7 @@ class StaticImage:
                 found = words[k + 1]
         return found
 
-    def symtab(self, go_version: str | None = None) -> Symtab:
+    def symtab(self) -> Symtab:
         addr, tab = self.pclntab_section()
         return Symtab(tab, self.text_start(), gofunc=self.gofunc(addr), read_mem=self.read,
                       pclntab_addr=addr)
@@ -206,6 +207,12 @@ def read_buildinfo(image: StaticImage) -> tuple[str, str] | None:
                 break
     if blob is None or not blob.startswith(BUILDINFO_MAGIC):
         return None
+    return parse_buildinfo(blob, image.read)
+
+
+def parse_buildinfo(blob: bytes, read: Callable[[int, int], bytes]) -> tuple[str, str]:
+    """(Go version, module info) from a build info blob starting at its magic; `read`
+    reads the executable's data at link-time addresses (for the pre-1.18 format)."""
     ptr_size, flags = blob[14], blob[15]
     if flags & 2:
         # Go 1.18+: the two strings follow the 32-byte header inline, varint-prefixed.
@@ -220,8 +227,8 @@ def read_buildinfo(image: StaticImage) -> tuple[str, str] | None:
     vptr, mptr = struct.unpack_from("<QQ", blob, 16)
     strings = []
     for p in (vptr, mptr):
-        data, n = struct.unpack("<QQ", image.read(p, 16))
-        strings.append(image.read(data, n).decode("utf-8", "replace") if n else "")
+        data, n = struct.unpack("<QQ", read(p, 16))
+        strings.append(read(data, n).decode("utf-8", "replace") if n else "")
     return strings[0], strings[1]
 
 
@@ -282,6 +289,15 @@ class BinaryInfo:
     @property
     def has_layout(self) -> bool:
         return not isinstance(self.layout_or_error, str)
+
+    def symbol(self, name: str) -> int:
+        """Link-time address of a runtime global; one clear line when it is unknown."""
+        addr = self.symbols.get(name)
+        if addr is None:
+            raise MissingDebugInfo(
+                f"{self.path}: the address of {name} is unknown: the binary has neither a "
+                "symbol table nor DWARF (built with -ldflags='-s -w'?); rebuild without them")
+        return addr
 
 
 _memory_cache: dict[tuple[str, int, int], BinaryInfo] = {}

@@ -9,6 +9,7 @@ import shutil
 import signal
 import struct
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -140,6 +141,8 @@ def test_stripped_binary(go_build):
         assert image.u64(info.symbols["runtime.firstmoduledata"]) == pcln_addr
     assert info.symbols["runtime.goexit"] == info.symtab.func_by_name("runtime.goexit").entry
     assert "runtime.allgs" not in info.symbols
+    with pytest.raises(MissingDebugInfo, match="runtime.allgs is unknown"):
+        info.symbol("runtime.allgs")
 
 
 def test_not_go_binaries(tmp_path):
@@ -184,6 +187,18 @@ def test_exe_for_pid():
     assert os.path.samefile(gobinary.exe_for_pid(os.getpid()), "/proc/self/exe")
     with pytest.raises(TargetGone):
         gobinary.exe_for_pid(2 ** 22 + 12345)
+
+
+def test_buildinfo_both_formats(go_build):
+    # Go 1.18+: strings inline after the 32-byte header (read from a real binary).
+    info = gobinary.analyze(go_build("inlines", "1.21.13"), need_layout=False)
+    assert info.go_version == "go1.21.13"
+    # Before 1.18: pointers to Go string headers (no such toolchain here: a blob laid
+    # out as debug/buildinfo reads it, with its data at made-up addresses).
+    memory = {0x1000: struct.pack("<QQ", 0x2000, 8), 0x2000: b"go1.17.1",
+              0x1010: struct.pack("<QQ", 0x3000, 4), 0x3000: b"path"}
+    blob = gobinary.BUILDINFO_MAGIC + bytes([8, 0]) + struct.pack("<QQ", 0x1000, 0x1010)
+    assert gobinary.parse_buildinfo(blob, lambda a, n: memory[a][:n]) == ("go1.17.1", "path")
 
 
 # ---- a live process as the oracle of the runtime.g layout -------------------------------
@@ -289,3 +304,37 @@ def test_layout_reads_a_live_process(go_build, needs_root, version, flags):
         assert got["pc"] - bias - top.entry == d["offset"]
         states.add(d["state"])
     assert {"chan receive", "select", "sleep", "sync.Mutex.Lock"} <= states
+
+
+def test_process_in_a_container(go_build, needs_docker, needs_root, tmp_path):
+    """A container's process: its executable is read through /proc/PID/exe from the host
+    and is the very binary that was put in the image."""
+    binary = go_build("inlines", "1.24.11")
+    shutil.copy(binary, tmp_path / "inlines")
+    (tmp_path / "Dockerfile").write_text(
+        'FROM scratch\nCOPY inlines /inlines\nENTRYPOINT ["/inlines", "park"]\n')
+    tag = f"sideeye-test/gobinary:{os.getpid()}"
+    subprocess.run(["docker", "build", "-q", "-t", tag, str(tmp_path)], check=True,
+                   capture_output=True, timeout=120)
+    name = f"sideeye-gobinary-{os.getpid()}"
+    try:
+        subprocess.run(["docker", "run", "-d", "--name", name, tag], check=True,
+                       capture_output=True, timeout=60)
+        pid = int(subprocess.run(["docker", "inspect", "-f", "{{.State.Pid}}", name],
+                                 check=True, capture_output=True, text=True).stdout)
+        info = gobinary.analyze(gobinary.exe_for_pid(pid))
+        assert info.build_id == gobinary.analyze(binary).build_id
+        assert gobinary.load_bias(pid, info) == 0
+        deadline = time.monotonic() + 10
+        while True:   # the fixture parks its goroutines within 100 ms of starting
+            live = read_goroutines(pid, info, 0)
+            waiting = [g for g in live.values()
+                       if g["waitreason"] < len(info.layout.wait_reasons)
+                       and info.layout.wait_reasons[g["waitreason"]] == "sync.Mutex.Lock"]
+            if waiting or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert 1 in live and len(waiting) == 1
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True, timeout=60)
+        subprocess.run(["docker", "rmi", "-f", tag], capture_output=True, timeout=60)
