@@ -27,7 +27,7 @@
 #define MODE_READ 4
 
 // Sizes shared with pytest_sideeye/collect.py (keep in sync: it reads them from here).
-#define GS_PER_PASS 128      // goroutines per MODE_GS pass (power of two)
+#define GS_PER_PASS 1024     // goroutines per MODE_GS pass (power of two)
 #define MAX_FRAMES 64        // frames per goroutine per pass (power of two)
 #define WIN 1024             // stack window copied at once (power of two)
 #define HDR_WORDS 20         // u64 words of a goroutine record before its frames

@@ -97,6 +97,7 @@ def _snapshot_into(proc: Process, spec, limits) -> None:
     captures = []
     try:
         with paused(pid, times):
+            proc.monotonic_ns = time.monotonic_ns()
             t0 = time.perf_counter_ns()
             collector.collect(raw)
             starts = decoder.syscall_starts(raw)

@@ -134,6 +134,7 @@ class Process:
     notes: list[str] = field(default_factory=list)  # partial-snapshot remarks
     goroutines: list[Goroutine] = field(default_factory=list)
     logs: str | None = None            # container logs, when the plugin has them
+    monotonic_ns: int | None = None    # CLOCK_MONOTONIC at the pause: wait_since_ns's reference
 
     def to_json(self) -> dict:
         d = {"pid": self.pid, "exe": self.exe, "go_version": self.go_version,
@@ -148,6 +149,8 @@ class Process:
             d["notes"] = list(self.notes)
         if self.logs is not None:
             d["logs"] = self.logs
+        if self.monotonic_ns is not None:
+            d["monotonic_ns"] = self.monotonic_ns
         return d
 
     @classmethod
@@ -157,7 +160,8 @@ class Process:
                    Container(c["id"], c["name"], c["image"]) if c else None,
                    d.get("service"), d.get("pause_ns"), dict(d.get("pause_parts_ns") or {}),
                    d.get("error"), list(d.get("notes") or []),
-                   [Goroutine.from_json(g) for g in d.get("goroutines", [])], d.get("logs"))
+                   [Goroutine.from_json(g) for g in d.get("goroutines", [])], d.get("logs"),
+                   d.get("monotonic_ns"))
 
 
 @dataclass
