@@ -257,8 +257,9 @@ def test_call_site_adjustment(go_build):
     st = symtab_of(go_build("inlines", "1.27.3"))
     f = st.func_by_name("main.runRecords")
     pc = f.entry + 0x20
-    assert st.frames_for_pc(pc, is_call_site=True)[-1].pc == pc - 1
-    assert st.frames_for_pc(pc, is_call_site=False)[-1].pc == pc
+    # The innermost frame is resolved at the adjusted PC (outer ones at call sites).
+    assert st.frames_for_pc(pc, is_call_site=True)[0].pc == pc - 1
+    assert st.frames_for_pc(pc, is_call_site=False)[0].pc == pc
     # At the entry (a frame set up without running code) the runtime keeps the PC.
-    assert st.frames_for_pc(f.entry, is_call_site=True)[-1].pc == f.entry
+    assert st.frames_for_pc(f.entry, is_call_site=True)[0].pc == f.entry
     assert st.frames_for_pc(st.text_start - 1, is_call_site=True) == []
