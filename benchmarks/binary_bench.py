@@ -7,6 +7,7 @@ cmd/pprof built from a toolchain's GOROOT (a ~18 MB Go program with DWARF).
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import random
 import subprocess
@@ -68,7 +69,6 @@ def bench(path: Path, lookups: int) -> dict[str, str]:
         t_warm = best_of(3, warm)
         t_mem = best_of(3, lambda: gobinary.analyze(path))
     data = path.read_bytes()
-    import io
     t_symtab = best_of(3, lambda: Symtab.from_elf(ELFFile(io.BytesIO(data))))
 
     st = Symtab.from_elf(ELFFile(io.BytesIO(data)))

@@ -398,7 +398,7 @@ def _compute(path: str, elf: ELFFile, image: StaticImage, symtab: Symtab,
     first = min(loads, key=lambda s: s["p_vaddr"]) if loads else None
     first_load = (first["p_vaddr"] - first["p_offset"]) & ~0xFFF if first else 0
     return {"schema": CACHE_SCHEMA, "go_version": go_version, "text_start": symtab.text_start,
-            "gofunc": symtab._gofunc, "pclntab_addr": symtab.pclntab_addr,
+            "gofunc": symtab.gofunc, "pclntab_addr": symtab.pclntab_addr,
             "symbols": symbols, "layout": layout, "first_load_vaddr": first_load,
             "has_symtab": image.has_symtab}
 

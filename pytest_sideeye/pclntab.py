@@ -14,7 +14,6 @@ import bisect
 import struct
 from array import array
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Callable, Iterator
 
 from .errors import NotGoBinary, SideeyeError
@@ -160,7 +159,6 @@ class Symtab:
         header" (stored there by Go 1.18 to 1.26).
         `gofunc` + `read_mem`: address of `go:func.*` and a reader of the executable's
         static memory (link-time addresses); needed for inline trees only."""
-        self._tab = pclntab
         hdr = pclntab[:8 + 8 * 8]
         if len(hdr) < 72:
             raise NotGoBinary("the .gopclntab section is truncated")
@@ -189,7 +187,7 @@ class Symtab:
         ftab = _u32_array(self._pcln[:(self.nfunc + 1) * 8])
         self._entry_offs = ftab[0::2]
         self._func_offs = ftab[1::2]
-        self._gofunc = gofunc
+        self.gofunc = gofunc
         self._read_mem = read_mem
         self.pclntab_addr = pclntab_addr
         self._by_name: dict[str, int] | None = None
@@ -332,7 +330,7 @@ class Symtab:
         npcdata, nfuncdata = raw[7], raw[12]
         # Inline tree entries before Go 1.20 had another layout: those binaries get no
         # inline expansion (they are refused by gobinary.analyze anyway).
-        if nfuncdata > FUNCDATA_INL_TREE and self._gofunc is not None and self._read_mem \
+        if nfuncdata > FUNCDATA_INL_TREE and self.gofunc is not None and self._read_mem \
                 and self.magic == MAGIC_GO120:
             at = self._func_offs[i] + _FUNC_HEADER.size + 4 * npcdata + 4 * FUNCDATA_INL_TREE
             off = struct.unpack_from("<I", self._pcln, at)[0]
@@ -342,7 +340,7 @@ class Symtab:
                 # The tree's length is not stored; every entry, parents included, is
                 # the PCDATA value of some PC (parentPc resolves through PCDATA too).
                 if n > 0:
-                    tree = self._read_mem(self._gofunc + off, n * _INLINED_CALL.size)
+                    tree = self._read_mem(self.gofunc + off, n * _INLINED_CALL.size)
         self._inl_cache[i] = tree
         return tree
 
