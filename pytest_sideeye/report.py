@@ -247,10 +247,9 @@ def variable_view(v: Variable) -> dict:
     elif not v.available:
         text, full = "<unavailable at this PC>", ""
     else:
-        full = format_value(v.value, v.type)
-        text = preview(full)
-        if text == full and "\n" not in full:
-            full = ""
+        flat = _flat(v.value, v.type)
+        text = preview(flat)
+        full = format_value(v.value, v.type) if text != flat or len(flat) > ONE_LINE_VALUE else ""
         if v.truncated:
             text += " \u2026(truncated)"
     return {"name": name, "type": type_, "preview": text, "full": full,
@@ -258,7 +257,8 @@ def variable_view(v: Variable) -> dict:
 
 
 def _vars_signature(vs: list[Variable]) -> str:
-    return json.dumps([v.to_json() for v in vs], sort_keys=True, default=str)
+    return json.dumps([(v.name, v.type, v.value, v.available, v.truncated, v.error) for v in vs],
+                      default=str)
 
 
 def frame_variable_sets(bucket: bk.Bucket, index: int) -> tuple[list[dict], int]:
@@ -325,7 +325,7 @@ def states_view(states: Counter) -> list[dict]:
 
 def bucket_view(bucket: bk.Bucket, reference_ns: int | None, opts: Options) -> dict:
     head = bk.headline_frame(bucket.frames)
-    blocking = _blocking_frame(bucket.frames)
+    blocking = _blocking_frame(bucket.frames, head)
     states = bucket.states()
     return {
         "count": bucket.count,
@@ -346,13 +346,17 @@ def bucket_view(bucket: bk.Bucket, reference_ns: int | None, opts: Options) -> d
     }
 
 
-def _blocking_frame(frames: list[Frame]) -> Frame | None:
-    """The innermost frame outside the runtime: what the goroutine called that blocked
-    (time.Sleep, sync.(*Mutex).Lock, net/http.(*conn).serve ...)."""
-    for f in frames:
-        if bk.origin(f.function, f.file) != bk.RUNTIME:
-            return f
-    return None
+def _blocking_frame(frames: list[Frame], head: Frame | None) -> Frame | None:
+    """What the headline frame called that blocked, when that is library code worth
+    naming (`sync.(*Mutex).Lock`, `time.Sleep`); runtime internals say less than the
+    wait reason already does."""
+    if head is None:
+        return None
+    i = next(i for i, f in enumerate(frames) if f is head)
+    if i == 0:
+        return None
+    callee = frames[i - 1]
+    return callee if bk.origin(callee.function, callee.file) == bk.STDLIB else None
 
 
 TIER_NAMES = {bk.TIER_USER: "user", bk.TIER_STDLIB: "stdlib", bk.TIER_RUNTIME: "runtime"}
@@ -437,7 +441,7 @@ def captures_view(snapshot: Snapshot, labels: list[str], opts: Options) -> list[
                                                    "columns": {}, "rows": [], "total": 0})
                 t["total"] += 1
                 for v in f.variables:
-                    t["columns"].setdefault(v.name, clean(v.name))
+                    t["columns"].setdefault(v.name, {"name": clean(v.name), "type": clean(v.type)})
                 if len(t["rows"]) < opts.max_table_rows:
                     t["rows"].append((pi, g, f))
     out = []
@@ -457,13 +461,12 @@ def _capture_row(label: str, g: Goroutine, f: Frame, names: list[str]) -> dict:
     for n in names:
         v = by_name.get(n)
         if v is None:
-            cells.append({"text": "", "sort": "", "bad": False, "title": ""})
+            cells.append({"text": "", "num": False, "bad": False})
             continue
         view = variable_view(v)
         num = v.value if isinstance(v.value, (int, float)) and not isinstance(v.value, bool) \
             and v.available and not v.error else None
-        cells.append({"text": view["preview"], "sort": "" if num is None else repr(num),
-                      "bad": view["bad"], "title": clean(v.type)})
+        cells.append({"text": view["preview"], "num": num is not None, "bad": view["bad"]})
     return {"process": label, "goroutine": g.id, "state": clean(bk.state_label(g)),
             "where": f"{clean(os.path.basename(f.file))}:{f.line}", "cells": cells}
 
@@ -512,7 +515,7 @@ def embed_document(snapshot: Snapshot) -> dict:
     site_list: list[dict] = []
     processes = []
     for p in snapshot.processes:
-        pj = p.to_json()
+        pj = _process_fields(p)
         gs = []
         for g in p.goroutines:
             key = tuple((f.function, f.file, f.line, f.pc, f.inlined) for f in g.frames)
@@ -534,10 +537,7 @@ def embed_document(snapshot: Snapshot) -> dict:
                     ci = sites[ck] = len(site_list)
                     site_list.append(cj)
                 gj["created_by"] = ci
-            variables = {str(i): [v.to_json() for v in f.variables]
-                         for i, f in enumerate(g.frames) if f.variables}
-            if variables:
-                gj["variables"] = variables
+            _embed_variables(g, stack_list[si], gj)
             if g.thread is not None:
                 gj["thread"] = g.thread
             if g.truncated:
@@ -557,6 +557,48 @@ def embed_document(snapshot: Snapshot) -> dict:
     return doc
 
 
+def _process_fields(p: Process) -> dict:
+    """Process.to_json without its goroutines (serializing those only to drop them was
+    most of the render time at 100,000 goroutines)."""
+    goroutines, p.goroutines = p.goroutines, []
+    try:
+        return p.to_json()
+    finally:
+        p.goroutines = goroutines
+
+
+def _embed_variables(g: Goroutine, stack: list[dict], gj: dict) -> None:
+    """Captured variables of one goroutine. The (name, type) list of a frame is stored once
+    in the shared stack ("capture"); a goroutine whose variables there match it, all read
+    cleanly, stores only the values ("values"); anything else is stored whole
+    ("variables"). Names and types repeated per goroutine were most of the bytes."""
+    values: dict[str, list] = {}
+    full: dict[str, list] = {}
+    for i, f in enumerate(g.frames):
+        if not f.variables:
+            continue
+        schema = [[v.name, v.type] for v in f.variables]
+        frame = stack[i]
+        frame.setdefault("capture", schema)
+        clean_read = all(v.available and not v.truncated and not v.error for v in f.variables)
+        if clean_read and frame["capture"] == schema:
+            values[str(i)] = [v.value for v in f.variables]
+        else:
+            full[str(i)] = [v.to_json() for v in f.variables]
+    if values:
+        gj["values"] = values
+    if full:
+        gj["variables"] = full
+
+
+def _expand_variables(gj: dict, i: int, frame: dict) -> list[dict]:
+    key = str(i)
+    if key in gj.get("values", {}):
+        return [{"name": n, "type": t, "value": v, "available": True, "truncated": False}
+                for (n, t), v in zip(frame["capture"], gj["values"][key])]
+    return gj.get("variables", {}).get(key, [])
+
+
 def expand_embedded(doc: dict) -> dict:
     """The embedded document back to plain sideeye.snapshot/v1 JSON."""
     if doc.get("format") != EMBED_FORMAT:
@@ -568,7 +610,9 @@ def expand_embedded(doc: dict) -> dict:
         pj = dict(pj)
         gs = []
         for gj in pj["goroutines"]:
-            frames = [dict(f, variables=gj.get("variables", {}).get(str(i), []))
+            frames = [{"function": f["function"], "file": f["file"], "line": f["line"],
+                       "pc": f["pc"], "inlined": f["inlined"],
+                       "variables": _expand_variables(gj, i, f)}
                       for i, f in enumerate(stacks[gj["stack"]])]
             g = {"id": gj["id"], "status": gj["status"],
                  "wait_reason": gj.get("wait_reason", ""),

@@ -12,7 +12,8 @@
   var textIn = doc.getElementById("f-text");
   var output = doc.getElementById("f-count");
 
-  function fmt(n) { return n.toLocaleString("en-US"); }
+  // Thousands separators by hand: Intl's first use costs more than this whole script.
+  function fmt(n) { return String(n).replace(/\B(?=(\d{3})+(?!\d))/g, ","); }
 
   var groups = [];
   var groupOf = new Map();
@@ -98,13 +99,18 @@
   doc.getElementById("expand-all").addEventListener("click", function () { setOpen(true); });
   doc.getElementById("collapse-all").addEventListener("click", function () { setOpen(false); });
   controls.hidden = false;
-  apply();
+  // A reload may restore the previous filter values; otherwise the page is already right.
+  if (stateSel.value || funcIn.value || textIn.value) { apply(); } else {
+    output.textContent = fmt(buckets.reduce(function (s, b) { return s + b.total; }, 0)) +
+      " goroutines in " + fmt(groups.length) + " groups";
+  }
 
   // Sortable tables: click a header to sort by it (numbers numerically), again to reverse.
+  var NUMBER = /^\s*-?\d+(\.\d+)?(e[+-]?\d+)?\s*$/i;
   function sortKey(td) {
-    var v = td ? td.getAttribute("data-sort") : null;
-    if (v !== null && v !== "") { return { num: Number(v) }; }
-    return { str: td ? td.textContent : "" };
+    var text = td ? td.textContent : "";
+    if (td && td.classList.contains("num") && NUMBER.test(text)) { return { num: Number(text) }; }
+    return { str: text };
   }
   function compare(a, b) {
     if ("num" in a && "num" in b) { return a.num - b.num; }
