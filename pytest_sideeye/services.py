@@ -17,6 +17,7 @@ import os
 import re
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -456,6 +457,7 @@ def _once_per_process() -> None:
     _started_once.set()
     atexit.register(cleanup_session)
     _install_signal_cleanup()
+    _start_reaper()
 
 
 # --- readiness, checked from the host: scratch images have no shell to exec ---
@@ -617,7 +619,8 @@ def _is_go_executable(pid: int) -> bool:
     return _go_exe_cache[key]
 
 
-# --- cleanup: finalizers first; atexit and signals as backstops; the sweep for SIGKILL ---
+# --- cleanup: finalizers first; atexit, signals and the reaper as backstops; the sweep
+# --- at the next start for whatever still escaped (the Docker daemon was down...) ---
 
 def _remove_container(container) -> None:
     import docker
@@ -708,3 +711,30 @@ def _on_signal(signum: int, frame) -> None:
             previous(signum, frame)
         else:
             os.kill(os.getpid(), signum)
+
+
+_reaper: subprocess.Popen | None = None
+
+
+def _start_reaper() -> None:
+    """A small process in its own session holding the read end of a pipe: when this process
+    ends in any way (os._exit from pytest-timeout's thread method, SIGKILL, a crash) the
+    pipe closes and the reaper removes this session's containers and networks."""
+    global _reaper
+    code = "from pytest_sideeye.services import reap_main; reap_main()"
+    try:
+        _reaper = subprocess.Popen([sys.executable, "-c", code, SESSION_ID],
+                                   stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL, start_new_session=True)
+    except OSError:
+        _reaper = None  # atexit, signals and the next sweep remain
+
+
+def reap_main() -> None:
+    """Entry point of the reaper: wait for EOF on stdin, then clean the session up."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)  # only the owner's end of the pipe ends it
+    session_id = sys.argv[1]
+    while sys.stdin.buffer.read(4096):
+        pass
+    cleanup_session(session_id)

@@ -313,6 +313,12 @@ def test_waits(ledger):
     record(ledger)
     open("ready.txt", "w").close()
     time.sleep(60)
+
+def test_exits_hard(ledger):
+    import os
+    record(ledger)
+    open("ready.txt", "w").close()
+    os._exit(3)  # what pytest-timeout's thread method does: no finalizer, no atexit
 '''
 
 
@@ -338,7 +344,7 @@ def assert_nothing_left(project: Path) -> None:
 
 
 def test_fixture_as_written_in_a_conftest(needs_docker, user_project):
-    result = user_project.runpytest_subprocess("-p", "no:cacheprovider", "-k", "not waits")
+    result = user_project.runpytest_subprocess("-p", "no:cacheprovider", "-k", "not waits and not exits_hard")
     result.assert_outcomes(passed=1, failed=1, errors=1)
     result.stdout.fnmatch_lines([
         "*service 'broken' exited with code 3 before it was ready; its logs:",
@@ -349,23 +355,39 @@ def test_fixture_as_written_in_a_conftest(needs_docker, user_project):
     assert_nothing_left(user_project.path)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
-def test_interrupted_run_cleans_up(needs_docker, user_project, sig):
+def wait_nothing_left(project: Path, seconds: float) -> None:
+    """The reaper works after its owner is gone: give it a moment."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return assert_nothing_left(project)
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm", "sigkill", "os-exit"])
+def test_interrupted_run_cleans_up(needs_docker, user_project, how):
+    signals = {"ctrl-c": signal.SIGINT, "sigterm": signal.SIGTERM, "sigkill": signal.SIGKILL}
+    test = "exits_hard" if how == "os-exit" else "waits"
     proc = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
-                             "-k", "waits"], cwd=user_project.path,
+                             "-k", test], cwd=user_project.path,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 60
         while not (user_project.path / "ready.txt").exists():
             assert proc.poll() is None and time.monotonic() < deadline, "never got ready"
             time.sleep(0.1)
-        proc.send_signal(sig)
+        if how in signals:
+            proc.send_signal(signals[how])
         proc.wait(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert_nothing_left(user_project.path)
+    assert len((user_project.path / "containers.txt").read_text().split()) == 1
+    wait_nothing_left(user_project.path, 25)
 
 
 # --------------------------------------------------------------------------- other image sources
