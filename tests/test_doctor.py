@@ -3,13 +3,14 @@ dropped capabilities turn into FAIL lines with their fix and exit code 1."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
 import pytest
 
 from pytest_sideeye import doctor
-from pytest_sideeye.errors import DockerUnavailable, NoPermission, SideeyeError
+from pytest_sideeye.errors import DockerUnavailable, SideeyeError
 
 DEAD = "unix:///tmp/sideeye-no-such-docker.sock"
 DEAD_LINE = (f"FAIL  docker  Docker is not answering at {DEAD}  "
@@ -17,7 +18,6 @@ DEAD_LINE = (f"FAIL  docker  Docker is not answering at {DEAD}  "
 
 
 def run_doctor(*args: str, env: dict | None = None, prefix: tuple[str, ...] = ()):
-    import os
     return subprocess.run([*prefix, sys.executable, "-m", "pytest_sideeye.doctor", *args],
                           capture_output=True, text=True, timeout=120,
                           env={**os.environ, **(env or {})})
