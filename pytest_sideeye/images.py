@@ -111,6 +111,12 @@ def prebuilt_image(name: str, image: str) -> str:
                            f"could not be pulled ({_one_line(e)})") from None
 
 
+def forget(tag: str) -> None:
+    """Drop a tag from this process's cache, so the next request checks Docker again."""
+    for key in [k for k, v in _tags.items() if v == tag]:
+        del _tags[key]
+
+
 def image_exists(tag: str) -> bool:
     import docker
 

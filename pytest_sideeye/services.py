@@ -386,20 +386,29 @@ _started_once = threading.Event()
 
 
 def _start_for_request(spec: ServiceSpec, request: pytest.FixtureRequest) -> Service:
+    import docker
+
     try:
         _once_per_process()
         image = spec.image_tag()
     except SideeyeError as e:
         pytest.fail(str(e), pytrace=False)
-    import docker
 
     node = request.node
     chain = [n.nodeid for n in node.listchain()]
     try:
-        svc = start(spec, image, node.nodeid, chain, session=request.session)
+        try:
+            svc = start(spec, image, node.nodeid, chain, session=request.session)
+        except docker.errors.ImageNotFound:
+            # Removed behind our back (an image prune mid-run): build it again, once.
+            images.forget(image)
+            image = spec.image_tag()
+            svc = start(spec, image, node.nodeid, chain, session=request.session)
     except docker.errors.APIError as e:
         pytest.fail(f"service {spec.name!r} could not start: {images._one_line(e)}",
                     pytrace=False)
+    except SideeyeError as e:
+        pytest.fail(str(e), pytrace=False)
     request.addfinalizer(svc.stop)
     problem = wait_ready(svc)
     if problem:

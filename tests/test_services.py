@@ -441,3 +441,17 @@ def test_no_docker_is_one_line_in_the_test(user_project, monkeypatch):
         "Docker is not answering at unix:///tmp/sideeye-no-such-docker.sock: "
         "start dockerd (scripts/setup.sh does)"])
     assert "Traceback" not in result.stdout.str()
+
+
+def test_image_removed_mid_run_is_rebuilt(needs_docker, request):
+    name = f"reborn_{uuid.uuid4().hex[:6]}"  # an image no other test shares
+    spec = ledger_spec(name, ready_tcp=8080)
+    first = spec.image_tag()
+    images.docker_client().images.remove(first, force=True)
+    svc = services._start_for_request(spec, request)  # the path a fixture takes
+    try:
+        assert svc.image == first and images.image_exists(first)
+        assert get_json(svc.url(8080, "/accounts/alice"))["balance"] == 100
+    finally:
+        svc.stop()
+        images.docker_client().images.remove(first, force=True)
