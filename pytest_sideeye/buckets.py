@@ -182,8 +182,9 @@ def group_process(process: Process) -> list[Group]:
 def headline_frame(frames: list[Frame]) -> Frame | None:
     """The frame that best names a stack: the innermost frame outside the runtime, so a
     worker parked in `runtime.gopark <- runtime.chanrecv <- main.worker` reads as
-    `main.worker`. Prefers the user's code over the standard library."""
-    for wanted in ({MAIN, USER, DEPENDENCY}, {STDLIB}):
+    `main.worker`. Prefers the user's own code, then dependencies, then the standard
+    library."""
+    for wanted in ({MAIN, USER}, {DEPENDENCY}, {STDLIB}):
         for f in frames:
             if origin(f.function, f.file) in wanted:
                 return f

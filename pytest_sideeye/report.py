@@ -348,15 +348,16 @@ def bucket_view(bucket: bk.Bucket, reference_ns: int | None, opts: Options) -> d
 
 def _blocking_frame(frames: list[Frame], head: Frame | None) -> Frame | None:
     """What the headline frame called that blocked, when that is library code worth
-    naming (`sync.(*Mutex).Lock`, `time.Sleep`); runtime internals say less than the
-    wait reason already does."""
+    naming (`sync.(*Mutex).Lock`, `time.Sleep`, a database driver); runtime internals
+    say less than the wait reason already does."""
     if head is None:
         return None
     i = next(i for i, f in enumerate(frames) if f is head)
     if i == 0:
         return None
     callee = frames[i - 1]
-    return callee if bk.origin(callee.function, callee.file) == bk.STDLIB else None
+    return callee if bk.origin(callee.function, callee.file) in (bk.STDLIB, bk.DEPENDENCY) \
+        else None
 
 
 TIER_NAMES = {bk.TIER_USER: "user", bk.TIER_STDLIB: "stdlib", bk.TIER_RUNTIME: "runtime"}

@@ -203,6 +203,11 @@ def test_headline_frame_prefers_the_users_code():
     http = [Frame(f, file, line) for f, file, line in HTTP_IDLE]
     assert bk.headline_frame(http).function == "net/http.(*conn).serve"
     assert bk.headline_frame([]) is None
+    driver = [Frame("runtime.gopark", "/go/src/runtime/proc.go", 435),
+              Frame("github.com/jackc/pgx/v5.(*Conn).Query", "/go/pkg/mod/github.com/jackc/pgx/v5@v5.7.2/conn.go", 761),
+              Frame("github.com/acme/shop/orders.(*Service).Checkout", "/src/orders/service.go", 9)]
+    assert bk.headline_frame(driver).function.endswith("(*Service).Checkout")
+    assert bk.headline_frame(driver[:2]).function.endswith("(*Conn).Query")
 
 
 # --------------------------------------------------------------------------- formatting
