@@ -409,3 +409,15 @@ def test_stable_goroutines():
     stable = stable_goroutines(before, after)
     assert len(stable) == len(before) - 2
     assert not any(f.function in ("main.parkSleep", "main.parkCond") for g in stable for f in g.frames)
+
+
+def test_compare_level2_ignores_goexit_and_go_wrappers():
+    oracle = parse_dump(recorded("1.27.3", "sigquit"))
+    ours = copy.deepcopy(oracle)
+    for g in ours:
+        g.frames = [f for f in g.frames
+                    if f.function != "runtime.goexit" and ".gowrap" not in f.function]
+    assert sum(len(g.frames) for g in ours) < sum(len(g.frames) for g in oracle) - 20
+    assert compare(ours, oracle) == []
+    goroutine_in(ours, "main.parkSelect").frames.pop(0)  # but runtime.gopark is not plumbing
+    assert len(compare(ours, oracle)) >= 1
