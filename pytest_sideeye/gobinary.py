@@ -36,6 +36,9 @@ WANTED_SYMBOLS = ("runtime.allgs", "runtime.allglen", "runtime.allm", "runtime.g
                   "runtime.allp", "runtime.mcall", "runtime.morestack", "runtime.gopark",
                   "runtime.goexit1", "go:func.*", "go.func.*")
 PCLNTAB_SECTIONS = (".gopclntab", ".data.rel.ro.gopclntab")
+# runtime.moduledata.text: after pcHeader, six slices, findfunctab, minpc and maxpc
+# (the same in Go 1.18 to 1.27).
+MODULEDATA_TEXT = 8 + 6 * 24 + 3 * 8
 
 
 class StaticImage:
@@ -53,7 +56,7 @@ class StaticImage:
             if s["sh_flags"] & 2 and s["sh_addr"] and s["sh_size"]:
                 off = None if s["sh_type"] == "SHT_NOBITS" else s["sh_offset"]
                 self.sections.append((s["sh_addr"], s["sh_size"], off, s.name))
-        self.sections.sort()
+        self.sections.sort(key=lambda sec: (sec[0], sec[1]))
         self._symbols: dict[str, int] | None = None
 
     def section(self, *names: str) -> tuple[int, int, int | None, str] | None:
@@ -125,10 +128,18 @@ class StaticImage:
                     return (start + i, size - i, off + i, name)
         return None
 
-    def text_start(self) -> int:
+    def text_start(self, pclntab_addr: int, pclntab: bytes) -> int:
+        """runtime.text, the base of function entry offsets. With external linking the
+        .text section starts with C code, so the section address is the last resort."""
         sym = self.symbols().get("runtime.text")
         if sym:
             return sym
+        header_text = struct.unpack_from("<Q", pclntab, 24)[0]   # Go 1.18 to 1.26
+        if header_text:
+            return header_text
+        md = self.moduledata_addr(pclntab_addr)
+        if md is not None:
+            return self.u64(md + MODULEDATA_TEXT)
         sec = self.section(".text")
         return sec[0] if sec else 0
 
@@ -156,8 +167,11 @@ class StaticImage:
             if syms.get(name):
                 return syms[name]
         md = self.moduledata_addr(pclntab_addr)
+        return None if md is None else self.gofunc_from_moduledata(md)
+
+    def gofunc_from_moduledata(self, md: int) -> int | None:
         rodata = self.section(".rodata")
-        if md is None or rodata is None:
+        if rodata is None:
             return None
         # moduledata: after the text/data/bss bounds and the type fields comes
         # `rodata` then `gofunc`; the fields between vary by release, so find rodata.
@@ -171,7 +185,7 @@ class StaticImage:
 
     def symtab(self) -> Symtab:
         addr, tab = self.pclntab_section()
-        return Symtab(tab, self.text_start(), gofunc=self.gofunc(addr), read_mem=self.read,
+        return Symtab(tab, self.text_start(addr, tab), gofunc=self.gofunc(addr), read_mem=self.read,
                       pclntab_addr=addr)
 
 

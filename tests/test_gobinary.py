@@ -57,7 +57,13 @@ def test_analyze_matches_go_tool_nm(go_build, version):
         assert info.symbols[name] == nm[name], name
     assert info.symbols["runtime.goexit"] == nm["runtime.goexit.abi0"]
     with open(binary, "rb") as f:
-        index = DwarfIndex(ELFFile(f))
+        elf = ELFFile(f)
+        image = gobinary.StaticImage(elf)
+        # The moduledata offsets used when there is no symbol table.
+        md = info.symbols["runtime.firstmoduledata"]
+        assert image.u64(md + gobinary.MODULEDATA_TEXT) == nm["runtime.text"]
+        assert image.gofunc_from_moduledata(md) == nm["go:func.*"]
+        index = DwarfIndex(elf)
         # The DWARF fallback for binaries without .symtab gives the same addresses.
         for name in RUNTIME_GLOBALS[:5]:
             assert variable_address(index, name) == nm[name], name
@@ -338,3 +344,21 @@ def test_process_in_a_container(go_build, needs_docker, needs_root, tmp_path):
     finally:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True, timeout=60)
         subprocess.run(["docker", "rmi", "-f", tag], capture_output=True, timeout=60)
+
+
+@pytest.mark.parametrize("version", ["1.21.13", "1.27.3"])
+def test_external_linking_without_symbols(go_build, version):
+    """cgo's external linker puts C code at the start of .text; without .symtab the
+    text start then comes from the pcHeader (up to 1.26) or the moduledata (1.27)."""
+    kw = {"static": False}
+    full = go_build("inlines", version, ldflags="-linkmode=external", **kw)
+    with open(full, "rb") as f:
+        text_section = gobinary.StaticImage(ELFFile(f)).section(".text")[0]
+    assert gobinary.analyze(full).text_start > text_section
+    stripped = go_build("inlines", version, ldflags="-linkmode=external -s -w", **kw)
+    info = gobinary.analyze(stripped, need_layout=False)
+    out = subprocess.run([str(stripped)], capture_output=True, text=True, check=True,
+                         timeout=30).stdout
+    main_addr = int(out.split()[1], 16)     # "MAIN 0x..." from the fixture
+    assert info.symtab.func_for_pc(main_addr).name == "main.main"
+    assert info.symtab.func_for_pc(main_addr).entry == main_addr

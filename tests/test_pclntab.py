@@ -21,6 +21,8 @@ BUILDS = {  # name -> go build options for the inlines fixture
     "pie": {"flags": ("-buildmode=pie",)},
     "nodwarf": {"ldflags": "-w"},
     "stripped": {"ldflags": "-s -w"},
+    # cgo's external linker puts C start-up code at the start of .text.
+    "external": {"ldflags": "-linkmode=external", "static": False},
 }
 
 
