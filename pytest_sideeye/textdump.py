@@ -17,10 +17,11 @@ runtime prints, it is added in forms the runtime format leaves room for:
 - a cut-short stack as `...truncated: <reason>...`.
 
 "N minutes": the model's wait_since_ns is a CLOCK_MONOTONIC timestamp taken when the
-goroutine blocked, so minutes need the monotonic time the snapshot was taken, which the
-model does not hold. The caller passes it as `now_monotonic_ns`; without it, minutes are
-shown only for goroutines parsed from a runtime dump (godump's DumpInfo.wait_minutes).
-Like the runtime, minutes are printed only from one minute up.
+goroutine blocked, so minutes need the monotonic time of the snapshot itself: the
+Process's `monotonic_ns` (set by the engine at the pause), or `now_monotonic_ns` passed
+by the caller, which wins. Without either, minutes are shown only for goroutines parsed
+from a runtime dump (godump's DumpInfo.wait_minutes). Like the runtime, minutes are
+printed only from one minute up.
 """
 from __future__ import annotations
 
@@ -48,6 +49,8 @@ def render(target: Snapshot | Process | Iterable[Process], *,
 
 
 def render_process(p: Process, *, now_monotonic_ns: int | None = None) -> str:
+    if now_monotonic_ns is None:
+        now_monotonic_ns = getattr(p, "monotonic_ns", None)
     lines = [process_header(p)]
     lines += [f"# error: {p.error}"] if p.error else []
     lines += [f"# note: {n}" for n in p.notes]

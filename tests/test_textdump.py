@@ -146,3 +146,11 @@ def test_render_accepts_process_and_lists():
     assert render(snap.processes[0]) == render_process(snap.processes[0])
     assert render(snap.processes) == render(snap)
     assert render(Snapshot()) == ""
+
+
+def test_minutes_from_the_process_clock():
+    g = Goroutine(7, "waiting", "select", wait_since_ns=1_000 * MINUTE)
+    p = Process(1, goroutines=[g])
+    p.monotonic_ns = 1_007 * MINUTE + 1  # the engine's clock reading at the pause
+    assert "goroutine 7 [select, 7 minutes]:" in render(p)
+    assert "goroutine 7 [select, 2 minutes]:" in render(p, now_monotonic_ns=1_002 * MINUTE)
