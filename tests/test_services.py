@@ -66,14 +66,15 @@ def labelled(**labels: str) -> tuple[list, list]:
             client.networks.list(filters=selector))
 
 
-def ledger_spec(name: str, **kw) -> services.ServiceSpec:
-    return services._make_spec(
-        name, Path(__file__).parent, source=LEDGER_SRC, image=None, dockerfile=None,
-        ports=kw.pop("ports", [8080]), args=kw.pop("args", ()), env=kw.pop("env", None),
-        scope="function", ready_http=kw.pop("ready_http", None),
-        ready_tcp=kw.pop("ready_tcp", None), ready_log=kw.pop("ready_log", None),
-        ready_timeout=kw.pop("ready_timeout", 5), go_version=None, networks=(), aliases=(),
-        labels=kw.pop("labels", None))
+def ledger_spec(name: str, base: Path | None = None, **kw) -> services.ServiceSpec:
+    """A spec as go_service would make it; the ledger sources unless told otherwise."""
+    given = dict(source=None, image=None, dockerfile=None, ports=[8080], args=(), env=None,
+                 scope="function", ready_http=None, ready_tcp=None, ready_log=None,
+                 ready_timeout=5, go_version=None, networks=(), aliases=(), labels=None)
+    if not {"source", "image", "dockerfile"} & set(kw):
+        given["source"] = LEDGER_SRC
+    given.update(kw)
+    return services._make_spec(name, base or Path(__file__).parent, **given)
 
 
 def start_direct(spec: services.ServiceSpec, nodeid: str) -> services.Service:
@@ -394,11 +395,7 @@ def test_interrupted_run_cleans_up(needs_docker, user_project, how):
 
 def test_prebuilt_image_and_missing_image(needs_docker, request):
     tag = images.go_image("ledger", GOAPPS / "ledger")
-    spec = services._make_spec("prebuilt", Path(__file__).parent, source=None, image=tag,
-                               dockerfile=None, ports=[8080], args=(), env=None,
-                               scope="function", ready_http=8080, ready_tcp=None,
-                               ready_log=None, ready_timeout=10, go_version=None,
-                               networks=(), aliases=(), labels=None)
+    spec = ledger_spec("prebuilt", image=tag, ready_http=8080, ready_timeout=10)
     svc = start_direct(spec, request.node.nodeid)
     try:
         assert services.wait_ready(svc) is None
@@ -416,11 +413,8 @@ def test_dockerfile_relative_to_the_caller(needs_docker, go_build, tmp_path, req
     (tmp_path / "svc" / "ledgerd").chmod(0o755)
     (tmp_path / "svc" / "Dockerfile").write_text(
         'FROM scratch\nCOPY ledgerd /ledgerd\nENTRYPOINT ["/ledgerd", "-accounts", "carol=9"]\n')
-    spec = services._make_spec("custom", tmp_path, source=None, image=None,
-                               dockerfile="svc/Dockerfile", ports=[8080], args=(), env=None,
-                               scope="function", ready_http=(8080, "healthz"),
-                               ready_tcp=None, ready_log=None, ready_timeout=10,
-                               go_version=None, networks=(), aliases=(), labels=None)
+    spec = ledger_spec("custom", tmp_path, dockerfile="svc/Dockerfile",
+                       ready_http=(8080, "healthz"), ready_timeout=10)
     assert spec.dockerfile == tmp_path / "svc" / "Dockerfile"
     svc = start_direct(spec, request.node.nodeid)
     try:
@@ -455,3 +449,16 @@ def test_image_removed_mid_run_is_rebuilt(needs_docker, request):
     finally:
         svc.stop()
         images.docker_client().images.remove(first, force=True)
+
+
+def test_source_without_go_mod(needs_docker, tmp_path, request):
+    (tmp_path / "svc").mkdir()
+    (tmp_path / "svc" / "main.go").write_bytes((GOAPPS / "ledger" / "main.go").read_bytes())
+    spec = ledger_spec("nomod", tmp_path, source="svc", args=["-accounts", "dan=3"],
+                       ready_http=(8080, "/healthz"), ready_timeout=10)
+    svc = services._start_for_request(spec, request)
+    try:
+        assert get_json(svc.url(8080, "/accounts/dan")) == {"id": "dan", "balance": 3}
+    finally:
+        svc.stop()
+        images.docker_client().images.remove(svc.image, force=True)
