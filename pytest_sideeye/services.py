@@ -136,7 +136,13 @@ def go_service(name: str, *, source: str | os.PathLike | None = None, image: str
     `dockerfile` (likewise) or `image` (a local image). Readiness (all given checks must
     pass, from the host): `ready_http=(port, path)` answers < 500, `ready_tcp=port(s)`
     accept connections, `ready_log=regex` appears in the logs. With none given and ports
-    published, every port must accept TCP connections."""
+    published, every port must accept TCP connections.
+
+    `ports` are published on 127.0.0.1 at random host ports (Service.url/host_port);
+    `args` follow the image's entrypoint; `env` may name other services of the test
+    ("http://ledger:8080"): every service is reachable by its name (and `aliases`) on its
+    scope's network. `networks` are existing Docker networks to join as well, `labels`
+    extra container labels, `go_version` a toolchain from toolchains.installed_versions()."""
     base = _caller_dir()
     spec = _make_spec(name, base, source=source, image=image, dockerfile=dockerfile,
                       ports=ports, args=args, env=env, scope=scope, ready_http=ready_http,
