@@ -281,7 +281,7 @@ def test_report_of_a_recorded_hang_shows_test_processes_and_groups():
     assert "goroutines 27\u201329" in text
     assert "created by main.main at /tmp/hang/main.go:50 in goroutine 1" in " ".join(text.split())
     # Frames: origin classes, inlined marks, shortened GOROOT paths (full path in title).
-    assert '<li class="f o-main"><span class="fn"><strong>main.waiter</strong></span> <span class="inl">[inlined]</span>' in page
+    assert '<li class="f o-main"><code class="fn"><strong>main.waiter</strong></code> <span class="inl">[inlined]</span>' in page
     assert 'title="/opt/sideeye/toolchains/go1.24.11/go/src/runtime/proc.go:435">$GOROOT/src/runtime/proc.go:435<' in page
     # Captured variables inline, and the per-function table.
     assert '<code class="vn">j</code> <span class="ty">main.Job</span> = <code class="vp">{ID: 1, Name: &#34;a&#34;, Tags: []}</code>' in page

@@ -221,3 +221,34 @@ def test_screenshot_of_a_realistic_report(page, reports):
     out.parent.mkdir(exist_ok=True)
     page.screenshot(path=str(out), full_page=False)
     assert out.stat().st_size > 10_000
+
+
+# Jenkins' default Content-Security-Policy for archived artifacts.
+JENKINS_CSP = "sandbox; default-src 'none'; img-src 'self'; style-src 'self';"
+
+
+def test_readable_when_served_like_jenkins_serves_artifacts(browser, reports):
+    """No script and no inline style (the server's CSP header blocks both): the page still
+    reads as headings, summaries, ordered stacks and tables."""
+    ctx = browser.new_context()
+    try:
+        pg = ctx.new_page()
+        body = reports["recorded"].read_bytes()
+        # A routed URL is answered here, in the test: nothing goes to a network.
+        pg.route("http://jenkins.invalid/**", lambda route: route.fulfill(
+            status=200, body=body, headers={"Content-Type": "text/html; charset=utf-8",
+                                            "Content-Security-Policy": JENKINS_CSP}))
+        pg.goto("http://jenkins.invalid/job/x/1/artifact/report.html")
+        assert not pg.is_visible("#controls")                       # the script did not run
+        font = pg.eval_on_selector("ol.stack", "e => getComputedStyle(e).fontFamily")
+        assert "mono" not in font.lower()                           # nor did the stylesheet
+        assert pg.locator("h1").inner_text().startswith("sideeye snapshot")
+        assert pg.locator("h2").all_inner_texts()[:2] == ["Processes", "orders pid 4242, go1.24.11 \u2014 17 goroutines"]
+        first = pg.locator("details.group[open]").first
+        assert "main.waiter" in first.inner_text() and "runtime.selectgo" in first.inner_text()
+        assert pg.locator("table.procs td").all_inner_texts()[2] == "4242"
+        out = ROOT / "sideeye-reports" / "report-no-css.png"
+        out.parent.mkdir(exist_ok=True)
+        pg.screenshot(path=str(out))
+    finally:
+        ctx.close()
