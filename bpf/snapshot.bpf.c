@@ -27,13 +27,15 @@
 #define MODE_READ 4
 
 // Sizes shared with pytest_sideeye/collect.py (keep in sync: it reads them from here).
-#define GS_PER_PASS 1024     // goroutines per MODE_GS pass (power of two)
+#define GS_PER_PASS 8192     // goroutines per MODE_GS pass (power of two)
+#define CONT_PER_PASS 256    // walks per MODE_CONT pass (power of two)
 #define MAX_FRAMES 64        // frames per goroutine per pass (power of two)
 #define WIN 1024             // stack window copied at once (power of two)
 #define HDR_WORDS 20         // u64 words of a goroutine record before its frames
 #define MAX_THREADS 64
 #define MAX_MS 256
 #define READS_PER_PASS 256
+#define TODO_MAX 1024       // records needing a follow-up walk, listed per MODE_GS pass
 #define READ_MAX 4096        // bytes per read request (power of two)
 #define READ_OUT (READS_PER_PASS * 512)
 
@@ -115,9 +117,10 @@ struct out_t {
   u64 nrecs;            // MODE_GS/CONT: records written; MODE_THREADS: threads seen
   u64 nms;
   u64 errors;
-  u64 pad[3];
+  u64 ntodo;            // MODE_GS: records listed in `todo` (may exceed TODO_MAX)
+  u64 pad[2];
   union {
-    struct grec g[GS_PER_PASS];
+    struct grec cg[CONT_PER_PASS];   // MODE_CONT results
     struct { struct trec t[MAX_THREADS]; struct mrec m[MAX_MS]; } th;
     struct { s32 rc[READS_PER_PASS]; u8 data[READ_OUT + READ_MAX]; } rd;
   };
@@ -133,7 +136,13 @@ struct scratch_t {
 
 BPF_F_TABLE("array", u32, struct config, cfg, 1, BPF_F_MMAPABLE);
 BPF_F_TABLE("array", u32, struct out_t, out, 1, BPF_F_MMAPABLE);
-BPF_F_TABLE("array", u32, struct cont, conts, GS_PER_PASS, BPF_F_MMAPABLE);
+// One record per goroutine of a MODE_GS pass, in its own map: the collector decodes them
+// straight from the mapping after the resume, so a pass costs no copy during the pause.
+BPF_F_TABLE("array", u32, struct grec, gout, GS_PER_PASS, BPF_F_MMAPABLE);
+BPF_F_TABLE("array", u32, struct cont, conts, CONT_PER_PASS, BPF_F_MMAPABLE);
+// Indexes of the records of a MODE_GS pass that need a follow-up walk (deeper stacks,
+// syscalls without syscallbp), so the collector never scans all records in the pause.
+BPF_F_TABLE("array", u32, u64, todo, TODO_MAX, BPF_F_MMAPABLE);
 BPF_F_TABLE("array", u32, struct readreq, reads, READS_PER_PASS, BPF_F_MMAPABLE);
 BPF_ARRAY(scratch, struct scratch_t, 1);
 
@@ -225,6 +234,7 @@ static __always_inline int pass_goroutines(struct task_struct *task, struct conf
     count = allglen - start;
   if (count == 0)
     return 0;
+  o->ntodo = 0;
   u32 bytes = (count * 8) & (GS_PER_PASS * 8 * 2 - 1);
   if (bytes > GS_PER_PASS * 8 || bytes == 0)
     return 0;
@@ -239,7 +249,9 @@ static __always_inline int pass_goroutines(struct task_struct *task, struct conf
     u32 i = *ip;
     if (i >= count)
       break;
-    struct grec *r = &o->g[i & (GS_PER_PASS - 1)];
+    struct grec *r = gout.lookup(&i);
+    if (!r)
+      break;
     u64 gp = s->ptrs[i & (GS_PER_PASS - 1)];
     r->h[H_GP] = gp;
     r->h[H_INDEX] = start + i;
@@ -278,7 +290,9 @@ static __always_inline int pass_goroutines(struct task_struct *task, struct conf
 #else
     r->h[H_SYSBP] = 0;
 #endif
-    // A running goroutine's sched is stale: the threads pass unwinds it from registers.
+    // A running goroutine's sched is stale while it runs its own code (the threads pass
+    // unwinds it from registers) but right while it is on the system stack (systemstack,
+    // mcall and asyncPreempt save it): walk it too, the collector picks.
     // A goroutine in a syscall starts at syscallpc; without syscallbp (Go < 1.23) the
     // collector computes the frame pointer from pclntab and continues in MODE_CONT.
     u64 pc = r->h[H_PC], fp = r->h[H_BP];
@@ -289,9 +303,16 @@ static __always_inline int pass_goroutines(struct task_struct *task, struct conf
     r->pc[0] = pc;
     r->fp[0] = fp;
     r->h[H_NFRAMES] = 1;
-    if (status != GSTATUS_RUNNING && fp != 0)
+    if (fp != 0)
       walk(task, s, r->pc, r->fp, &r->h[H_NFRAMES], 1, fp, lo, hi, &r->h[H_FLAGS],
            &r->h[H_CONT_FP]);
+    if ((r->h[H_FLAGS] & F_MORE) || (status == GSTATUS_SYSCALL && fp == 0)) {
+      u32 k = o->ntodo;
+      u64 *slot = todo.lookup(&k);
+      if (slot)
+        *slot = i;
+      o->ntodo = k + 1;
+    }
   }
   iter_destroy(&it);
   o->nrecs = count;
@@ -303,7 +324,7 @@ static __always_inline int pass_continue(struct task_struct *task, struct config
   u32 n = c->start;
   struct bpf_iter_num it;
   int *ip;
-  iter_new(&it, 0, GS_PER_PASS);
+  iter_new(&it, 0, CONT_PER_PASS);
   while ((ip = iter_next(&it))) {
     u32 i = *ip;
     if (i >= n)
@@ -311,7 +332,7 @@ static __always_inline int pass_continue(struct task_struct *task, struct config
     struct cont *ct = conts.lookup(&i);
     if (!ct)
       break;
-    struct grec *r = &o->g[i & (GS_PER_PASS - 1)];
+    struct grec *r = &o->cg[i & (CONT_PER_PASS - 1)];
     r->h[H_INDEX] = ct->slot;
     r->h[H_FLAGS] = 0;
     r->h[H_CONT_FP] = 0;

@@ -190,7 +190,9 @@ class Program:
         self.prog_fd = _load_sleepable_iter(self.insns)
         self.cfg = self._mmap("cfg")
         self.out = self._mmap("out")
+        self.gout = self._mmap("gout")
         self.conts = self._mmap("conts")
+        self.todo = self._mmap("todo")
         self.reads = self._mmap("reads")
 
     def _mmap(self, name: str) -> mmap.mmap:
@@ -227,7 +229,7 @@ class Program:
             os.close(fd)
 
     def close(self) -> None:
-        for mm in (self.cfg, self.out, self.conts, self.reads):
+        for mm in (self.cfg, self.out, self.gout, self.conts, self.todo, self.reads):
             mm.close()
         os.close(self.prog_fd)
         self._bcc.cleanup()
@@ -243,7 +245,7 @@ def _compile(macros: dict[str, int]):
     cflags = [f"-D{k}={v}" for k, v in sorted(macros.items())]
     cflags.append(f"-DTASK_PID_OFF={kernel_btf().task_pid_offset}")
     try:
-        return BPF(text=BPF_SOURCE.read_text(), cflags=cflags)
+        return BPF(text=BPF_SOURCE.read_bytes(), cflags=cflags)
     except Exception as e:  # bcc raises bare Exceptions for missing headers and the like
         raise BpfUnavailable(f"bcc could not compile {BPF_SOURCE.name}: {e}") from None
 

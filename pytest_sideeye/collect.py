@@ -55,8 +55,9 @@ class RawProcess:
     # Raw bytes copied during the pause, decoded after it.
     threads_raw: bytes = b""
     nthreads: int = 0
-    chunks: list[bytes] = field(default_factory=list)       # MODE_GS outputs, in order
+    chunks: list = field(default_factory=list)   # MODE_GS outputs (bytes or map views), in order
     more: dict[tuple[int, int], list[bytes]] = field(default_factory=dict)  # continuations
+    syscall_keys: list[tuple[int, int]] = field(default_factory=list)  # maybe in a syscall
 
 
 class Collector:
@@ -68,6 +69,8 @@ class Collector:
         self.pid = pid
         c = program.const
         self.per_pass = c["GS_PER_PASS"]
+        self.cont_per_pass = c["CONT_PER_PASS"]
+        self.todo_max = c["TODO_MAX"]
         self.max_frames = c["MAX_FRAMES"]
         self.hdr_words = c["HDR_WORDS"]
         self.grec_size = 8 * (self.hdr_words + 2 * self.max_frames)
@@ -100,8 +103,7 @@ class Collector:
     def collect(self, raw: RawProcess) -> None:
         """All stack passes. Called with the target stopped."""
         self._threads(raw)
-        pending = self._goroutines(raw)
-        self._continue(raw, pending)
+        self._continue(raw, self._goroutines(raw))
 
     def _threads(self, raw: RawProcess) -> None:
         self._configure(MODE_THREADS)
@@ -119,34 +121,47 @@ class Collector:
             raw.notes.append(f"only the first {self.max_threads} of {nthreads} threads were read")
 
     def _goroutines(self, raw: RawProcess) -> list:
+        """MODE_GS passes over allgs. Returns the walks to continue (stacks deeper than one
+        pass's frames); syscalls of Go < 1.23 are kept in raw.syscall_keys for decode.py."""
         start = 0
-        chunks = []
+        view = memoryview(self.p.gout)
+        pending = []
         while True:
             self._configure(MODE_GS, start, self.per_pass)
             struct.pack_into("<Q", self.p.out, 16, 0)
             self._run(raw)
-            allglen, _allgs, nrecs = struct.unpack_from("<QQQ", self.p.out, 0)
+            allglen, _allgs, nrecs, _nms, _errors, ntodo = \
+                struct.unpack_from("<6Q", self.p.out, 0)
             raw.allglen = allglen
-            if nrecs:
-                chunks.append(bytes(self.p.out[OUT_HEADER:OUT_HEADER + nrecs * self.grec_size]))
             start += self.per_pass
-            if start >= allglen or not nrecs:
+            last = start >= allglen or not nrecs
+            if nrecs:
+                # The last pass stays in the map (decoded after the resume); only earlier
+                # passes of a big process are copied out before the map is reused.
+                chunk = view[:nrecs * self.grec_size]
+                ci = len(raw.chunks)
+                raw.chunks.append(chunk if last else bytes(chunk))
+                pending += self._todo(raw, ci, nrecs, ntodo)
+            if last:
                 break
-        raw.chunks = chunks
-        return self._pending_continuations(raw, chunks)
+        return pending
 
-    def _pending_continuations(self, raw: RawProcess, chunks: list[bytes]) -> list:
-        """Walks to continue: stacks longer than one pass's frames, and syscalls whose
-        frame pointer is computed here from pclntab (Go < 1.23 has no g.syscallbp)."""
+    def _todo(self, raw: RawProcess, ci: int, nrecs: int, ntodo: int) -> list:
+        """Records of chunk ci needing a follow-up walk, as listed by the program."""
+        if ntodo <= self.todo_max:
+            indexes = struct.unpack_from(f"<{ntodo}Q", self.p.todo, 0)
+        else:
+            indexes = range(nrecs)   # the list overflowed: look at every record
+        chunk = raw.chunks[ci]
         pending = []
-        hw = self.hdr_words
-        for ci, chunk in enumerate(chunks):
-            for i in range(len(chunk) // self.grec_size):
-                off = i * self.grec_size
-                flags, cont = struct.unpack_from("<QQ", chunk, off + 8 * H_FLAGS)
-                if flags & F_MORE:
-                    lo, hi = struct.unpack_from("<QQ", chunk, off + 8 * H_LO)
-                    pending.append(((ci, i), cont, lo, hi))
+        for i in indexes:
+            off = i * self.grec_size
+            flags, cont = struct.unpack_from("<QQ", chunk, off + 8 * H_FLAGS)
+            if flags & F_MORE:
+                lo, hi = struct.unpack_from("<QQ", chunk, off + 8 * H_LO)
+                pending.append(((ci, i), cont, lo, hi))
+            elif ntodo <= self.todo_max or not flags & F_NOG:
+                raw.syscall_keys.append((ci, i))
         return pending
 
     def _continue(self, raw: RawProcess, pending: list) -> None:
@@ -154,8 +169,8 @@ class Collector:
         while pending and rounds < MAX_CONT_ROUNDS:
             rounds += 1
             nxt = []
-            for batch_start in range(0, len(pending), self.per_pass):
-                batch = pending[batch_start:batch_start + self.per_pass]
+            for batch_start in range(0, len(pending), self.cont_per_pass):
+                batch = pending[batch_start:batch_start + self.cont_per_pass]
                 for j, (key, fp, lo, hi) in enumerate(batch):
                     struct.pack_into("<QQQQ", self.p.conts, 32 * j, j, fp, lo, hi)
                 self._configure(MODE_CONT, len(batch))

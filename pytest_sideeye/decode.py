@@ -98,13 +98,16 @@ class Decoder:
         if status == "running":
             tid = curg_thread.get(h[H_GP])
             th = threads.get(tid) if tid else None
+            g.thread = tid
             if th and h[H_LO] <= th[1] < h[H_HI]:
                 pcs, flags, first_is_call_site = th[3], th[4], False
-                g.thread = tid
+            elif h[H_SP]:
+                pass  # on the system stack: g.sched was saved at the switch, pcs walked it
             elif th:
-                g.thread = tid
-                pcs = [h[H_PC]]
-                g.truncated = "running on a system stack; showing its last saved position"
+                # In a signal handler (async preemption): the goroutine's own frames sit
+                # behind the kernel's signal frame; show where the thread is.
+                pcs, flags, first_is_call_site = th[3], th[4], False
+                g.truncated = "running in a signal handler; its own frames are not shown"
             else:
                 pcs = []
                 g.truncated = "running on a thread that could not be read"
@@ -185,15 +188,14 @@ class Decoder:
             return []
         starts = []
         syscall_value = self.info.layout.status_values.get("_Gsyscall")
-        for ci, chunk in enumerate(raw.chunks):
-            for i in range(len(chunk) // self.grec_size):
-                h, _pcs, _fps = self._record(chunk, i)
-                if h[H_FLAGS] & F_NOG or h[H_STATUS] != syscall_value or not h[H_SYSPC]:
-                    continue
-                try:
-                    delta = self.symtab.sp_delta(h[H_SYSPC] - self.bias)
-                except KeyError:
-                    continue
-                if delta >= 8:
-                    starts.append(((ci, i), h[H_SYSSP] + delta - 8, h[H_LO], h[H_HI]))
+        for ci, i in raw.syscall_keys:
+            h, _pcs, _fps = self._record(raw.chunks[ci], i)
+            if h[H_FLAGS] & F_NOG or h[H_STATUS] != syscall_value or not h[H_SYSPC]:
+                continue
+            try:
+                delta = self.symtab.sp_delta(h[H_SYSPC] - self.bias)
+            except KeyError:
+                continue
+            if delta >= 8:
+                starts.append(((ci, i), h[H_SYSSP] + delta - 8, h[H_LO], h[H_HI]))
         return starts
