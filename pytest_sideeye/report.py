@@ -257,8 +257,9 @@ def variable_view(v: Variable) -> dict:
 
 
 def _vars_signature(vs: list[Variable]) -> str:
-    return json.dumps([(v.name, v.type, v.value, v.available, v.truncated, v.error) for v in vs],
-                      default=str)
+    # repr of JSON values is exact and deterministic, and much cheaper than json.dumps
+    # when called once per goroutine per captured frame.
+    return repr([(v.name, v.type, v.value, v.available, v.truncated, v.error) for v in vs])
 
 
 def frame_variable_sets(bucket: bk.Bucket, index: int) -> tuple[list[dict], int]:
@@ -578,11 +579,13 @@ def _embed_variables(g: Goroutine, stack: list[dict], gj: dict) -> None:
     for i, f in enumerate(g.frames):
         if not f.variables:
             continue
-        schema = [[v.name, v.type] for v in f.variables]
         frame = stack[i]
-        frame.setdefault("capture", schema)
-        clean_read = all(v.available and not v.truncated and not v.error for v in f.variables)
-        if clean_read and frame["capture"] == schema:
+        schema = frame.get("capture")
+        if schema is None:
+            schema = frame["capture"] = [[v.name, v.type] for v in f.variables]
+        if len(schema) == len(f.variables) and all(
+                v.available and not v.truncated and not v.error and c[0] == v.name
+                and c[1] == v.type for c, v in zip(schema, f.variables)):
             values[str(i)] = [v.value for v in f.variables]
         else:
             full[str(i)] = [v.to_json() for v in f.variables]
