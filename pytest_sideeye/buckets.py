@@ -110,7 +110,7 @@ class Bucket:
 
     def created_by(self) -> Counter:
         """Distinct creation sites (function, file, line) and how many goroutines each."""
-        return Counter(_created_key(g.created_by) for g in self.goroutines
+        return Counter(created_key(g.created_by) for g in self.goroutines
                        if g.created_by is not None)
 
     def wait_since(self) -> list[int]:
@@ -149,7 +149,7 @@ class Group:
         return total
 
 
-def _created_key(c: CreatedBy) -> tuple[str, str, int]:
+def created_key(c: CreatedBy) -> tuple[str, str, int]:
     return (c.function, c.file, c.line)
 
 

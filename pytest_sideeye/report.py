@@ -298,7 +298,7 @@ def created_by_view(bucket: bk.Bucket) -> list[dict]:
     parents: dict[tuple, set] = defaultdict(set)
     for g in bucket.goroutines:
         if g.created_by is not None and g.created_by.goroutine is not None:
-            parents[bk._created_key(g.created_by)].add(g.created_by.goroutine)
+            parents[bk.created_key(g.created_by)].add(g.created_by.goroutine)
     out = []
     for (fn, file, line), n in sites.most_common(3):
         ps = sorted(parents.get((fn, file, line), ()))
