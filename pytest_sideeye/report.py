@@ -386,9 +386,8 @@ def process_label(p: Process) -> str:
 
 
 def reference_ns(p: Process) -> int | None:
-    """CLOCK_MONOTONIC at the moment of the pause, when the engine recorded it. The v1
-    model has no such field yet; an engine that sets `monotonic_ns` on the Process (or in
-    its JSON) lights up wait durations without a format change for readers."""
+    """CLOCK_MONOTONIC at the moment of the pause (Process.monotonic_ns, set by the
+    engine), the reference for wait_since_ns. Snapshots without it show no durations."""
     ref = getattr(p, "monotonic_ns", None)
     return ref if isinstance(ref, int) and ref > 0 else None
 
@@ -552,10 +551,6 @@ def embed_document(snapshot: Snapshot) -> dict:
                            "processes": processes}
     if snapshot.test is not None:
         doc["test"] = dict(snapshot.test)
-    for p, proc in zip(snapshot.processes, processes):
-        ref = reference_ns(p)
-        if ref is not None:
-            proc["monotonic_ns"] = ref
     return doc
 
 
