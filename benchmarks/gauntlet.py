@@ -88,6 +88,15 @@ def wait_stopped(pid: int, timeout: float) -> bool:
     return True
 
 
+def wait_state(pid: int, letters: str, timeout: float) -> bool:
+    t0 = time.perf_counter()
+    while state(pid) not in tuple(letters):
+        if time.perf_counter() - t0 > timeout:
+            return False
+        time.sleep(0.001)
+    return True
+
+
 def binary(app: str, version: str) -> Path:
     return toolchains.build(GOAPPS / app, version)
 
