@@ -178,28 +178,67 @@ def source_constants() -> dict[str, int]:
     return c
 
 
+MAP_NAMES = ("cfg", "out", "gout", "conts", "todo", "reads", "scratch")
+BPF_MAP_CREATE = 0
+BPF_F_MMAPABLE = 1 << 10
+CACHE_DIR = Path(os.environ.get("SIDEEYE_BPF_CACHE", Path.home() / ".cache" / "sideeye" / "bpf"))
+
+
+@dataclass(frozen=True)
+class MapSpec:
+    name: str
+    type: int
+    key_size: int
+    value_size: int
+    max_entries: int
+    flags: int
+
+
 class Program:
-    """One compiled and loaded collector program with its maps, for one runtime layout."""
+    """One compiled and loaded collector program with its maps, for one runtime layout.
+
+    The bytecode is cached on disk per (source, layout, kernel): a cached program is loaded
+    without bcc, its maps created here and their fds patched into the instructions."""
 
     def __init__(self, macros: dict[str, int]):
         self.macros = dict(macros)
         self.const = source_constants()
-        self._bcc = _compile(self.macros)
-        self.insns = patch_kfunc_calls(self._bcc.dump_func(b"bpf_iter__task"),
-                                       kernel_btf().kfunc_ids)
+        self._bcc = None
+        self.map_fds: dict[str, int] = {}
+        insns, specs = _cached_program(self.macros)
+        if insns is None:
+            insns, specs = self._compile_and_cache()
+        else:
+            insns = self._create_maps(insns, specs)
+        self.specs = {s.name: s for s in specs}
+        self.insns = insns
         self.prog_fd = _load_sleepable_iter(self.insns)
-        self.cfg = self._mmap("cfg")
-        self.out = self._mmap("out")
-        self.gout = self._mmap("gout")
-        self.conts = self._mmap("conts")
-        self.todo = self._mmap("todo")
-        self.reads = self._mmap("reads")
+        self.cfg, self.out, self.gout, self.conts, self.todo, self.reads = (
+            self._mmap(n) for n in ("cfg", "out", "gout", "conts", "todo", "reads"))
+
+    def _compile_and_cache(self):
+        self._bcc = _compile(self.macros)
+        raw = self._bcc.dump_func(b"bpf_iter__task")
+        specs = []
+        for name in MAP_NAMES:
+            t = self._bcc[name.encode()]
+            self.map_fds[name] = t.get_fd()
+            specs.append(MapSpec(name, t.ttype, ctypes.sizeof(t.Key), ctypes.sizeof(t.Leaf),
+                                 t.max_entries, t.flags))
+        _store_program(self.macros, raw, specs, self.map_fds)
+        return patch_kfunc_calls(raw, kernel_btf().kfunc_ids), specs
+
+    def _create_maps(self, template: bytes, specs: list[MapSpec]) -> bytes:
+        for spec in specs:
+            self.map_fds[spec.name] = _map_create(spec)
+        fds = [self.map_fds[s.name] for s in specs]
+        return patch_kfunc_calls(_relocate(template, fds), kernel_btf().kfunc_ids)
 
     def _mmap(self, name: str) -> mmap.mmap:
-        table = self._bcc[name.encode()]
-        size = ctypes.sizeof(table.Leaf) * table.max_entries
+        spec = self.specs[name]
+        size = ((spec.value_size + 7) & ~7) * spec.max_entries
         size = (size + mmap.PAGESIZE - 1) // mmap.PAGESIZE * mmap.PAGESIZE
-        return mmap.mmap(table.get_fd(), size, mmap.MAP_SHARED,
+        return mmap.mmap(self.map_fds[name], size, mmap.MAP_SHARED,
                          mmap.PROT_READ | mmap.PROT_WRITE)
 
     def link(self, pid: int) -> int:
@@ -232,7 +271,77 @@ class Program:
         for mm in (self.cfg, self.out, self.gout, self.conts, self.todo, self.reads):
             mm.close()
         os.close(self.prog_fd)
-        self._bcc.cleanup()
+        if self._bcc is not None:
+            self._bcc.cleanup()
+        else:
+            for fd in self.map_fds.values():
+                os.close(fd)
+
+
+# --- the bytecode cache ------------------------------------------------------------------
+
+def _cache_key(macros: dict[str, int]) -> str:
+    import hashlib
+    h = hashlib.sha256(BPF_SOURCE.read_bytes())
+    h.update(repr(sorted(macros.items())).encode())
+    h.update(repr(kernel_btf()).encode())
+    h.update(os.uname().release.encode())
+    return h.hexdigest()[:24]
+
+
+def _is_map_ref(insns: bytes, off: int) -> bool:
+    code, regs = insns[off], insns[off + 1]
+    return code == 0x18 and (regs >> 4) == 1   # ld_imm64 with BPF_PSEUDO_MAP_FD
+
+
+def _store_program(macros, insns: bytes, specs: list[MapSpec], fds: dict[str, int]) -> None:
+    """Keep the bytecode with each map fd replaced by the index of its map in `specs`."""
+    import json
+    index = {fds[s.name]: i for i, s in enumerate(specs)}
+    template = bytearray(insns)
+    for off in range(0, len(template), 8):
+        if _is_map_ref(template, off):
+            fd = struct.unpack_from("<i", template, off + 4)[0]
+            if fd not in index:
+                return  # not a map we know: do not cache
+            struct.pack_into("<i", template, off + 4, index[fd])
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    doc = {"insns": template.hex(), "maps": [s.__dict__ for s in specs]}
+    tmp = CACHE_DIR / f".{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(doc))
+    os.replace(tmp, CACHE_DIR / f"{_cache_key(macros)}.json")
+
+
+def _cached_program(macros) -> tuple[bytes | None, list[MapSpec]]:
+    import json
+    try:
+        doc = json.loads((CACHE_DIR / f"{_cache_key(macros)}.json").read_text())
+        return bytes.fromhex(doc["insns"]), [MapSpec(**m) for m in doc["maps"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None, []
+
+
+def _relocate(template: bytes, fds: list[int]) -> bytes:
+    out = bytearray(template)
+    for off in range(0, len(out), 8):
+        if _is_map_ref(out, off):
+            i = struct.unpack_from("<i", out, off + 4)[0]
+            struct.pack_into("<i", out, off + 4, fds[i])
+    return bytes(out)
+
+
+def _map_create(spec: MapSpec) -> int:
+    attr = bytearray(72)
+    struct.pack_into("<IIIII", attr, 0, spec.type, spec.key_size, spec.value_size,
+                     spec.max_entries, spec.flags)
+    name = spec.name.encode()[:15]
+    attr[28:28 + len(name)] = name
+    try:
+        return bpf_syscall(BPF_MAP_CREATE, attr)
+    except OSError as e:
+        if e.errno == errno.EPERM:
+            raise NoPermission("creating BPF maps needs root (or CAP_BPF)") from None
+        raise BpfUnavailable(f"cannot create BPF map {spec.name}: {e.strerror}") from None
 
 
 def _compile(macros: dict[str, int]):
@@ -288,3 +397,63 @@ def verifier_stats(insns: bytes) -> str:
     fd = bpf_syscall(BPF_PROG_LOAD, attr)
     os.close(fd)
     return log.value.decode(errors="replace").strip().splitlines()[-1]
+
+
+_TRIAL_SOURCE = b"""
+struct bpf_iter_meta { void *seq; u64 session_id; u64 seq_num; };
+struct bpf_iter__task { struct bpf_iter_meta *meta; struct task_struct *task; };
+struct bpf_iter_num { u64 opaque; } __attribute__((aligned(8)));
+static int (*iter_new)(struct bpf_iter_num *it, int start, int end) = (void *)0x7ff0001;
+static int *(*iter_next)(struct bpf_iter_num *it) = (void *)0x7ff0002;
+static void (*iter_destroy)(struct bpf_iter_num *it) = (void *)0x7ff0003;
+BPF_ARRAY(seen, u64, 1);
+int bpf_iter__task(struct bpf_iter__task *ctx) {
+  struct task_struct *task = ctx->task;
+  if (!task)
+    return 0;
+  u32 zero = 0;
+  u64 *n = seen.lookup(&zero);
+  struct bpf_iter_num it;
+  iter_new(&it, 0, 4);
+  while (iter_next(&it)) {
+    u64 word = 0;
+    if (n && bpf_copy_from_user_task(&word, 8, (void *)0x1000, task, 0) != 0)
+      *n += 1;
+  }
+  iter_destroy(&it);
+  return 0;
+}
+"""
+
+
+def trial_load() -> str:
+    """Compile, load and run a tiny program using every kernel feature the collector needs
+    (sleepable task iterator, bpf_copy_from_user_task, open-coded iterators): `sideeye
+    doctor` reports the result. Raises BpfUnavailable / NoPermission with one line."""
+    btf = kernel_btf()
+    try:
+        from bcc import BPF
+    except ImportError:
+        raise BpfUnavailable("bcc is not importable: install Debian's python3-bpfcc") from None
+    try:
+        b = BPF(text=_TRIAL_SOURCE)
+    except Exception as e:  # bcc raises bare Exceptions
+        raise BpfUnavailable(f"bcc cannot compile a trial program: {str(e)[:160]}") from None
+    try:
+        fd = _load_sleepable_iter(patch_kfunc_calls(b.dump_func(b"bpf_iter__task"),
+                                                    btf.kfunc_ids))
+        try:
+            prog = Program.__new__(Program)
+            prog.prog_fd = fd
+            link = Program.link(prog, os.getpid())
+            try:
+                Program.run(prog, link, bytearray(64))
+            finally:
+                os.close(link)
+        finally:
+            os.close(fd)
+        reads = b[b"seen"][ctypes.c_int(0)].value
+    finally:
+        b.cleanup()
+    return (f"sleepable task iterator loaded and ran over this process ({reads} guarded "
+            "reads of an unmapped address failed cleanly)")

@@ -36,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="render a snapshot JSON file as an HTML report")
     r.add_argument("snapshot")
     r.add_argument("-o", "--output", required=True)
-    sub.add_parser("doctor", help="check every requirement of this machine")
+    sub.add_parser("doctor", help="check every requirement of this machine "
+                                  "(sideeye doctor [--json] [CHECK ...])")
     return parser
 
 
@@ -77,16 +78,20 @@ def cmd_report(args) -> int:
     return main_report([args.snapshot, "-o", args.output])
 
 
-def cmd_doctor(_args) -> int:
+def cmd_doctor(args) -> int:
     from .doctor import main_doctor
-    return main_doctor([])
+    return main_doctor(args.extra)
 
 
 COMMANDS = {"snapshot": cmd_snapshot, "report": cmd_report, "doctor": cmd_doctor}
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "doctor":   # doctor's own options are parsed by doctor.py
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra
     try:
         return COMMANDS[args.command](args)
     except SideeyeError as e:
