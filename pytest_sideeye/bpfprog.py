@@ -359,20 +359,21 @@ def _compile(macros: dict[str, int]):
         raise BpfUnavailable(f"bcc could not compile {BPF_SOURCE.name}: {e}") from None
 
 
-def _load_sleepable_iter(insns: bytes, name: bytes = b"sideeye_iter") -> int:
+def _prog_load(insns: bytes, log_level: int, name: bytes = b"sideeye_iter") -> tuple[int, str]:
+    """BPF_PROG_LOAD as a sleepable task iterator; returns (fd, verifier log)."""
     log = ctypes.create_string_buffer(1 << 22)
     lic = ctypes.create_string_buffer(b"GPL")
     prog = ctypes.create_string_buffer(insns, len(insns))
     attr = bytearray(128)
     struct.pack_into("<IIQQIIQ", attr, 0, BPF_PROG_TYPE_TRACING, len(insns) // 8,
-                     ctypes.addressof(prog), ctypes.addressof(lic), 1, len(log),
+                     ctypes.addressof(prog), ctypes.addressof(lic), log_level, len(log),
                      ctypes.addressof(log))
     struct.pack_into("<I", attr, 44, BPF_F_SLEEPABLE)
     attr[48:48 + len(name)] = name
     struct.pack_into("<I", attr, 68, BPF_TRACE_ITER)
     struct.pack_into("<I", attr, 108, kernel_btf().iter_task_func_id)
     try:
-        return bpf_syscall(BPF_PROG_LOAD, attr)
+        return bpf_syscall(BPF_PROG_LOAD, attr), log.value.decode(errors="replace")
     except OSError as e:
         if e.errno == errno.EPERM:
             raise NoPermission("loading BPF programs needs root (or CAP_BPF+CAP_PERFMON)") \
@@ -382,21 +383,15 @@ def _load_sleepable_iter(insns: bytes, name: bytes = b"sideeye_iter") -> int:
                              + " | ".join(tail)) from None
 
 
+def _load_sleepable_iter(insns: bytes) -> int:
+    return _prog_load(insns, 1)[0]
+
+
 def verifier_stats(insns: bytes) -> str:
     """The verifier's closing statistics for a program (for benchmarks and debugging)."""
-    log = ctypes.create_string_buffer(1 << 22)
-    lic = ctypes.create_string_buffer(b"GPL")
-    prog = ctypes.create_string_buffer(insns, len(insns))
-    attr = bytearray(128)
-    struct.pack_into("<IIQQIIQ", attr, 0, BPF_PROG_TYPE_TRACING, len(insns) // 8,
-                     ctypes.addressof(prog), ctypes.addressof(lic), 4, len(log),
-                     ctypes.addressof(log))
-    struct.pack_into("<I", attr, 44, BPF_F_SLEEPABLE)
-    struct.pack_into("<I", attr, 68, BPF_TRACE_ITER)
-    struct.pack_into("<I", attr, 108, kernel_btf().iter_task_func_id)
-    fd = bpf_syscall(BPF_PROG_LOAD, attr)
+    fd, log = _prog_load(insns, 4)
     os.close(fd)
-    return log.value.decode(errors="replace").strip().splitlines()[-1]
+    return log.strip().splitlines()[-1]
 
 
 _TRIAL_SOURCE = b"""
