@@ -180,12 +180,22 @@ def group_process(process: Process) -> list[Group]:
 
 
 def headline_frame(frames: list[Frame]) -> Frame | None:
-    """The frame that best names a stack: the innermost frame outside the runtime, so a
-    worker parked in `runtime.gopark <- runtime.chanrecv <- main.worker` reads as
-    `main.worker`. Prefers the user's own code, then dependencies, then the standard
-    library."""
-    for wanted in ({MAIN, USER}, {DEPENDENCY}, {STDLIB}):
+    """The frame that best names a stack. With the user's code on it: the innermost such
+    frame (a worker parked in `runtime.gopark <- runtime.chanrecv <- main.worker` reads
+    as `main.worker`), the user's own code before dependencies. A standard-library-only
+    stack reads best by its outermost function (`net/http.(*conn).serve`, not the
+    `internal/poll` call it is parked in), skipping the `go` statement's wrapper."""
+    for wanted in ({MAIN, USER}, {DEPENDENCY}):
         for f in frames:
             if origin(f.function, f.file) in wanted:
                 return f
-    return frames[0] if frames else None
+    std = [f for f in frames if origin(f.function, f.file) == STDLIB]
+    if std:
+        return _outermost_named(std)
+    # Runtime-only: the runtime's own worker (`runtime.bgsweep`), not `runtime.gopark`.
+    return _outermost_named(frames) if frames else None
+
+
+def _outermost_named(frames: list[Frame]) -> Frame:
+    named = [f for f in frames if ".gowrap" not in f.function and f.function != "runtime.goexit"]
+    return (named or frames)[-1]

@@ -203,6 +203,14 @@ def test_headline_frame_prefers_the_users_code():
     http = [Frame(f, file, line) for f, file, line in HTTP_IDLE]
     assert bk.headline_frame(http).function == "net/http.(*conn).serve"
     assert bk.headline_frame([]) is None
+    serve = [Frame(f, "/go/src/x.go", 1) for f in (
+        "runtime.gopark", "internal/poll.runtime_pollWait", "net.(*conn).Read",
+        "bufio.(*Reader).Peek", "net/http.(*conn).serve", "net/http.(*Server).Serve.gowrap3",
+        "runtime.goexit")]
+    assert bk.headline_frame(serve).function == "net/http.(*conn).serve"
+    sweep = [Frame(f, "/go/src/runtime/x.go", 1) for f in (
+        "runtime.gopark", "runtime.bgsweep", "runtime.gcenable.gowrap1", "runtime.goexit")]
+    assert bk.headline_frame(sweep).function == "runtime.bgsweep"
     driver = [Frame("runtime.gopark", "/go/src/runtime/proc.go", 435),
               Frame("github.com/jackc/pgx/v5.(*Conn).Query", "/go/pkg/mod/github.com/jackc/pgx/v5@v5.7.2/conn.go", 761),
               Frame("github.com/acme/shop/orders.(*Service).Checkout", "/src/orders/service.go", 9)]
