@@ -217,13 +217,17 @@ def main(argv: list[str] | None = None) -> int:
             path = Path(tmp) / f"report-{n}.html"
             path.write_text(text, encoding="utf-8")
             paths.append(path)
-            groups = sum(1 for _ in [m for m in text.split('<details class="group')][1:])
-            rows.append([n, groups, path.stat().st_size, statistics.median(renders)])
+            groups = text.count('<details class="group')
+            buckets = text.count('class="bucket"')
+            rows.append([n, f"{groups}/{buckets}", path.stat().st_size, statistics.median(renders)])
         for row, ms in zip(rows, load_times(paths, args.runs)):
             row.append(ms)
-    print(f"{'goroutines':>10} {'groups':>6} {'size':>10} {'render (Python)':>16} {'load (Chromium)':>16}")
+    # groups/buckets: stacks alike by function names / identical (function, file, line).
+    print(f"{'goroutines':>10} {'groups/buckets':>14} {'size':>10} {'render (Python)':>16} "
+          f"{'load (Chromium)':>16}")
     for n, groups, size, render_ms, load_ms in rows:
-        print(f"{n:>10,} {groups:>6} {size / 1e6:>8.2f} MB {render_ms:>13.0f} ms {load_ms:>13.0f} ms")
+        print(f"{n:>10,} {groups:>14} {size / 1e6:>7.2f} MB {render_ms:>13.0f} ms "
+              f"{load_ms:>13.0f} ms")
     return 0
 
 

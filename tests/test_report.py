@@ -16,6 +16,8 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pytest_sideeye import buckets as bk
 from pytest_sideeye import report
@@ -398,6 +400,31 @@ def test_embedded_snapshot_is_inert_and_round_trips_exactly():
     assert report.snapshot_from_report(page).to_json() == snap.to_json()
     real = recorded()
     assert report.snapshot_from_report(report.render_html(real)).to_json() == real.to_json()
+
+
+ANY_TEXT = st.text(st.characters(min_codepoint=0, max_codepoint=0x10FFFF, exclude_categories=()),
+                   max_size=40)
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**63, 2**64 - 1) | ANY_TEXT,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(ANY_TEXT, inner, max_size=4),
+    max_leaves=12)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(function=ANY_TEXT, text=ANY_TEXT, value=JSON_VALUES, type_=ANY_TEXT)
+def test_any_captured_text_stays_text_and_round_trips(function, text, value, type_):
+    frames = [Frame("runtime.gopark", "/go/src/runtime/proc.go", 435),
+              Frame(function, text, 7, variables=[Variable(text, type_, value)])]
+    g = Goroutine(1, "waiting", text, None, CreatedBy(function, text, 1, None), frames)
+    snap = Snapshot([Process(1, text, text, Container(text, text, text), text, 1, {}, text,
+                             [text], [g], text)], text,
+                    {"nodeid": text, "phase": "call", "outcome": text, "message": text})
+    page = report.render_html(snap)
+    page.encode("utf-8")
+    p = parse(page)
+    assert [t for t, _ in p.tags if t in ("script", "style")] == ["style", "script", "script"]
+    assert not any(k.startswith("on") for _, attrs in p.tags for k in attrs)
+    assert report.snapshot_from_report(page).to_json() == snap.to_json()
 
 
 def test_edge_cases_render():
