@@ -14,6 +14,7 @@
 
   // Thousands separators by hand: Intl's first use costs more than this whole script.
   function fmt(n) { return String(n).replace(/\B(?=(\d{3})+(?!\d))/g, ","); }
+  function plural(n, word) { return fmt(n) + " " + word + (n === 1 ? "" : "s"); }
 
   var groups = [];
   var groupOf = new Map();
@@ -83,9 +84,9 @@
       p.count.textContent = label(perProc.get(p.el) || 0, p.total, filtering);
     });
     output.textContent = filtering
-      ? "Showing " + fmt(shown) + " of " + fmt(total) + " goroutines in " + fmt(shownGroups) +
-        " of " + fmt(groups.length) + " groups"
-      : fmt(total) + " goroutines in " + fmt(groups.length) + " groups";
+      ? "Showing " + fmt(shown) + " of " + plural(total, "goroutine") + " in " +
+        fmt(shownGroups) + " of " + plural(groups.length, "group")
+      : plural(total, "goroutine") + " in " + plural(groups.length, "group");
   }
 
   function setOpen(open) {
@@ -101,8 +102,8 @@
   controls.hidden = false;
   // A reload may restore the previous filter values; otherwise the page is already right.
   if (stateSel.value || funcIn.value || textIn.value) { apply(); } else {
-    output.textContent = fmt(buckets.reduce(function (s, b) { return s + b.total; }, 0)) +
-      " goroutines in " + fmt(groups.length) + " groups";
+    output.textContent = plural(buckets.reduce(function (s, b) { return s + b.total; }, 0),
+                                "goroutine") + " in " + plural(groups.length, "group");
   }
 
   // Sortable tables: click a header to sort by it (numbers numerically), again to reverse.
