@@ -23,16 +23,13 @@ def container_targets(name_or_id: str):
 
 
 def _docker_container(name_or_id: str):
+    from docker.errors import DockerException, NotFound
+
+    from .images import docker_client
     try:
-        import docker
-        from docker.errors import DockerException, NotFound
-    except ImportError:
-        raise DockerUnavailable("the docker Python package is not installed") from None
-    try:
-        client = docker.from_env()
-        return client.containers.get(name_or_id)
+        return docker_client().containers.get(name_or_id)
     except NotFound:
         raise SideeyeError(f"no container named or with id {name_or_id!r}") from None
     except DockerException as e:
-        raise DockerUnavailable(f"Docker is not answering ({str(e).splitlines()[0][:120]}): "
-                                "start dockerd (scripts/setup.sh does)") from None
+        raise DockerUnavailable(f"Docker failed to look up {name_or_id!r}: "
+                                f"{str(e).splitlines()[0][:160]}") from None
