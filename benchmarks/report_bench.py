@@ -163,6 +163,7 @@ def synthetic_snapshot(n: int, seed: int = 1, processes: int = 1) -> Snapshot:
                     None, [], gs,
                     "".join(f"2026/11/26 10:39:{i % 60:02d} orders: checkout {i} waiting for lock\n"
                             for i in range(40)))
+        p.monotonic_ns = ref    # the pause's CLOCK_MONOTONIC: wait durations show
         procs.append(p)
     return Snapshot(procs, "2026-11-26T10:40:00.000Z",
                     {"nodeid": "tests/test_orders.py::test_checkout_under_load", "phase": "call",
