@@ -43,7 +43,9 @@ def run_suite(report_dir: Path, timeout: float, junit: Path) -> int:
     cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--tb=short",
            "--sideeye-on-timeout", "--sideeye-on-failure", f"--sideeye-timeout={timeout:g}",
            f"--sideeye-dir={report_dir}", f"--junitxml={junit}",
-           "-o", "junit_logging=system-out", "-v"]
+           "-o", "junit_logging=system-out", "-v",
+           # bcc 0.26 warns about str program text at each compile; not the demo's story.
+           "-W", "ignore::DeprecationWarning:bcc"]
     print("$ " + " ".join(cmd), f"  (in {EXAMPLES})", flush=True)
     env = dict(os.environ)
     env.pop("PYTEST_ADDOPTS", None)  # the demo's flags are the point: keep them alone

@@ -7,12 +7,14 @@ thread timer) -> taking the snapshot (bounded in time, never raising into the us
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import signal
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import pytest
 
@@ -247,6 +249,17 @@ def run_bounded(fn: Callable[[], Any], seconds: float, what: str) -> Any:
     return box.get("value")
 
 
+_ENGINE_LOCK = threading.Lock()
+
+
+def _take_one_at_a_time(targets: list[Any], capture: dict[str, list[str]]) -> Snapshot:
+    """A timer's snapshot can start while another one (a fixture's, a failure's) still
+    runs in a helper thread: the engine's per-process state is not shared between them."""
+    from .engine import take_snapshot
+    with _ENGINE_LOCK:
+        return take_snapshot(targets, capture or None)
+
+
 def take(services: list[Any], capture: dict[str, list[str]], budget_s: float,
          raise_errors: bool = False) -> tuple[Snapshot, str | None]:
     """Snapshot the services' processes. Returns the snapshot and, when no goroutines could
@@ -256,8 +269,7 @@ def take(services: list[Any], capture: dict[str, list[str]], budget_s: float,
     try:
         targets, gone = build_targets(services)
         if targets:
-            from .engine import take_snapshot
-            snap = run_bounded(lambda: take_snapshot(targets, capture or None), budget_s,
+            snap = run_bounded(lambda: _take_one_at_a_time(targets, capture), budget_s,
                                "snapshot")
         else:
             snap = Snapshot(taken_at=now_rfc3339())
@@ -338,7 +350,14 @@ def timeout_message(seconds: float, written: attach.Written | None, start: Path,
 class OwnTimeout:
     """--sideeye-timeout: SIGALRM on the main thread, raising pytest's failure inside the
     test so its teardown runs (as pytest-timeout's signal method does); elsewhere a timer
-    thread that raises the same failure asynchronously in the test's thread."""
+    thread that raises the same failure asynchronously in the test's thread (at its next
+    Python instruction: it cannot cut a long C call short).
+
+    The failure is raised only while the setup or call phase itself runs (`in_phase`):
+    raised in pytest's own code between phases it would be an INTERNALERROR, so an alarm
+    that comes then is retried shortly, once the call phase has begun."""
+
+    RETRY_S = 0.05
 
     def __init__(self, item: pytest.Item, seconds: float, method: str) -> None:
         self.item = item
@@ -346,6 +365,8 @@ class OwnTimeout:
         self.use_signal = (method == "signal" and hasattr(signal, "SIGALRM")
                            and threading.current_thread() is threading.main_thread())
         self.fired = False
+        self.in_phase = False
+        self._deadline = 0.0
         self._previous: Any = None
         self._timer: threading.Timer | None = None
         self._thread_id = threading.get_ident()
@@ -357,23 +378,46 @@ class OwnTimeout:
     def arm(self) -> None:
         if self.use_signal:
             self._previous = signal.signal(signal.SIGALRM, self._on_signal)
-            signal.setitimer(signal.ITIMER_REAL, self.seconds)
+        self._start(self.seconds)
+
+    def _start(self, seconds: float) -> None:
+        self._deadline = time.monotonic() + seconds
+        if self.use_signal:
+            signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.001))
         else:
-            self._timer = threading.Timer(self.seconds, self._on_thread_timer)
+            self._timer = threading.Timer(seconds, self._on_thread_timer)
             self._timer.daemon = True
             self._timer.name = f"sideeye timeout {self.item.nodeid}"
             self._timer.start()
 
-    def cancel(self) -> None:
+    def _stop(self) -> None:
         if self.use_signal:
             signal.setitimer(signal.ITIMER_REAL, 0)
-            if self._previous is not None:
-                signal.signal(signal.SIGALRM, self._previous)
-                self._previous = None
         elif self._timer is not None:
-            with self._lock:
-                self._cancelled = True
             self._timer.cancel()
+
+    def cancel(self) -> None:
+        with self._lock:
+            self._cancelled = True
+        self._stop()
+        if self.use_signal and self._previous is not None:
+            signal.signal(signal.SIGALRM, self._previous)
+            self._previous = None
+
+    @contextlib.contextmanager
+    def suspended(self) -> Iterator[None]:
+        """Stop the clock while sideeye itself works (a fixture snapshot): its own time is
+        not the test's."""
+        if self._cancelled or self.fired:
+            yield
+            return
+        left = self._deadline - time.monotonic()
+        self._stop()
+        try:
+            yield
+        finally:
+            if not self._cancelled:
+                self._start(max(left, self.RETRY_S))
 
     def _fire(self) -> str:
         self.fired = True
@@ -381,10 +425,18 @@ class OwnTimeout:
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         __tracebackhide__ = True
-        self.cancel()
+        if not self.in_phase:
+            signal.setitimer(signal.ITIMER_REAL, self.RETRY_S)
+            return
+        self._stop()
         pytest.fail(self._fire())
 
     def _on_thread_timer(self) -> None:
+        if not self.in_phase:
+            with self._lock:
+                if not self._cancelled:
+                    self._start(self.RETRY_S)
+            return
         message = self._fire()
         failed = _failed_exception()
         # An exception *class* is all PyThreadState_SetAsyncExc takes: bake the message in.
@@ -503,15 +555,29 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_runtest_setup(item: pytest.Item):
     state_of(item).phase = "setup"
     arm_own_timeout(item)
-    yield
+    with _in_phase(item):
+        yield
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
 def pytest_runtest_call(item: pytest.Item):
     state_of(item).phase = "call"
-    yield
+    with _in_phase(item):
+        yield
     # The timeout covers setup and call; teardown must be free to clean up.
     disarm_own_timeout(item)
+
+
+@contextlib.contextmanager
+def _in_phase(item: pytest.Item) -> Iterator[None]:
+    timer = state_of(item).own_timer
+    if timer is not None:
+        timer.in_phase = True
+    try:
+        yield
+    finally:
+        if timer is not None:
+            timer.in_phase = False
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
@@ -663,10 +729,12 @@ def sideeye_snapshot(request: pytest.FixtureRequest) -> Callable[..., Snapshot]:
         st = state_of(item)
         st.fixture_count += 1
         stem = f"snapshot-{st.fixture_count}"
+        clock = st.own_timer.suspended() if st.own_timer else contextlib.nullcontext()
         try:
-            snap, written, _ = snapshot_item(item, st.phase, stem, "snapshot", "",
-                                             services=chosen, capture=capture,
-                                             raise_errors=True)
+            with clock:
+                snap, written, _ = snapshot_item(item, st.phase, stem, "snapshot", "",
+                                                 services=chosen, capture=capture,
+                                                 raise_errors=True)
         except SideeyeError as e:
             pytest.fail(f"sideeye_snapshot: {attach.one_line(e)}", pytrace=False)
         settings = settings_of(item.config)
