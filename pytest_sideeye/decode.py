@@ -154,7 +154,19 @@ class Decoder:
                 frames.append(Frame(sf.function, sf.file, sf.line, pc, sf.inlined))
             callee = f.name
             call_site = not self.symtab.is_injected_call(f)
+        if not frames and pcs:
+            return self._unelided(pcs[0]), None
         return frames, None
+
+    def _unelided(self, pc: int) -> list[Frame]:
+        """The physical function at pc, even a wrapper or goexit the runtime would hide: a
+        goroutine not started yet sits at its go-statement wrapper's entry, and an empty
+        stack would say nothing."""
+        f = self.symtab.func_for_pc(pc - self.bias)
+        if f is None:
+            return []
+        file, line = self.symtab.file_line(pc - self.bias)
+        return [Frame(f.print_name, file, line, pc, False)]
 
     def frames_for_capture(self, raw: RawProcess, wants):
         """(goid, pc, cfa, function) of every parked frame running a captured function,
