@@ -509,9 +509,16 @@ def page_view(snapshot: Snapshot, opts: Options) -> dict:
 # --------------------------------------------------------------------------- embedding
 
 def embed_document(snapshot: Snapshot) -> dict:
-    """The snapshot, lossless, with identical stacks and creation sites stored once."""
+    """The snapshot, lossless, in the sideeye.snapshot/v1+shared-stacks form: v1's
+    top-level and process fields, plus tables stored once ("states": [status, wait
+    reason] pairs, "stacks": frame lists without variables, each frame with the
+    (name, type) list of its captures as "capture", "created_by": creation sites); each
+    goroutine is {"id", "state", "stack", "created_by"?, "wait_since_ns"?, "values"?:
+    {frame index: [value, ...]}, "variables"?: {frame index: [v1 variable, ...]},
+    "thread"?, "truncated"?}. expand_embedded turns it back into plain v1 JSON."""
     stacks: dict[tuple, int] = {}
     sites: dict[tuple, int] = {}
+    states: dict[tuple[str, str], int] = {}
     stack_list: list[list[dict]] = []
     site_list: list[dict] = []
     processes = []
@@ -525,9 +532,9 @@ def embed_document(snapshot: Snapshot) -> dict:
                 si = stacks[key] = len(stack_list)
                 stack_list.append([{"function": f.function, "file": f.file, "line": f.line,
                                     "pc": f.pc, "inlined": f.inlined} for f in g.frames])
-            gj: dict[str, Any] = {"id": g.id, "status": g.status, "stack": si}
-            if g.wait_reason:
-                gj["wait_reason"] = g.wait_reason
+            # (status, wait reason) pairs are few: stored once, referenced by index.
+            state = states.setdefault((g.status, g.wait_reason), len(states))
+            gj: dict[str, Any] = {"id": g.id, "state": state, "stack": si}
             if g.wait_since_ns is not None:
                 gj["wait_since_ns"] = g.wait_since_ns
             if g.created_by is not None:
@@ -547,6 +554,7 @@ def embed_document(snapshot: Snapshot) -> dict:
         pj["goroutines"] = gs
         processes.append(pj)
     doc: dict[str, Any] = {"format": EMBED_FORMAT, "taken_at": snapshot.taken_at,
+                           "states": [list(k) for k in states],
                            "stacks": stack_list, "created_by": site_list,
                            "processes": processes}
     if snapshot.test is not None:
@@ -603,7 +611,7 @@ def expand_embedded(doc: dict) -> dict:
     if doc.get("format") != EMBED_FORMAT:
         raise SideeyeError(f"the report's embedded snapshot has an unknown format "
                            f"{doc.get('format')!r}")
-    stacks, sites = doc["stacks"], doc["created_by"]
+    stacks, sites, states = doc["stacks"], doc["created_by"], doc["states"]
     processes = []
     for pj in doc["processes"]:
         pj = dict(pj)
@@ -613,8 +621,8 @@ def expand_embedded(doc: dict) -> dict:
                        "pc": f["pc"], "inlined": f["inlined"],
                        "variables": _expand_variables(gj, i, f)}
                       for i, f in enumerate(stacks[gj["stack"]])]
-            g = {"id": gj["id"], "status": gj["status"],
-                 "wait_reason": gj.get("wait_reason", ""),
+            status, wait_reason = states[gj["state"]]
+            g = {"id": gj["id"], "status": status, "wait_reason": wait_reason,
                  "wait_since_ns": gj.get("wait_since_ns"),
                  "created_by": sites[gj["created_by"]] if "created_by" in gj else None,
                  "frames": frames}
