@@ -328,6 +328,9 @@ def snapshot_item(item: pytest.Item, phase: str, stem: str, outcome: str, messag
     written = attach.write_files(snap, settings.base_dir, item.nodeid, stem)
     if problem:
         written.problems.insert(0, f"no snapshot: {problem}")
+    else:  # partial: say which processes are missing and why, one line each
+        written.problems[:0] = [f"{p.service or 'pid'} (pid {p.pid}): {p.error}"
+                                for p in snap.processes if p.error]
     return snap, written, problem
 
 
@@ -508,9 +511,13 @@ def pytest_timeout_set_timer(item: pytest.Item, settings: Any) -> None:
 
 @pytest.hookimpl(tryfirst=True, optionalhook=True)
 def pytest_timeout_cancel_timer(item: pytest.Item) -> None:
+    """The test is over. A snapshot still running (the test ended within the margin) is
+    waited for, and its files dropped: the test did not time out."""
     st = state_of(item)
-    if st.pre_timeout_timer is not None:
-        st.pre_timeout_timer.cancel()
+    _wait_for_pre_timeout(st, settings_of(item.config).budget_s)
+    if st.timeout_written is not None:
+        _discard(st.timeout_written)
+        st.timeout_written = None
     return None
 
 
