@@ -12,6 +12,7 @@
 // (TASK_PID_OFF).
 //
 // Passes (cfg.mode):
+// Modes are bits: the first pass of a snapshot is MODE_THREADS | MODE_GS (one run fewer).
 //   MODE_THREADS  once per thread: its user registers, and a frame-pointer walk from them;
 //                 the first thread also walks runtime.allm (thread id -> current g).
 //   MODE_GS       goroutines allgs[start .. start+count): header fields and a frame-pointer
@@ -23,8 +24,8 @@
 
 #define MODE_THREADS 1
 #define MODE_GS 2
-#define MODE_CONT 3
-#define MODE_READ 4
+#define MODE_CONT 4
+#define MODE_READ 8
 
 // Sizes shared with pytest_sideeye/collect.py (keep in sync: it reads them from here).
 #define GS_PER_PASS 8192     // goroutines per MODE_GS pass (power of two)
@@ -114,11 +115,12 @@ struct readreq { u64 addr; u32 size; u32 out_off; };
 struct out_t {
   u64 allglen;          // as read in this pass
   u64 allgs;            // data pointer of allgs
-  u64 nrecs;            // MODE_GS/CONT: records written; MODE_THREADS: threads seen
-  u64 nms;
+  u64 nrecs;            // MODE_GS/CONT/READ: records written
+  u64 nms;              // MODE_THREADS: Ms read from runtime.allm
   u64 errors;
   u64 ntodo;            // MODE_GS: records listed in `todo` (may exceed TODO_MAX)
-  u64 pad[2];
+  u64 nthreads;         // MODE_THREADS: threads seen
+  u64 pad;
   union {
     struct grec cg[CONT_PER_PASS];   // MODE_CONT results
     struct { struct trec t[MAX_THREADS]; struct mrec m[MAX_MS]; } th;
@@ -370,13 +372,13 @@ static __always_inline int pass_thread(struct bpf_iter__task *ctx, struct task_s
                                        struct config *c, struct out_t *o,
                                        struct scratch_t *s) {
   if (ctx->meta->seq_num == 0) {
-    o->nrecs = 0;
+    o->nthreads = 0;
     walk_allm(task, c, o, s);
   }
-  u64 idx = o->nrecs;
+  u64 idx = o->nthreads;
+  o->nthreads = idx + 1;
   if (idx >= MAX_THREADS)
     return 0;
-  o->nrecs = idx + 1;
   struct trec *t = &o->th.t[idx & (MAX_THREADS - 1)];
   u32 tid = 0;
   bpf_probe_read_kernel(&tid, 4, (void *)task + TASK_PID_OFF);
@@ -436,12 +438,12 @@ int bpf_iter__task(struct bpf_iter__task *ctx) {
   struct scratch_t *s = scratch.lookup(&zero);
   if (!c || !o || !s)
     return 0;
-  if (c->mode == MODE_THREADS)
-    return pass_thread(ctx, task, c, o, s);
+  if (c->mode & MODE_THREADS)
+    pass_thread(ctx, task, c, o, s);
   // The other passes run once, on the first thread the iterator visits.
   if (ctx->meta->seq_num != 0)
     return 0;
-  if (c->mode == MODE_GS)
+  if (c->mode & MODE_GS)
     return pass_goroutines(task, c, o, s);
   if (c->mode == MODE_CONT)
     return pass_continue(task, c, o, s);

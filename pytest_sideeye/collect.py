@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from .bpfprog import Program
 
-MODE_THREADS, MODE_GS, MODE_CONT, MODE_READ = 1, 2, 3, 4
+MODE_THREADS, MODE_GS, MODE_CONT, MODE_READ = 1, 2, 4, 8
 OUT_HEADER = 64           # out_t fields before the union
 CFG_FMT = "<IIIIQQQQ"
 
@@ -102,14 +102,11 @@ class Collector:
 
     def collect(self, raw: RawProcess) -> None:
         """All stack passes. Called with the target stopped."""
-        self._threads(raw)
         self._continue(raw, self._goroutines(raw))
 
-    def _threads(self, raw: RawProcess) -> None:
-        self._configure(MODE_THREADS)
-        struct.pack_into("<Q", self.p.out, 16, 0)
-        self._run(raw)
-        nthreads, nms = struct.unpack_from("<QQ", self.p.out, 16)
+    def _read_threads(self, raw: RawProcess) -> None:
+        nms = struct.unpack_from("<Q", self.p.out, 24)[0]
+        nthreads = struct.unpack_from("<Q", self.p.out, 48)[0]
         base = OUT_HEADER
         data = bytes(self.p.out[base:base + self.trec_size * min(nthreads, self.max_threads)])
         mbase = OUT_HEADER + self.trec_size * self.max_threads
@@ -126,10 +123,14 @@ class Collector:
         start = 0
         view = memoryview(self.p.gout)
         pending = []
+        mode = MODE_THREADS | MODE_GS   # the first pass also reads every thread
         while True:
-            self._configure(MODE_GS, start, self.per_pass)
+            self._configure(mode, start, self.per_pass)
             struct.pack_into("<Q", self.p.out, 16, 0)
             self._run(raw)
+            if mode & MODE_THREADS:
+                self._read_threads(raw)
+                mode = MODE_GS
             allglen, _allgs, nrecs, _nms, _errors, ntodo = \
                 struct.unpack_from("<6Q", self.p.out, 0)
             raw.allglen = allglen
