@@ -11,6 +11,7 @@ capture spec) raise SideeyeError before anything is paused.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from dataclasses import dataclass
 
@@ -33,6 +34,9 @@ class Target:
 
 
 _programs: dict[tuple, Program] = {}
+# One snapshot at a time per collector process: the programs' maps are shared state, and
+# the plugin may snapshot from a timer thread while another snapshot runs.
+_lock = threading.Lock()
 
 
 def program_for(layout) -> Program:
@@ -56,8 +60,9 @@ def take_snapshot(targets: list[Target] | list[int], capture=None, limits=None) 
     targets = [t if isinstance(t, Target) else Target(int(t)) for t in targets]
     spec = _parse_capture(capture)
     snap = Snapshot(taken_at=now_rfc3339())
-    for t in targets:
-        snap.processes.append(snapshot_process(t, spec, limits))
+    with _lock:
+        for t in targets:
+            snap.processes.append(snapshot_process(t, spec, limits))
     return snap
 
 
