@@ -125,7 +125,7 @@ def parse_capture_lines(lines: Iterable[str]) -> dict[str, list[str]]:
         if not line or line.startswith("#"):
             continue
         func, sep, names = line.partition(":")
-        exprs = [n.strip() for n in names.split(",") if n.strip()]
+        exprs = split_exprs(names)
         if not sep or not func.strip() or not exprs:
             raise pytest.UsageError(
                 f"sideeye_capture line {line!r}: want 'pkg.Func: var, var'")
@@ -133,11 +133,32 @@ def parse_capture_lines(lines: Iterable[str]) -> dict[str, list[str]]:
     return spec
 
 
+def split_exprs(text: str) -> list[str]:
+    """'a, m["x,y"], s[1:2]' -> the expressions: commas inside brackets or quotes stay."""
+    parts, depth, quote, current = [], 0, "", []
+    for ch in text:
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "\"'`":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append("".join(current))
+            current = []
+            continue
+        current.append(ch)
+    parts.append("".join(current))
+    return [p.strip() for p in parts if p.strip()]
+
+
 def merge_capture(into: dict[str, list[str]], more: dict[str, Any] | None) -> dict[str, list[str]]:
     """Union of capture specs, first-seen order; a value may be a list or 'a, b' text."""
     for func, exprs in (more or {}).items():
         if isinstance(exprs, str):
-            exprs = [e.strip() for e in exprs.split(",") if e.strip()]
+            exprs = split_exprs(exprs)
         if not isinstance(func, str) or not all(isinstance(e, str) for e in exprs):
             raise CaptureSpecError(f"capture spec for {func!r}: want a list of expressions")
         have = into.setdefault(func, [])
@@ -500,6 +521,8 @@ def pytest_timeout_set_timer(item: pytest.Item, settings: Any) -> None:
     if not settings_of(item.config).on_timeout:
         return None
     margin = min(1.0, 0.1 * settings.timeout)
+    if settings.method == "thread" or threading.current_thread() is not threading.main_thread():
+        return _take_over_thread_method(item, settings, margin)
     t = st.pre_timeout_timer = threading.Timer(
         max(0.0, settings.timeout - margin), pre_timeout_snapshot,
         (item, settings.timeout, settings.method))
@@ -507,6 +530,39 @@ def pytest_timeout_set_timer(item: pytest.Item, settings: Any) -> None:
     t.name = f"sideeye pre-timeout {item.nodeid}"
     t.start()
     return None
+
+
+def _take_over_thread_method(item: pytest.Item, settings: Any, margin: float) -> bool:
+    """pytest-timeout's thread method ends the process with os._exit when it fires, which
+    would cut a slow snapshot short. Run its timer ourselves: snapshot at timeout - margin,
+    then hand over to its own timeout_timer (stack dump, os._exit) no earlier than the
+    deadline and no earlier than the report is written."""
+    import pytest_timeout
+    deadline = time.monotonic() + settings.timeout
+    cancelled = threading.Event()
+
+    def fire() -> None:
+        pre_timeout_snapshot(item, settings.timeout, "thread")
+        if cancelled.wait(max(0.0, deadline - time.monotonic())):
+            return
+        pytest_timeout.timeout_timer(item, settings)
+
+    timer = threading.Timer(max(0.0, settings.timeout - margin), fire)
+    timer.daemon = True
+    timer.name = f"sideeye pre-timeout {item.nodeid}"
+
+    def cancel() -> None:  # pytest-timeout's cancel hook calls item.cancel_timeout
+        cancelled.set()
+        timer.cancel()
+        timer.join()
+        st = state_of(item)
+        if st.timeout_written is not None:  # the test ended in the margin: no timeout
+            _discard(st.timeout_written)
+            st.timeout_written = None
+
+    item.cancel_timeout = cancel  # type: ignore[attr-defined]
+    timer.start()
+    return True
 
 
 @pytest.hookimpl(tryfirst=True, optionalhook=True)

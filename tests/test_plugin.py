@@ -180,6 +180,26 @@ def test_pytest_timeout_snapshot_comes_before_it_fires(project):
     no_containers_left(project)
 
 
+def test_pytest_timeout_thread_method_gets_its_report_before_the_exit(project):
+    """pytest-timeout's thread method ends the process with os._exit (no teardown, no
+    junit): the report must be complete on disk before that, and its path printed."""
+    project.write("test_th.py", HANG)
+    try:
+        result = project.run("--timeout=4", "--timeout-method=thread", "--sideeye-on-timeout")
+    finally:  # os._exit skipped the finalizers: remove this run's containers here
+        ids = subprocess.run(["docker", "ps", "-aq", "--filter",
+                              f"label={RUN_LABEL}={project.run_id}"],
+                             capture_output=True, text=True).stdout.split()
+        if ids:
+            subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
+    assert result.ret == 1
+    result.stdout.fnmatch_lines([
+        "sideeye: snapshot before pytest-timeout fires: reports/test_th.py__test_hang/timeout.html",
+        "*+ Timeout +*"])
+    snap = report_json(project, "test_th.py::test_hang", "timeout")
+    assert_deadlock_seen(snap)
+
+
 SUITE = """
 import subprocess
 import pytest

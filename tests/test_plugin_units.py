@@ -37,6 +37,12 @@ def test_capture_line_without_variables_is_a_usage_error(line):
         plugin.parse_capture_lines([line])
 
 
+def test_split_exprs_keeps_commas_inside_brackets_and_quotes():
+    assert plugin.split_exprs(' a, m["x,y"], s[1:2], f.g ,') == \
+        ["a", 'm["x,y"]', "s[1:2]", "f.g"]
+    assert plugin.split_exprs("m['a,b'].c, d") == ["m['a,b'].c", "d"]
+
+
 def test_merge_capture_takes_text_or_lists_and_keeps_first_order():
     spec = plugin.merge_capture({"f": ["a"]}, {"f": "b, a", "g": ["x"]})
     assert spec == {"f": ["a", "b"], "g": ["x"]}
