@@ -32,6 +32,7 @@ class Written:
     json: Path
     txt: Path | None
     problems: list[str]
+    stem: str = ""        # timeout, setup, call, snapshot-N: the files' name
 
     @property
     def main(self) -> Path:
@@ -71,7 +72,7 @@ def write_files(snap: Snapshot, base: Path, nodeid: str, stem: str) -> Written:
     txt_path = _write_text(snap, folder / f"{stem}.txt", problems)
     html_path = _write_html(snap, folder / f"{stem}.html", problems)
     return Written(nodeid, snap.test.get("phase", stem) if snap.test else stem,
-                   html_path, json_path, txt_path, problems)
+                   html_path, json_path, txt_path, problems, stem)
 
 
 def _write_text(snap: Snapshot, path: Path, problems: list[str]) -> Path | None:
@@ -164,7 +165,7 @@ def _add_html_link(report: pytest.TestReport, written: Written, html_report: Pat
     if links is None:
         links = []
         report.extras = links
-    links.append(extras.url(href, name=f"sideeye {written.phase}"))
+    links.append(extras.url(href, name=f"sideeye {written.stem or written.phase}"))
 
 
 def add_section(report: pytest.TestReport, title: str, text: str) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import GOAPPS
+from conftest import GOAPPS, missing
 from pytest_sideeye.attach import sanitise
 from pytest_sideeye.snapshot import Snapshot
 
@@ -30,6 +30,7 @@ REAL_HOME = os.path.expanduser("~")
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("needs_root", "needs_docker")]
 
 RUN_LABEL = "sideeye-plugin-test-run"
+CHROMIUM = "/usr/bin/chromium"
 
 CONFTEST = f"""
 import os
@@ -355,6 +356,31 @@ def test_pytest_html_links_the_reports(suite):
                 "../reports/test_s.py__test_fails/call.html"):
         assert rel in html
         assert (p.path / "html" / rel).is_file()
+
+
+def test_pytest_html_link_opens_the_report_in_chromium(suite):
+    """pytest-html builds its rows with JavaScript: follow the link as a reader would."""
+    p, _ = suite
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        missing("python playwright is not installed")
+    if not Path(CHROMIUM).exists():
+        missing(f"Chromium is not installed at {CHROMIUM}")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM,
+                                     args=["--headless", "--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page()
+            page.goto((p.path / "html" / "r.html").as_uri(), wait_until="load")
+            row = page.locator("tbody.results-table-row", has_text="test_s.py::test_marker")
+            link = row.locator("a", has_text="sideeye timeout")
+            href = link.evaluate("a => a.href")
+            page.goto(href, wait_until="load")
+            assert page.url.endswith("/reports/test_s.py__test_marker/timeout.html")
+            assert "test_s.py::test_marker" in page.content()
+        finally:
+            browser.close()
 
 
 def test_ctrl_c_mid_test_leaves_no_container(project):
