@@ -8,6 +8,7 @@ timeout with a snapshot showing the stuck goroutines), 1 otherwise.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -68,8 +69,11 @@ def stuck_goroutines(snap: Snapshot) -> list[str]:
         for g in p.goroutines:
             hit = next((f for f in g.frames if f.function in DEADLOCKED), None)
             if hit is not None:
+                values = " ".join(f"{v.name}={json.dumps(v.value)}" for v in hit.variables
+                                  if v.available and v.error is None)
                 lines.append(f"  {p.service}: goroutine {g.id} [{g.wait_reason or g.status}] "
-                             f"in {hit.function} ({Path(hit.file).name}:{hit.line})")
+                             f"in {hit.function} ({Path(hit.file).name}:{hit.line})"
+                             + (f"\n      {values}" if values else ""))
     return lines
 
 

@@ -56,7 +56,7 @@ func (s *service) ledger(path, customer string, amount int64) error {
 }
 
 // place: stock lock -> ledger call -> book lock.
-func (s *service) place(o order) (*order, error) {
+func (s *service) place(o *order) (*order, error) {
 	s.stock.mu.Lock()
 	defer s.stock.mu.Unlock()
 	if s.stock.levels[o.Item] < o.Qty {
@@ -70,8 +70,8 @@ func (s *service) place(o order) (*order, error) {
 	defer s.book.mu.Unlock()
 	s.book.nextID++
 	o.ID, o.Status = s.book.nextID, "placed"
-	s.book.orders[o.ID] = &o
-	return &o, nil
+	s.book.orders[o.ID] = o
+	return o, nil
 }
 
 // cancel: book lock -> ledger call -> stock lock (the inverse order of place).
@@ -124,7 +124,7 @@ func (s *service) orders(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, "want {customer, item, qty > 0}", http.StatusBadRequest)
 			return
 		}
-		placed, err := s.place(o)
+		placed, err := s.place(&o)
 		reply(w, placed, err)
 	default:
 		http.Error(w, "GET or POST", http.StatusMethodNotAllowed)
