@@ -224,11 +224,14 @@ def test_fails(ledger):
 @relaxed
 def test_fixture_captures(ledger, sideeye_snapshot):
     deadlock(ledger)
-    snap = sideeye_snapshot(capture={"main.(*ledger).move": ["from.id", "to.id"]})
+    snap = sideeye_snapshot(capture={"main.(*ledger).move": ["from.id", "to.id"],
+                                     "main.nosuch": ["x"]})
     frames = [f for _, f in snap.frames("main.(*ledger).move")]
     assert len(frames) == 2
     pairs = sorted(tuple(v.value for v in f.variables) for f in frames)
     assert pairs == [("alice", "bob"), ("bob", "alice")], [f.variables for f in frames]
+    assert snap.processes[0].notes == [
+        "capture: no function main.nosuch in any of the test's services"]
 
 @relaxed
 def test_two_services(ledger, replica):
