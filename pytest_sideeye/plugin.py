@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable, Iterator
 import pytest
 
 from . import attach
-from .errors import CaptureSpecError, SideeyeError
+from .errors import CaptureSpecError, NoPermission, SideeyeError
 from .snapshot import Process, Snapshot, now_rfc3339
 
 DEFAULT_DIR = "sideeye-reports"
@@ -228,6 +228,27 @@ def _pids(service: Any) -> list[int]:
     return list(pids() if callable(pids) else pids)
 
 
+# Capability bits (linux/capability.h): reading another process's memory and its
+# /proc/PID/exe, loading BPF programs.
+_CAPS = {"CAP_SYS_PTRACE": 19, "CAP_SYS_ADMIN": 21, "CAP_PERFMON": 38, "CAP_BPF": 39}
+
+
+def missing_privileges() -> str | None:
+    """One line when this process cannot take snapshots (checked before any container is
+    touched: without CAP_SYS_PTRACE the services' processes are not even visible)."""
+    try:
+        status = Path("/proc/self/status").read_text()
+        eff = int(next(l.split()[1] for l in status.splitlines() if l.startswith("CapEff:")), 16)
+    except (OSError, StopIteration, ValueError):
+        return None  # not Linux-like: let the engine decide
+    has = {name for name, bit in _CAPS.items() if eff >> bit & 1}
+    bpf_ok = "CAP_SYS_ADMIN" in has or {"CAP_BPF", "CAP_PERFMON"} <= has
+    if "CAP_SYS_PTRACE" in has and bpf_ok:
+        return None
+    return ("snapshots need root (CAP_SYS_PTRACE, CAP_BPF and CAP_PERFMON); this pytest "
+            "runs without them: run it with sudo")
+
+
 def build_targets(services: list[Any]) -> tuple[list[Any], list[Process]]:
     """Targets for the engine, and an errored Process for every service that has none
     (its container gone, never started): the report says so instead of omitting it."""
@@ -319,6 +340,9 @@ def take(services: list[Any], capture: dict[str, list[str]], budget_s: float,
     is as close to the moment as possible."""
     problem: str | None = None
     try:
+        lacking = missing_privileges()
+        if lacking:
+            raise NoPermission(lacking)
         targets, gone = build_targets(services)
         if targets:
             snap = run_bounded(lambda: _take_one_at_a_time(targets, capture), budget_s,

@@ -109,9 +109,10 @@ class Project:
                 "-p", "no:hypothesispytest", "--sideeye-dir=reports",
                 "-W", "ignore::DeprecationWarning", *args]
 
-    def run(self, *args: str, timeout: float = 180) -> pytest.RunResult:
+    def run(self, *args: str, timeout: float = 180, prefix: tuple[str, ...] = ()
+            ) -> pytest.RunResult:
         t0 = time.monotonic()
-        r = subprocess.run(self.command(*args), cwd=self.path, env=self.env(),
+        r = subprocess.run([*prefix, *self.command(*args)], cwd=self.path, env=self.env(),
                            capture_output=True, text=True, timeout=timeout)
         print(r.stdout, r.stderr, sep="\n")  # shown when an assertion below fails
         return pytest.RunResult(r.returncode, r.stdout.splitlines(), r.stderr.splitlines(),
@@ -199,6 +200,39 @@ def test_pytest_timeout_thread_method_gets_its_report_before_the_exit(project):
         "*+ Timeout +*"])
     snap = report_json(project, "test_th.py::test_hang", "timeout")
     assert_deadlock_seen(snap)
+
+
+def test_without_privileges_tests_fail_as_they_would_and_say_why(project):
+    """pytest without capabilities (root's uid, every capability dropped: no BPF, no
+    ptrace): same outcomes, one line saying why there are no goroutines, the logs kept."""
+    project.write("test_np.py", """
+from helpers import deadlock, hang
+
+def test_fails(ledger):
+    deadlock(ledger)
+    assert 1 == 2
+
+def test_hang(ledger):
+    hang(ledger)
+
+def test_fixture(ledger, sideeye_snapshot):
+    sideeye_snapshot()
+""")
+    why = "snapshots need root (CAP_SYS_PTRACE, CAP_BPF and CAP_PERFMON)"
+    result = project.run("-p", "no:timeout", "--sideeye-on-failure", "--sideeye-on-timeout",
+                         "--sideeye-timeout=4",
+                         prefix=("setpriv", "--bounding-set=-all", "--inh-caps=-all"))
+    result.assert_outcomes(failed=3)
+    result.stdout.fnmatch_lines_random([
+        f"no snapshot: {why}*",
+        f"*Failed: Timeout (>4 s) — sideeye snapshot: reports/test_np.py__test_hang/timeout.html"
+        f" (no goroutines: {why}*",
+        f"*sideeye_snapshot: {why}*"])
+    snap = report_json(project, "test_np.py::test_fails", "call")
+    assert snap.processes[0].error.startswith(why)
+    assert "ledger listening" in snap.processes[0].logs
+    assert_clean_output(result)
+    no_containers_left(project)
 
 
 SUITE = """
