@@ -477,6 +477,8 @@ class OwnTimeout:
 
     def cancel(self) -> None:
         with self._lock:
+            if self._cancelled:  # the interval timer may be someone else's by now
+                return
             self._cancelled = True
         self._stop()
         if self.use_signal and self._previous is not None:
@@ -774,7 +776,8 @@ def _refresh_outcome(written: attach.Written, report: pytest.TestReport) -> None
         snap.test["message"] = line
     fresh = attach.write_files(snap, written.json.parent.parent, snap.test["nodeid"],
                                written.json.stem)
-    written.problems = [p for p in written.problems if p.startswith("no snapshot")] + \
+    rendering = ("text rendering failed", "HTML report failed")
+    written.problems = [p for p in written.problems if not p.startswith(rendering)] + \
         fresh.problems
     written.html = fresh.html
     written.txt = fresh.txt
