@@ -101,6 +101,7 @@ class VarDIE:
     type_offset: int
     location: object     # the raw DW_AT_location attribute, or None
     is_param: bool
+    die_offset: int = 0  # DWARF 5 location lists need their DIE to be parsed
 
 
 @dataclass
@@ -443,7 +444,7 @@ class BinaryInfo:
             return None
         return VarDIE(sa["DW_AT_name"].value.decode(errors="replace"),
                       self._abs_ref(src, "DW_AT_type"), a.get("DW_AT_location"),
-                      die.tag == "DW_TAG_formal_parameter")
+                      die.tag == "DW_TAG_formal_parameter", die.offset)
 
     def _ranges(self, die, cu) -> list[tuple[int, int]]:
         a = die.attributes
@@ -479,15 +480,16 @@ class BinaryInfo:
                          "DW_FORM_block4"):
             expr = attr.value
         else:
-            expr = self._loclist_expr(attr, cu, pc)
+            expr = self._loclist_expr(attr, cu, pc, var.die_offset)
             if expr is None:
                 return None
         if not expr:
             return None
         return self.eval_location(expr, cfa)
 
-    def _loclist_expr(self, attr, cu, pc: int) -> list[int] | None:
-        entries = self._loc_parser.parse_from_attribute(attr, cu["version"])
+    def _loclist_expr(self, attr, cu, pc: int, die_offset: int) -> list[int] | None:
+        die = self._die(die_offset) if die_offset else None
+        entries = self._loc_parser.parse_from_attribute(attr, cu["version"], die)
         base = _cu_base(cu)
         for e in entries:
             if not hasattr(e, "loc_expr"):
