@@ -336,6 +336,13 @@ def test_fixture_snapshot_with_captured_variables(suite):
     p, result = suite
     snap = report_json(p, "test_s.py::test_fixture_captures", "snapshot-1")
     assert snap.test["outcome"] == "snapshot"
+    # The variable assertions run inside the inner test: it must have passed.
+    case = next(c for c in ET.parse(p.path / "junit.xml").iter("testcase")
+                if c.get("name") == "test_fixture_captures")
+    assert case.find("failure") is None and case.find("error") is None, ET.tostring(case)
+    frames = [f for _, f in snap.frames("main.(*ledger).move")]
+    assert sorted(v.value for f in frames for v in f.variables if v.name == "from.id") == \
+        ["alice", "bob"]
     assert not (p.path / "reports" / "test_s.py__test_fixture_captures" / "call.json").exists()
     result.stdout.fnmatch_lines(["reports/test_s.py__test_fixture_captures/snapshot-1.html*"])
 
