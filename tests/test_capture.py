@@ -1,0 +1,233 @@
+"""capture.py: specs, plan validation before any pause, and variables captured from the
+parked frames of varzoo by the real engine (BPF reads in rounds) on Go 1.21/1.24/1.27."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import GO_VERSIONS
+from pytest_sideeye import capture, dwarf_types
+from pytest_sideeye.errors import CaptureSpecError
+from test_values import start_varzoo
+
+
+# --- specs --------------------------------------------------------------------------------
+
+def test_cli_and_dict_forms_agree():
+    cli = capture.parse_specs(["main.settle:o,o.ID,attempt", "main.lookup:m[\"a,b\"], keys[0]"])
+    d = capture.parse_specs({"main.settle": ["o", "o.ID", "attempt"],
+                             "main.lookup": ['m["a,b"]', "keys[0]"]})
+    assert cli == d
+    assert [e.text for e in cli.functions["main.lookup"]] == ['m["a,b"]', "keys[0]"]
+
+
+def test_repeated_specs_merge_without_duplicates():
+    s = capture.parse_specs(["main.settle:o", "main.settle:o,attempt"])
+    assert [e.text for e in s.functions["main.settle"]] == ["o", "attempt"]
+
+
+def test_expression_steps():
+    e = capture.parse_expr('*o.Customer.Tags[1]')
+    assert e.root == "o"
+    assert [(s.op, s.arg) for s in e.steps] == [("field", "Customer"), ("field", "Tags"),
+                                                ("index", 1), ("deref", None)]
+    assert capture.parse_expr('m["k\\"ey"]').steps[0].arg == 'k"ey'
+    assert capture.parse_expr("m[-3]").steps[0].arg == -3
+
+
+@pytest.mark.parametrize("bad", ["main.settle", "main.settle:", ":o", "main.settle:o..ID",
+                                 "main.settle:o[", "main.settle:1abc", "main.settle:m[x]",
+                                 "main.settle:o.ID)"])
+def test_bad_specs_are_one_line_errors(bad):
+    with pytest.raises(CaptureSpecError) as e:
+        capture.parse_specs([bad])
+    assert "\n" not in str(e.value) and str(e.value)
+
+
+# --- plan validation (before any pause) -------------------------------------------------
+
+@pytest.fixture(scope="module")
+def varzoo_124(go_build):
+    return str(go_build("varzoo", "1.24.11"))
+
+
+@pytest.mark.parametrize("spec, words", [
+    ({"main.nosuch": ["x"]}, ["unknown function", "main.nosuch"]),
+    ({"main.settle": ["nosuch"]}, ["unknown variable", "nosuch", "attempt"]),
+    ({"main.settle": ["o.Bogus"]}, ["main.Order has no field", "Bogus"]),
+    ({"main.settle": ["attempt[0]"]}, ["cannot index"]),
+    ({"main.settle": ["*attempt"]}, ["cannot dereference"]),
+    ({"main.lookup": ["m[1]"]}, ["bad map key"]),
+    ({"main.settle": ["items[\"x\"]"]}, ["needs an integer"]),
+])
+def test_plan_rejects_bad_specs(varzoo_124, spec, words):
+    with pytest.raises(CaptureSpecError) as e:
+        capture.make_plan(varzoo_124, spec)
+    msg = str(e.value)
+    assert "\n" not in msg
+    for w in words:
+        assert w in msg
+
+
+def test_plan_accepts_paths_through_interfaces_and_inlined_functions(varzoo_124):
+    plan = capture.make_plan(varzoo_124, {"main.lookup": ["e.Anything", "err.Msg", 'm["k"]'],
+                                          "main.parkInlined": ["tag", "n"],
+                                          "main.settle": ["o.Items[0].SKU", "*o"]})
+    assert plan.functions == {"main.lookup", "main.parkInlined", "main.settle"}
+    assert plan.wants("main.settle") and not plan.wants("main.main")
+
+
+def test_frame_without_the_function_gives_unavailable_not_an_exception(varzoo_124):
+    plan = capture.make_plan(varzoo_124, {"main.parkInlined": ["tag"]})
+    entry = plan.binfo.function_entry("main.settle")
+    job = plan.start_frame("main.parkInlined", entry + 4, 0xc000100000, False)
+    assert job.requests() == []
+    [v] = job.variables()
+    assert v.available is False and v.value is None and "not at pc" in v.error
+
+
+def test_unreadable_frame_gives_errors_not_exceptions(varzoo_124):
+    plan = capture.make_plan(varzoo_124, {"main.settle": ["o", "o.Customer.Name", "attempt"]})
+    scope = plan.binfo.concrete_scope("main.settle")
+    lo, hi = scope.ranges[0]
+    # A call-site PC deep in the body and a CFA in unmapped memory.
+    job = plan.start_frame("main.settle", hi - 8, 0x10000, True)
+    rounds = capture.run_rounds([job], lambda reqs: {r: None for r in reqs})
+    assert rounds >= 1
+    for v in job.variables():
+        assert v.value is None or "$cut" in json.dumps(v.value) or v.error
+        assert v.error is None or "\n" not in v.error
+
+
+# --- end to end through the engine ------------------------------------------------------
+
+SPEC = {
+    "main.settle": ["o", "o.ID", "o.Customer.Name", "*o", "o.Items[0]", "o.Items[0].SKU",
+                    "attempt", "label", "items", "o.Customer.Tags[1]"],
+    "main.lookup": ["m", 'm["two"]', "keys", "e", "err", "err.Msg", "e.SKU", 'm["absent"]'],
+    "main.waitTimes": ["t", "d", "ch", "fn"],
+    "main.spin": ["n", "depth"],
+    "main.parkInlined": ["tag", "n"],
+}
+
+
+@pytest.fixture(scope="module", params=GO_VERSIONS)
+def captured(request, go_build, needs_root):
+    from pytest_sideeye import engine
+    exe = str(go_build("varzoo", request.param))
+    p, expected = start_varzoo(exe)
+    rounds: list[int] = []
+    real = capture.run_rounds
+
+    def counting(jobs, read_batch, max_rounds=8):  # a spy: the real driver runs
+        n = real(jobs, read_batch, max_rounds)
+        rounds.append(n)
+        return n
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(capture, "run_rounds", counting)
+    try:
+        snap = engine.take_snapshot([engine.Target(p.pid)], capture=SPEC)
+    finally:
+        mp.undo()
+        p.kill()
+        p.wait()
+    proc = snap.processes[0]
+    assert proc.error is None, proc.error
+    return snap, expected, rounds, proc
+
+
+def variables(snap, function):
+    frames = [f for _g, f in snap.frames(function) if f.variables]
+    assert frames, f"no captured frame of {function}"
+    return frames
+
+
+def by_name(frame):
+    return {v.name: v for v in frame.variables}
+
+
+def test_struct_pointer_fields_and_indexes(captured):
+    snap, exp, _rounds, _proc = captured
+    [f] = variables(snap, "main.settle")
+    v = by_name(f)
+    order = exp["zoo"]["Ord"]
+    assert v["o"].value == order and v["o"].type == "*main.Order"
+    assert v["*o"].value == order and v["*o"].type == "main.Order"
+    assert v["o.ID"].value == 1001 and v["o.ID"].type == "int64"
+    assert v["o.Customer.Name"].value == "Ada <Lovelace>"
+    assert v["o.Customer.Tags[1]"].value == '"quoted"'
+    assert v["o.Items[0]"].value == order["Items"][0]
+    assert v["o.Items[0].SKU"].value == "X"
+    assert v["attempt"].value == exp["settle"]["attempt"]
+    assert v["label"].value == exp["settle"]["label"]
+    assert v["items"].value == order["Items"]
+    assert all(x.available and not x.truncated and x.error is None for x in f.variables)
+
+
+def test_maps_slices_and_interfaces(captured):
+    snap, exp, _rounds, _proc = captured
+    [f] = variables(snap, "main.lookup")
+    v = by_name(f)
+    assert v["m"].value == exp["zoo"]["MS"]
+    assert v['m["two"]'].value == 2
+    assert v['m["absent"]'].value is None and "not in map" in v['m["absent"]'].error
+    assert v["keys"].value == ["one", "two"]
+    assert v["e"].type == "interface {} = main.Item"
+    assert v["e"].value == exp["zoo"]["EStruct"]
+    assert v["e.SKU"].value == "IFACE"
+    assert v["err"].type == "error = *main.myErr"
+    assert v["err"].value == exp["zoo"]["EErr"]
+    assert v["err.Msg"].value == "not found"
+
+
+def test_time_duration_chan_func(captured):
+    snap, exp, _rounds, _proc = captured
+    [f] = variables(snap, "main.waitTimes")
+    v = by_name(f)
+    assert v["t"].value == exp["zoo"]["T"]
+    assert v["d"].value == exp["zoo"]["D"] == "1.5s"
+    assert v["ch"].value == exp["channels"]["Ch"]
+    assert v["fn"].value == "main.double"
+
+
+def test_cycles_and_dead_variables(captured):
+    snap, exp, _rounds, _proc = captured
+    frames = variables(snap, "main.spin")
+    live = [f for f in frames if by_name(f)["depth"].available]
+    [leaf] = live
+    n = by_name(leaf)["n"]
+    assert n.value["Val"] == 2 and n.value["Next"]["Val"] == 1
+    assert n.value["Next"]["Next"]["$cut"] == "cycle"
+    # The recursive callers made a tail call: n and depth are dead at their call sites.
+    dead = [f for f in frames if f is not leaf]
+    assert dead
+    for f in dead:
+        for x in f.variables:
+            assert x.available is False and x.value is None
+
+
+def test_variables_of_an_inlined_frame(captured):
+    snap, exp, _rounds, _proc = captured
+    [f] = variables(snap, "main.parkInlined")
+    v = by_name(f)
+    assert v["tag"].value == exp["parkInlined"]["tag"]
+    assert v["n"].value == exp["parkInlined"]["n"]
+
+
+def test_capture_fits_in_few_rounds(captured):
+    _snap, _exp, rounds, proc = captured
+    assert rounds and rounds[0] <= 8
+    assert "capture" in proc.pause_parts_ns
+
+
+def test_plan_is_quick_on_a_warm_cache(go_build):
+    """Not a timing assertion: checks that the index cache is written and reused (the
+    numbers are in the report)."""
+    exe = str(go_build("varzoo", "1.27.3"))
+    capture.make_plan(exe, SPEC)
+    bi = dwarf_types.load(exe)
+    assert bi._index_cache_path().is_file()
+    fresh = dwarf_types.BinaryInfo(exe)
+    assert fresh._load_index_cache() is not None
