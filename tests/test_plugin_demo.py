@@ -1,0 +1,48 @@
+"""`python -m pytest_sideeye.demo`: the example shop suite in real containers, its deadlock
+caught by the timeout, the report found and judged."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from pytest_sideeye.snapshot import Snapshot
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("needs_root", "needs_docker")]
+
+
+def test_demo_catches_the_deadlock_and_points_at_the_report(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    r = subprocess.run([sys.executable, "-m", "pytest_sideeye.demo", "--dir", str(tmp_path),
+                        "--timeout", "8"], capture_output=True, text=True, env=env,
+                       timeout=300)
+    print(r.stdout, r.stderr)
+    assert r.returncode == 0
+    assert "demo: as expected, test_cancel_during_rush hung" in r.stdout
+    assert "2 passed" in r.stdout and "1 failed" in r.stdout
+    report = tmp_path / "test_shop.py__test_cancel_during_rush" / "timeout.html"
+    assert f"Open the report:  {report}" in r.stdout
+    snap = Snapshot.load(report.with_suffix(".json"))
+    assert {p.service for p in snap.processes} == {"gateway", "orders", "ledger"}
+    assert all(p.error is None and p.goroutines for p in snap.processes)
+    place = [f for _, f in snap.frames("main.(*service).place")]
+    cancel = [f for _, f in snap.frames("main.(*service).cancel")]
+    assert len(place) == 1 and len(cancel) == 1
+    assert {v.name: v.value for v in cancel[0].variables}["o.Customer"] == "ada"
+    assert {v.name: v.value for v in place[0].variables}["o.Customer"] == "grace"
+    # The gateway is stuck too, waiting for orders: the whole chain is in one report.
+    assert any(g.blocked_in("main.(*gateway).relay") for g in snap.goroutines())
+
+
+def test_demo_says_so_when_the_run_went_wrong(tmp_path):
+    """The wrong tests failed and no report was written: not ok, and each reason named."""
+    from pytest_sideeye import demo
+
+    outcome = demo.Outcome(passed=["test_place_order"], failed=["test_cancel_order"])
+    ok, notes = demo.judge(outcome, tmp_path / "missing" / "timeout.html")
+    assert not ok
+    assert "expected test_cancel_during_rush to fail on the timeout; it did not" in notes
+    assert "unexpected failures: test_cancel_order" in notes
+    assert notes[-1].startswith("no report at ")
