@@ -260,7 +260,8 @@ def make_plan(binary: "str | os.PathLike | BinaryInfo", spec, limits: Limits | N
                                    + (f" (did you mean {hint}?)" if hint else ""))
         for e in exprs:
             if e.root not in info.variables:
-                have = ", ".join(sorted(info.variables)) or "none"
+                have = ", ".join(sorted(n for n in info.variables
+                                        if n[0].isalpha() or n[0] == "_")) or "none"
                 raise CaptureSpecError(f"unknown variable {e.root!r} in {fn} "
                                        f"(parameters and locals: {have})")
             _check_steps(binfo, fn, e, binfo.type_at(info.variables[e.root]))
@@ -345,6 +346,7 @@ class FrameJob:
         self.mem = Memory(budget, plan.limits.merge_gap)
         self._locations: dict[str, list[Piece] | None] = {}
         self._synthetic: dict[str, int] = {}
+        self._holes: dict[str, list[tuple[int, int, str]]] = {}
         self._result: list[Variable] | None = None
         self.rounds = 0
 
@@ -430,6 +432,8 @@ class FrameJob:
                     type_name = f"{t.name} = {dyn_name}"
             else:
                 value = PENDING if raw is PENDING else dec._cut(raw)
+        elif self._holes.get(e.root) and not e.steps:
+            value = self._struct_with_holes(dec, t, addr, self._holes[e.root])
         else:
             value = dec.at(t, addr)
         if value is PENDING:
@@ -461,12 +465,32 @@ class FrameJob:
             off += size
         if waiting:
             return PENDING
-        if t.kind != "struct" and holes:
+        if holes and t.kind == "slice" and all(lo - base >= 16 for lo, _hi, _w in holes):
+            # Only the capacity is gone (Go often keeps just ptr and len): show cap = len.
+            buf[16:24] = buf[8:16]
+            holes = []
+        if holes and t.kind != "struct":
             return Variable(root, t.name, None, available=False,
                             error=f"partly {holes[0][2]} at this pc")
         self.mem.add_synthetic(base, bytes(buf), holes)
         self._synthetic[root] = base
+        self._holes[root] = [(lo - base, hi - base, why) for lo, hi, why in holes]
         return base
+
+    @staticmethod
+    def _struct_with_holes(dec: Decoder, t: GoType, addr: int, holes):
+        """A struct partly in registers: the fields in memory, the others cut."""
+        out, waiting = {}, False
+        for f in t.fields:
+            lo, hi = f.offset, f.offset + f.type.size
+            gone = [why for hlo, hhi, why in holes if hlo < hi and lo < hhi]
+            if gone:
+                dec.truncated = True
+                out[f.name] = {"$cut": gone[0]}
+                continue
+            out[f.name] = dec.at(f.type, addr + f.offset)
+            waiting = waiting or out[f.name] is PENDING
+        return PENDING if waiting else out
 
     def _walk(self, dec: Decoder, t: GoType, addr: int, steps: tuple[Step, ...]):
         """Follow the expression's steps to the (type, address) of the value."""

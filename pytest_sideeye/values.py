@@ -21,6 +21,7 @@ JSON mapping (what `snapshot.Variable.value` holds):
   "depth" (pointer depth limit), "unreadable" (bad address), "budget" (per-process byte
   budget spent), "rounds" (no read round left).
 - struct -> object of fields in declaration order (embedded fields under their type name).
+  A field of a variable that is partly in registers at the PC is {"$cut": "in a register"}.
 - array, slice -> list (nil slice -> null); cut to the element limit.
 - map with string keys -> object; other keys -> list of [key, value]; nil -> null.
   Entry order is the map's internal order. Cut to the entry limit.

@@ -9,7 +9,7 @@ import pytest
 from conftest import GO_VERSIONS
 from pytest_sideeye import capture, dwarf_types
 from pytest_sideeye.errors import CaptureSpecError
-from test_values import start_varzoo
+from test_values import start_varzoo, zoo  # noqa: F401  (zoo is a fixture)
 
 
 # --- specs --------------------------------------------------------------------------------
@@ -231,3 +231,58 @@ def test_plan_is_quick_on_a_warm_cache(go_build):
     assert bi._index_cache_path().is_file()
     fresh = dwarf_types.BinaryInfo(exe)
     assert fresh._load_index_cache() is not None
+
+
+# --- location expressions and composite (DW_OP_piece) variables ------------------------
+
+def test_location_expressions(varzoo_124):
+    bi = dwarf_types.load(varzoo_124)
+    cfa = 0xc000100000
+    [p] = bi.eval_location([0x91, 0x70], cfa)                 # DW_OP_fbreg -16
+    assert (p.kind, p.addr) == ("mem", cfa - 16)
+    [p] = bi.eval_location([0x9c], cfa)                       # DW_OP_call_frame_cfa
+    assert (p.kind, p.addr) == ("mem", cfa)
+    [p] = bi.eval_location([0x03] + list((0x644b60).to_bytes(8, "little")), cfa)  # DW_OP_addr
+    assert (p.kind, p.addr) == ("mem", 0x644b60)
+    [p] = bi.eval_location([0x50], cfa)                       # DW_OP_reg0
+    assert p.kind == "unavailable"
+    # ptr in RAX, len at CFA+8, cap optimised away
+    ps = bi.eval_location([0x50, 0x93, 8, 0x91, 8, 0x93, 8, 0x93, 8], cfa)
+    assert [(x.kind, x.addr, x.size) for x in ps] == [("unavailable", 0, 8), ("mem", cfa + 8, 8),
+                                                      ("unavailable", 0, 8)]
+
+
+def _job_with_pieces(zoo, function, var, pieces):
+    plan = capture.make_plan(zoo.exe, {function: [var]})
+    job = plan.start_frame(function, plan.binfo.function_entry(function) + 1, 0x1000, False)
+    job._locations[var] = pieces  # the composite location under test, on real memory
+    capture.run_rounds([job], zoo.read_batch)
+    [v] = job.variables()
+    return v
+
+
+def test_slice_without_its_capacity_is_still_shown(zoo):
+    t, addr = zoo.field_addr("Items")
+    v = _job_with_pieces(zoo, "main.settle", "items",
+                         [dwarf_types.Piece("mem", addr, 8), dwarf_types.Piece("mem", addr + 8, 8),
+                          dwarf_types.Piece("unavailable", size=8, why="in a register")])
+    assert v.available and v.value == zoo.expected["zoo"]["Items"]
+
+
+def test_struct_partly_in_registers_shows_the_rest(zoo):
+    t, addr = zoo.field_addr("T")   # time.Time{wall, ext, loc}
+    v = _job_with_pieces(zoo, "main.waitTimes", "t",
+                         [dwarf_types.Piece("mem", addr, 8),
+                          dwarf_types.Piece("unavailable", size=8, why="in a register"),
+                          dwarf_types.Piece("mem", addr + 16, 8)])
+    assert v.available and v.truncated
+    assert v.value["ext"] == {"$cut": "in a register"}
+    assert isinstance(v.value["wall"], int) and v.value["loc"] is None
+
+
+def test_string_partly_in_registers_is_unavailable(zoo):
+    t, addr = zoo.field_addr("S")
+    v = _job_with_pieces(zoo, "main.settle", "label",
+                         [dwarf_types.Piece("unavailable", size=8, why="in a register"),
+                          dwarf_types.Piece("mem", addr + 8, 8)])
+    assert v.available is False and v.value is None and "register" in v.error
