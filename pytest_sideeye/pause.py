@@ -41,8 +41,11 @@ class Guardian:
         if cls._proc is None or cls._proc.poll() is not None:
             cls._proc = subprocess.Popen(
                 [sys.executable, "-S", "-I", str(GUARDIAN)], stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL, start_new_session=True, close_fds=True)
+                stdout=subprocess.PIPE, start_new_session=True, close_fds=True)
             atexit.register(cls.close)
+            if cls._proc.stdout.readline() != b"ready\n":
+                raise SideeyeError("the resume guardian did not start; nothing was paused")
+            cls._proc.stdout.close()
         return cls._proc.stdin
 
     @classmethod
