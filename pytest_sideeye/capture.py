@@ -265,6 +265,9 @@ def make_plan(binary: "str | os.PathLike | BinaryInfo", spec, limits: Limits | N
                 raise CaptureSpecError(f"unknown variable {e.root!r} in {fn} "
                                        f"(parameters and locals: {have})")
             _check_steps(binfo, fn, e, binfo.type_at(info.variables[e.root]))
+        if info.concrete is not None:
+            binfo.warm_scope(info.concrete)
+        binfo.warm_inliners(fn)
     binfo.warm()
     return Plan(binfo, spec, limits)
 
@@ -348,6 +351,7 @@ class FrameJob:
         self._synthetic: dict[str, int] = {}
         self._holes: dict[str, list[tuple[int, int, str]]] = {}
         self._result: list[Variable] | None = None
+        self._final: dict[int, Variable] = {}
         self.rounds = 0
 
     # --- the round protocol -------------------------------------------------------------
@@ -381,9 +385,21 @@ class FrameJob:
 
     # --- one decoding pass ----------------------------------------------------------------
     def _pass(self) -> tuple[list[Variable], bool]:
-        dec = Decoder(self.plan.binfo, self.mem, self.plan.limits)
-        out = [self._one_safe(dec, e) for e in self.exprs]
-        return out, dec.pending
+        """Decode every expression from what has been read so far; an expression whose
+        pass needed no more memory is final and is not decoded again (passes run during
+        the pause, so their Python time is pause time)."""
+        out, pending = [], False
+        for i, e in enumerate(self.exprs):
+            v = self._final.get(i)
+            if v is None:
+                dec = Decoder(self.plan.binfo, self.mem, self.plan.limits)
+                v = self._one_safe(dec, e)
+                if dec.pending:
+                    pending = True
+                else:
+                    self._final[i] = v
+            out.append(v)
+        return out, pending
 
     def _one_safe(self, dec: Decoder, e: Expr) -> Variable:
         """Never let a decoding bug escape into the engine's pause: it becomes this

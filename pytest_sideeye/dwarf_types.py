@@ -153,6 +153,9 @@ class BinaryInfo:
         self._name_index: dict[str, int] | None = None
         self._rtype_index: dict[int, int] | None = None
         self._expr = DWARFExprParser(self.dwarf.structs)
+        self._locranges: dict[int, list[tuple[int, int, list[int]]]] = {}
+        self._cus_by_offset: dict[int, object] = {}
+        self._ops: dict[tuple[int, ...], list] = {}
         self._loc_parser = LocationParser(self.dwarf.location_lists())
         self._load_symbols()
 
@@ -481,25 +484,36 @@ class BinaryInfo:
     def location(self, var: VarDIE, cu_offset: int, pc: int, cfa: int) -> list[Piece] | None:
         """Where `var` lives at `pc` (already adjusted for call sites), as pieces; None
         when it is not live there."""
-        attr = var.location
-        if attr is None:
-            return None
-        cu = self.dwarf.get_CU_at(cu_offset)
-        if attr.form in ("DW_FORM_exprloc", "DW_FORM_block1", "DW_FORM_block", "DW_FORM_block2",
-                         "DW_FORM_block4"):
-            expr = attr.value
-        else:
-            expr = self._loclist_expr(attr, cu, pc, var.die_offset)
-            if expr is None:
-                return None
+        expr = None
+        for lo, hi, e in self.location_ranges(var, cu_offset):
+            if lo <= pc < hi:
+                expr = e
+                break
         if not expr:
             return None
         return self.eval_location(expr, cfa)
 
-    def _loclist_expr(self, attr, cu, pc: int, die_offset: int) -> list[int] | None:
-        die = self._die(die_offset) if die_offset else None
+    def location_ranges(self, var: VarDIE, cu_offset: int) -> list[tuple[int, int, list[int]]]:
+        """The variable's location list as (lo, hi, expression); parsed once per DIE so
+        that nothing is parsed while a target is paused (see FunctionInfo warm-up)."""
+        key = var.die_offset or id(var)
+        got = self._locranges.get(key)
+        if got is None:
+            got = self._locranges[key] = self._parse_locations(var, cu_offset)
+        return got
+
+    def _parse_locations(self, var: VarDIE, cu_offset: int) -> list[tuple[int, int, list[int]]]:
+        attr = var.location
+        if attr is None:
+            return []
+        if attr.form in ("DW_FORM_exprloc", "DW_FORM_block1", "DW_FORM_block", "DW_FORM_block2",
+                         "DW_FORM_block4"):
+            return [(0, 1 << 64, list(attr.value))] if attr.value else []
+        cu = self._cu_at(cu_offset)
+        die = self._die(var.die_offset) if var.die_offset else None
         entries = self._loc_parser.parse_from_attribute(attr, cu["version"], die)
         base = _cu_base(cu)
+        out = []
         for e in entries:
             if not hasattr(e, "loc_expr"):
                 if hasattr(e, "base_address"):
@@ -507,9 +521,36 @@ class BinaryInfo:
                 continue
             lo, hi = (e.begin_offset, e.end_offset) if e.is_absolute else \
                 (base + e.begin_offset, base + e.end_offset)
-            if lo <= pc < hi:
-                return e.loc_expr
-        return None
+            out.append((lo, hi, list(e.loc_expr)))
+        return out
+
+    def _cu_at(self, cu_offset: int):
+        cu = self._cus_by_offset.get(cu_offset)
+        if cu is None:
+            cu = self._cus_by_offset[cu_offset] = self.dwarf.get_CU_at(cu_offset)
+        return cu
+
+    def warm_inliners(self, name: str) -> None:
+        """Load, ahead of any pause, the bodies in the function's own package that inline
+        it (cross-package inlining sites are loaded on first use)."""
+        fn = self.function(name)
+        if fn is None or fn.abstract_offset is None:
+            return
+        for cu in self._cu_map().get(package_of(name), []):
+            for die in cu.get_top_DIE().iter_children():
+                if die.tag != "DW_TAG_subprogram" or "DW_AT_low_pc" not in die.attributes:
+                    continue
+                if _inlines(die, fn.abstract_offset):
+                    n = die.attributes.get("DW_AT_name")
+                    other = self.function(n.value.decode(errors="replace")) if n else None
+                    if other is not None and other.concrete is not None:
+                        self.warm_scope(other.concrete)
+
+    def warm_scope(self, scope: Scope) -> None:
+        """Parse every location list of a function body ahead of any pause."""
+        for sc in iter_scopes(scope):
+            for v in sc.variables:
+                self.location_ranges(v, sc.cu_offset)
 
     def eval_location(self, expr: list[int], cfa: int) -> list[Piece]:
         """Evaluate the location expressions Go emits (fbreg/call_frame_cfa/addr/piece/
@@ -517,20 +558,23 @@ class BinaryInfo:
         pieces: list[Piece] = []
         stack: list[int] = []
         reg: Piece | None = None
-        for op in self._expr.parse_expr(expr):
-            name = op.op_name
+        key = tuple(expr)
+        ops = self._ops.get(key)
+        if ops is None:
+            ops = self._ops[key] = [(op.op_name, op.args) for op in self._expr.parse_expr(expr)]
+        for name, args in ops:
             if name == "DW_OP_call_frame_cfa":
                 stack.append(cfa)
             elif name == "DW_OP_fbreg":
-                stack.append(cfa + op.args[0])
+                stack.append(cfa + args[0])
             elif name == "DW_OP_addr":
-                stack.append(op.args[0])
+                stack.append(args[0])
             elif name in ("DW_OP_consts", "DW_OP_constu") or name.startswith("DW_OP_const"):
-                stack.append(op.args[0])
+                stack.append(args[0])
             elif name.startswith("DW_OP_lit"):
                 stack.append(int(name[len("DW_OP_lit"):]))
             elif name == "DW_OP_plus_uconst" and stack:
-                stack[-1] += op.args[0]
+                stack[-1] += args[0]
             elif name == "DW_OP_plus" and len(stack) >= 2:
                 b = stack.pop()
                 stack[-1] += b
@@ -542,7 +586,7 @@ class BinaryInfo:
             elif name.startswith("DW_OP_breg") or name == "DW_OP_bregx":
                 reg = Piece("unavailable", why="relative to a register")
             elif name == "DW_OP_piece":
-                size = op.args[0]
+                size = args[0]
                 if reg is not None:
                     reg.size = size
                     pieces.append(reg)
@@ -621,6 +665,16 @@ def _collect_names(binfo: BinaryInfo, die, out: dict[str, int]) -> None:
                 out.setdefault(v.name, v.type_offset)
         elif c.tag == "DW_TAG_lexical_block":
             _collect_names(binfo, c, out)
+
+
+def _inlines(die, origin: int) -> bool:
+    for c in die.iter_children():
+        if c.tag == "DW_TAG_inlined_subroutine" and "DW_AT_abstract_origin" in c.attributes \
+                and _ref(c, "DW_AT_abstract_origin") == origin:
+            return True
+        if c.tag in ("DW_TAG_lexical_block", "DW_TAG_inlined_subroutine") and _inlines(c, origin):
+            return True
+    return False
 
 
 def _cstr(data: bytes, off: int) -> str:
