@@ -286,3 +286,11 @@ def test_string_partly_in_registers_is_unavailable(zoo):
                          [dwarf_types.Piece("unavailable", size=8, why="in a register"),
                           dwarf_types.Piece("mem", addr + 8, 8)])
     assert v.available is False and v.value is None and "register" in v.error
+
+
+def test_binary_without_dwarf_is_a_one_line_error(go_build):
+    from pytest_sideeye.errors import MissingDebugInfo
+    exe = go_build("varzoo", "1.24.11", ldflags="-w")
+    with pytest.raises(MissingDebugInfo) as e:
+        capture.make_plan(str(exe), {"main.settle": ["o"]})
+    assert "\n" not in str(e.value) and "DWARF" in str(e.value)
