@@ -177,8 +177,9 @@ _UINT8 = GoType(-1, "uint8", "uint", 1)
 class Plan:
     """Validated specs bound to one binary. Cheap to query from the engine's hot path."""
 
-    def __init__(self, binfo: BinaryInfo, spec: CaptureSpec, limits: Limits):
+    def __init__(self, binfo: BinaryInfo, spec: CaptureSpec, limits: Limits, bias: int = 0):
         self.binfo = binfo
+        self.bias = bias
         self.spec = spec
         self.limits = limits
         self.functions: set[str] = set(spec.functions)
@@ -247,8 +248,13 @@ def _bind(scope: Scope, pc: int, out: dict, own: bool) -> None:
             _bind(c, pc, out, own=False)
 
 
-def make_plan(binary: "str | os.PathLike | BinaryInfo", spec, limits: Limits | None = None) -> Plan:
-    """Validate `spec` against the binary's DWARF (CaptureSpecError on any problem)."""
+def make_plan(binary: "str | os.PathLike | BinaryInfo", spec, limits: Limits | None = None,
+              load_bias: int = 0) -> Plan:
+    """Validate `spec` against the binary's DWARF (CaptureSpecError on any problem).
+
+    load_bias: for a PIE target, runtime minus link-time addresses. start_frame still takes
+    link-time PCs and runtime CFAs; the bias maps the runtime type and code addresses
+    found in memory (interfaces, func values) back to the binary."""
     binfo = _binary_info(binary)
     spec = parse_specs(spec)
     limits = limits or Limits()
@@ -269,7 +275,7 @@ def make_plan(binary: "str | os.PathLike | BinaryInfo", spec, limits: Limits | N
             binfo.warm_scope(info.concrete)
         binfo.warm_inliners(fn)
     binfo.warm()
-    return Plan(binfo, spec, limits)
+    return Plan(binfo, spec, limits, load_bias)
 
 
 def _binary_info(binary) -> BinaryInfo:
@@ -392,7 +398,7 @@ class FrameJob:
         for i, e in enumerate(self.exprs):
             v = self._final.get(i)
             if v is None:
-                dec = Decoder(self.plan.binfo, self.mem, self.plan.limits)
+                dec = Decoder(self.plan.binfo, self.mem, self.plan.limits, self.plan.bias)
                 v = self._one_safe(dec, e)
                 if dec.pending:
                     pending = True

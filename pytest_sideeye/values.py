@@ -212,8 +212,9 @@ def i_(b: bytes, off: int, size: int) -> int:
 class Decoder:
     """One decoding pass over a Memory (re-run each round)."""
 
-    def __init__(self, binfo: BinaryInfo, mem: Memory, limits: Limits):
+    def __init__(self, binfo: BinaryInfo, mem: Memory, limits: Limits, bias: int = 0):
         self.b = binfo
+        self.bias = bias  # load bias of a PIE target: runtime address - link-time address
         self.mem = mem
         self.limits = limits
         self.truncated = False
@@ -364,7 +365,7 @@ class Decoder:
         if isinstance(raw, Cut):
             return self._cut(raw)
         pc = u(raw, 0, 8)
-        return self.b.function_at(pc) or f"{pc:#x}"
+        return self.b.function_at(pc - self.bias) or f"{pc:#x}"
 
     # --- interfaces ----------------------------------------------------------------------
     def dynamic_type(self, t: GoType, b: bytes, off: int):
@@ -378,7 +379,7 @@ class Decoder:
             if raw is PENDING or isinstance(raw, Cut):
                 return raw, data
             rtype = u(raw, 0, 8)
-        dyn = self.b.type_by_runtime_addr(rtype)
+        dyn = self.b.type_by_runtime_addr(rtype - self.bias)
         if dyn is None:
             return Cut(rtype, "unknown dynamic type"), data
         return dyn, data
@@ -784,14 +785,14 @@ class Decoded:
 
 
 def read_value(binfo: BinaryInfo, t: GoType, addr: int, read_batch, limits: Limits | None = None,
-               max_rounds: int = 8) -> Decoded:
+               max_rounds: int = 8, bias: int = 0) -> Decoded:
     """Decode one value at a known address, reading in rounds through `read_batch`
     (list of (addr, size) -> {(addr, size): bytes | None}). Used for globals and tests."""
     limits = limits or Limits()
     mem = Memory(Budget(limits.total_bytes), limits.merge_gap)
     rounds = 0
     while True:
-        dec = Decoder(binfo, mem, limits)
+        dec = Decoder(binfo, mem, limits, bias)
         value = dec.at(t, addr)
         if not dec.pending:
             return Decoded(value, dec.truncated, dec.errors, rounds)

@@ -264,3 +264,35 @@ def test_budget_refuses_reads_beyond_it():
     mem.wanted = {(0x5000, 8), (0x9000, 8)}
     assert mem.take_requests() == [(0x5000, 8)]
     assert mem.read(0x9000, 8) == values.Cut(0x9000, "budget")
+
+
+def load_bias(pid: int, exe: str) -> int:
+    """Runtime minus link-time address of the executable (0 unless PIE)."""
+    from elftools.elf.elffile import ELFFile
+    with open(exe, "rb") as f:
+        first = min(s["p_vaddr"] for s in ELFFile(f).iter_segments() if s["p_type"] == "PT_LOAD")
+    real = os.path.realpath(exe)
+    with open(f"/proc/{pid}/maps") as maps:
+        for line in maps:
+            parts = line.split()
+            if len(parts) >= 6 and os.path.realpath(parts[5]) == real:
+                return int(parts[0].split("-")[0], 16) - (first & ~0xFFF)
+    raise AssertionError("executable not mapped")
+
+
+def test_pie_binary_with_load_bias(go_build):
+    exe = str(go_build("varzoo", "1.24.11", flags=("-buildmode=pie",)))
+    p, expected = start_varzoo(exe)
+    try:
+        os.kill(p.pid, signal.SIGSTOP)
+        with open(f"/proc/{p.pid}/mem", "rb", buffering=0) as mem:
+            z = Zoo(p.pid, exe, expected, dwarf_types.load(exe), mem, [])
+            bias = load_bias(p.pid, exe)
+            assert bias != 0
+            for name in ("EStruct", "EPtr", "EErr", "Fn", "Clos", "MS", "Ord"):
+                t, addr = z.field_addr(name)
+                d = values.read_value(z.binfo, t, addr, z.read_batch, BIG, 16, bias=bias)
+                assert d.value == expected["zoo"][name], name
+    finally:
+        p.kill()
+        p.wait()
