@@ -419,8 +419,11 @@ class FrameJob:
         if isinstance(self.bound, str):
             return Variable(e.text, "", None, available=False, error=self.bound)
         b = self.bound.get(e.root)
-        if b is None:
-            return Variable(e.text, "", None, available=False)
+        if b is None:  # declared in the function, but not in scope at this pc
+            info = self.plan.binfo.function(self.function)
+            off = info.variables.get(e.root) if info else None
+            return Variable(e.text, self.plan.binfo.type_at(off).name if off else "", None,
+                            available=False)
         var, cu_off = b
         t = self.plan.binfo.type_at(var.type_offset)
         if e.root not in self._locations:
@@ -441,7 +444,8 @@ class FrameJob:
         try:
             loc = self._walk(dec, t, addr, e.steps)
         except _Fail as why:
-            return Variable(e.text, t.name, None, error=str(why))
+            cut = "(rounds)" in str(why) or "(budget)" in str(why)
+            return Variable(e.text, t.name, None, truncated=cut, error=str(why))
         if loc is PENDING:
             return Variable(e.text, t.name, None)
         t, addr = loc

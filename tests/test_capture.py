@@ -294,3 +294,47 @@ def test_binary_without_dwarf_is_a_one_line_error(go_build):
     with pytest.raises(MissingDebugInfo) as e:
         capture.make_plan(str(exe), {"main.settle": ["o"]})
     assert "\n" not in str(e.value) and "DWARF" in str(e.value)
+
+
+def _frame_over(zoo, function, var, target_addr):
+    """A (pc, cfa) at which `var` of `function` lives in a stack slot placed exactly over
+    `target_addr` of the real process, so a FrameJob reads real memory there."""
+    plan = capture.make_plan(zoo.exe, {function: [var]})
+    info = plan.binfo.function(function)
+    [v] = [x for x in info.concrete.variables if x.name == var]
+    for lo, hi, expr in plan.binfo.location_ranges(v, info.concrete.cu_offset):
+        [piece] = plan.binfo.eval_location(expr, 0)
+        if piece.kind == "mem" and piece.size is None:
+            return plan, lo, target_addr - piece.addr
+    pytest.skip(f"{var} never has a plain stack slot in this build")
+
+
+def test_run_rounds_follows_pointers_and_stops_at_the_round_limit(zoo):
+    ord_t, ord_field = zoo.field_addr("Ord")  # the *Order stored in zoo.Ord
+    plan, pc, cfa = _frame_over(zoo, "main.settle", "o", ord_field)
+    plan = capture.make_plan(zoo.exe, {"main.settle": ["o", "o.Customer.Name", "*o"]})
+    job = plan.start_frame("main.settle", pc, cfa, False)
+    # slot -> Order -> Customer -> Tags array -> tag strings
+    assert capture.run_rounds([job], zoo.read_batch) == 5
+    o, name, star = job.variables()
+    assert o.value == zoo.expected["zoo"]["Ord"] == star.value
+    assert name.value == "Ada <Lovelace>"
+    # Two rounds: the slot, then the Order; the Customer would need a third.
+    short = plan.start_frame("main.settle", pc, cfa, False)
+    assert capture.run_rounds([short], zoo.read_batch, max_rounds=2) == 2
+    o, name, _star = short.variables()
+    assert o.truncated and o.value["ID"] == 1001 and o.value["Customer"]["$cut"] == "rounds"
+    assert name.truncated and name.value["$cut"] == "rounds"
+
+
+def test_jobs_of_one_process_share_a_byte_budget(zoo):
+    ord_t, ord_field = zoo.field_addr("Ord")
+    plan, pc, cfa = _frame_over(zoo, "main.settle", "o", ord_field)
+    plan = capture.make_plan(zoo.exe, {"main.settle": ["o"]},
+                             limits=capture.Limits(total_bytes=200))
+    budget = plan.process_budget()
+    jobs = [plan.start_frame("main.settle", pc, cfa, False, budget=budget) for _ in range(3)]
+    capture.run_rounds(jobs, zoo.read_batch)
+    got = [j.variables()[0] for j in jobs]
+    assert budget.left >= 0
+    assert any(v.truncated for v in got)
