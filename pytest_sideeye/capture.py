@@ -16,6 +16,10 @@ CaptureSpecError, one line) and warms the DWARF indexes. During the pause the en
     run_rounds(jobs, read_batch)                               # reads in batched rounds
     job.variables()                                            # -> [snapshot.Variable]
 
+Per target process, pass `budget=plan.process_budget()` (one Budget shared by all of that
+process's jobs: Limits.total_bytes is per process), and for a PIE target build the plan
+with `make_plan(..., load_bias=bias)`.
+
 A job never raises on bad memory: unreadable pointers, values cut by limits or by the
 round limit come back as Variable.error / truncated (see values.py for the JSON mapping).
 """
