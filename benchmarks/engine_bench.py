@@ -23,7 +23,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from oracle import start_app  # noqa: E402
 from pytest_sideeye import engine, toolchains  # noqa: E402
 
-CAPTURE = {"main.parkedLeaf": ["i", "depth", "name", "box"]}
+CAPTURE = {"main.parkedLeaf": ["i", "name", "j", "started"]}
 
 
 def ms(ns: float) -> str:

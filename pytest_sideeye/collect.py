@@ -192,34 +192,73 @@ class Collector:
         self._continue(raw, starts)
 
     def read_many(self, raw: RawProcess, requests: list[tuple[int, int]]) -> dict:
-        """Copy (addr, size) ranges out of the target in as few passes as fit."""
+        """Copy (addr, size) ranges out of the target, as {(addr, size): bytes or None}.
+
+        A copy costs about the same whatever its size up to a page, so nearby ranges (heap
+        objects allocated together, slots of one frame) are merged into spans of up to
+        READ_MAX bytes; a merged span that fails (it crossed into unmapped memory) is read
+        again range by range."""
+        wanted = sorted(set(requests))
+        spans = _merge_spans(wanted, self.read_max)
+        got = self._read_spans(raw, [(a, n) for a, n, _ in spans])
         results: dict[tuple[int, int], bytes | None] = {}
-        pieces = []
-        for addr, size in requests:
+        retry = []
+        for (addr, size, members), data in zip(spans, got):
+            for (ra, rn) in members:
+                if data is not None:
+                    results[(ra, rn)] = data[ra - addr:ra - addr + rn]
+                elif len(members) > 1:
+                    retry.append((ra, rn))
+                else:
+                    results[(ra, rn)] = None
+        if retry:
+            for key, data in zip(retry, self._read_spans(raw, retry)):
+                results[key] = data
+        return results
+
+    def _read_spans(self, raw: RawProcess, spans: list[tuple[int, int]]) -> list:
+        """Read each (addr, size) span, any size, in as few passes as fit."""
+        pieces = []   # (span index, address, size) of at most READ_MAX bytes each
+        for si, (addr, size) in enumerate(spans):
             for off in range(0, size, self.read_max):
-                pieces.append((addr, size, addr + off, min(self.read_max, size - off)))
+                pieces.append((si, addr + off, min(self.read_max, size - off)))
+        parts: list[list] = [[] for _ in spans]
+        failed = set()
         i = 0
         while i < len(pieces):
             batch, used = [], 0
             while i < len(pieces) and len(batch) < self.reads_per_pass and \
-                    used + pieces[i][3] <= self.read_out:
+                    used + pieces[i][2] <= self.read_out:
                 batch.append((pieces[i], used))
-                used += (pieces[i][3] + 7) & ~7
+                used += (pieces[i][2] + 7) & ~7
                 i += 1
-            for j, ((_a, _s, paddr, psize), off) in enumerate(batch):
+            for j, ((_si, paddr, psize), off) in enumerate(batch):
                 struct.pack_into("<QII", self.p.reads, 16 * j, paddr, psize, off)
             self._configure(MODE_READ, len(batch))
             self._run(raw)
-            rc_base = OUT_HEADER
             data_base = OUT_HEADER + 4 * self.reads_per_pass
-            rcs = struct.unpack_from(f"<{len(batch)}i", self.p.out, rc_base)
-            for ((addr, size, paddr, psize), off), rc in zip(batch, rcs):
-                key = (addr, size)
+            rcs = struct.unpack_from(f"<{len(batch)}i", self.p.out, OUT_HEADER)
+            for ((si, _paddr, psize), off), rc in zip(batch, rcs):
                 if rc != 0:
-                    results[key] = None
-                    continue
-                chunk = bytes(self.p.out[data_base + off:data_base + off + psize])
-                prev = results.get(key, b"")
-                if prev is not None:
-                    results[key] = prev + chunk
-        return results
+                    failed.add(si)
+                else:
+                    parts[si].append(bytes(self.p.out[data_base + off:data_base + off + psize]))
+        return [None if si in failed else b"".join(parts[si]) for si in range(len(spans))]
+
+
+MERGE_GAP = 256   # bytes between two ranges still worth reading in one copy
+
+
+def _merge_spans(sorted_ranges: list[tuple[int, int]], limit: int) -> list:
+    """[(addr, size, [members])]: sorted ranges grouped into spans of at most `limit`
+    bytes (a range larger than that is a span of its own)."""
+    spans: list = []
+    for addr, size in sorted_ranges:
+        if spans:
+            s_addr, s_size, members = spans[-1]
+            end = max(s_addr + s_size, addr + size)
+            if addr <= s_addr + s_size + MERGE_GAP and end - s_addr <= limit:
+                spans[-1] = (s_addr, end - s_addr, members + [(addr, size)])
+                continue
+        spans.append((addr, size, [(addr, size)]))
+    return spans

@@ -169,8 +169,10 @@ class Decoder:
         return [Frame(f.print_name, file, line, pc, False)]
 
     def frames_for_capture(self, raw: RawProcess, wants):
-        """(goid, pc, cfa, function) of every parked frame running a captured function,
-        inlined ones included. Runs in the pause: PCs are symbolized once each (cached)."""
+        """(key, pc, cfa, function) of every parked frame running a captured function,
+        inlined ones included; key = (goid, pc, function, n), n counting repeats of
+        (pc, function) from the leaf (recursion). Runs in the pause: PCs are symbolized
+        once each (cached)."""
         cache = self._capture_cache = getattr(self, "_capture_cache", {})
         running = self.info.layout.status_values.get("_Grunning")
         for ci, chunk in enumerate(raw.chunks):
@@ -181,13 +183,15 @@ class Decoder:
                 if (ci, i) in raw.more:
                     more_pcs, more_fps, _ = self._continuations(raw, (ci, i))
                     pcs, fps = pcs + more_pcs, fps + more_fps
+                seen: dict[tuple[int, str], int] = {}
                 for pc, fp in zip(pcs, fps):
                     names = cache.get(pc)
                     if names is None:
                         names = cache[pc] = self._wanted_at(pc, wants)
                     for name in names:
+                        n = seen[(pc, name)] = seen.get((pc, name), -1) + 1
                         if fp:
-                            yield h[H_GOID], pc, fp + 16, name
+                            yield (h[H_GOID], pc, name, n), pc, fp + 16, name
 
     def _wanted_at(self, pc: int, wants) -> tuple[str, ...]:
         frames = self.symtab.frames_for_pc(pc - self.bias, is_call_site=True)

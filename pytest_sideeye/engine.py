@@ -90,7 +90,7 @@ def _snapshot_into(proc: Process, spec, limits) -> None:
     proc.go_version = info.go_version
     bias = gobinary.load_bias(pid, info)
     program = program_for(info.layout)
-    plan = _make_plan(info, exe, spec, limits)
+    plan = _make_plan(info, spec, limits, bias)
     addrs = {k: info.symbols[k] for k in RUNTIME_ADDRS if k in info.symbols}
     missing = [k for k in RUNTIME_ADDRS if k not in addrs]
     if missing:
@@ -134,12 +134,12 @@ def _display_exe(pid: int, exe: str) -> str:
 
 # --- variable capture (plan made before the pause, reads in it, decoding after) ----------
 
-def _make_plan(info, exe, spec, limits):
+def _make_plan(info, spec, limits, bias: int):
     if spec is None:
         return None
     from . import capture as capture_mod
     kw = {"limits": limits} if limits is not None else {}
-    return capture_mod.make_plan(info, spec, **kw)
+    return capture_mod.make_plan(info, spec, load_bias=bias, **kw)
 
 
 def _capture_in_pause(plan, decoder, collector, raw):
@@ -147,9 +147,10 @@ def _capture_in_pause(plan, decoder, collector, raw):
     variables in batched rounds (one BPF read pass per round)."""
     from . import capture as capture_mod
     jobs = []
-    for goid, pc, cfa, function in decoder.frames_for_capture(raw, plan.wants):
-        jobs.append(((goid, pc, function),
-                     plan.start_frame(function, pc - decoder.bias, cfa, True)))
+    budget = plan.process_budget()   # the byte limit is per process, shared by its frames
+    for key, pc, cfa, function in decoder.frames_for_capture(raw, plan.wants):
+        jobs.append((key, plan.start_frame(function, pc - decoder.bias, cfa, True,
+                                           budget=budget)))
     if jobs:
         capture_mod.run_rounds([j for _, j in jobs],
                                lambda reqs: collector.read_many(raw, reqs))
@@ -157,11 +158,14 @@ def _capture_in_pause(plan, decoder, collector, raw):
 
 
 def _attach_variables(proc: Process, captures) -> None:
-    """Put each job's values on its frame: same goroutine, same PC, same function (the
-    frames inlined at one PC share it)."""
+    """Put each job's values on its frame. Keys are (goroutine, pc, function, n): the
+    frames inlined at one PC share it, and recursive frames repeat it, so n counts the
+    occurrences of (pc, function) from the leaf, as decode.frames_for_capture does."""
     jobs = {key: job for key, job in captures}
     for g in proc.goroutines:
+        seen: dict[tuple[int, str], int] = {}
         for f in g.frames:
-            job = jobs.get((g.id, f.pc, f.function))
+            n = seen[(f.pc, f.function)] = seen.get((f.pc, f.function), -1) + 1
+            job = jobs.get((g.id, f.pc, f.function, n))
             if job is not None:
                 f.variables = job.variables()

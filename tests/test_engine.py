@@ -154,3 +154,23 @@ def test_already_stopped_process_is_left_stopped(go_build):
             assert _state(p.pid) in "tT", "we resumed a process someone else had stopped"
         finally:
             p.kill()
+
+
+def test_recursive_frames_each_get_their_own_captured_values(go_build):
+    """descend(depth, i) recurses 8 times at one return address: every frame must carry
+    its own `depth`, not one frame's values copied over the others."""
+    with start_app(go_build("manyparked"), "-n", "3") as app:
+        time.sleep(0.2)
+        snap = engine.take_snapshot([app.pid], capture={"main.descend": ["depth", "i"]})
+    assert snap.processes[0].error is None, snap.processes[0].error
+    chains = [g for g in snap.goroutines() if g.blocked_in("main.parkedLeaf")]
+    assert len(chains) == 3
+    for g in chains:
+        frames = [f for f in g.frames if f.function == "main.descend"]
+        depths = [next(v.value for v in f.variables if v.name == "depth") for f in frames]
+        # Leaf first: 0 (dead at the bottom call site, which returns parkedLeaf's value
+        # directly: unavailable, so None), then 1, 2, ... 8.
+        assert depths[0] in (0, None)
+        assert depths[1:] == list(range(1, len(frames))), depths
+        ids = {next(v.value for v in f.variables if v.name == "i") for f in frames}
+        assert len(ids) == 1 and None not in ids
