@@ -19,7 +19,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -178,11 +177,33 @@ class KillResult:
     mid_pause: int = 0                   # kills that landed while the target was stopped
     left_stopped: int = 0                # targets still stopped LEFT_STOPPED_AFTER_S later
     resume_s: list[float] = field(default_factory=list)   # kill -> running, mid-pause kills
+    exit_s: list[float] = field(default_factory=list)     # kill -> collector dead, same kills
     foreign_kept_stopped: bool = True    # the target someone else stopped stayed stopped
 
     @property
     def worst_resume_s(self) -> float:
         return max(self.resume_s, default=0.0)
+
+    def over_goal(self) -> int:
+        return sum(1 for s in self.resume_s if s >= RESUME_GOAL_S)
+
+
+def after_kill(target: int, collector: int, timeout: float) -> tuple[float | None, float]:
+    """(kill -> target running, kill -> collector dead) in seconds, the first None when the
+    target is still stopped after `timeout`. The collector's death is when the kernel has
+    closed its files, the guardian's pipe among them: the guardian cannot act earlier."""
+    t0 = time.perf_counter()
+    resumed = dead = None
+    while resumed is None or dead is None:
+        now = time.perf_counter() - t0
+        if resumed is None and not is_stopped(target):
+            resumed = now
+        if dead is None and state(collector) in ("Z", "X", ""):
+            dead = now
+        if now > timeout:
+            break
+        time.sleep(0.0001)
+    return resumed, dead if dead is not None else timeout
 
 
 def kill_trials(target_pid: int, foreign_stopped_pid: int, n: int,
@@ -200,7 +221,7 @@ def kill_trials(target_pid: int, foreign_stopped_pid: int, n: int,
                 time.sleep(rng.uniform(0, 0.010))
             stopped_at_kill = is_stopped(target_pid)
             os.kill(child, signal.SIGKILL)
-            latency = wait_running(target_pid, LEFT_STOPPED_AFTER_S)
+            latency, died = after_kill(target_pid, child, LEFT_STOPPED_AFTER_S)
             res.trials += 1
             if latency is None:
                 res.left_stopped += 1
@@ -208,6 +229,7 @@ def kill_trials(target_pid: int, foreign_stopped_pid: int, n: int,
             elif stopped_at_kill:
                 res.mid_pause += 1
                 res.resume_s.append(latency)
+                res.exit_s.append(died)
             if not is_stopped(foreign_stopped_pid):
                 res.foreign_kept_stopped = False
     return res
@@ -386,12 +408,18 @@ def _row(*cells) -> str:
 def print_kills(r: KillResult, goroutines: int) -> None:
     print(f"\nCollector SIGKILLed ({r.trials} trials, target manyparked -n {goroutines})")
     print(_row("trials", "killed mid-pause", "targets left stopped (goal 0)",
-               "worst resume ms (goal <100)", "median resume ms",
+               "worst resume ms (goal <100)", "resumes >= 100 ms", "median resume ms",
+               "worst collector exit ms", "median collector exit ms",
                "foreign-stopped target left stopped"))
-    print("|" + "---|" * 6)
+    print("|" + "---|" * 9)
     med = statistics.median(r.resume_s) * 1e3 if r.resume_s else 0.0
+    emed = statistics.median(r.exit_s) * 1e3 if r.exit_s else 0.0
     print(_row(r.trials, r.mid_pause, r.left_stopped, f"{r.worst_resume_s * 1e3:.2f}",
-               f"{med:.2f}", "yes" if r.foreign_kept_stopped else "NO"))
+               r.over_goal(), f"{med:.2f}", f"{max(r.exit_s, default=0) * 1e3:.2f}",
+               f"{emed:.2f}", "yes" if r.foreign_kept_stopped else "NO"))
+    slow = sorted(zip(r.resume_s, r.exit_s), reverse=True)[:5]
+    print("slowest resumes (resume ms / collector exit ms): "
+          + ", ".join(f"{a * 1e3:.1f}/{b * 1e3:.1f}" for a, b in slow))
 
 
 def print_load(r: LoadResult, rate: int, seconds: float) -> None:

@@ -165,7 +165,7 @@ def test_kernel_without_btf(tmp_path):
     from pytest_sideeye.bpfprog import kernel_btf
     for path in (tmp_path / "missing", Path(__file__)):
         with pytest.raises(BpfUnavailable) as e:
-            kernel_btf.__wrapped__(str(path))
+            kernel_btf(str(path))
         assert "\n" not in str(e.value) and ("BTF" in str(e.value))
 
 
@@ -216,9 +216,10 @@ def test_report_of_a_file_that_is_not_a_snapshot(tmp_path):
 def test_every_case_has_a_row_in_the_doc():
     """docs/bad-input.md names the test of each row; every test of this module has one,
     and every test a row names exists (here or in test_reliability.py)."""
-    named = set(re.findall(r"`(test_\w+)`", DOC.read_text())) - {"test_every_case_has_a_row_in_the_doc"}
+    named = set(re.findall(r"`(test_\w+)`", DOC.read_text()))
     tests = {name for name in globals() if name.startswith("test_")}
     tests.discard("test_every_case_has_a_row_in_the_doc")
+    named.discard("test_every_case_has_a_row_in_the_doc")
     reliability = (Path(__file__).with_name("test_reliability.py")).read_text()
     existing = tests | set(re.findall(r"^def (test_\w+)", reliability, re.M))
     assert tests <= named, f"tests without a row in {DOC.name}: {sorted(tests - named)}"
