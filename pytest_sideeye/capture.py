@@ -25,6 +25,8 @@ round limit come back as Variable.error / truncated (see values.py for the JSON 
 """
 from __future__ import annotations
 
+import time
+
 import os
 import re
 from dataclasses import dataclass, field
@@ -386,6 +388,11 @@ class FrameJob:
         self.rounds += 1
         self.mem.feed(results)
 
+    @property
+    def done(self) -> bool:
+        """Every value decoded with nothing left to read (no cut for lack of rounds)."""
+        return self._result is not None
+
     def variables(self) -> list[Variable]:
         if self._result is None:
             self.mem.final = True
@@ -641,13 +648,22 @@ class FrameJob:
         raise _Fail(f"key {key!r} not in map")
 
 
-def run_rounds(jobs: list[FrameJob], read_batch: ReadBatch, max_rounds: int = 8) -> int:
+def run_rounds(jobs: list[FrameJob], read_batch: ReadBatch, max_rounds: int = 8,
+               deadline: float | None = None) -> int:
     """Drive all jobs: each round reads every job's pending requests in one batch
     (shared requests read once). Returns the number of rounds used; after it,
-    job.variables() is final for every job."""
+    job.variables() is final for every job.
+
+    `deadline` (time.monotonic()) bounds the time spent here, which is pause time: past
+    it no more requests are gathered; unfinished jobs then decode what they have, the rest
+    marked cut, when variables() is called (after the resume)."""
     rounds = 0
     while rounds < max_rounds:
-        wanted = {job: job.requests() for job in jobs}
+        wanted = {}
+        for job in jobs:
+            if deadline is not None and time.monotonic() > deadline:
+                break
+            wanted[job] = job.requests()
         union = sorted({r for reqs in wanted.values() for r in reqs})
         if not union:
             break
@@ -656,4 +672,6 @@ def run_rounds(jobs: list[FrameJob], read_batch: ReadBatch, max_rounds: int = 8)
         for job, reqs in wanted.items():
             if reqs:
                 job.feed({r: results.get(r) for r in reqs})
+        if deadline is not None and time.monotonic() > deadline:
+            break
     return rounds

@@ -24,6 +24,16 @@ from .pause import PauseTimes, paused
 from .snapshot import Container, Process, Snapshot, now_rfc3339
 
 RUNTIME_ADDRS = ("runtime.allgs", "runtime.allglen", "runtime.allm")
+# Pause time variable capture may take per process (decoding is Python: about 0.2 ms per
+# frame of 4 variables); values not finished by then are marked cut, with a note.
+DEFAULT_CAPTURE_PAUSE_MS = 10.0
+
+
+def capture_pause_s() -> float:
+    try:
+        return float(os.environ.get("SIDEEYE_CAPTURE_PAUSE_MS", DEFAULT_CAPTURE_PAUSE_MS)) / 1000
+    except ValueError:
+        return DEFAULT_CAPTURE_PAUSE_MS / 1000
 
 
 @dataclass
@@ -146,14 +156,25 @@ def _capture_in_pause(plan, decoder, collector, raw):
     """Start a capture job per frame of a captured function, then read all their
     variables in batched rounds (one BPF read pass per round)."""
     from . import capture as capture_mod
-    jobs = []
+    budget_s = capture_pause_s()
+    deadline = time.monotonic() + budget_s
+    jobs, skipped = [], 0
     budget = plan.process_budget()   # the byte limit is per process, shared by its frames
     for key, pc, cfa, function in decoder.frames_for_capture(raw, plan.wants):
+        if time.monotonic() > deadline:
+            skipped += 1
+            continue
         jobs.append((key, plan.start_frame(function, pc - decoder.bias, cfa, True,
                                            budget=budget)))
     if jobs:
         capture_mod.run_rounds([j for _, j in jobs],
-                               lambda reqs: collector.read_many(raw, reqs))
+                               lambda reqs: collector.read_many(raw, reqs), deadline=deadline)
+    unfinished = sum(1 for _, j in jobs if not j.done)
+    if unfinished or skipped:
+        raw.notes.append(
+            f"capture stopped at its pause budget ({budget_s * 1000:g} ms): of "
+            f"{len(jobs) + skipped} frames, {unfinished} have values cut short and {skipped} "
+            "were not captured (raise SIDEEYE_CAPTURE_PAUSE_MS to wait longer)")
     return jobs
 
 

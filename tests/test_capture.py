@@ -120,8 +120,8 @@ def captured(request, go_build, needs_root):
     rounds: list[int] = []
     real = capture.run_rounds
 
-    def counting(jobs, read_batch, max_rounds=8):  # a spy: the real driver runs
-        n = real(jobs, read_batch, max_rounds)
+    def counting(jobs, read_batch, max_rounds=8, deadline=None):  # a spy: the real driver runs
+        n = real(jobs, read_batch, max_rounds, deadline)
         rounds.append(n)
         return n
 

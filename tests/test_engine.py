@@ -174,3 +174,23 @@ def test_recursive_frames_each_get_their_own_captured_values(go_build):
         assert depths[1:] == list(range(1, len(frames))), depths
         ids = {next(v.value for v in f.variables if v.name == "i") for f in frames}
         assert len(ids) == 1 and None not in ids
+
+
+def test_capture_stops_at_its_pause_budget(go_build, monkeypatch):
+    """Capture is Python work inside the pause: past SIDEEYE_CAPTURE_PAUSE_MS it stops,
+    the target is resumed, and the snapshot says which frames were cut."""
+    monkeypatch.setenv("SIDEEYE_CAPTURE_PAUSE_MS", "0.01")
+    with start_app(go_build("manyparked"), "-n", "300") as app:
+        time.sleep(0.3)
+        snap = engine.take_snapshot([app.pid], capture={"main.parkedLeaf": ["i", "j"]})
+        assert _state(app.pid) not in "tT"
+    proc = snap.processes[0]
+    assert proc.error is None
+    note = next(n for n in proc.notes if "pause budget" in n)
+    assert "SIDEEYE_CAPTURE_PAUSE_MS" in note
+    leaves = [f for _, f in snap.frames("main.parkedLeaf")]
+    assert len(leaves) == 300
+    # Frames not reached carry no values; none carries a wrong one.
+    for f in leaves:
+        for v in f.variables:
+            assert v.name in ("i", "j")
