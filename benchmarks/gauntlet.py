@@ -1,8 +1,9 @@
 """The reliability gauntlet (issue 7) at full size: the target never stays paused, nothing
 is lost under load, churn never breaks a snapshot. Prints one table per part.
 
-    .venv/bin/python benchmarks/gauntlet.py [--parts kill,load,churn] [--kills 200]
-        [--snapshots 500] [--seconds 25] [--rate 3000] [--churn-snapshots 300] [--go 1.24.11]
+    .venv/bin/python benchmarks/gauntlet.py [--parts kill,frozen,load,churn] [--kills 200]
+        [--frozen 20] [--max-pause 2.0] [--snapshots 500] [--seconds 25] [--rate 3000]
+        [--churn-snapshots 300] [--go 1.24.11]
 
 The same routines run at CI size in tests/test_reliability.py (they import this module),
 so the figures here and the assertions there measure the same thing.
@@ -137,11 +138,12 @@ for line in sys.stdin:
 class Zygote:
     """The warm parent of the collectors killed in kill_trials."""
 
-    def __init__(self, target_pids: list[int]):
+    def __init__(self, target_pids: list[int], env: dict[str, str] | None = None):
         self.stderr = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
             [sys.executable, "-c", ZYGOTE, str(ROOT), *map(str, target_pids)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, text=True)
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, text=True,
+            env=dict(os.environ, **(env or {})))
         line = self.proc.stdout.readline()
         if line.strip() != "WARM":
             raise RuntimeError(f"collector parent failed to start: {self._stderr_tail()}")
@@ -243,6 +245,35 @@ def run_kills(n: int, version: str, goroutines: int, seed: int = 7) -> KillResul
             return kill_trials(app.pid, foreign.pid, n, random.Random(seed))
         finally:
             os.kill(foreign.pid, signal.SIGCONT)
+
+
+# --- part 1b: the collector frozen mid-pause ---------------------------------------------------
+
+def frozen_trials(target_pid: int, n: int, max_pause_s: float) -> list[float | None]:
+    """SIGSTOP a collector while its target is paused (a hung collector: alive, its pipe
+    open, so only the guardian's deadline can help). Seconds until the target runs again
+    per trial (None: still stopped 2 s past the deadline)."""
+    out: list[float | None] = []
+    env = {"SIDEEYE_MAX_PAUSE_S": str(max_pause_s)}
+    with Zygote([target_pid], env) as zygote:
+        for _ in range(n):
+            child = zygote.fork()
+            if not wait_stopped(target_pid, 5.0):
+                raise RuntimeError("the collector never stopped its target")
+            os.kill(child, signal.SIGSTOP)
+            t0 = time.perf_counter()
+            # The guardian's clock started at the collector's "S" line, a little before this.
+            resumed = wait_running(target_pid, max_pause_s + 2.0)
+            out.append(resumed)
+            os.kill(child, signal.SIGKILL)
+            if resumed is None:
+                os.kill(target_pid, signal.SIGCONT)
+    return out
+
+
+def run_frozen(n: int, version: str, goroutines: int, max_pause_s: float) -> list[float | None]:
+    with start_app(binary("manyparked", version), "-n", str(goroutines)) as app:
+        return frozen_trials(app.pid, n, max_pause_s)
 
 
 # --- part 2: load -----------------------------------------------------------------------------
@@ -422,6 +453,16 @@ def print_kills(r: KillResult, goroutines: int) -> None:
           + ", ".join(f"{a * 1e3:.1f}/{b * 1e3:.1f}" for a, b in slow))
 
 
+def print_frozen(times: list[float | None], max_pause_s: float, goroutines: int) -> None:
+    done = [t for t in times if t is not None]
+    print(f"\nCollector frozen (SIGSTOP) mid-pause, SIDEEYE_MAX_PAUSE_S={max_pause_s:g}, "
+          f"target manyparked -n {goroutines}")
+    print(_row("trials", "left stopped (goal 0)", "min s to resume", "max s to resume"))
+    print("|---|---|---|---|")
+    print(_row(len(times), len(times) - len(done), f"{min(done, default=0):.3f}",
+               f"{max(done, default=0):.3f}"))
+
+
 def print_load(r: LoadResult, rate: int, seconds: float) -> None:
     print(f"\nLoad: loadserver at {rate} req/s for {seconds:g} s, {r.snapshots} snapshots "
           f"({r.snapshots / seconds:.0f}/s), {len(r.snapshot_errors)} snapshot errors")
@@ -461,7 +502,10 @@ def print_churn(r: ChurnResult) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--parts", default="kill,load,churn")
+    ap.add_argument("--parts", default="kill,frozen,load,churn")
+    ap.add_argument("--frozen", type=int, default=20)
+    ap.add_argument("--max-pause", type=float, default=2.0,
+                    help="SIDEEYE_MAX_PAUSE_S for the frozen-collector trials")
     ap.add_argument("--kills", type=int, default=200)
     ap.add_argument("--kill-goroutines", type=int, default=20000)
     ap.add_argument("--snapshots", type=int, default=500)
@@ -474,6 +518,9 @@ def main() -> None:
     print(f"Go {args.go}; {os.cpu_count()} CPUs")
     if "kill" in parts:
         print_kills(run_kills(args.kills, args.go, args.kill_goroutines), args.kill_goroutines)
+    if "frozen" in parts:
+        print_frozen(run_frozen(args.frozen, args.go, args.kill_goroutines, args.max_pause),
+                     args.max_pause, args.kill_goroutines)
     if "load" in parts:
         print_load(run_load(args.snapshots, args.seconds, args.rate, args.go), args.rate,
                    args.seconds)

@@ -63,6 +63,16 @@ def test_killed_collector_never_leaves_the_target_stopped(go_build):
     assert r.foreign_kept_stopped, "a process someone else had stopped was resumed"
 
 
+def test_frozen_collector_is_cut_off_by_the_guardian_deadline(go_build):
+    """A collector that hangs mid-pause (here: SIGSTOPped) keeps its pipe open, so only the
+    guardian's max pause resumes the target; shortened to 0.3 s for the test."""
+    go_build("manyparked")
+    times = gauntlet.run_frozen(3, gauntlet.toolchains.DEFAULT_GO, goroutines=20000,
+                                max_pause_s=0.3)
+    assert None not in times, f"target left stopped: {times}"
+    assert all(t <= 0.3 + 0.1 for t in times), times
+
+
 # --- load -----------------------------------------------------------------------------------
 
 def test_snapshots_under_load_lose_nothing(go_build):
