@@ -59,7 +59,9 @@ def test_killed_collector_never_leaves_the_target_stopped(go_build):
     assert r.trials == 20
     assert r.left_stopped == 0
     assert r.mid_pause >= 5, "too few kills landed inside a pause to show anything"
-    assert r.worst_resume_s < gauntlet.RESUME_GOAL_S, f"{r.worst_resume_s * 1e3:.1f} ms"
+    slow = [(f"{a * 1e3:.1f} ms", f"collector gone after {b * 1e3:.1f} ms")
+            for a, b in zip(r.resume_s, r.exit_s) if a >= gauntlet.RESUME_GOAL_S]
+    assert not slow, f"targets resumed too late after the kill: {slow}"
     assert r.foreign_kept_stopped, "a process someone else had stopped was resumed"
 
 
