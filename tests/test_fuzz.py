@@ -207,7 +207,7 @@ def test_mutated_pclntab(pclntab_seed, data):
         assert "\n" not in str(e)
 
 
-# --- DWARF: the runtime layouts ------------------------------------------------------------------
+# --- DWARF: the runtime layouts --------------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def dwarf_seed(go_build):
@@ -245,7 +245,7 @@ def test_mutated_dwarf_runtime_layout(dwarf_seed, data):
         assert "\n" not in str(e)
 
 
-# --- the text dump parser ---------------------------------------------------------------------------
+# --- the text dump parser ----------------------------------------------------------------------
 
 @fuzz(2000)
 @given(data=st.data())
