@@ -282,6 +282,7 @@ def run_frozen(n: int, version: str, goroutines: int, max_pause_s: float) -> lis
 class LoadResult:
     baseline: dict
     loaded: dict                                   # the client's figures with snapshots
+    baseline_after: dict = field(default_factory=dict)   # noise check: the same run again
     snapshots: int = 0
     snapshot_errors: list[str] = field(default_factory=list)
     pauses_ms: list[float] = field(default_factory=list)
@@ -326,7 +327,8 @@ def settle_idle(app, timeout: float = 5.0) -> int:
 
 def run_load(snapshots: int, seconds: float, rate: int, version: str) -> LoadResult:
     """Baseline run of the client, then the same run with `snapshots` snapshots spread
-    evenly over it (each one starts as soon as its slot comes, back to back if late)."""
+    evenly over it (each one starts as soon as its slot comes, back to back if late), then
+    the baseline again: on a shared machine the two baselines show what is noise."""
     client = binary("loadclient", version)
     with start_app(binary("loadserver", version)) as app:
         url = app.url("/work?rounds=20&hold=0")
@@ -349,6 +351,7 @@ def run_load(snapshots: int, seconds: float, rate: int, version: str) -> LoadRes
                 res.pauses_ms.append(proc.pause_ns / 1e6)
         res.loaded = client_result(p, seconds + 60)
         c1 = (rss_kib(), open_fds(), mappings())
+        res.baseline_after = client_result(start_client(client, url, rate, seconds), seconds + 60)
         res.target_goroutines = (g0, settle_idle(app))
         res.target_rss_kib = (rss0, rss_kib(app.pid))
         res.collector_rss_kib, res.collector_fds, res.collector_maps = zip(c0, c1)
@@ -469,7 +472,8 @@ def print_load(r: LoadResult, rate: int, seconds: float) -> None:
     print(_row("run", "requests", "failed (goal 0)", "req/s", "p50 ms", "p99 ms",
                "p99.9 ms", "max ms"))
     print("|" + "---|" * 8)
-    for name, d in (("without snapshots", r.baseline), ("with snapshots", r.loaded)):
+    for name, d in (("without snapshots", r.baseline), ("with snapshots", r.loaded),
+                    ("without snapshots, again", r.baseline_after)):
         print(_row(name, d["sent"], d["failed"], f"{d['rate']:.0f}", f"{d['p50_us'] / 1e3:.2f}",
                    f"{d['p99_us'] / 1e3:.2f}", f"{d['p999_us'] / 1e3:.2f}",
                    f"{d['max_us'] / 1e3:.2f}"))

@@ -82,7 +82,7 @@ def test_snapshots_under_load_lose_nothing(go_build):
     r = gauntlet.run_load(snapshots=50, seconds=4.0, rate=2000,
                           version=gauntlet.toolchains.DEFAULT_GO)
     assert r.snapshots == 50 and not r.snapshot_errors, r.snapshot_errors[:3]
-    for run in (r.baseline, r.loaded):
+    for run in (r.baseline, r.loaded, r.baseline_after):
         assert run["failed"] == 0, run["errors"]
         assert run["sent"] >= 0.95 * run["scheduled"]
     assert r.loaded["ok"] > 7000
