@@ -415,3 +415,34 @@ class Symtab:
         """True when the caller of `func` was interrupted by a signal (its PC is not a
         return address: pass is_call_site=False for it)."""
         return func.name in INJECTED_CALLS
+
+
+# ---- damaged tables --------------------------------------------------------------------
+# A truncated or corrupt .gopclntab (a damaged file, memory that changed under us) makes
+# the decoders index past the end or unpack garbage. Every public entry point turns that
+# into one clear NotGoBinary line instead of a traceback. (KeyError stays: sp_delta
+# documents it for PCs outside Go code.)
+
+_DAMAGE = (struct.error, IndexError, ValueError, ArithmeticError, TypeError, RecursionError)
+
+
+def _guarded(fn):
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except _DAMAGE as e:
+            raise NotGoBinary(f"damaged Go function table (.gopclntab): {type(e).__name__} "
+                              f"in {fn.__name__}") from None
+    return wrapper
+
+
+for _name in ("__init__", "_func_at", "func_for_pc", "func_by_name", "sp_delta", "file_line",
+              "pcdata", "frames_for_pc", "wrapper_func_id"):
+    _attr = Symtab.__dict__[_name]
+    if isinstance(_attr, property):
+        setattr(Symtab, _name, property(_guarded(_attr.fget)))
+    else:
+        setattr(Symtab, _name, _guarded(_attr))

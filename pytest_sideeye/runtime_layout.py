@@ -214,7 +214,20 @@ def load_layout(elffile, read_mem: ReadMem, symbols: dict[str, int] | None = Non
                 ) -> RuntimeLayout:
     """Read the runtime layouts from DWARF; `read_mem` reads the executable's static data
     at link-time addresses (for the wait reason strings); `symbols` gives .symtab
-    addresses when the binary has them (DWARF variables are the fallback)."""
+    addresses when the binary has them (DWARF variables are the fallback).
+
+    Damaged DWARF makes pyelftools raise its own errors from anywhere: they become one
+    MissingDebugInfo line."""
+    try:
+        return _load_layout(elffile, read_mem, symbols)
+    except SideeyeError:
+        raise
+    except Exception as e:  # noqa: BLE001 - pyelftools' error kinds are open-ended
+        raise MissingDebugInfo(f"the DWARF debug information is damaged ({type(e).__name__}); "
+                               "rebuild the binary") from None
+
+
+def _load_layout(elffile, read_mem: ReadMem, symbols: dict[str, int] | None) -> RuntimeLayout:
     index = DwarfIndex(elffile)
     g = index.struct("runtime.g")
     m = index.struct("runtime.m")

@@ -13,6 +13,33 @@ from typing import Any, Iterator
 
 FORMAT = "sideeye.snapshot/v1"
 
+
+# --- reading JSON written by someone else: every field checked for its JSON type, so that
+# a damaged or hand-edited document is a ValueError here, not a crash in a renderer. -------
+
+def _get(d, key: str, kind, default=..., nullable: bool = False):
+    if not isinstance(d, dict):
+        raise ValueError(f"expected an object around {key!r}, got {type(d).__name__}")
+    if key not in d:
+        if default is ...:
+            raise ValueError(f"missing field {key!r}")
+        return default
+    v = d[key]
+    if v is None and (nullable or default is None):
+        return None
+    ok = isinstance(v, kind) and not (kind is int and isinstance(v, bool))
+    if not ok:
+        raise ValueError(f"field {key!r} should be {getattr(kind, '__name__', kind)}, "
+                         f"not {type(v).__name__}")
+    return v
+
+
+def _list(d, key: str, item_kind=None) -> list:
+    v = _get(d, key, list, [])
+    if item_kind is not None and not all(isinstance(x, item_kind) for x in v):
+        raise ValueError(f"field {key!r} should list {item_kind.__name__} values")
+    return v
+
 STATUSES = ("idle", "runnable", "running", "syscall", "waiting", "dead", "copystack",
             "preempted", "leaked")
 
@@ -35,8 +62,9 @@ class Variable:
 
     @classmethod
     def from_json(cls, d: dict) -> "Variable":
-        return cls(d["name"], d.get("type", ""), d.get("value"), d.get("available", True),
-                   d.get("truncated", False), d.get("error"))
+        return cls(_get(d, "name", str), _get(d, "type", str, ""), _get(d, "value", object, None),
+                   _get(d, "available", bool, True), _get(d, "truncated", bool, False),
+                   _get(d, "error", str, None))
 
 
 @dataclass
@@ -55,8 +83,9 @@ class Frame:
 
     @classmethod
     def from_json(cls, d: dict) -> "Frame":
-        return cls(d["function"], d["file"], d["line"], d.get("pc", 0), d.get("inlined", False),
-                   [Variable.from_json(v) for v in d.get("variables", [])])
+        return cls(_get(d, "function", str), _get(d, "file", str), _get(d, "line", int),
+                   _get(d, "pc", int, 0), _get(d, "inlined", bool, False),
+                   [Variable.from_json(v) for v in _list(d, "variables", dict)])
 
 
 @dataclass
@@ -74,7 +103,8 @@ class CreatedBy:
     def from_json(cls, d: dict | None) -> "CreatedBy | None":
         if d is None:
             return None
-        return cls(d["function"], d["file"], d["line"], d.get("goroutine"))
+        return cls(_get(d, "function", str), _get(d, "file", str), _get(d, "line", int),
+                   _get(d, "goroutine", int, None))
 
 
 @dataclass
@@ -101,10 +131,11 @@ class Goroutine:
 
     @classmethod
     def from_json(cls, d: dict) -> "Goroutine":
-        return cls(d["id"], d["status"], d.get("wait_reason", ""), d.get("wait_since_ns"),
-                   CreatedBy.from_json(d.get("created_by")),
-                   [Frame.from_json(f) for f in d.get("frames", [])],
-                   d.get("thread"), d.get("truncated"))
+        return cls(_get(d, "id", int), _get(d, "status", str), _get(d, "wait_reason", str, ""),
+                   _get(d, "wait_since_ns", int, None),
+                   CreatedBy.from_json(_get(d, "created_by", dict, None)),
+                   [Frame.from_json(f) for f in _list(d, "frames", dict)],
+                   _get(d, "thread", int, None), _get(d, "truncated", str, None))
 
     def blocked_in(self, function: str) -> bool:
         """True when `function` (exact name, or a suffix after a dot) is on the stack."""
@@ -155,13 +186,17 @@ class Process:
 
     @classmethod
     def from_json(cls, d: dict) -> "Process":
-        c = d.get("container")
-        return cls(d["pid"], d.get("exe", ""), d.get("go_version", ""),
-                   Container(c["id"], c["name"], c["image"]) if c else None,
-                   d.get("service"), d.get("pause_ns"), dict(d.get("pause_parts_ns") or {}),
-                   d.get("error"), list(d.get("notes") or []),
-                   [Goroutine.from_json(g) for g in d.get("goroutines", [])], d.get("logs"),
-                   d.get("monotonic_ns"))
+        c = _get(d, "container", dict, None)
+        parts = _get(d, "pause_parts_ns", dict, None) or {}
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in parts.values()):
+            raise ValueError("field 'pause_parts_ns' should map names to integers")
+        return cls(_get(d, "pid", int), _get(d, "exe", str, ""), _get(d, "go_version", str, ""),
+                   Container(_get(c, "id", str), _get(c, "name", str), _get(c, "image", str))
+                   if c else None,
+                   _get(d, "service", str, None), _get(d, "pause_ns", int, None), dict(parts),
+                   _get(d, "error", str, None), list(_list(d, "notes", str)),
+                   [Goroutine.from_json(g) for g in _list(d, "goroutines", dict)],
+                   _get(d, "logs", str, None), _get(d, "monotonic_ns", int, None))
 
 
 @dataclass
@@ -182,10 +217,14 @@ class Snapshot:
 
     @classmethod
     def from_json(cls, d: dict) -> "Snapshot":
-        if d.get("format") != FORMAT:
-            raise ValueError(f"not a {FORMAT} document (format={d.get('format')!r})")
-        return cls([Process.from_json(p) for p in d.get("processes", [])], d.get("taken_at", ""),
-                   d.get("test"))
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
+            got = d.get("format") if isinstance(d, dict) else type(d).__name__
+            raise ValueError(f"not a {FORMAT} document (format={got!r})")
+        test = _get(d, "test", dict, None)
+        if test is not None and not all(isinstance(v, (str, type(None))) for v in test.values()):
+            raise ValueError("field 'test' should map names to strings")
+        return cls([Process.from_json(p) for p in _list(d, "processes", dict)],
+                   _get(d, "taken_at", str, ""), test)
 
     @classmethod
     def load(cls, path) -> "Snapshot":

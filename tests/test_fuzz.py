@@ -12,12 +12,11 @@ import io
 import itertools
 import json
 import os
-import struct
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pytest_sideeye.errors import SideeyeError
@@ -26,15 +25,11 @@ DATA = Path(__file__).resolve().parent / "data"
 SNAPSHOT = DATA / "snapshots" / "go1.24-worker-hang.json"
 DUMPS = sorted((DATA / "dumps").glob("*.txt"))
 
-def fuzz(examples: int, known_bug: bool = False) -> settings:
+def fuzz(examples: int) -> settings:
     """Bounded runs, no example database in the checkout, no per-example deadline (the
-    machine is shared and noisy). A target with a known, reported bug runs a fixed
-    sequence of examples without shrinking: it fails fast and the same way every time
-    (its strict xfail turns into a failure once the bug is fixed, to drop the marker)."""
-    extra = {"derandomize": True, "phases": [Phase.generate]} if known_bug else {}
+    machine is shared and noisy)."""
     return settings(max_examples=examples, deadline=None, database=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-                    **extra)
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
 # --- mutations ------------------------------------------------------------------------------
@@ -111,11 +106,7 @@ def test_mutated_snapshot_documents_load(snapshot_seed, tmp_path_factory, data):
         assert "\n" not in str(e)
 
 
-@pytest.mark.xfail(strict=True, raises=(TypeError, AttributeError, ValueError), reason=(
-    "reported: Snapshot.from_json accepts fields of the wrong JSON type (a float pc, a "
-    "string goroutine id, a null variable name, ...) and report.py / textdump.py then crash "
-    "with a traceback"))
-@fuzz(300, known_bug=True)
+@fuzz(300)
 @given(data=st.data())
 def test_mutated_snapshot_documents(snapshot_seed, tmp_path_factory, data):
     """A mutated document through what `sideeye report` does: load it, render it as text
@@ -177,10 +168,7 @@ def pclntab_seed(go_build):
                 pcs=pcs)
 
 
-@pytest.mark.xfail(strict=True, raises=(struct.error, IndexError, ValueError), reason=(
-    "reported: pclntab.Symtab does no bounds checks: a truncated or damaged .gopclntab "
-    "raises struct.error / IndexError / ValueError instead of NotGoBinary"))
-@fuzz(300, known_bug=True)
+@fuzz(300)
 @given(data=st.data())
 def test_mutated_pclntab(pclntab_seed, data):
     """pclntab.Symtab over damaged .gopclntab bytes: building it and every query a
@@ -220,10 +208,7 @@ def dwarf_seed(go_build):
     return Seed(name="hello, uncompressed DWARF", blob=data, sections=sections)
 
 
-@pytest.mark.xfail(strict=True, raises=KeyError, reason=(
-    "reported: runtime_layout.load_layout lets pyelftools' errors out (KeyError on a "
-    "damaged .debug_abbrev) instead of MissingDebugInfo; gobinary.analyze crashes with it"))
-@fuzz(150, known_bug=True)
+@fuzz(150)
 @given(data=st.data())
 def test_mutated_dwarf_runtime_layout(dwarf_seed, data):
     """runtime_layout.load_layout (what gobinary.analyze runs on every new binary) over an
