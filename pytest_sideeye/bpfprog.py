@@ -339,9 +339,11 @@ def _map_create(spec: MapSpec) -> int:
     try:
         return bpf_syscall(BPF_MAP_CREATE, attr)
     except OSError as e:
-        if e.errno == errno.EPERM:
+        if e.errno == errno.EPERM and os.geteuid() != 0:
             raise NoPermission("creating BPF maps needs root (or CAP_BPF)") from None
-        raise BpfUnavailable(f"cannot create BPF map {spec.name}: {e.strerror}") from None
+        raise BpfUnavailable(f"the kernel refused bpf(2) (creating map {spec.name}: "
+                             f"{e.strerror}): BPF is disabled or filtered here "
+                             "(a seccomp profile? a container?)") from None
 
 
 def _compile(macros: dict[str, int]):
@@ -375,7 +377,7 @@ def _prog_load(insns: bytes, log_level: int, name: bytes = b"sideeye_iter") -> t
     try:
         return bpf_syscall(BPF_PROG_LOAD, attr), log.value.decode(errors="replace")
     except OSError as e:
-        if e.errno == errno.EPERM:
+        if e.errno == errno.EPERM and os.geteuid() != 0:
             raise NoPermission("loading BPF programs needs root (or CAP_BPF+CAP_PERFMON)") \
                 from None
         tail = log.value.decode(errors="replace").strip().splitlines()[-3:]

@@ -254,6 +254,16 @@ def _bind(scope: Scope, pc: int, out: dict, own: bool) -> None:
             _bind(c, pc, out, own=False)
 
 
+def _program_name(path: str) -> str:
+    """The program's own name: /proc/PID/exe says nothing, its link target does."""
+    try:
+        if os.path.basename(path) == "exe" and path.startswith("/proc/"):
+            return os.path.basename(os.readlink(path)) or path
+    except OSError:
+        pass
+    return os.path.basename(path)
+
+
 def make_plan(binary: "str | os.PathLike | BinaryInfo", spec, limits: Limits | None = None,
               load_bias: int = 0) -> Plan:
     """Validate `spec` against the binary's DWARF (CaptureSpecError on any problem).
@@ -268,7 +278,7 @@ def make_plan(binary: "str | os.PathLike | BinaryInfo", spec, limits: Limits | N
         info = binfo.function(fn)
         if info is None:
             hint = _close_names(fn, binfo)
-            raise CaptureSpecError(f"unknown function {fn!r} in {os.path.basename(binfo.path)}"
+            raise CaptureSpecError(f"unknown function {fn!r} in {_program_name(binfo.path)}"
                                    + (f" (did you mean {hint}?)" if hint else ""))
         for e in exprs:
             if e.root not in info.variables:

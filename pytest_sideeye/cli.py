@@ -47,6 +47,9 @@ def cmd_snapshot(args) -> int:
 
     if not args.pid and not args.container:
         raise SideeyeError("nothing to snapshot: give --pid PID or --container NAME")
+    # Outputs are checked before any target is paused: a pause for nothing is a cost.
+    for path in filter(None, (args.json, args.html)):
+        _check_writable(path)
     targets = [engine.Target(pid) for pid in args.pid]
     for name in args.container:
         targets += container_targets(name)
@@ -63,6 +66,15 @@ def cmd_snapshot(args) -> int:
         if p.error:
             print(f"sideeye: pid {p.pid}: {p.error}", file=sys.stderr)
     return 0 if any(p.error is None for p in snap.processes) else 2
+
+
+def _check_writable(path: str) -> None:
+    import os
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK) or \
+            (os.path.exists(path) and not os.access(path, os.W_OK)):
+        raise SideeyeError(f"cannot write {path}: "
+                           f"{'no such folder' if not os.path.isdir(folder) else 'not writable'}")
 
 
 def _write(path: str, text: str) -> None:

@@ -65,13 +65,17 @@ class Decoder:
         curg_thread = {curg: procid for _m, procid, curg in raw.ms if curg}
         result = []
         seen = set()
+        unknown = 0
         for ci, chunk in enumerate(raw.chunks):
             for i in range(len(chunk) // self.grec_size):
                 h, pcs, fps = self._record(chunk, i)
                 flags = h[H_FLAGS]
                 if flags & F_NOG:
                     continue
-                status = self.status_by_value.get(h[H_STATUS], f"status {h[H_STATUS]}")
+                status = self.status_by_value.get(h[H_STATUS])
+                if status is None:   # garbage: a g read while being torn down or reused
+                    unknown += 1
+                    continue
                 if status == "dead":
                     continue
                 if (ci, i) in raw.more:   # deep stacks, and syscalls of Go < 1.23
@@ -84,6 +88,9 @@ class Decoder:
                     continue
                 seen.add(g.id)
                 result.append(g)
+        if unknown:
+            raw.notes.append(f"{unknown} goroutine records with an unknown status skipped "
+                             "(memory changing while read?)")
         return result
 
     def _goroutine(self, h, status, pcs, flags, threads, curg_thread) -> Goroutine:

@@ -19,7 +19,7 @@ from . import gobinary
 from .bpfprog import Program, layout_macros
 from .collect import Collector, RawProcess
 from .decode import Decoder
-from .errors import NoPermission, SideeyeError
+from .errors import NoPermission, SideeyeError, TargetGone
 from .pause import PauseTimes, paused
 from .snapshot import Container, Process, Snapshot, now_rfc3339
 
@@ -124,6 +124,7 @@ def _snapshot_into(proc: Process, spec, limits) -> None:
             t2 = time.perf_counter_ns()
     finally:
         collector.close()
+    _check_survived(pid)
     proc.pause_ns = times.pause_ns
     proc.pause_parts_ns = {"stop": times.stop_ns, "collect": t1 - t0, "capture": t2 - t1,
                            "resume": times.resume_ns}
@@ -133,6 +134,18 @@ def _snapshot_into(proc: Process, spec, limits) -> None:
     proc.notes += raw.notes
     if raw.allglen and not proc.goroutines:
         proc.notes.append("no live goroutine could be read")
+
+
+def _check_survived(pid: int) -> None:
+    """A target that died while stopped leaves records of memory being torn down: drop
+    them and say so rather than return an empty, healthy-looking process."""
+    from .pause import proc_state
+    try:
+        state = proc_state(pid)
+    except OSError:
+        state = "X"
+    if state in "ZXx":
+        raise TargetGone(f"process {pid} exited during the snapshot")
 
 
 def _display_exe(pid: int, exe: str) -> str:

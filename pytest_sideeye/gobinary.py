@@ -27,7 +27,7 @@ from .runtime_layout import NO_DWARF_HINT, RuntimeLayout, load_layout
 
 CACHE_DIR = Path(os.environ.get("SIDEEYE_BINARY_CACHE",
                                 Path.home() / ".cache" / "sideeye" / "binaries"))
-CACHE_SCHEMA = 1
+CACHE_SCHEMA = 2
 MIN_GO = (1, 21)
 BUILDINFO_MAGIC = b"\xff Go buildinf:"
 WANTED_SYMBOLS = ("runtime.allgs", "runtime.allglen", "runtime.allm", "runtime.goexit",
@@ -297,7 +297,9 @@ class BinaryInfo:
     def layout(self) -> RuntimeLayout:
         """The runtime layouts; raises MissingDebugInfo when the binary has no DWARF."""
         if isinstance(self.layout_or_error, str):
-            raise MissingDebugInfo(self.layout_or_error)
+            # The reason is cached by build id, shared by every path of the binary: the
+            # path is this BinaryInfo's own.
+            raise MissingDebugInfo(f"{self.path}: {self.layout_or_error}")
         return self.layout_or_error
 
     @property
@@ -404,9 +406,9 @@ def _compute(path: str, elf: ELFFile, image: StaticImage, symtab: Symtab,
         for name, addr in layout["variables"].items():
             symbols.setdefault(name, addr)
     except MissingDebugInfo as e:
-        layout = f"{path}: {e}"
+        layout = str(e)
         if not image.has_symtab:
-            layout = (f"{path} is stripped (no DWARF and no symbol table, built with "
+            layout = ("stripped (no DWARF and no symbol table, built with "
                       f"-ldflags='-s -w'?): {NO_DWARF_HINT}")
     loads = [s for s in elf.iter_segments() if s["p_type"] == "PT_LOAD"]
     first = min(loads, key=lambda s: s["p_vaddr"]) if loads else None

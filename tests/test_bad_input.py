@@ -139,9 +139,6 @@ def test_go_binary_without_symbols(needs_root, go_build):
         one_line(*sideeye("snapshot", "--pid", r.pid), "stripped", "-s -w")
 
 
-@pytest.mark.xfail(strict=True, reason="reported: gobinary caches the no-DWARF message on disk "
-                   "by build id with the /proc/PID/exe path of the first process analysed in "
-                   "it, so a later process of the same binary is shown another (stale) PID")
 def test_error_line_names_the_process_it_is_about(needs_root, go_build):
     """Two processes of one binary without DWARF, one after the other: each line may only
     name its own /proc/PID, not the one analysed first."""

@@ -143,8 +143,6 @@ def kill_when_stopped(pid: int, landed: list[bool]) -> threading.Thread:
     return t
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug reported in issue 7: a target SIGKILLed "
-                   "while paused comes back with error=None and no goroutines")
 def test_target_exiting_during_the_snapshot(go_build, hello):
     binary = go_build("manyparked")
     for _attempt in range(3):
