@@ -29,6 +29,7 @@ _FUNC_HEADER_118 = struct.Struct("<IiiIIIIIIBBxB")  # Go 1.18/1.19: no startLine
 _INLINED_CALL = struct.Struct("<B3xiii")          # runtime.inlinedCall, Go 1.21+
 _NO_FUNCDATA = 0xFFFFFFFF
 _FRAMES_CACHE_SIZE = 1 << 16
+_MAX_INLINE_DEPTH = 256
 
 # Functions that the runtime treats as injected calls: the frame below them was
 # interrupted by a signal, so its PC is the trapping instruction, not a return address.
@@ -379,6 +380,10 @@ class Symtab:
         frames: list[SymFrame] = []
         wrapper = self.wrapper_func_id
         while True:
+            # Real inline trees are a few levels deep; a damaged one can make parentPc
+            # cycle, which must end as a damaged-table error, not an endless list.
+            if len(frames) > _MAX_INLINE_DEPTH:
+                raise ValueError("inline tree deeper than any compiler makes (a cycle?)")
             idx = self._value(i, 3 + PCDATA_INL_TREE_INDEX, pc) if tree else -1
             file, line = self._file_line(i, pc)
             if idx < 0 or tree is None or (idx + 1) * _INLINED_CALL.size > len(tree):
