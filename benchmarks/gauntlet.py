@@ -372,6 +372,13 @@ NEVER_OUTERMOST = frozenset({
 CHURN_ROOTS = frozenset({"main.shortLived", "main.serveHTTP", "runtime.main"})
 
 
+def _is_go_wrapper(function: str) -> bool:
+    """A go statement with arguments starts its goroutine in a compiler-made wrapper
+    (`main.spawnFor.gowrap2`): a goroutine caught before its first instruction ran sits at
+    that wrapper's entry, which is its true outermost frame."""
+    return ".gowrap" in function
+
+
 def consistency_problems(p: Process, roots: frozenset[str] = CHURN_ROOTS) -> list[str]:
     """What is wrong with one process of a snapshot, one line each (empty: consistent)."""
     if p.error:
@@ -392,7 +399,8 @@ def consistency_problems(p: Process, roots: frozenset[str] = CHURN_ROOTS) -> lis
         last = g.frames[-1].function
         if last in NEVER_OUTERMOST:
             problems.append(f"goroutine {g.id}: stack ends in {last} without a truncation mark")
-        elif any(f.function.startswith("main.") for f in g.frames) and last not in roots:
+        elif any(f.function.startswith("main.") for f in g.frames) and last not in roots \
+                and not _is_go_wrapper(last):
             problems.append(f"goroutine {g.id}: user stack ends in {last}, not a goroutine start")
     return problems
 

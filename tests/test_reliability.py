@@ -120,6 +120,8 @@ def test_consistency_check_catches_what_it_is_for():
         Goroutine(10, "waiting", frames=[main_frame, Frame("main.helper", "churn.go", 2)]),
         Goroutine(11, "runnable"),
         Goroutine(12, "running", truncated="running on a thread that could not be read"),
+        # Not started yet: at its go-statement wrapper's entry, a legitimate outermost frame.
+        Goroutine(13, "runnable", frames=[Frame("main.spawnFor.gowrap2", "churn.go", 40)]),
     ])
     problems = gauntlet.consistency_problems(p)
     assert any("goroutine 7 twice" in x for x in problems)
@@ -127,7 +129,8 @@ def test_consistency_check_catches_what_it_is_for():
     assert any("goroutine 9: stack ends in runtime.gopark" in x for x in problems)
     assert any("goroutine 10: user stack ends in main.helper" in x for x in problems)
     assert any("goroutine 11" in x and "no frames" in x for x in problems)
-    assert not any("goroutine 1:" in x or "goroutine 12" in x for x in problems)
+    assert not any("goroutine 1:" in x or "goroutine 12" in x or "goroutine 13" in x
+                   for x in problems)
     assert len(problems) == 5
 
 
