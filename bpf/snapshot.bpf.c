@@ -32,6 +32,7 @@
 #define CONT_PER_PASS 256    // walks per MODE_CONT pass (power of two)
 #define MAX_FRAMES 64        // frames per goroutine per pass (power of two)
 #define WIN 1024             // stack window copied at once (power of two)
+#define GWIN 4096            // g structs copied at once: consecutive gs share it (power of two)
 #define HDR_WORDS 20         // u64 words of a goroutine record before its frames
 #define MAX_THREADS 64
 #define MAX_MS 256
@@ -131,6 +132,7 @@ struct out_t {
 struct scratch_t {
   u64 ptrs[GS_PER_PASS];
   u8 g[G_COPY + 8];
+  u8 gwin[GWIN + G_COPY + 8];
   u8 win[WIN + 16];
   u8 m[M_COPY + 8];
   u64 regs[24];
@@ -148,8 +150,27 @@ BPF_F_TABLE("array", u32, u64, todo, TODO_MAX, BPF_F_MMAPABLE);
 BPF_F_TABLE("array", u32, struct readreq, reads, READS_PER_PASS, BPF_F_MMAPABLE);
 BPF_ARRAY(scratch, struct scratch_t, 1);
 
-static __always_inline u64 g_word(struct scratch_t *s, u32 off) {
-  return *(u64 *)(s->g + (off & (G_COPY - 1)));
+static __always_inline u64 g_word(u8 *g, u32 off) {
+  return *(u64 *)(g + (off & (G_COPY - 1)));
+}
+
+// The g at gp, from the window of gs copied last when it holds it whole, else from a new
+// window copied at gp (falling back to a single g when that copy fails, e.g. at the end of
+// a mapping). Goroutines created together sit next to each other in the heap: one copy of
+// GWIN bytes serves several of them. Returns NULL when gp cannot be read.
+static __always_inline u8 *read_g(struct task_struct *task, struct scratch_t *s, u64 gp,
+                                  u64 *gbase) {
+  u64 off = gp - *gbase;
+  if (*gbase && gp >= *gbase && off <= GWIN - G_COPY)
+    return s->gwin + (off & (GWIN - 1));
+  if (bpf_copy_from_user_task(s->gwin, GWIN, (void *)gp, task, 0) == 0) {
+    *gbase = gp;
+    return s->gwin;
+  }
+  *gbase = 0;
+  if (bpf_copy_from_user_task(s->g, G_COPY, (void *)gp, task, 0) == 0)
+    return s->g;
+  return 0;
 }
 
 // Walk a frame-pointer chain from fp inside [lo, hi): pc[k] = [fp+8], fp = [fp], reading
@@ -244,6 +265,7 @@ static __always_inline int pass_goroutines(struct task_struct *task, struct conf
     o->errors++;
     return 0;
   }
+  u64 gbase = 0;   // start of the g window in s->gwin (0: none)
   struct bpf_iter_num it;
   iter_new(&it, 0, GS_PER_PASS);
   int *ip;
@@ -261,34 +283,35 @@ static __always_inline int pass_goroutines(struct task_struct *task, struct conf
     r->h[H_FLAGS] = 0;
     r->h[H_CONT_FP] = 0;
     r->h[H_STATUS] = GSTATUS_DEAD;
-    if (gp == 0 || bpf_copy_from_user_task(s->g, G_COPY, (void *)gp, task, 0)) {
+    u8 *g = gp ? read_g(task, s, gp, &gbase) : 0;
+    if (!g) {
       r->h[H_FLAGS] = F_NOG;
       continue;
     }
-    u32 status = *(u32 *)(s->g + (OFF_STATUS & (G_COPY - 1))) & ~0x1000u;
+    u32 status = *(u32 *)(g + (OFF_STATUS & (G_COPY - 1))) & ~0x1000u;
     if (status == GSTATUS_DEAD)
       continue;
-    r->h[H_GOID] = g_word(s, OFF_GOID);
+    r->h[H_GOID] = g_word(g, OFF_GOID);
     r->h[H_STATUS] = status;
-    r->h[H_WAITREASON] = *(u8 *)(s->g + (OFF_WAITREASON & (G_COPY - 1)));
-    r->h[H_WAITSINCE] = g_word(s, OFF_WAITSINCE);
-    r->h[H_GOPC] = g_word(s, OFF_GOPC);
+    r->h[H_WAITREASON] = *(u8 *)(g + (OFF_WAITREASON & (G_COPY - 1)));
+    r->h[H_WAITSINCE] = g_word(g, OFF_WAITSINCE);
+    r->h[H_GOPC] = g_word(g, OFF_GOPC);
 #ifdef OFF_PARENT
-    r->h[H_PARENT] = g_word(s, OFF_PARENT);
+    r->h[H_PARENT] = g_word(g, OFF_PARENT);
 #else
     r->h[H_PARENT] = 0;
 #endif
-    r->h[H_M] = g_word(s, OFF_M);
-    u64 lo = g_word(s, OFF_STACK_LO), hi = g_word(s, OFF_STACK_HI);
+    r->h[H_M] = g_word(g, OFF_M);
+    u64 lo = g_word(g, OFF_STACK_LO), hi = g_word(g, OFF_STACK_HI);
     r->h[H_LO] = lo;
     r->h[H_HI] = hi;
-    r->h[H_SP] = g_word(s, OFF_SCHED_SP);
-    r->h[H_PC] = g_word(s, OFF_SCHED_PC);
-    r->h[H_BP] = g_word(s, OFF_SCHED_BP);
-    r->h[H_SYSSP] = g_word(s, OFF_SYSCALLSP);
-    r->h[H_SYSPC] = g_word(s, OFF_SYSCALLPC);
+    r->h[H_SP] = g_word(g, OFF_SCHED_SP);
+    r->h[H_PC] = g_word(g, OFF_SCHED_PC);
+    r->h[H_BP] = g_word(g, OFF_SCHED_BP);
+    r->h[H_SYSSP] = g_word(g, OFF_SYSCALLSP);
+    r->h[H_SYSPC] = g_word(g, OFF_SYSCALLPC);
 #ifdef OFF_SYSCALLBP
-    r->h[H_SYSBP] = g_word(s, OFF_SYSCALLBP);
+    r->h[H_SYSBP] = g_word(g, OFF_SYSCALLBP);
 #else
     r->h[H_SYSBP] = 0;
 #endif
