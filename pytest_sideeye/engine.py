@@ -111,6 +111,7 @@ def _snapshot_into(proc: Process, spec, limits) -> None:
     times = PauseTimes()
     captures = []
     try:
+        collector.prewarm()
         with paused(pid, times):
             proc.monotonic_ns = time.monotonic_ns()
             t0 = time.perf_counter_ns()
