@@ -115,24 +115,26 @@ def _string_literal(lit: str) -> str:
         raise CaptureSpecError(f"bad string literal {lit}") from None
 
 
-def _split_top(s: str) -> list[str]:
-    """Split on commas outside quotes and brackets."""
-    out, cur, depth, quote, esc = [], [], 0, False, False
+def split_exprs(s: str) -> list[str]:
+    """'a, m["x,y"], s[1:2]' -> the expressions: commas inside brackets or quotes (", ',
+    `; backslash escapes inside "...") stay. Shared by every place a spec is written as
+    text: the CLI, the ini option, the marker."""
+    out, cur, depth, quote, esc = [], [], 0, "", False
     for ch in s:
         if quote:
             cur.append(ch)
             if esc:
                 esc = False
-            elif ch == "\\":
+            elif ch == "\\" and quote == '"':
                 esc = True
-            elif ch == '"':
-                quote = False
+            elif ch == quote:
+                quote = ""
             continue
-        if ch == '"':
-            quote = True
-        elif ch == "[":
+        if ch in "\"'`":
+            quote = ch
+        elif ch in "([{":
             depth += 1
-        elif ch == "]":
+        elif ch in ")]}":
             depth -= 1
         elif ch == "," and depth == 0:
             out.append("".join(cur))
@@ -153,7 +155,7 @@ def parse_specs(specs: "Iterable[str] | dict[str, Iterable[str]] | CaptureSpec |
     if isinstance(specs, dict):
         for fn, exprs in specs.items():
             if isinstance(exprs, str):
-                exprs = _split_top(exprs)
+                exprs = split_exprs(exprs)
             pairs += [(str(fn).strip(), e) for e in exprs]
     else:
         if isinstance(specs, str):
@@ -163,7 +165,7 @@ def parse_specs(specs: "Iterable[str] | dict[str, Iterable[str]] | CaptureSpec |
             if not sep or not fn.strip() or not rest.strip():
                 raise CaptureSpecError(f"bad capture spec {item!r}: expected "
                                        "FUNCTION:EXPR[,EXPR...] (e.g. main.settle:o.ID,attempt)")
-            pairs += [(fn.strip(), e) for e in _split_top(rest)]
+            pairs += [(fn.strip(), e) for e in split_exprs(rest)]
     out = CaptureSpec()
     for fn, e in pairs:
         if not fn:

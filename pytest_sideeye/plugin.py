@@ -118,6 +118,7 @@ def _html_report_path(config: pytest.Config, start: Path) -> Path | None:
 
 
 def parse_capture_lines(lines: Iterable[str]) -> dict[str, list[str]]:
+    from .capture import split_exprs
     """'pkg.Func: a, b.c' lines (ini sideeye_capture) -> {"pkg.Func": ["a", "b.c"]}."""
     spec: dict[str, list[str]] = {}
     for line in lines:
@@ -133,31 +134,11 @@ def parse_capture_lines(lines: Iterable[str]) -> dict[str, list[str]]:
     return spec
 
 
-def split_exprs(text: str) -> list[str]:
-    """'a, m["x,y"], s[1:2]' -> the expressions: commas inside brackets or quotes stay."""
-    parts, depth, quote, current = [], 0, "", []
-    for ch in text:
-        if quote:
-            quote = "" if ch == quote else quote
-        elif ch in "\"'`":
-            quote = ch
-        elif ch in "([{":
-            depth += 1
-        elif ch in ")]}":
-            depth -= 1
-        elif ch == "," and depth == 0:
-            parts.append("".join(current))
-            current = []
-            continue
-        current.append(ch)
-    parts.append("".join(current))
-    return [p.strip() for p in parts if p.strip()]
-
-
 def merge_capture(into: dict[str, list[str]], more: dict[str, Any] | None) -> dict[str, list[str]]:
     """Union of capture specs, first-seen order; a value may be a list or 'a, b' text."""
     for func, exprs in (more or {}).items():
         if isinstance(exprs, str):
+            from .capture import split_exprs
             exprs = split_exprs(exprs)
         if not isinstance(func, str) or not all(isinstance(e, str) for e in exprs):
             raise CaptureSpecError(f"capture spec for {func!r}: want a list of expressions")

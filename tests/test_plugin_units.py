@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from pytest_sideeye import capture
+
 from pytest_sideeye import attach, plugin
 from pytest_sideeye.errors import CaptureSpecError, SideeyeError
 from pytest_sideeye.snapshot import Snapshot
@@ -38,9 +40,9 @@ def test_capture_line_without_variables_is_a_usage_error(line):
 
 
 def test_split_exprs_keeps_commas_inside_brackets_and_quotes():
-    assert plugin.split_exprs(' a, m["x,y"], s[1:2], f.g ,') == \
+    assert capture.split_exprs(' a, m["x,y"], s[1:2], f.g ,') == \
         ["a", 'm["x,y"]', "s[1:2]", "f.g"]
-    assert plugin.split_exprs("m['a,b'].c, d") == ["m['a,b'].c", "d"]
+    assert capture.split_exprs("m['a,b'].c, d") == ["m['a,b'].c", "d"]
 
 
 def test_merge_capture_takes_text_or_lists_and_keeps_first_order():
