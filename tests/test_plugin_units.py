@@ -10,9 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_sideeye import capture
-
-from pytest_sideeye import attach, plugin
+from pytest_sideeye import attach, capture, plugin
 from pytest_sideeye.errors import CaptureSpecError, SideeyeError
 from pytest_sideeye.snapshot import Snapshot
 
