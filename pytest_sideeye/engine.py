@@ -65,15 +65,45 @@ def check_privileges() -> None:
                            "run with sudo")
 
 
-def take_snapshot(targets: list[Target] | list[int], capture=None, limits=None) -> Snapshot:
+def take_snapshot(targets: list[Target] | list[int], capture=None, limits=None, *,
+                  strict_capture: bool = True) -> Snapshot:
+    """Snapshot every target, one after the other (each is paused on its own).
+
+    A capture spec applies to each process with the functions its program has. A function
+    no target has is a CaptureSpecError before anything is paused (a typo, most likely);
+    with strict_capture=False (the pytest plugin: one spec for all of a test's services)
+    it is a note on every process instead."""
     check_privileges()
     targets = [t if isinstance(t, Target) else Target(int(t)) for t in targets]
     spec = _parse_capture(capture)
+    absent = _functions_in_no_target(targets, spec) if spec else []
+    if absent and strict_capture:
+        from .errors import CaptureSpecError
+        raise CaptureSpecError(f"unknown function {absent[0]!r}: not in the program of any "
+                               "target (capture specs name functions as main.settle or "
+                               "pkg/path.(*T).Method)")
     snap = Snapshot(taken_at=now_rfc3339())
     with _lock:
         for t in targets:
-            snap.processes.append(snapshot_process(t, spec, limits))
+            proc = snapshot_process(t, spec, limits)
+            proc.notes += [f"capture: no function {fn} in any target" for fn in absent]
+            snap.processes.append(proc)
     return snap
+
+
+def _functions_in_no_target(targets: list[Target], spec) -> list[str]:
+    """Captured functions found in none of the targets' programs. Targets whose program
+    cannot be read count as having every function: their own error says what is wrong."""
+    left = list(spec.functions)
+    for t in targets:
+        try:
+            symtab = gobinary.analyze(gobinary.exe_for_pid(t.pid), need_layout=False).symtab
+        except SideeyeError:
+            return []
+        left = [fn for fn in left if symtab.func_by_name(fn) is None]
+        if not left:
+            break
+    return left
 
 
 def _parse_capture(capture):
@@ -159,11 +189,17 @@ def _display_exe(pid: int, exe: str) -> str:
 # --- variable capture (plan made before the pause, reads in it, decoding after) ----------
 
 def _make_plan(info, spec, limits, bias: int):
+    """The plan for this program: the spec's functions it has (others are someone
+    else's: take_snapshot already checked that every function is somewhere)."""
     if spec is None:
         return None
     from . import capture as capture_mod
+    mine = capture_mod.CaptureSpec({fn: exprs for fn, exprs in spec.functions.items()
+                                    if info.symtab.func_by_name(fn) is not None})
+    if not mine:
+        return None
     kw = {"limits": limits} if limits is not None else {}
-    return capture_mod.make_plan(info, spec, load_bias=bias, **kw)
+    return capture_mod.make_plan(info, mine, load_bias=bias, **kw)
 
 
 def _capture_in_pause(plan, decoder, collector, raw):

@@ -277,41 +277,12 @@ _ENGINE_LOCK = threading.Lock()
 
 def _take_one_at_a_time(targets: list[Any], capture: dict[str, list[str]]) -> Snapshot:
     """A timer's snapshot can start while another one (a fixture's, a failure's) still
-    runs in a helper thread: the engine's per-process state is not shared between them.
-
-    One capture spec serves every service of a test, but each function lives in one
-    program: each process gets the part of the spec its binary has (the engine refuses a
-    process whose binary lacks a function)."""
+    runs in a helper thread: one at a time. One capture spec serves every service of a
+    test: the engine gives each process the functions its program has, and notes those
+    that none has (strict_capture=False)."""
     from .engine import take_snapshot
-    groups: dict[tuple[str, ...], list[Any]] = {}
-    for t in targets:
-        groups.setdefault(_functions_in(t.pid, capture), []).append(t)
-    found = {fn for key in groups for fn in key}
-    missing = [fn for fn in capture if fn not in found]
-    by_pid: dict[int, Process] = {}
     with _ENGINE_LOCK:
-        for key, group in groups.items():
-            spec = {fn: capture[fn] for fn in key}
-            for proc in take_snapshot(group, spec or None).processes:
-                by_pid[proc.pid] = proc
-    snap = Snapshot(processes=[by_pid[t.pid] for t in targets], taken_at=now_rfc3339())
-    for proc in snap.processes:
-        proc.notes.extend(f"capture: no function {fn} in any of the test's services"
-                          for fn in missing)
-    return snap
-
-
-def _functions_in(pid: int, capture: dict[str, list[str]]) -> tuple[str, ...]:
-    """The captured functions this process's binary has (all of them when that cannot be
-    told: the engine then says what is wrong)."""
-    if not capture:
-        return ()
-    try:
-        from .gobinary import analyze
-        symtab = analyze(f"/proc/{pid}/exe", need_layout=False).symtab
-        return tuple(fn for fn in capture if symtab.func_by_name(fn) is not None)
-    except Exception:
-        return tuple(capture)
+        return take_snapshot(targets, capture or None, strict_capture=False)
 
 
 def take(services: list[Any], capture: dict[str, list[str]], budget_s: float,

@@ -88,3 +88,9 @@ def test_container_resolves_to_its_go_process(needs_docker, go_build, tmp_path):
         assert any(g.blocked_in("main.main") for g in proc.goroutines)
     finally:
         c.remove(force=True)
+
+
+def test_capture_of_a_function_no_target_has_is_refused_before_any_pause(parkzoo):
+    r = sideeye("snapshot", "--pid", parkzoo.pid, "--capture", "main.noSuchFunction:x")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.count("\n") == 1 and "main.noSuchFunction" in r.stderr

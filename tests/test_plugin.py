@@ -265,7 +265,7 @@ def test_fixture_captures(ledger, sideeye_snapshot):
     pairs = sorted(tuple(v.value for v in f.variables) for f in frames)
     assert pairs == [("alice", "bob"), ("bob", "alice")], [f.variables for f in frames]
     assert snap.processes[0].notes == [
-        "capture: no function main.nosuch in any of the test's services"]
+        "capture: no function main.nosuch in any target"]
 
 @relaxed
 def test_two_services(ledger, replica):
