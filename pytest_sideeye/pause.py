@@ -62,9 +62,10 @@ class Guardian:
         cls._proc = None
 
 
-def proc_state(pid: int) -> str:
-    """The one-letter state of a process or thread from /proc/.../stat."""
-    with open(f"/proc/{pid}/stat", "rb") as f:
+def proc_state(pid: int, tid: int | str | None = None) -> str:
+    """The one-letter state of a process, or of one of its threads, from /proc/.../stat."""
+    path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
+    with open(path, "rb") as f:
         data = f.read()
     return chr(data[data.rindex(b")") + 2])
 
@@ -98,18 +99,12 @@ def _all_threads_stopped(pid: int) -> tuple[bool, int]:
     tids = os.listdir(f"/proc/{pid}/task")
     for tid in tids:
         try:
-            st = proc_state_task(pid, tid)
+            st = proc_state(pid, tid)
         except FileNotFoundError:
             continue  # a thread that just exited
         if st not in "tTZX":
             return False, len(tids)
     return True, len(tids)
-
-
-def proc_state_task(pid: int, tid: str) -> str:
-    with open(f"/proc/{pid}/task/{tid}/stat", "rb") as f:
-        data = f.read()
-    return chr(data[data.rindex(b")") + 2])
 
 
 @contextmanager

@@ -272,17 +272,13 @@ def run_bounded(fn: Callable[[], Any], seconds: float, what: str) -> Any:
     return box.get("value")
 
 
-_ENGINE_LOCK = threading.Lock()
-
-
 def _take_one_at_a_time(targets: list[Any], capture: dict[str, list[str]]) -> Snapshot:
     """A timer's snapshot can start while another one (a fixture's, a failure's) still
-    runs in a helper thread: one at a time. One capture spec serves every service of a
-    test: the engine gives each process the functions its program has, and notes those
-    that none has (strict_capture=False)."""
+    runs in a helper thread: the engine takes one at a time. One capture spec serves every
+    service of a test: the engine gives each process the functions its program has, and
+    notes those that none has (strict_capture=False)."""
     from .engine import take_snapshot
-    with _ENGINE_LOCK:
-        return take_snapshot(targets, capture or None, strict_capture=False)
+    return take_snapshot(targets, capture or None, strict_capture=False)
 
 
 def take(services: list[Any], capture: dict[str, list[str]], budget_s: float,
