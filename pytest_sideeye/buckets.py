@@ -8,8 +8,10 @@ Two levels:
   workers parked on two lines of the same function read as one story with two variants.
 
 Groups are ordered for reading: stacks that touch the user's own code first, then stacks
-made only of standard-library and runtime code, runtime-only stacks last; within a tier,
-the biggest first. This stage knows nothing about HTML.
+made only of standard-library and runtime code, runtime-only stacks last. Within a tier,
+goroutines blocked on synchronisation (locks, channels, select, WaitGroup, Cond) come
+before those waiting on the outside world (IO, sleep, syscalls) or running: in a hang they
+are the likely culprits. Then the biggest first. This stage knows nothing about HTML.
 """
 from __future__ import annotations
 
@@ -165,14 +167,28 @@ def bucketize(goroutines: Iterable[Goroutine]) -> list[Bucket]:
     return sorted(by_key.values(), key=lambda b: (-b.count, min(g.id for g in b.goroutines)))
 
 
+# Wait reasons of goroutines blocked on other goroutines (the runtime's own strings).
+SYNC_WAITS = ("chan send", "chan receive", "chan send (nil chan)", "chan receive (nil chan)",
+              "select", "sync.Mutex.Lock", "sync.RWMutex.Lock", "sync.RWMutex.RLock",
+              "sync.WaitGroup.Wait", "sync.Cond.Wait", "semacquire")
+
+
+def blocked_on_sync(gr: "Group") -> bool:
+    """True when most of a group's goroutines wait on a lock, a channel or a select."""
+    states = gr.states()
+    sync = sum(n for state, n in states.items() if state in SYNC_WAITS)
+    return sync * 2 > sum(states.values())
+
+
 def group(goroutines: Iterable[Goroutine]) -> list[Group]:
     """Two-level grouping, ordered: user-code tier first, then stdlib, then runtime;
-    biggest first within a tier."""
+    within a tier, groups blocked on synchronisation first, then the biggest."""
     groups: dict[tuple[str, ...], Group] = {}
     for b in bucketize(goroutines):
         fk = tuple(f for f, _, _ in b.key)
         groups.setdefault(fk, Group(fk)).buckets.append(b)
-    return sorted(groups.values(), key=lambda gr: (gr.tier, -gr.count, gr.buckets[0].ids()[0]))
+    return sorted(groups.values(), key=lambda gr: (gr.tier, not blocked_on_sync(gr),
+                                                   -gr.count, gr.buckets[0].ids()[0]))
 
 
 def group_process(process: Process) -> list[Group]:

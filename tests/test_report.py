@@ -190,6 +190,20 @@ def test_groups_ordered_user_code_first_then_stdlib_then_runtime_biggest_first()
                      (bk.TIER_RUNTIME, 50)]
 
 
+def test_within_a_tier_goroutines_blocked_on_synchronisation_come_first():
+    """In a hang the goroutines stuck on a lock or a channel are the story: a bigger group
+    idling in IO (an accept loop, keep-alive reads) must not push them down the page."""
+    idle_io = [("runtime.gopark", "/go/src/runtime/proc.go", 435),
+               ("main.serve", "/src/main.go", 40)]
+    locked = [("runtime.gopark", "/go/src/runtime/proc.go", 435),
+              ("sync.(*Mutex).Lock", "/go/src/sync/mutex.go", 46),
+              ("main.(*service).cancel", "/src/main.go", 88)]
+    gs = ([_g(10 + i, idle_io, reason="IO wait") for i in range(30)]
+          + [_g(1, locked, reason="sync.Mutex.Lock"), _g(2, locked, reason="sync.Mutex.Lock")])
+    order = [(gr.functions[-1], gr.count) for gr in bk.group(gs)]
+    assert order == [("main.(*service).cancel", 2), ("main.serve", 30)]
+
+
 def test_bucket_states_and_wait_since():
     gs = [_g(1, WORKER_AT_22), _g(2, WORKER_AT_22, status="runnable", reason=""),
           _g(3, WORKER_AT_22)]
