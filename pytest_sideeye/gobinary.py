@@ -22,7 +22,7 @@ from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
 from .errors import MissingDebugInfo, NoPermission, NotGoBinary, SideeyeError, TargetGone
-from .pclntab import MAGIC_GO118, MAGIC_GO120, Symtab
+from .pclntab import MAGIC_GO118, MAGIC_GO120, Symtab, uvarint
 from .runtime_layout import NO_DWARF_HINT, RuntimeLayout, load_layout
 
 CACHE_DIR = Path(os.environ.get("SIDEEYE_BINARY_CACHE",
@@ -191,17 +191,6 @@ class StaticImage:
 
 # ---- build info and build ids ---------------------------------------------------------
 
-def _uvarint(buf: bytes, off: int) -> tuple[int, int]:
-    v, shift = 0, 0
-    while True:
-        b = buf[off]
-        off += 1
-        v |= (b & 0x7F) << shift
-        shift += 7
-        if b < 0x80:
-            return v, off
-
-
 def read_buildinfo(image: StaticImage) -> tuple[str, str] | None:
     """(Go version, module info) from the build info blob, or None when absent."""
     blob, base = None, 0
@@ -230,9 +219,9 @@ def parse_buildinfo(blob: bytes, read: Callable[[int, int], bytes]) -> tuple[str
     ptr_size, flags = blob[14], blob[15]
     if flags & 2:
         # Go 1.18+: the two strings follow the 32-byte header inline, varint-prefixed.
-        n, off = _uvarint(blob, 32)
+        n, off = uvarint(blob, 32)
         version = blob[off:off + n].decode("utf-8", "replace")
-        n2, off2 = _uvarint(blob, off + n)
+        n2, off2 = uvarint(blob, off + n)
         modinfo = blob[off2:off2 + n2].decode("utf-8", "replace")
         return version, modinfo
     if ptr_size != 8 or flags & 1:

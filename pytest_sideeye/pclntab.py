@@ -115,6 +115,18 @@ def _cstring(buf: bytes, off: int) -> str:
     return buf[off:end].decode("utf-8", "replace")
 
 
+def uvarint(buf: bytes, off: int) -> tuple[int, int]:
+    """Go's unsigned varint at buf[off]: (value, offset after it)."""
+    v, shift = 0, 0
+    while True:
+        b = buf[off]
+        off += 1
+        v |= (b & 0x7F) << shift
+        shift += 7
+        if b < 0x80:
+            return v, off
+
+
 def decode_pcvalue(pctab: bytes, off: int, entry: int, quantum: int) -> tuple[list[int], list[int]]:
     """Decode one pc-value table into (ends, values): values[i] holds for pc < ends[i].
 
@@ -124,26 +136,12 @@ def decode_pcvalue(pctab: bytes, off: int, entry: int, quantum: int) -> tuple[li
     values: list[int] = []
     val, pc, first, n = -1, entry, True, len(pctab)
     while off < n:
-        uv, shift = 0, 0
-        while True:
-            b = pctab[off]
-            off += 1
-            uv |= (b & 0x7F) << shift
-            shift += 7
-            if b < 0x80:
-                break
+        uv, off = uvarint(pctab, off)
         if uv == 0 and not first:
             break
         first = False
         val += -(uv >> 1) - 1 if uv & 1 else uv >> 1
-        upc, shift = 0, 0
-        while True:
-            b = pctab[off]
-            off += 1
-            upc |= (b & 0x7F) << shift
-            shift += 7
-            if b < 0x80:
-                break
+        upc, off = uvarint(pctab, off)
         pc += upc * quantum
         ends.append(pc)
         values.append(val)
