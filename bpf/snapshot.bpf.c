@@ -1,15 +1,27 @@
-// Goroutine snapshot collector: a sleepable BPF task iterator run by the collector while
-// the target Go process is stopped. Each read() of an iterator fd runs one "pass".
+// Goroutine snapshot collector. Compiled twice from this file (pytest_sideeye/bpfprog.py),
+// both builds sharing one set of maps:
 //
-// Compiled by bcc (pytest_sideeye/bpfprog.py) with the target binary's runtime layout
-// baked in as -D macros (offsets taken from the binary's DWARF, never hard-coded), then
-// loaded as BPF_PROG_TYPE_TRACING / BPF_TRACE_ITER with BPF_F_SLEEPABLE, because
-// bpf_copy_from_user_task() may fault pages in and is only allowed when sleepable.
+// * the *stop hook* (IN_CONTEXT=1): a raw tracepoint program on sched_switch. It does
+//   nothing until the collector arms it for one target; then, in the context of the
+//   target's own thread that completes the group stop (every thread has stopped for our
+//   SIGSTOP, so no user code runs any more), it walks the goroutines with
+//   bpf_probe_read_user(): the target's page tables are the live ones, so a read costs a
+//   memory copy instead of pinning a page of another process (about 1 us each). It never
+//   faults pages in: anything not resident is marked and redone by the iterator.
+// * the *iterator* (IN_CONTEXT=0): a sleepable BPF task iterator run by the collector
+//   while the target is stopped. Each read() of an iterator fd runs one "pass". It reads
+//   with bpf_copy_from_user_task(), which may fault pages in and is only allowed when
+//   sleepable. It reads every thread's registers, continues deep stacks, reads captured
+//   variables, and takes over the goroutine walk whenever the stop hook could not do it.
+//
+// The target binary's runtime layout is baked in as -D macros (offsets taken from the
+// binary's DWARF, never hard-coded). The iterator is loaded as BPF_PROG_TYPE_TRACING /
+// BPF_TRACE_ITER with BPF_F_SLEEPABLE, the stop hook as BPF_PROG_TYPE_RAW_TRACEPOINT.
 //
 // Never touch a kernel struct field by name here: bcc compiles against Debian's headers
 // for another kernel, so field offsets would silently be wrong. Kernel data is reached
 // only through helpers, or through offsets read from the running kernel's BTF
-// (TASK_PID_OFF).
+// (TASK_PID_OFF, TASK_SIGNAL_OFF, SIGNAL_GSC_OFF, SIGNAL_FLAGS_OFF).
 //
 // Passes (cfg.mode):
 // Modes are bits: the first pass of a snapshot is MODE_THREADS | MODE_GS (one run fewer).
@@ -28,16 +40,17 @@
 #define MODE_READ 8
 
 // Sizes shared with pytest_sideeye/collect.py (keep in sync: it reads them from here).
-#define GS_PER_PASS 8192     // goroutines per MODE_GS pass (power of two)
+#define GS_PER_PASS 16384    // goroutines per MODE_GS pass (power of two)
 #define CONT_PER_PASS 256    // walks per MODE_CONT pass (power of two)
 #define MAX_FRAMES 64        // frames per goroutine per pass (power of two)
-#define WIN 1024             // stack window copied at once (power of two)
+#define WIN 4096             // stack window copied at once (power of two)
 #define GWIN 4096            // g structs copied at once: consecutive gs share it (power of two)
 #define HDR_WORDS 20         // u64 words of a goroutine record before its frames
 #define MAX_THREADS 64
 #define MAX_MS 256
 #define READS_PER_PASS 256
 #define TODO_MAX 1024       // records needing a follow-up walk, listed per MODE_GS pass
+#define GCHUNK 64            // goroutines claimed at a time in a MODE_GS pass (power of two)
 #define READ_MAX 4096        // bytes per read request (power of two)
 #define READ_OUT (READS_PER_PASS * 512)
 
@@ -46,6 +59,7 @@
 #define F_BADFP 2            // a frame pointer left the stack or went backwards
 #define F_READFAIL 4         // a copy from the target failed
 #define F_NOG 8              // the g pointer itself could not be read
+#define SIGNAL_STOP_STOPPED 1   // signal_struct.flags: the group stop is complete
 // Slots of dead goroutines keep H_STATUS = GSTATUS_DEAD and no frames.
 
 // Goroutine record words.
@@ -85,6 +99,14 @@ static int *(*iter_next)(struct bpf_iter_num *it) = (void *)KF_ITER_NEXT;
 static void (*iter_destroy)(struct bpf_iter_num *it) = (void *)KF_ITER_DESTROY;
 struct bpf_iter__task { struct bpf_iter_meta *meta; struct task_struct *task; };
 
+// Reading the target: in its own context, through its live page tables (never faults);
+// from the iterator, through the task (may fault pages in, so sleepable only).
+#if IN_CONTEXT
+#define COPY_USER(dst, size, src, task) bpf_probe_read_user(dst, size, src)
+#else
+#define COPY_USER(dst, size, src, task) bpf_copy_from_user_task(dst, size, src, task, 0)
+#endif
+
 struct config {
   u32 mode;
   u32 start;        // MODE_GS: first allgs index; MODE_CONT/READ: number of entries
@@ -94,18 +116,29 @@ struct config {
   u64 allglen_addr; // address of runtime.allglen
   u64 allm_addr;    // address of runtime.allm
   u64 bias;         // load bias (PIE)
+  // The stop hook: armed for one process; it walks allgs[0 .. hook_count) once.
+  u32 hook_tgid;
+  u32 hook_count;
+  u64 hook_state;   // HOOK_* below: the collector arms, the hook claims and finishes
+  u64 cursor;       // MODE_GS: goroutines of the pass claimed so far (pass_goroutines)
+  u64 hook_budget_ns;  // the hook claims no more goroutines after walking this long
 };
 
+#define HOOK_ARMED 1
+#define HOOK_RUNNING 2
+#define HOOK_DONE 3
+
+// Frames are (pc, frame pointer) pairs, the pointer giving CFA = fp + 16 (variables),
+// kept next to each other and to the header: a typical goroutine's record is a few
+// consecutive cache lines, which is most of what writing it costs.
 struct grec {
   u64 h[HDR_WORDS];
-  u64 pc[MAX_FRAMES];
-  u64 fp[MAX_FRAMES];   // frame pointer of each frame: CFA = fp + 16 (variables)
+  u64 f[2 * MAX_FRAMES];
 };
 
 struct trec {
   u64 tid, ip, sp, bp, r14, nframes, flags, pad;
-  u64 pc[MAX_FRAMES];
-  u64 fp[MAX_FRAMES];
+  u64 f[2 * MAX_FRAMES];
 };
 
 struct mrec { u64 m, procid, curg, pad; };
@@ -121,7 +154,10 @@ struct out_t {
   u64 errors;
   u64 ntodo;            // MODE_GS: records listed in `todo` (may exceed TODO_MAX)
   u64 nthreads;         // MODE_THREADS: threads seen
-  u64 pad;
+  u64 gfails;           // MODE_GS: records whose g or stack could not be read
+  u64 hook_ns;          // how long the stop hook's walk took
+  u64 gerrors;          // MODE_GS: chunks of allgs that could not be read
+  u64 hook_gs;          // goroutines the stop hook walked (the iterator the rest)
   union {
     struct grec cg[CONT_PER_PASS];   // MODE_CONT results
     struct { struct trec t[MAX_THREADS]; struct mrec m[MAX_MS]; } th;
@@ -130,7 +166,7 @@ struct out_t {
 };
 
 struct scratch_t {
-  u64 ptrs[GS_PER_PASS];
+  u64 ptrs[GCHUNK];
   u8 g[G_COPY + 8];
   u8 gwin[GWIN + G_COPY + 8];
   u8 win[WIN + 16];
@@ -148,7 +184,9 @@ BPF_F_TABLE("array", u32, struct cont, conts, CONT_PER_PASS, BPF_F_MMAPABLE);
 // syscalls without syscallbp), so the collector never scans all records in the pause.
 BPF_F_TABLE("array", u32, u64, todo, TODO_MAX, BPF_F_MMAPABLE);
 BPF_F_TABLE("array", u32, struct readreq, reads, READS_PER_PASS, BPF_F_MMAPABLE);
-BPF_ARRAY(scratch, struct scratch_t, 1);
+// Scratch space: entry 0 for the stop hook, 1 for the iterator, which reads the threads
+// while the hook walks the goroutines.
+BPF_ARRAY(scratch, struct scratch_t, 2);
 
 static __always_inline u64 g_word(u8 *g, u32 off) {
   return *(u64 *)(g + (off & (G_COPY - 1)));
@@ -163,23 +201,23 @@ static __always_inline u8 *read_g(struct task_struct *task, struct scratch_t *s,
   u64 off = gp - *gbase;
   if (*gbase && gp >= *gbase && off <= GWIN - G_COPY)
     return s->gwin + (off & (GWIN - 1));
-  if (bpf_copy_from_user_task(s->gwin, GWIN, (void *)gp, task, 0) == 0) {
+  if (COPY_USER(s->gwin, GWIN, (void *)gp, task) == 0) {
     *gbase = gp;
     return s->gwin;
   }
   *gbase = 0;
-  if (bpf_copy_from_user_task(s->g, G_COPY, (void *)gp, task, 0) == 0)
+  if (COPY_USER(s->g, G_COPY, (void *)gp, task) == 0)
     return s->g;
   return 0;
 }
 
-// Walk a frame-pointer chain from fp inside [lo, hi): pc[k] = [fp+8], fp = [fp], reading
+// Walk a frame-pointer chain from fp inside [lo, hi): frame k = ([fp+8], [fp]), reading
 // the stack through a window copied WIN bytes at a time; frames go to indexes first.. and
 // their count to *nframes. Loop-carried values are kept out of the verifier's sight (the
 // iterator's value is the index, the count lives in map memory) so that its states
 // converge after a few iterations.
-static __always_inline void walk(struct task_struct *task, struct scratch_t *s, u64 *pcs,
-                                 u64 *fps, u64 *nframes, u32 first, u64 fp, u64 lo, u64 hi,
+static __always_inline void walk(struct task_struct *task, struct scratch_t *s, u64 *frames,
+                                 u64 *nframes, u32 first, u64 fp, u64 lo, u64 hi,
                                  u64 *flags, u64 *cont) {
   u64 base = 0, have = 0;
   u64 fl = F_MORE;  // stays set only when the loop runs out of frames
@@ -187,7 +225,7 @@ static __always_inline void walk(struct task_struct *task, struct scratch_t *s, 
   int *kp;
   // Keep these as pointers in registers: if clang hoists them as "base + scalar offset",
   // the verifier widens the spilled offset while checking the loop and rejects its use.
-  asm volatile("" : "+r"(pcs), "+r"(fps), "+r"(nframes));
+  asm volatile("" : "+r"(frames), "+r"(nframes));
   *nframes = first;
   iter_new(&it, first, MAX_FRAMES);
   while ((kp = iter_next(&it))) {
@@ -208,7 +246,7 @@ static __always_inline void walk(struct task_struct *task, struct scratch_t *s, 
         fl = F_BADFP;
         break;
       }
-      if (bpf_copy_from_user_task(s->win, sz, (void *)fp, task, 0) != 0) {
+      if (COPY_USER(s->win, sz, (void *)fp, task) != 0) {
         fl = F_READFAIL;
         break;
       }
@@ -222,8 +260,8 @@ static __always_inline void walk(struct task_struct *task, struct scratch_t *s, 
       fl = 0;
       break;
     }
-    pcs[k & (MAX_FRAMES - 1)] = ret;
-    fps[k & (MAX_FRAMES - 1)] = next;
+    frames[(2 * k) & (2 * MAX_FRAMES - 2)] = ret;
+    frames[(2 * k + 1) & (2 * MAX_FRAMES - 1)] = next;
     *nframes = k + 1;
     if (next != 0 && next <= fp) {
       fl = F_BADFP;
@@ -241,109 +279,138 @@ static __always_inline void walk(struct task_struct *task, struct scratch_t *s, 
   *flags |= fl;
 }
 
+// One goroutine into record i of gout: header fields from its g, then its frames.
+static __always_inline void read_goroutine(struct task_struct *task, struct out_t *o,
+                                           struct scratch_t *s, u32 i, u64 gp, u64 index,
+                                           u64 *gbase) {
+  struct grec *r = gout.lookup(&i);
+  if (!r)
+    return;
+  r->h[H_GP] = gp;
+  r->h[H_INDEX] = index;
+  r->h[H_NFRAMES] = 0;
+  r->h[H_FLAGS] = 0;
+  r->h[H_CONT_FP] = 0;
+  r->h[H_STATUS] = GSTATUS_DEAD;
+  u8 *g = gp ? read_g(task, s, gp, gbase) : 0;
+  if (!g) {
+    r->h[H_FLAGS] = F_NOG;
+    __sync_fetch_and_add(&o->gfails, 1);
+    return;
+  }
+  u32 status = *(u32 *)(g + (OFF_STATUS & (G_COPY - 1))) & ~0x1000u;
+  if (status == GSTATUS_DEAD)
+    return;
+  r->h[H_GOID] = g_word(g, OFF_GOID);
+  r->h[H_STATUS] = status;
+  r->h[H_WAITREASON] = *(u8 *)(g + (OFF_WAITREASON & (G_COPY - 1)));
+  r->h[H_WAITSINCE] = g_word(g, OFF_WAITSINCE);
+  r->h[H_GOPC] = g_word(g, OFF_GOPC);
+#ifdef OFF_PARENT
+  r->h[H_PARENT] = g_word(g, OFF_PARENT);
+#else
+  r->h[H_PARENT] = 0;
+#endif
+  r->h[H_M] = g_word(g, OFF_M);
+  u64 lo = g_word(g, OFF_STACK_LO), hi = g_word(g, OFF_STACK_HI);
+  r->h[H_LO] = lo;
+  r->h[H_HI] = hi;
+  r->h[H_SP] = g_word(g, OFF_SCHED_SP);
+  r->h[H_PC] = g_word(g, OFF_SCHED_PC);
+  r->h[H_BP] = g_word(g, OFF_SCHED_BP);
+  r->h[H_SYSSP] = g_word(g, OFF_SYSCALLSP);
+  r->h[H_SYSPC] = g_word(g, OFF_SYSCALLPC);
+#ifdef OFF_SYSCALLBP
+  r->h[H_SYSBP] = g_word(g, OFF_SYSCALLBP);
+#else
+  r->h[H_SYSBP] = 0;
+#endif
+  // A running goroutine's sched is stale while it runs its own code (the threads pass
+  // unwinds it from registers) but right while it is on the system stack (systemstack,
+  // mcall and asyncPreempt save it): walk it too, the collector picks.
+  // A goroutine in a syscall starts at syscallpc; without syscallbp (Go < 1.23) the
+  // collector computes the frame pointer from pclntab and continues in MODE_CONT.
+  u64 pc = r->h[H_PC], fp = r->h[H_BP];
+  if (status == GSTATUS_SYSCALL) {
+    pc = r->h[H_SYSPC];
+    fp = r->h[H_SYSBP];
+  }
+  r->f[0] = pc;
+  r->f[1] = fp;
+  r->h[H_NFRAMES] = 1;
+  if (fp != 0)
+    walk(task, s, r->f, &r->h[H_NFRAMES], 1, fp, lo, hi, &r->h[H_FLAGS], &r->h[H_CONT_FP]);
+  if (r->h[H_FLAGS] & F_READFAIL)
+    __sync_fetch_and_add(&o->gfails, 1);
+  if ((r->h[H_FLAGS] & F_MORE) || (status == GSTATUS_SYSCALL && fp == 0)) {
+    u32 k = __sync_fetch_and_add(&o->ntodo, 1);
+    u64 *slot = todo.lookup(&k);
+    if (slot)
+      *slot = i;
+  }
+}
+
+// Goroutines allgs[start .. start+count) into gout[0 .. count), GCHUNK at a time, each
+// chunk claimed from cfg.cursor: the stop hook and the iterator can share one pass, each
+// on its own CPU, and whichever is faster takes more. The collector zeroes the cursor and
+// the counters (ntodo, gfails, gerrors) before a pass. Returns how many this caller walked.
 static __always_inline int pass_goroutines(struct task_struct *task, struct config *c,
-                                           struct out_t *o, struct scratch_t *s) {
+                                           struct out_t *o, struct scratch_t *s, u32 start,
+                                           u32 count, u64 deadline) {
   u64 allglen = 0, allgs = 0;
-  bpf_copy_from_user_task(&allglen, 8, (void *)c->allglen_addr, task, 0);
-  bpf_copy_from_user_task(&allgs, 8, (void *)c->allgs_addr, task, 0);
+  COPY_USER(&allglen, 8, (void *)c->allglen_addr, task);
+  COPY_USER(&allgs, 8, (void *)c->allgs_addr, task);
   o->allglen = allglen;
   o->allgs = allgs;
-  u32 start = c->start, count = c->count;
   if (count > GS_PER_PASS)
     count = GS_PER_PASS;
   if (start >= allglen)
     return 0;
   if (start + count > allglen)
     count = allglen - start;
-  if (count == 0)
-    return 0;
-  o->ntodo = 0;
-  u32 bytes = (count * 8) & (GS_PER_PASS * 8 * 2 - 1);
-  if (bytes > GS_PER_PASS * 8 || bytes == 0)
-    return 0;
-  if (bpf_copy_from_user_task(s->ptrs, bytes, (void *)(allgs + start * 8ull), task, 0)) {
-    o->errors++;
-    return 0;
-  }
-  u64 gbase = 0;   // start of the g window in s->gwin (0: none)
-  struct bpf_iter_num it;
-  iter_new(&it, 0, GS_PER_PASS);
-  int *ip;
-  while ((ip = iter_next(&it))) {
-    u32 i = *ip;
-    if (i >= count)
-      break;
-    struct grec *r = gout.lookup(&i);
-    if (!r)
-      break;
-    u64 gp = s->ptrs[i & (GS_PER_PASS - 1)];
-    r->h[H_GP] = gp;
-    r->h[H_INDEX] = start + i;
-    r->h[H_NFRAMES] = 0;
-    r->h[H_FLAGS] = 0;
-    r->h[H_CONT_FP] = 0;
-    r->h[H_STATUS] = GSTATUS_DEAD;
-    u8 *g = gp ? read_g(task, s, gp, &gbase) : 0;
-    if (!g) {
-      r->h[H_FLAGS] = F_NOG;
-      continue;
-    }
-    u32 status = *(u32 *)(g + (OFF_STATUS & (G_COPY - 1))) & ~0x1000u;
-    if (status == GSTATUS_DEAD)
-      continue;
-    r->h[H_GOID] = g_word(g, OFF_GOID);
-    r->h[H_STATUS] = status;
-    r->h[H_WAITREASON] = *(u8 *)(g + (OFF_WAITREASON & (G_COPY - 1)));
-    r->h[H_WAITSINCE] = g_word(g, OFF_WAITSINCE);
-    r->h[H_GOPC] = g_word(g, OFF_GOPC);
-#ifdef OFF_PARENT
-    r->h[H_PARENT] = g_word(g, OFF_PARENT);
-#else
-    r->h[H_PARENT] = 0;
-#endif
-    r->h[H_M] = g_word(g, OFF_M);
-    u64 lo = g_word(g, OFF_STACK_LO), hi = g_word(g, OFF_STACK_HI);
-    r->h[H_LO] = lo;
-    r->h[H_HI] = hi;
-    r->h[H_SP] = g_word(g, OFF_SCHED_SP);
-    r->h[H_PC] = g_word(g, OFF_SCHED_PC);
-    r->h[H_BP] = g_word(g, OFF_SCHED_BP);
-    r->h[H_SYSSP] = g_word(g, OFF_SYSCALLSP);
-    r->h[H_SYSPC] = g_word(g, OFF_SYSCALLPC);
-#ifdef OFF_SYSCALLBP
-    r->h[H_SYSBP] = g_word(g, OFF_SYSCALLBP);
-#else
-    r->h[H_SYSBP] = 0;
-#endif
-    // A running goroutine's sched is stale while it runs its own code (the threads pass
-    // unwinds it from registers) but right while it is on the system stack (systemstack,
-    // mcall and asyncPreempt save it): walk it too, the collector picks.
-    // A goroutine in a syscall starts at syscallpc; without syscallbp (Go < 1.23) the
-    // collector computes the frame pointer from pclntab and continues in MODE_CONT.
-    u64 pc = r->h[H_PC], fp = r->h[H_BP];
-    if (status == GSTATUS_SYSCALL) {
-      pc = r->h[H_SYSPC];
-      fp = r->h[H_SYSBP];
-    }
-    r->pc[0] = pc;
-    r->fp[0] = fp;
-    r->h[H_NFRAMES] = 1;
-    if (fp != 0)
-      walk(task, s, r->pc, r->fp, &r->h[H_NFRAMES], 1, fp, lo, hi, &r->h[H_FLAGS],
-           &r->h[H_CONT_FP]);
-    if ((r->h[H_FLAGS] & F_MORE) || (status == GSTATUS_SYSCALL && fp == 0)) {
-      u32 k = o->ntodo;
-      u64 *slot = todo.lookup(&k);
-      if (slot)
-        *slot = i;
-      o->ntodo = k + 1;
-    }
-  }
-  iter_destroy(&it);
   o->nrecs = count;
-  return 0;
+  u32 walked = 0;
+  struct bpf_iter_num chunks;
+  int *cp;
+  iter_new(&chunks, 0, GS_PER_PASS / GCHUNK);
+  while ((cp = iter_next(&chunks))) {
+    if (deadline && bpf_ktime_get_ns() > deadline)
+      break;
+    u64 first = __sync_fetch_and_add(&c->cursor, GCHUNK);
+    if (first >= count)
+      break;
+    u32 n = count - first;
+    if (n > GCHUNK)
+      n = GCHUNK;
+    // Clamped where the verifier sees it (clang would drop a clamp it can prove redundant).
+    u64 bytes = n * 8;
+    asm volatile("" : "+r"(bytes));
+    bytes &= GCHUNK * 8 * 2 - 1;
+    if (bytes > GCHUNK * 8 || bytes == 0)
+      break;
+    if (COPY_USER(s->ptrs, bytes, (void *)(allgs + (start + first) * 8), task)) {
+      __sync_fetch_and_add(&o->gerrors, 1);
+      break;
+    }
+    walked += n;
+    u64 gbase = 0;   // start of the g window in s->gwin (0: none)
+    struct bpf_iter_num it;
+    int *jp;
+    iter_new(&it, 0, GCHUNK);
+    while ((jp = iter_next(&it))) {
+      u32 j = *jp;
+      if (j >= n)
+        break;
+      read_goroutine(task, o, s, first + j, s->ptrs[j & (GCHUNK - 1)], start + first + j,
+                     &gbase);
+    }
+    iter_destroy(&it);
+  }
+  iter_destroy(&chunks);
+  return walked;
 }
 
+#if !IN_CONTEXT
 static __always_inline int pass_continue(struct task_struct *task, struct config *c,
                                          struct out_t *o, struct scratch_t *s) {
   u32 n = c->start;
@@ -361,7 +428,7 @@ static __always_inline int pass_continue(struct task_struct *task, struct config
     r->h[H_INDEX] = ct->slot;
     r->h[H_FLAGS] = 0;
     r->h[H_CONT_FP] = 0;
-    walk(task, s, r->pc, r->fp, &r->h[H_NFRAMES], 0, ct->fp, ct->lo, ct->hi, &r->h[H_FLAGS],
+    walk(task, s, r->f, &r->h[H_NFRAMES], 0, ct->fp, ct->lo, ct->hi, &r->h[H_FLAGS],
          &r->h[H_CONT_FP]);
   }
   iter_destroy(&it);
@@ -372,12 +439,12 @@ static __always_inline int pass_continue(struct task_struct *task, struct config
 static __always_inline void walk_allm(struct task_struct *task, struct config *c,
                                       struct out_t *o, struct scratch_t *s) {
   u64 m = 0;
-  bpf_copy_from_user_task(&m, 8, (void *)c->allm_addr, task, 0);
+  COPY_USER(&m, 8, (void *)c->allm_addr, task);
   u32 n = 0;
   for (u32 i = 0; i < MAX_MS; i++) {
     if (m == 0)
       break;
-    if (bpf_copy_from_user_task(s->m, M_COPY, (void *)m, task, 0)) {
+    if (COPY_USER(s->m, M_COPY, (void *)m, task)) {
       o->errors++;
       break;
     }
@@ -415,11 +482,11 @@ static __always_inline int pass_thread(struct bpf_iter__task *ctx, struct task_s
   t->ip = s->regs[16];
   t->sp = s->regs[19];
   t->flags = 0;
-  t->pc[0] = t->ip;
-  t->fp[0] = t->bp;
+  t->f[0] = t->ip;
+  t->f[1] = t->bp;
   // A thread's stack bounds are unknown here: accept frames within 1 MiB above sp.
   u64 unused = 0;
-  walk(task, s, t->pc, t->fp, &t->nframes, 1, t->bp, t->sp, t->sp + (1 << 20), &t->flags,
+  walk(task, s, t->f, &t->nframes, 1, t->bp, t->sp, t->sp + (1 << 20), &t->flags,
        &unused);
   return 0;
 }
@@ -444,7 +511,7 @@ static __always_inline int pass_reads(struct task_struct *task, struct config *c
     size = ((size - 1) & (READ_MAX - 1)) + 1;
     off &= READ_OUT - 1;
     o->rd.rc[i & (READS_PER_PASS - 1)] =
-        bpf_copy_from_user_task(&o->rd.data[off], size, (void *)rq->addr, task, 0);
+        COPY_USER(&o->rd.data[off], size, (void *)rq->addr, task);
   }
   iter_destroy(&it);
   o->nrecs = n;
@@ -455,10 +522,10 @@ int bpf_iter__task(struct bpf_iter__task *ctx) {
   struct task_struct *task = ctx->task;
   if (!task)
     return 0;
-  u32 zero = 0;
+  u32 zero = 0, one = 1;
   struct config *c = cfg.lookup(&zero);
   struct out_t *o = out.lookup(&zero);
-  struct scratch_t *s = scratch.lookup(&zero);
+  struct scratch_t *s = scratch.lookup(&one);
   if (!c || !o || !s)
     return 0;
   if (c->mode & MODE_THREADS)
@@ -467,10 +534,51 @@ int bpf_iter__task(struct bpf_iter__task *ctx) {
   if (ctx->meta->seq_num != 0)
     return 0;
   if (c->mode & MODE_GS)
-    return pass_goroutines(task, c, o, s);
+    pass_goroutines(task, c, o, s, c->start, c->count, 0);
   if (c->mode == MODE_CONT)
     return pass_continue(task, c, o, s);
   if (c->mode == MODE_READ)
     return pass_reads(task, c, o);
   return 0;
 }
+#endif  // !IN_CONTEXT
+
+#if IN_CONTEXT
+// sched_switch, in the context of the thread switching out. Armed for one process, it
+// acts once that process's group stop is complete (every thread has taken part: none can
+// run user code until SIGCONT), in whichever of its threads switches out first after that,
+// usually the last one to stop. It costs the rest of the system one map lookup per
+// context switch, only while a snapshot is being taken (the collector attaches it then).
+int sideeye_stop_hook(struct bpf_raw_tracepoint_args *ctx) {
+  u32 zero = 0;
+  struct config *c = cfg.lookup(&zero);
+  if (!c || c->hook_state != HOOK_ARMED || (u32)(bpf_get_current_pid_tgid() >> 32) != c->hook_tgid)
+    return 0;
+  u64 task = bpf_get_current_task();
+  u64 sig = 0;
+  s32 pending = -1;
+  u32 flags = 0;
+  bpf_probe_read_kernel(&sig, 8, (void *)(task + TASK_SIGNAL_OFF));
+  if (!sig)
+    return 0;
+  bpf_probe_read_kernel(&pending, 4, (void *)(sig + SIGNAL_GSC_OFF));
+  bpf_probe_read_kernel(&flags, 4, (void *)(sig + SIGNAL_FLAGS_OFF));
+  if (pending != 0 || !(flags & SIGNAL_STOP_STOPPED))
+    return 0;
+  // Threads finishing their stop can get here at once: one of them does the walk.
+  if (__sync_val_compare_and_swap(&c->hook_state, HOOK_ARMED, HOOK_RUNNING) != HOOK_ARMED)
+    return 0;
+  struct out_t *o = out.lookup(&zero);
+  struct scratch_t *s = scratch.lookup(&zero);
+  if (!o || !s)
+    return 0;
+  // It runs with interrupts off (inside the scheduler): past its budget, it leaves the
+  // goroutines not claimed yet to the iterator.
+  u64 t0 = bpf_ktime_get_ns();
+  o->hook_gs = pass_goroutines(0, c, o, s, 0, c->hook_count, t0 + c->hook_budget_ns);
+  o->hook_ns = bpf_ktime_get_ns() - t0;
+  // An atomic add is a full barrier: the records are visible before the state says done.
+  __sync_fetch_and_add(&c->hook_state, HOOK_DONE - HOOK_RUNNING);
+  return 0;
+}
+#endif

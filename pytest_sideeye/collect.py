@@ -1,7 +1,8 @@
-"""Stage 4b: collecting raw goroutine records from a paused process by running passes of
-the BPF program (bpfprog.py). Everything here runs while the target is stopped, so it only
-copies bytes out of the program's output map; decoding waits until after the resume
-(decode.py)."""
+"""Stage 4b: collecting raw goroutine records from a paused process. The stop hook
+(bpfprog.py) has usually walked the goroutines already, in the target's own context, by
+the time the stop is complete; passes of the iterator read the threads and do whatever the
+hook could not. Everything here runs while the target is stopped, so it only copies bytes
+out of the programs' maps; decoding waits until after the resume (decode.py)."""
 from __future__ import annotations
 
 import struct
@@ -11,8 +12,15 @@ from dataclasses import dataclass, field
 from .bpfprog import Program
 
 MODE_THREADS, MODE_GS, MODE_CONT, MODE_READ = 1, 2, 4, 8
-OUT_HEADER = 64           # out_t fields before the union
-CFG_FMT = "<IIIIQQQQ"
+OUT_HEADER = 88           # out_t fields before the union
+# allglen allgs nrecs nms errors ntodo nthreads gfails hook_ns gerrors hook_gs
+OUT_WORDS = "<11Q"
+CFG_FMT = "<IIIIQQQQ"     # struct config up to the stop hook's fields
+CFG_HOOK = 48             # offset of hook_tgid, hook_count, hook_state
+CFG_CURSOR = 64           # goroutines of a MODE_GS pass claimed so far
+CFG_HOOK_BUDGET = 72      # how long the hook may walk (it runs with interrupts off)
+HOOK_ARMED, HOOK_RUNNING, HOOK_DONE = 1, 2, 3
+HOOK_WAIT_S = 0.05        # after every thread stopped, how long the hook may still take
 
 F_MORE, F_BADFP, F_READFAIL, F_NOG = 1, 2, 4, 8
 (H_GP, H_GOID, H_STATUS, H_WAITREASON, H_WAITSINCE, H_GOPC, H_PARENT, H_M, H_LO, H_HI,
@@ -52,12 +60,25 @@ class RawProcess:
     ms: list[tuple[int, int, int]] = field(default_factory=list)   # (m, procid, curg)
     notes: list[str] = field(default_factory=list)
     passes: int = 0
+    hook: str = "none"    # what the stop hook did: none, walked, or "fell back: why"
+    hook_ns: int = 0      # its walk's duration, as timed in the kernel
+    hook_gs: int = 0      # goroutines it walked (a helping iterator pass walked the rest)
     # Raw bytes copied during the pause, decoded after it.
     threads_raw: bytes = b""
     nthreads: int = 0
     chunks: list = field(default_factory=list)   # MODE_GS outputs (bytes or map views), in order
     more: dict[tuple[int, int], list[bytes]] = field(default_factory=dict)  # continuations
     syscall_keys: list[tuple[int, int]] = field(default_factory=list)  # maybe in a syscall
+
+
+def hook_budget_ns() -> int:
+    """How long the stop hook may walk goroutines with interrupts off on its CPU (the
+    iterator takes the rest): SIDEEYE_HOOK_BUDGET_US, default 4 ms."""
+    import os
+    try:
+        return max(0, int(float(os.environ.get("SIDEEYE_HOOK_BUDGET_US", "4000")) * 1000))
+    except ValueError:
+        return 4_000_000
 
 
 class Collector:
@@ -83,11 +104,67 @@ class Collector:
         self.bias = bias
         self.sp_delta = sp_delta   # pc -> frame size, for syscalls without syscallbp
         self.link = program.link(pid)
+        self.hook_link = None
         self.buf = bytearray(64)
 
     def close(self) -> None:
         import os
+        self._detach_hook()
         os.close(self.link)
+
+    # --- the stop hook ----------------------------------------------------------------
+    def arm_hook(self) -> bool:
+        """Before the stop: arm the stop hook for this process and attach it. False when
+        this kernel has no hook (the iterator then does everything)."""
+        self._configure(0)
+        self.p.out[:OUT_HEADER] = bytes(OUT_HEADER)
+        self._new_gs_pass()
+        struct.pack_into("<Q", self.p.cfg, CFG_HOOK_BUDGET, hook_budget_ns())
+        struct.pack_into("<IIQ", self.p.cfg, CFG_HOOK, self.pid, self.per_pass, HOOK_ARMED)
+        self.hook_link = self.p.attach_hook()
+        return self.hook_link is not None
+
+    def _detach_hook(self) -> None:
+        """Closing the link waits for a run of the hook in progress to finish."""
+        import os
+        if self.hook_link is not None:
+            os.close(self.hook_link)
+            self.hook_link = None
+
+    def _hook_state(self) -> int:
+        return struct.unpack_from("<Q", self.p.cfg, CFG_HOOK + 8)[0]
+
+    def hook_saw_stop(self) -> bool:
+        """True once the hook has started: it starts only when the stop is complete."""
+        return self._hook_state() >= HOOK_RUNNING
+
+    def _hook_result(self, raw: RawProcess) -> tuple[int, int, int] | None:
+        """(allglen, nrecs, ntodo) of the hook's walk of allgs[0 .. GS_PER_PASS), or None
+        when the iterator must do it: no hook, it did not run in time, or some g or stack
+        was not resident (the hook never faults pages in; the iterator may)."""
+        if self.hook_link is None:
+            return None
+        deadline = time.perf_counter() + HOOK_WAIT_S
+        while self._hook_state() != HOOK_DONE:
+            if time.perf_counter() > deadline:
+                self._detach_hook()
+                if self._hook_state() != HOOK_DONE:
+                    raw.hook = "fell back: the hook did not run"
+                    return None
+            time.sleep(0)
+        allglen, _allgs, nrecs, _nms, _errors, ntodo, _nth, gfails, hook_ns, gerrors, \
+            raw.hook_gs = struct.unpack_from(OUT_WORDS, self.p.out, 0)
+        raw.hook_ns = hook_ns
+        cursor = struct.unpack_from("<Q", self.p.cfg, CFG_CURSOR)[0]
+        if cursor < nrecs and not gerrors:
+            # The hook kept to its budget and nobody helped it: finish its pass.
+            self._shared_pass(raw, MODE_GS)
+            allglen, nrecs, ntodo, gfails, gerrors = self._gs_words()
+        if gerrors or gfails:
+            raw.hook = f"fell back: {gerrors + gfails} reads needed pages not resident"
+            return None
+        raw.hook = "walked"
+        return allglen, nrecs, ntodo
 
     # --- passes -------------------------------------------------------------------------
     def _configure(self, mode: int, start: int = 0, count: int = 0) -> None:
@@ -95,6 +172,23 @@ class Collector:
                          self.addrs["runtime.allgs"] + self.bias,
                          self.addrs["runtime.allglen"] + self.bias,
                          self.addrs["runtime.allm"] + self.bias, self.bias)
+
+    def _shared_pass(self, raw: RawProcess, mode: int) -> None:
+        """A pass claiming what is left of the goroutine pass the hook started."""
+        self._configure(mode, 0, self.per_pass)
+        self._run(raw)
+
+    def _gs_words(self) -> tuple[int, int, int, int, int]:
+        """(allglen, nrecs, ntodo, gfails, gerrors) of the last goroutine pass."""
+        w = struct.unpack_from(OUT_WORDS, self.p.out, 0)
+        return w[0], w[2], w[5], w[7], w[9]
+
+    def _new_gs_pass(self) -> None:
+        """Zero what a MODE_GS pass counts with atomics (the hook and the iterator may
+        share a pass): the claim cursor, nrecs, ntodo, gfails and gerrors."""
+        struct.pack_into("<Q", self.p.cfg, CFG_CURSOR, 0)
+        for word in (2, 5, 7, 9):
+            struct.pack_into("<Q", self.p.out, 8 * word, 0)
 
     def _run(self, raw: RawProcess) -> None:
         self.p.run(self.link, self.buf)
@@ -106,6 +200,7 @@ class Collector:
         caches, so that the pass in the pause runs warm (about twice as fast). Reading a
         running process is harmless; what it reads is never used."""
         self._configure(MODE_GS, 0, self.per_pass)
+        self._new_gs_pass()
         self.p.run(self.link, self.buf)
 
     def collect(self, raw: RawProcess) -> None:
@@ -126,34 +221,55 @@ class Collector:
             raw.notes.append(f"only the first {self.max_threads} of {nthreads} threads were read")
 
     def _goroutines(self, raw: RawProcess) -> list:
-        """MODE_GS passes over allgs. Returns the walks to continue (stacks deeper than one
-        pass's frames); syscalls of Go < 1.23 are kept in raw.syscall_keys for decode.py."""
-        start = 0
+        """The stop hook's walk of the first GS_PER_PASS goroutines, then MODE_GS passes
+        over the rest of allgs (over all of it when the hook did not walk). Returns the
+        walks to continue (stacks deeper than one pass's frames); syscalls of Go < 1.23 are
+        kept in raw.syscall_keys for decode.py."""
         view = memoryview(self.p.gout)
-        pending = []
-        mode = MODE_THREADS | MODE_GS   # the first pass also reads every thread
+        pending: list = []
+        if self.hook_link is not None and self.hook_saw_stop():
+            # Help the hook, usually running on another CPU: read the threads, then claim
+            # the goroutines it has not claimed yet (nothing is reset: the pass is shared).
+            self._shared_pass(raw, MODE_THREADS | MODE_GS)
+            self._read_threads(raw)
+        hooked = self._hook_result(raw)
+        if hooked is None:
+            # The first pass also reads the threads (again, if the hook fell back).
+            mode, start = MODE_THREADS | MODE_GS, 0
+        else:
+            if self._take_chunk(raw, view, 0, *hooked, pending):
+                return pending
+            mode, start = MODE_GS, self.per_pass
         while True:
             self._configure(mode, start, self.per_pass)
-            struct.pack_into("<Q", self.p.out, 16, 0)
+            self._new_gs_pass()
             self._run(raw)
             if mode & MODE_THREADS:
                 self._read_threads(raw)
                 mode = MODE_GS
-            allglen, _allgs, nrecs, _nms, _errors, ntodo = \
-                struct.unpack_from("<6Q", self.p.out, 0)
-            raw.allglen = allglen
+            allglen, _allgs, nrecs, _nms, _errors, ntodo, _nth, _gfails, _ns, gerrors, _hg = \
+                struct.unpack_from(OUT_WORDS, self.p.out, 0)
+            if gerrors:
+                raw.notes.append(f"goroutines {start}..{start + self.per_pass} could not be "
+                                 "read: the list of goroutines (allgs) was unreadable")
+                nrecs = 0
+            if self._take_chunk(raw, view, start, allglen, nrecs, ntodo, pending):
+                return pending
             start += self.per_pass
-            last = start >= allglen or not nrecs
-            if nrecs:
-                # The last pass stays in the map (decoded after the resume); only earlier
-                # passes of a big process are copied out before the map is reused.
-                chunk = view[:nrecs * self.grec_size]
-                ci = len(raw.chunks)
-                raw.chunks.append(chunk if last else bytes(chunk))
-                pending += self._todo(raw, ci, nrecs, ntodo)
-            if last:
-                break
-        return pending
+
+    def _take_chunk(self, raw: RawProcess, view, start: int, allglen: int, nrecs: int,
+                    ntodo: int, pending: list) -> bool:
+        """Keep the records of the goroutine pass that began at `start`; True if last."""
+        raw.allglen = allglen
+        last = start + self.per_pass >= allglen or not nrecs
+        if nrecs:
+            # The last pass stays in the map (decoded after the resume); only earlier
+            # passes of a big process are copied out before the map is reused.
+            chunk = view[:nrecs * self.grec_size]
+            ci = len(raw.chunks)
+            raw.chunks.append(chunk if last else bytes(chunk))
+            pending += self._todo(raw, ci, nrecs, ntodo)
+        return last
 
     def _todo(self, raw: RawProcess, ci: int, nrecs: int, ntodo: int) -> list:
         """Records of chunk ci needing a follow-up walk, as listed by the program."""

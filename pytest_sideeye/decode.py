@@ -36,9 +36,8 @@ class Decoder:
         off = i * self.grec_size
         h = struct.unpack_from(f"<{self.hdr_words}Q", chunk, off)
         n = min(h[H_NFRAMES], self.max_frames)
-        pcs = list(struct.unpack_from(f"<{n}Q", chunk, off + 8 * self.hdr_words))
-        fps = list(struct.unpack_from(f"<{n}Q", chunk, off + 8 * (self.hdr_words + self.max_frames)))
-        return h, pcs, fps
+        frames = struct.unpack_from(f"<{2 * n}Q", chunk, off + 8 * self.hdr_words)
+        return h, list(frames[0::2]), list(frames[1::2])
 
     def _continuations(self, raw: RawProcess, key) -> tuple[list[int], list[int], int]:
         pcs, fps, flags = [], [], 0
@@ -55,7 +54,7 @@ class Decoder:
             off = i * self.trec_size
             tid, ip, sp, bp, _r14, n, flags, _ = struct.unpack_from("<8Q", raw.threads_raw, off)
             n = min(n, self.max_frames)
-            pcs = list(struct.unpack_from(f"<{n}Q", raw.threads_raw, off + 64))
+            pcs = list(struct.unpack_from(f"<{2 * n}Q", raw.threads_raw, off + 64)[0::2])
             out[tid] = (ip, sp, bp, pcs, flags)
         return out
 

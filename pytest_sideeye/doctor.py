@@ -169,6 +169,16 @@ def check_engine() -> str:
     return str(said) if isinstance(said, str) and said else "sleepable task iterator loads"
 
 
+def check_stop_hook() -> str:
+    """Optional: without the stop hook snapshots work, with pauses about twice as long."""
+    try:
+        from .bpfprog import trial_hook
+        return trial_hook()
+    except Exception as e:
+        return (f"unavailable, the iterator walks alone (pauses about twice as long): "
+                f"{_one_line(e)}")
+
+
 def _tracefs_mounted() -> Path | None:
     mounts = Path("/proc/mounts").read_text().splitlines()
     points = {fields[1] for fields in (m.split() for m in mounts)
@@ -221,6 +231,7 @@ CHECKS: dict[str, tuple[Callable[[], str], type[errors.SideeyeError]]] = {
     "btf": (check_btf, errors.BpfUnavailable),
     "bcc": (check_bcc, errors.BpfUnavailable),
     "engine": (check_engine, errors.BpfUnavailable),
+    "stop-hook": (check_stop_hook, errors.BpfUnavailable),
     "tracefs": (check_tracefs, errors.BpfUnavailable),
     "docker": (check_docker, errors.DockerUnavailable),
     "go": (check_go, errors.SideeyeError),

@@ -141,8 +141,11 @@ def _snapshot_into(proc: Process, spec, limits) -> None:
     times = PauseTimes()
     captures = []
     try:
-        collector.prewarm()
-        with paused(pid, times):
+        wanted = stop_hook_wanted()
+        hooked = wanted and collector.arm_hook()
+        if not hooked:
+            collector.prewarm()
+        with paused(pid, times, collector.hook_saw_stop if hooked else None):
             proc.monotonic_ns = time.monotonic_ns()
             t0 = time.perf_counter_ns()
             collector.collect(raw)
@@ -159,12 +162,34 @@ def _snapshot_into(proc: Process, spec, limits) -> None:
     proc.pause_ns = times.pause_ns
     proc.pause_parts_ns = {"stop": times.stop_ns, "collect": t1 - t0, "capture": t2 - t1,
                            "resume": times.resume_ns}
+    if raw.hook_ns:
+        proc.pause_parts_ns["hook_walk"] = raw.hook_ns
+    proc.collector = _who_collected(raw, program, wanted, hooked)
     proc.goroutines = decoder.goroutines(raw)
     if captures:
         _attach_variables(proc, captures)
     proc.notes += raw.notes
     if raw.allglen and not proc.goroutines:
         proc.notes.append("no live goroutine could be read")
+
+
+def stop_hook_wanted() -> bool:
+    """SIDEEYE_STOP_HOOK=0 makes the iterator do all the reading (for comparisons)."""
+    return os.environ.get("SIDEEYE_STOP_HOOK", "1") != "0"
+
+
+def _who_collected(raw: RawProcess, program: Program, wanted: bool, hooked: bool) -> str:
+    """The snapshot's `collector` field: which program walked the goroutines, and why not
+    the stop hook when it did not."""
+    if hooked and raw.hook == "walked":
+        if raw.hook_gs >= raw.allglen:
+            return "stop hook"
+        return f"stop hook and iterator ({raw.hook_gs} of {raw.allglen} goroutines by the hook)"
+    if hooked:
+        return f"iterator (the stop hook {raw.hook})"
+    if not wanted:
+        return "iterator (stop hook disabled by SIDEEYE_STOP_HOOK=0)"
+    return f"iterator (no stop hook: {program.hook_error})"
 
 
 def _check_survived(pid: int) -> None:

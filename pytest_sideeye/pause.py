@@ -16,6 +16,9 @@ from .errors import NoPermission, SideeyeError, TargetGone
 
 GUARDIAN = Path(__file__).with_name("guardian.py")
 STOP_TIMEOUT_S = 0.2   # a stop that takes longer is abandoned and the process resumed
+# With a kernel-side sign of the stop (the stop hook), /proc is polled only when that sign
+# is late: the target may have exited, or the hook may not run on this kernel.
+SIGN_GRACE_NS = 5_000_000
 
 
 class StopFailed(SideeyeError):
@@ -108,8 +111,12 @@ def _all_threads_stopped(pid: int) -> tuple[bool, int]:
 
 
 @contextmanager
-def paused(pid: int, times: PauseTimes):
-    """Stop every thread of `pid`, yield, and always resume (the guardian covers our death)."""
+def paused(pid: int, times: PauseTimes, stopped=None):
+    """Stop every thread of `pid`, yield, and always resume (the guardian covers our death).
+
+    `stopped`, if given, is a cheap callable telling when the kernel has completed the
+    group stop (every thread has stopped); without it, or while it says no for too long,
+    each thread's state is read from /proc."""
     check_pausable(pid)
     Guardian.tell(f"S {pid}")
     t0 = time.perf_counter_ns()
@@ -119,7 +126,7 @@ def paused(pid: int, times: PauseTimes):
         Guardian.tell(f"C {pid}")
         raise TargetGone(f"process {pid} exited") from None
     try:
-        _wait_stopped(pid, t0, times)
+        _wait_stopped(pid, t0, times, stopped)
         yield
     finally:
         t1 = time.perf_counter_ns()
@@ -133,9 +140,15 @@ def paused(pid: int, times: PauseTimes):
         times.resume_ns = t2 - t1
 
 
-def _wait_stopped(pid: int, t0: int, times: PauseTimes) -> None:
+def _wait_stopped(pid: int, t0: int, times: PauseTimes, stopped=None) -> None:
     deadline = t0 + int(STOP_TIMEOUT_S * 1e9)
     while True:
+        if stopped is not None:
+            if stopped():
+                times.stop_ns = time.perf_counter_ns() - t0
+                return
+            if time.perf_counter_ns() - t0 < SIGN_GRACE_NS:
+                continue
         try:
             done, n = _all_threads_stopped(pid)
         except FileNotFoundError:

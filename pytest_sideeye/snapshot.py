@@ -166,6 +166,7 @@ class Process:
     goroutines: list[Goroutine] = field(default_factory=list)
     logs: str | None = None            # container logs, when the plugin has them
     monotonic_ns: int | None = None    # CLOCK_MONOTONIC at the pause: wait_since_ns's reference
+    collector: str | None = None       # which BPF program walked the goroutines (engine.py)
 
     def to_json(self) -> dict:
         d = {"pid": self.pid, "exe": self.exe, "go_version": self.go_version,
@@ -182,6 +183,8 @@ class Process:
             d["logs"] = self.logs
         if self.monotonic_ns is not None:
             d["monotonic_ns"] = self.monotonic_ns
+        if self.collector is not None:
+            d["collector"] = self.collector
         return d
 
     @classmethod
@@ -196,7 +199,8 @@ class Process:
                    _get(d, "service", str, None), _get(d, "pause_ns", int, None), dict(parts),
                    _get(d, "error", str, None), list(_list(d, "notes", str)),
                    [Goroutine.from_json(g) for g in _list(d, "goroutines", dict)],
-                   _get(d, "logs", str, None), _get(d, "monotonic_ns", int, None))
+                   _get(d, "logs", str, None), _get(d, "monotonic_ns", int, None),
+                   _get(d, "collector", str, None))
 
 
 @dataclass

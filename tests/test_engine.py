@@ -55,6 +55,30 @@ def test_parked_goroutines_match_the_runtime_dump(parkzoo):
     assert proc.go_version == f"go{version}"
 
 
+def test_the_stop_hook_walks_in_the_pause(parkzoo):
+    """On this kernel the goroutines are walked by the stop hook (in the target's context);
+    a fallback to the iterator alone would still be correct but slower, so it fails here."""
+    _version, app = parkzoo
+    proc = engine.take_snapshot([app.pid]).processes[0]
+    assert proc.error is None, proc.error
+    assert proc.collector.startswith("stop hook"), proc.collector
+    assert 0 < proc.pause_parts_ns["hook_walk"] < proc.pause_ns
+
+
+@pytest.mark.parametrize("env, collector", [
+    ({"SIDEEYE_STOP_HOOK": "0"}, "iterator (stop hook disabled"),
+    # A hook with no time budget claims nothing: the collector's iterator pass takes over.
+    ({"SIDEEYE_HOOK_BUDGET_US": "0"}, "stop hook and iterator (0 of "),
+], ids=["iterator-alone", "hook-out-of-budget"])
+def test_every_collection_path_matches_the_runtime_dump(parkzoo, env, collector, monkeypatch):
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    _version, app = parkzoo
+    proc, _stable, diffs = snapshot_and_compare(app)
+    assert not diffs, "\n".join(diffs)
+    assert proc.collector.startswith(collector), proc.collector
+
+
 def test_deep_recursion_is_complete(parkzoo):
     _version, app = parkzoo
     snap = engine.take_snapshot([app.pid])
