@@ -38,6 +38,7 @@
 #define MODE_GS 2
 #define MODE_CONT 4
 #define MODE_READ 8
+#define MODE_CAPTURE 16
 
 // Sizes shared with pytest_sideeye/collect.py (keep in sync: it reads them from here).
 #define GS_PER_PASS 16384    // goroutines per MODE_GS pass (power of two)
@@ -51,6 +52,29 @@
 #define READS_PER_PASS 256
 #define TODO_MAX 1024       // records needing a follow-up walk, listed per MODE_GS pass
 #define GCHUNK 64            // goroutines claimed at a time in a MODE_GS pass (power of two)
+
+// Variable capture (capture_program.py compiles a capture plan into these tables).
+#define CAPQ_MAX 32768       // frames of captured functions found by MODE_GS passes
+// capq has a region per program: the stop hook queues frames in the first half, the
+// iterator in the second, so each can read its own as soon as its own walk is done.
+#define CAPQ_REGION 16384
+#define CAPTAB_MAX 1024      // pc ranges of captured functions -> read template
+#define CAP_OPS 16           // ops per template (power of two)
+#define CAP_TEMPLATES 64     // templates (power of two)
+#define CAP_STEPS 128        // reads per captured frame at most
+#define CAPBUF 2097152       // bytes of capture output (2 MiB): record headers and data
+#define CAP_READ_MAX 2048    // bytes per capture read (power of two)
+#define CAPCHUNK 16          // captured frames claimed at a time
+#define CAPSEEN_MAX 65536    // addresses read by the capture, remembered per snapshot
+#define TPL_PYTHON 0xffff    // a range whose frames are read by the collector's Python
+// Op kinds: where the bytes of one read come from.
+#define OP_END 0
+#define OP_SLOT 1            // CFA + off, size bytes: the variable itself
+#define OP_PTR 2             // the pointer at src+off, size bytes at it
+#define OP_STR 3             // the string header at src+off: min(len, limit) bytes
+#define OP_SLICE 4           // the slice header at src+off: min(len*size, limit) bytes
+#define OP_EACH_STR 5        // OP_STR for each element (stride size) of src's data
+#define OP_EACH_PTR 6        // OP_PTR (limit bytes) for each element of src's data
 #define READ_MAX 4096        // bytes per read request (power of two)
 #define READ_OUT (READS_PER_PASS * 512)
 
@@ -122,7 +146,22 @@ struct config {
   u64 hook_state;   // HOOK_* below: the collector arms, the hook claims and finishes
   u64 cursor;       // MODE_GS: goroutines of the pass claimed so far (pass_goroutines)
   u64 hook_budget_ns;  // the hook claims no more goroutines after walking this long
+  // Capture: runtime pc bounds of every captured range (cap_hi 0: capture off), the number
+  // of ranges in captab, and the claim cursor over capq.
+  u64 cap_lo;
+  u64 cap_hi;
+  u64 cap_nranges;
+  u64 cap_cursor;
+  u64 cap_deadline;    // CLOCK_MONOTONIC ns: the iterator's capture pass stops there
+  u64 cap_budget_ns;   // the hook's capture pass stops after this long
+  u64 cap_gen;         // this snapshot's number: older capseen entries are stale
+  u64 cap_cursor1;     // claim cursor of capq's second region (cap_cursor: the first)
 };
+
+struct capent { u32 gidx, frame; u64 pc, cfa; };       // a frame to capture
+struct caprange { u64 lo, hi; u32 tpl, pad; };         // runtime pcs [lo, hi) -> template
+struct capop { u8 kind, src; u16 count; s32 off; u32 size, limit; };
+struct capbuf_t { u8 d[CAPBUF + CAP_READ_MAX + 64]; };
 
 #define HOOK_ARMED 1
 #define HOOK_RUNNING 2
@@ -158,6 +197,12 @@ struct out_t {
   u64 hook_ns;          // how long the stop hook's walk took
   u64 gerrors;          // MODE_GS: chunks of allgs that could not be read
   u64 hook_gs;          // goroutines the stop hook walked (the iterator the rest)
+  u64 ncapq;            // frames appended to capq (may exceed CAPQ_MAX)
+  u64 capused;          // bytes of capbuf used
+  u64 capfull;          // capture reads dropped: capbuf full
+  u64 ncappy;           // capq entries listed in cappy (may exceed TODO_MAX)
+  u64 ncapq1;           // frames in capq's second region (ncapq: the first)
+  u64 hook_walked;      // set once the stop hook's walk (so its capq region) is complete
   union {
     struct grec cg[CONT_PER_PASS];   // MODE_CONT results
     struct { struct trec t[MAX_THREADS]; struct mrec m[MAX_MS]; } th;
@@ -167,6 +212,8 @@ struct out_t {
 
 struct scratch_t {
   u64 ptrs[GCHUNK];
+  u32 opres[2 * CAP_OPS];   // per op of the frame being captured: data offset, length
+  u32 cap_k, cap_e;         // capture_frame's op and element (loop state kept in memory)
   u8 g[G_COPY + 8];
   u8 gwin[GWIN + G_COPY + 8];
   u8 win[WIN + 16];
@@ -184,6 +231,16 @@ BPF_F_TABLE("array", u32, struct cont, conts, CONT_PER_PASS, BPF_F_MMAPABLE);
 // syscalls without syscallbp), so the collector never scans all records in the pause.
 BPF_F_TABLE("array", u32, u64, todo, TODO_MAX, BPF_F_MMAPABLE);
 BPF_F_TABLE("array", u32, struct readreq, reads, READS_PER_PASS, BPF_F_MMAPABLE);
+BPF_F_TABLE("array", u32, struct capent, capq, CAPQ_MAX, BPF_F_MMAPABLE);
+BPF_F_TABLE("array", u32, struct caprange, captab, CAPTAB_MAX, BPF_F_MMAPABLE);
+BPF_F_TABLE("array", u32, struct capop, capops, CAP_TEMPLATES * CAP_OPS, BPF_F_MMAPABLE);
+BPF_F_TABLE("array", u32, struct capbuf_t, capbuf, 1, BPF_F_MMAPABLE);
+// Memory the capture has read in this snapshot: address -> cap_gen << 34 | data offset
+// << 12 | size. Frames share a lot (a time.Time's Location, interned strings, a parent
+// object): each is read once, the collector decodes every frame from all that was read.
+BPF_HASH(capseen, u64, u64, CAPSEEN_MAX);
+// capq entries whose ranges the collector's Python reads (TPL_PYTHON).
+BPF_F_TABLE("array", u32, u64, cappy, TODO_MAX, BPF_F_MMAPABLE);
 // Scratch space: entry 0 for the stop hook, 1 for the iterator, which reads the threads
 // while the hook walks the goroutines.
 BPF_ARRAY(scratch, struct scratch_t, 2);
@@ -279,8 +336,41 @@ static __always_inline void walk(struct task_struct *task, struct scratch_t *s, 
   *flags |= fl;
 }
 
+// Frames whose pc lies within the captured functions' bounds go to capq, for pass_capture
+// to match against captab and read.
+static __always_inline void queue_captured(struct config *c, struct out_t *o, struct grec *r,
+                                           u32 gidx) {
+  u64 n = r->h[H_NFRAMES];
+  u64 lo = c->cap_lo, hi = c->cap_hi;
+  struct bpf_iter_num it;
+  int *kp;
+  iter_new(&it, 0, MAX_FRAMES);
+  while ((kp = iter_next(&it))) {
+    u32 k = *kp;
+    if (k >= n)
+      break;
+    u64 pc = r->f[(2 * k) & (2 * MAX_FRAMES - 2)];
+    u64 fp = r->f[(2 * k + 1) & (2 * MAX_FRAMES - 1)];
+    if (pc < lo || pc > hi || !fp)
+      continue;
+    u32 q = __sync_fetch_and_add(IN_CONTEXT ? &o->ncapq : &o->ncapq1, 1);
+    if (q >= CAPQ_REGION)
+      continue;
+    q += IN_CONTEXT ? 0 : CAPQ_REGION;
+    struct capent *e = capq.lookup(&q);
+    if (!e)
+      continue;
+    e->gidx = gidx;
+    e->frame = k;
+    e->pc = pc;
+    e->cfa = fp + 16;
+  }
+  iter_destroy(&it);
+}
+
 // One goroutine into record i of gout: header fields from its g, then its frames.
-static __always_inline void read_goroutine(struct task_struct *task, struct out_t *o,
+static __always_inline void read_goroutine(struct task_struct *task, struct config *c,
+                                           struct out_t *o,
                                            struct scratch_t *s, u32 i, u64 gp, u64 index,
                                            u64 *gbase) {
   struct grec *r = gout.lookup(&i);
@@ -348,6 +438,8 @@ static __always_inline void read_goroutine(struct task_struct *task, struct out_
     if (slot)
       *slot = i;
   }
+  if (c->cap_hi)
+    queue_captured(c, o, r, index);
 }
 
 // Goroutines allgs[start .. start+count) into gout[0 .. count), GCHUNK at a time, each
@@ -401,13 +493,215 @@ static __always_inline int pass_goroutines(struct task_struct *task, struct conf
       u32 j = *jp;
       if (j >= n)
         break;
-      read_goroutine(task, o, s, first + j, s->ptrs[j & (GCHUNK - 1)], start + first + j,
+      read_goroutine(task, c, o, s, first + j, s->ptrs[j & (GCHUNK - 1)], start + first + j,
                      &gbase);
     }
     iter_destroy(&it);
   }
   iter_destroy(&chunks);
   return walked;
+}
+
+// --- variable capture ----------------------------------------------------------------
+
+// The template of the captured range holding pc (captab is sorted), or TPL_NONE.
+#define TPL_NONE 0xffffffff
+static __always_inline u32 find_template(struct config *c, u64 pc) {
+  u32 lo = 0, hi = c->cap_nranges;
+  if (hi > CAPTAB_MAX)
+    hi = CAPTAB_MAX;
+  u32 found = TPL_NONE;
+  struct bpf_iter_num it;
+  int *ip;
+  iter_new(&it, 0, 12);   // log2(CAPTAB_MAX) + 2 halvings
+  while ((ip = iter_next(&it))) {
+    if (lo >= hi)
+      break;
+    u32 mid = (lo + hi) / 2;
+    struct caprange *r = captab.lookup(&mid);
+    if (!r)
+      break;
+    if (pc < r->lo) {
+      hi = mid;
+    } else if (pc >= r->hi) {
+      lo = mid + 1;
+    } else {
+      found = r->tpl;
+      break;
+    }
+  }
+  iter_destroy(&it);
+  return found;
+}
+
+static __always_inline u64 cap_word(struct capbuf_t *b, u64 pos) {
+  return *(u64 *)(b->d + (pos & (CAPBUF - 1)));
+}
+
+// One read into capbuf: a 16-byte header (address; frame entry << 32 | size, bit 31 set
+// when the read failed) then the data. Returns (data offset << 32 | size), 0 on failure.
+static __always_inline u64 cap_read(struct task_struct *task, struct config *c,
+                                    struct out_t *o, struct capbuf_t *b, u32 entry, u64 addr,
+                                    u64 size) {
+  if (addr < 4096 || size == 0)
+    return 0;
+  if (size > CAP_READ_MAX)
+    size = CAP_READ_MAX;
+  // The iterator remembers what it read (a copy costs it about 0.3 us, a lookup less);
+  // the hook's reads cost about as much as a lookup, so it does not.
+  u64 gen = c->cap_gen;
+  u64 *seen = IN_CONTEXT ? 0 : capseen.lookup(&addr);
+  if (seen) {
+    u64 v = *seen;
+    if (v >> 34 == gen && (v & 0xfff) >= size)
+      return ((v >> 12) & 0x3fffff) << 32 | size;
+  }
+  u64 need = 16 + ((size + 7) & ~7ull);
+  u64 pos = __sync_fetch_and_add(&o->capused, need);
+  if (pos + need > CAPBUF) {
+    __sync_fetch_and_add(&o->capfull, 1);
+    return 0;
+  }
+  u64 *hdr = (u64 *)(b->d + (pos & (CAPBUF - 1)));
+  hdr[0] = addr;
+  u64 sz = size;
+  asm volatile("" : "+r"(sz));
+  sz = ((sz - 1) & (CAP_READ_MAX - 1)) + 1;
+  long rc = COPY_USER(b->d + ((pos + 16) & (CAPBUF - 1)), sz, (void *)addr, task);
+  hdr[1] = ((u64)entry << 32) | sz | (rc ? 0x80000000ull : 0);
+  if (rc)
+    return 0;
+  if (!IN_CONTEXT) {
+    u64 v = gen << 34 | ((pos + 16) & 0x3fffff) << 12 | sz;
+    capseen.update(&addr, &v);
+  }
+  return ((pos + 16) << 32) | sz;
+}
+
+// Run template tpl for the frame at cfa: each op reads from the frame or from the data of
+// an earlier op (s->opres), EACH ops once per element. One flat loop over reads keeps the
+// verifier's work small.
+static __always_inline void capture_frame(struct task_struct *task, struct config *c,
+                                          struct out_t *o,
+                                          struct scratch_t *s, struct capbuf_t *b, u32 entry,
+                                          u64 cfa, u32 tpl) {
+  __builtin_memset(s->opres, 0, sizeof(s->opres));
+  // The op and element indexes live in map memory, not in registers: values the verifier
+  // cannot follow let its states converge instead of unrolling every read of a template.
+  s->cap_k = 0;
+  s->cap_e = 0;
+  struct bpf_iter_num it;
+  int *ip;
+  iter_new(&it, 0, CAP_STEPS);
+  while ((ip = iter_next(&it))) {
+    u32 k = s->cap_k, e = s->cap_e;
+    if (k >= CAP_OPS)
+      break;
+    u32 key = (tpl & (CAP_TEMPLATES - 1)) * CAP_OPS + k;
+    struct capop *op = capops.lookup(&key);
+    if (!op || op->kind == OP_END)
+      break;
+    u32 kind = op->kind;
+    int each = kind == OP_EACH_STR || kind == OP_EACH_PTR;
+    u64 res = 0;
+    if (kind == OP_SLOT) {
+      res = cap_read(task, c, o, b, entry, cfa + (s64)op->off, op->size);
+    } else {
+      u32 si = op->src & (CAP_OPS - 1);
+      u64 spos = s->opres[2 * si], slen = s->opres[2 * si + 1];
+      u64 off = (u32)op->off;
+      if (each) {
+        u64 stride = op->size, n = 0;
+        if (stride && slen > off)
+          n = (slen - off) / stride;
+        if (n > op->count)
+          n = op->count;
+        if (e >= n) {
+          s->cap_k = k + 1;
+          s->cap_e = 0;
+          continue;
+        }
+        off += e * stride;
+        s->cap_e = e + 1;
+      }
+      int strlike = kind == OP_STR || kind == OP_SLICE || kind == OP_EACH_STR;
+      if (slen && off + (strlike ? 16 : 8) <= slen) {
+        u64 p = cap_word(b, spos + off);
+        u64 size = 0;
+        if (kind == OP_PTR)
+          size = op->size;
+        else if (kind == OP_EACH_PTR)
+          size = op->limit;
+        else {
+          s64 n = (s64)cap_word(b, spos + off + 8);
+          if (n > 0) {
+            if (kind == OP_SLICE)
+              size = ((u64)n < op->count ? (u64)n : op->count) * op->size;
+            else
+              size = (u64)n < op->limit ? (u64)n : op->limit;
+          }
+        }
+        res = cap_read(task, c, o, b, entry, p, size);
+      }
+    }
+    if (each)
+      continue;
+    s->opres[(2 * k) & (2 * CAP_OPS - 2)] = res >> 32;
+    s->opres[(2 * k + 1) & (2 * CAP_OPS - 1)] = (u32)res;
+    s->cap_k = k + 1;
+  }
+  iter_destroy(&it);
+}
+
+// Captured frames of one capq region, CAPCHUNK at a time claimed from its cursor (the
+// stop hook and the iterator can share a region as they share a goroutine pass). Frames
+// of ranges the collector's Python reads (TPL_PYTHON) are listed for it in cappy.
+static __always_inline void pass_capture(struct task_struct *task, struct config *c,
+                                         struct out_t *o, struct scratch_t *s, u64 deadline,
+                                         int region) {
+  u32 zero = 0;
+  struct capbuf_t *b = capbuf.lookup(&zero);
+  if (!b)
+    return;
+  u64 total = region ? o->ncapq1 : o->ncapq;
+  u64 *cursor = region ? &c->cap_cursor1 : &c->cap_cursor;
+  u32 base = region ? CAPQ_REGION : 0;
+  if (total > CAPQ_REGION)
+    total = CAPQ_REGION;
+  struct bpf_iter_num chunks;
+  int *cp;
+  iter_new(&chunks, 0, CAPQ_REGION / CAPCHUNK);
+  while ((cp = iter_next(&chunks))) {
+    if (deadline && bpf_ktime_get_ns() > deadline)
+      break;
+    u64 first = __sync_fetch_and_add(cursor, CAPCHUNK);
+    if (first >= total)
+      break;
+    struct bpf_iter_num it;
+    int *jp;
+    iter_new(&it, 0, CAPCHUNK);
+    while ((jp = iter_next(&it))) {
+      u32 q = first + *jp;
+      if (q >= total)
+        break;
+      q += base;
+      struct capent *e = capq.lookup(&q);
+      if (!e)
+        break;
+      u32 tpl = find_template(c, e->pc - 1);   // a return address: the call is before it
+      if (tpl == TPL_PYTHON) {
+        u32 k = __sync_fetch_and_add(&o->ncappy, 1);
+        u64 *slot = cappy.lookup(&k);
+        if (slot)
+          *slot = q;
+      }
+      if (tpl == TPL_NONE || tpl == TPL_PYTHON)
+        continue;
+      capture_frame(task, c, o, s, b, q, e->cfa, tpl);
+    }
+    iter_destroy(&it);
+  }
+  iter_destroy(&chunks);
 }
 
 #if !IN_CONTEXT
@@ -535,6 +829,12 @@ int bpf_iter__task(struct bpf_iter__task *ctx) {
     return 0;
   if (c->mode & MODE_GS)
     pass_goroutines(task, c, o, s, c->start, c->count, 0);
+  if (c->mode & MODE_CAPTURE) {
+    // Its own frames, then the hook's once the hook's region is complete.
+    pass_capture(task, c, o, s, c->cap_deadline, 1);
+    if (o->hook_walked)
+      pass_capture(task, c, o, s, c->cap_deadline, 0);
+  }
   if (c->mode == MODE_CONT)
     return pass_continue(task, c, o, s);
   if (c->mode == MODE_READ)
@@ -576,6 +876,13 @@ int sideeye_stop_hook(struct bpf_raw_tracepoint_args *ctx) {
   // goroutines not claimed yet to the iterator.
   u64 t0 = bpf_ktime_get_ns();
   o->hook_gs = pass_goroutines(0, c, o, s, 0, c->hook_count, t0 + c->hook_budget_ns);
+  __sync_fetch_and_add(&o->hook_walked, 1);   // a full barrier: capq entries first
+  // Then the frames it queued (its region of capq is complete), while its budget lasts;
+  // the collector's capture pass reads its own and whatever the hook left.
+  if (c->cap_hi) {
+    u64 deadline = t0 + c->hook_budget_ns, cap_end = bpf_ktime_get_ns() + c->cap_budget_ns;
+    pass_capture(0, c, o, s, cap_end < deadline ? cap_end : deadline, 0);
+  }
   o->hook_ns = bpf_ktime_get_ns() - t0;
   // An atomic add is a full barrier: the records are visible before the state says done.
   __sync_fetch_and_add(&c->hook_state, HOOK_DONE - HOOK_RUNNING);

@@ -208,7 +208,10 @@ def source_constants() -> dict[str, int]:
     return c
 
 
-MAP_NAMES = ("cfg", "out", "gout", "conts", "todo", "reads", "scratch")
+MAP_NAMES = ("cfg", "out", "gout", "conts", "todo", "reads", "scratch", "capq", "captab",
+             "capops", "capbuf", "cappy", "capseen")
+MMAPPED = ("cfg", "out", "gout", "conts", "todo", "reads", "capq", "captab", "capops", "capbuf",
+           "cappy")
 BPF_MAP_CREATE = 0
 BPF_F_MMAPABLE = 1 << 10
 CACHE_DIR = Path(os.environ.get("SIDEEYE_BPF_CACHE", Path.home() / ".cache" / "sideeye" / "bpf"))
@@ -256,8 +259,8 @@ class Program:
                 self.hook_error = None
             except (BpfUnavailable, NoPermission) as e:
                 self.hook_error = str(e)
-        self.cfg, self.out, self.gout, self.conts, self.todo, self.reads = (
-            self._mmap(n) for n in ("cfg", "out", "gout", "conts", "todo", "reads"))
+        for name in MMAPPED:
+            setattr(self, name, self._mmap(name))
 
     def _mmap(self, name: str) -> mmap.mmap:
         spec = self.specs[name]
@@ -307,8 +310,8 @@ class Program:
             os.close(fd)
 
     def close(self) -> None:
-        for mm in (self.cfg, self.out, self.gout, self.conts, self.todo, self.reads):
-            mm.close()
+        for name in MMAPPED:
+            getattr(self, name).close()
         os.close(self.prog_fd)
         if self.hook_fd is not None:
             os.close(self.hook_fd)

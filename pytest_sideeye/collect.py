@@ -11,14 +11,19 @@ from dataclasses import dataclass, field
 
 from .bpfprog import Program
 
-MODE_THREADS, MODE_GS, MODE_CONT, MODE_READ = 1, 2, 4, 8
-OUT_HEADER = 88           # out_t fields before the union
-# allglen allgs nrecs nms errors ntodo nthreads gfails hook_ns gerrors hook_gs
+MODE_THREADS, MODE_GS, MODE_CONT, MODE_READ, MODE_CAPTURE = 1, 2, 4, 8, 16
+OUT_HEADER = 136          # out_t fields before the union
+# allglen allgs nrecs nms errors ntodo nthreads gfails hook_ns gerrors hook_gs, then the
+# capture's ncapq capused capfull ncappy ncapq1
 OUT_WORDS = "<11Q"
+W_NCAPQ, W_CAPUSED, W_CAPFULL, W_NCAPPY, W_NCAPQ1, W_HOOK_WALKED = 11, 12, 13, 14, 15, 16
+CAP_COUNTERS = (W_NCAPQ, W_CAPUSED, W_CAPFULL, W_NCAPPY, W_NCAPQ1)
 CFG_FMT = "<IIIIQQQQ"     # struct config up to the stop hook's fields
 CFG_HOOK = 48             # offset of hook_tgid, hook_count, hook_state
 CFG_CURSOR = 64           # goroutines of a MODE_GS pass claimed so far
 CFG_HOOK_BUDGET = 72      # how long the hook may walk (it runs with interrupts off)
+CFG_CAPTURE = 80          # cap_lo, cap_hi, cap_nranges, cap_cursor, cap_deadline,
+                          # cap_budget_ns, cap_gen, cap_cursor1
 HOOK_ARMED, HOOK_RUNNING, HOOK_DONE = 1, 2, 3
 HOOK_WAIT_S = 0.05        # after every thread stopped, how long the hook may still take
 
@@ -112,6 +117,75 @@ class Collector:
         self._detach_hook()
         os.close(self.link)
 
+    # --- variable capture in BPF (capture_program.py) ----------------------------------
+    def set_capture(self, tables, budget_ns: int = 0) -> None:
+        """Before the pause: the capture tables for this snapshot, or None (no capture),
+        and how long reading captured frames may take in the pause."""
+        struct.pack_into("<Q", self.p.cfg, CFG_CAPTURE + 40, budget_ns)
+        self._new_capture_generation()
+        for word in CAP_COUNTERS:
+            struct.pack_into("<Q", self.p.out, 8 * word, 0)
+        struct.pack_into("<Q", self.p.cfg, CFG_CAPTURE + 56, 0)
+        if tables is None:
+            struct.pack_into("<QQQQ", self.p.cfg, CFG_CAPTURE, 0, 0, 0, 0)
+            return
+        ranges, ops = tables.pack_ranges(), tables.pack_ops(self.p.const["CAP_OPS"])
+        self.p.captab[:len(ranges)] = ranges
+        self.p.capops[:len(ops)] = ops
+        struct.pack_into("<QQQQ", self.p.cfg, CFG_CAPTURE, tables.lo, tables.hi,
+                         len(tables.ranges), 0)
+
+    def _new_capture_generation(self) -> None:
+        """What capseen remembers (where in capbuf an address was copied) is stale once
+        capbuf starts over: a new generation number says so."""
+        self.p.cap_gen = getattr(self.p, "cap_gen", 0) + 1
+        struct.pack_into("<Q", self.p.cfg, CFG_CAPTURE + 48, self.p.cap_gen)
+
+    def _out_word(self, word: int) -> int:
+        return struct.unpack_from("<Q", self.p.out, 8 * word)[0]
+
+    def _capture_mode(self) -> int:
+        """MODE_CAPTURE when this snapshot captures variables (the helping pass reads the
+        frames it walked right after walking them)."""
+        return MODE_CAPTURE if struct.unpack_from("<Q", self.p.cfg, CFG_CAPTURE + 8)[0] else 0
+
+    def set_capture_deadline(self, deadline_ns: int) -> None:
+        """When (time.monotonic_ns()) the iterator stops reading captured frames."""
+        struct.pack_into("<Q", self.p.cfg, CFG_CAPTURE + 32, deadline_ns)
+
+    def capture_pass(self, raw: RawProcess) -> None:
+        """Read the captured frames nobody has read yet (all of them without the hook)."""
+        self._configure(MODE_CAPTURE)
+        self._run(raw)
+
+    def capture_used(self) -> int:
+        return self._out_word(W_CAPUSED)
+
+    def python_frames(self) -> list[tuple[int, int]]:
+        """(pc, cfa) of the captured frames whose ranges only Python can read."""
+        n = min(self._out_word(W_NCAPPY), self.todo_max)
+        entries = struct.unpack_from(f"<{n}Q", self.p.cappy, 0)
+        out = []
+        for q in entries:
+            _gidx, _frame, pc, cfa = struct.unpack_from("<IIQQ", self.p.capq, 24 * q)
+            out.append((pc, cfa))
+        if self._out_word(W_NCAPPY) > n:
+            self.python_overflow = self._out_word(W_NCAPPY) - n
+        return out
+
+    def capture_output(self, tables):
+        """After the resume: what the BPF capture read, per frame."""
+        from .capture_program import parse_output
+        used = min(self._out_word(W_CAPUSED), self.p.const["CAPBUF"])
+        regions = [(0, self._out_word(W_NCAPQ),
+                    struct.unpack_from("<Q", self.p.cfg, CFG_CAPTURE + 24)[0]),
+                   (self.p.const["CAPQ_REGION"], self._out_word(W_NCAPQ1),
+                    struct.unpack_from("<Q", self.p.cfg, CFG_CAPTURE + 56)[0])]
+        out = parse_output(self.p.capq, regions, memoryview(self.p.capbuf), used, tables,
+                           self.p.const["CAPQ_REGION"])
+        out.dropped = self._out_word(W_CAPFULL)
+        return out
+
     # --- the stop hook ----------------------------------------------------------------
     def arm_hook(self) -> bool:
         """Before the stop: arm the stop hook for this process and attach it. False when
@@ -145,7 +219,13 @@ class Collector:
         if self.hook_link is None:
             return None
         deadline = time.perf_counter() + HOOK_WAIT_S
+        helping = self._capture_mode()
         while self._hook_state() != HOOK_DONE:
+            if helping and self._out_word(W_HOOK_WALKED):
+                # The hook walked; it reads its captured frames now: read them with it.
+                helping = 0
+                self.capture_pass(raw)
+                continue
             if time.perf_counter() > deadline:
                 self._detach_hook()
                 if self._hook_state() != HOOK_DONE:
@@ -183,12 +263,19 @@ class Collector:
         w = struct.unpack_from(OUT_WORDS, self.p.out, 0)
         return w[0], w[2], w[5], w[7], w[9]
 
-    def _new_gs_pass(self) -> None:
+    def _new_gs_pass(self, start: int = 0) -> None:
         """Zero what a MODE_GS pass counts with atomics (the hook and the iterator may
-        share a pass): the claim cursor, nrecs, ntodo, gfails and gerrors."""
+        share a pass): the claim cursor, nrecs, ntodo, gfails and gerrors; and, when the
+        walk starts over, the captured frames queued so far."""
         struct.pack_into("<Q", self.p.cfg, CFG_CURSOR, 0)
         for word in (2, 5, 7, 9):
             struct.pack_into("<Q", self.p.out, 8 * word, 0)
+        if start == 0:
+            self._new_capture_generation()
+            struct.pack_into("<Q", self.p.cfg, CFG_CAPTURE + 24, 0)
+            struct.pack_into("<Q", self.p.cfg, CFG_CAPTURE + 56, 0)
+            for word in CAP_COUNTERS:
+                struct.pack_into("<Q", self.p.out, 8 * word, 0)
 
     def _run(self, raw: RawProcess) -> None:
         self.p.run(self.link, self.buf)
@@ -230,7 +317,7 @@ class Collector:
         if self.hook_link is not None and self.hook_saw_stop():
             # Help the hook, usually running on another CPU: read the threads, then claim
             # the goroutines it has not claimed yet (nothing is reset: the pass is shared).
-            self._shared_pass(raw, MODE_THREADS | MODE_GS)
+            self._shared_pass(raw, MODE_THREADS | MODE_GS | self._capture_mode())
             self._read_threads(raw)
         hooked = self._hook_result(raw)
         if hooked is None:
@@ -242,7 +329,7 @@ class Collector:
             mode, start = MODE_GS, self.per_pass
         while True:
             self._configure(mode, start, self.per_pass)
-            self._new_gs_pass()
+            self._new_gs_pass(start)
             self._run(raw)
             if mode & MODE_THREADS:
                 self._read_threads(raw)

@@ -174,30 +174,33 @@ class Decoder:
         file, line = self.symtab.file_line(pc - self.bias)
         return [Frame(f.print_name, file, line, pc, False)]
 
-    def frames_for_capture(self, raw: RawProcess, wants):
+    def frames_for_capture(self, raw: RawProcess, wants, continued_only: bool = False):
         """(key, pc, cfa, function) of every parked frame running a captured function,
         inlined ones included; key = (goid, pc, function, n), n counting repeats of
-        (pc, function) from the leaf (recursion). Runs in the pause: PCs are symbolized
-        once each (cached)."""
+        (pc, function) from the leaf (recursion). PCs are symbolized once each (cached).
+        continued_only: only the frames past a record's own (deep stacks, which the BPF
+        capture does not queue), cheap enough to run in the pause."""
         cache = self._capture_cache = getattr(self, "_capture_cache", {})
         running = self.info.layout.status_values.get("_Grunning")
-        for ci, chunk in enumerate(raw.chunks):
-            for i in range(len(chunk) // self.grec_size):
-                h, pcs, fps = self._record(chunk, i)
-                if h[H_FLAGS] & F_NOG or h[H_STATUS] == running or not h[H_GOID]:
-                    continue
-                if (ci, i) in raw.more:
-                    more_pcs, more_fps, _ = self._continuations(raw, (ci, i))
-                    pcs, fps = pcs + more_pcs, fps + more_fps
-                seen: dict[tuple[int, str], int] = {}
-                for pc, fp in zip(pcs, fps):
-                    names = cache.get(pc)
-                    if names is None:
-                        names = cache[pc] = self._wanted_at(pc, wants)
-                    for name in names:
-                        n = seen[(pc, name)] = seen.get((pc, name), -1) + 1
-                        if fp:
-                            yield (h[H_GOID], pc, name, n), pc, fp + 16, name
+        keys = ((ci, i) for ci, chunk in enumerate(raw.chunks)
+                for i in range(len(chunk) // self.grec_size))
+        for ci, i in (sorted(raw.more) if continued_only else keys):
+            h, pcs, fps = self._record(raw.chunks[ci], i)
+            if h[H_FLAGS] & F_NOG or h[H_STATUS] == running or not h[H_GOID]:
+                continue
+            own = len(pcs)
+            if (ci, i) in raw.more:
+                more_pcs, more_fps, _ = self._continuations(raw, (ci, i))
+                pcs, fps = pcs + more_pcs, fps + more_fps
+            seen: dict[tuple[int, str], int] = {}
+            for k, (pc, fp) in enumerate(zip(pcs, fps)):
+                names = cache.get(pc)
+                if names is None:
+                    names = cache[pc] = self._wanted_at(pc, wants)
+                for name in names:
+                    n = seen[(pc, name)] = seen.get((pc, name), -1) + 1
+                    if fp and (k >= own or not continued_only):
+                        yield (h[H_GOID], pc, name, n), pc, fp + 16, name
 
     def _wanted_at(self, pc: int, wants) -> tuple[str, ...]:
         frames = self.symtab.frames_for_pc(pc - self.bias, is_call_site=True)

@@ -546,6 +546,28 @@ class BinaryInfo:
                     if other is not None and other.concrete is not None:
                         self.warm_scope(other.concrete)
 
+    def inlined_ranges(self, name: str) -> list[tuple[int, int]]:
+        """The pc ranges where the function runs inlined into bodies of its own package
+        (the ones warm_inliners loads; cross-package inlining is not listed)."""
+        fn = self.function(name)
+        if fn is None or fn.abstract_offset is None:
+            return []
+        out = []
+        for cu in self._cu_map().get(package_of(name), []):
+            for die in cu.get_top_DIE().iter_children():
+                if die.tag != "DW_TAG_subprogram" or "DW_AT_low_pc" not in die.attributes:
+                    continue
+                if not _inlines(die, fn.abstract_offset):
+                    continue
+                n = die.attributes.get("DW_AT_name")
+                other = self.function(n.value.decode(errors="replace")) if n else None
+                if other is None or other.concrete is None:
+                    continue
+                for sc in iter_scopes(other.concrete):
+                    if sc.tag == "DW_TAG_inlined_subroutine" and sc.origin == fn.abstract_offset:
+                        out += sc.ranges
+        return out
+
     def warm_scope(self, scope: Scope) -> None:
         """Parse every location list of a function body ahead of any pause."""
         for sc in iter_scopes(scope):

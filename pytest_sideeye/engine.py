@@ -139,23 +139,28 @@ def _snapshot_into(proc: Process, spec, limits) -> None:
     collector = Collector(program, pid, addrs, bias)
     raw = RawProcess(pid)
     times = PauseTimes()
-    captures = []
+    tables = _capture_tables(plan, info, bias, program) if plan is not None else None
+    pause_jobs: dict = {}
     try:
         wanted = stop_hook_wanted()
-        hooked = wanted and collector.arm_hook()
-        if not hooked:
+        if not wanted or program.hook_fd is None:
             collector.prewarm()
+        collector.set_capture(tables, int(capture_pause_s() * 1e9))
+        hooked = wanted and collector.arm_hook()
         with paused(pid, times, collector.hook_saw_stop if hooked else None):
             proc.monotonic_ns = time.monotonic_ns()
             t0 = time.perf_counter_ns()
+            collector.set_capture_deadline(time.monotonic_ns() + int(capture_pause_s() * 1e9))
             collector.collect(raw)
             starts = decoder.syscall_starts(raw)
             if starts:
                 collector.start_syscall_walks(raw, starts)
             t1 = time.perf_counter_ns()
             if plan is not None:
-                captures = _capture_in_pause(plan, decoder, collector, raw)
+                pause_jobs = _capture_in_pause(plan, decoder, collector, raw, tables)
             t2 = time.perf_counter_ns()
+        captures = _captures_after(plan, decoder, collector, raw, tables, pause_jobs) \
+            if plan is not None else []
     finally:
         collector.close()
     _check_survived(pid)
@@ -227,30 +232,87 @@ def _make_plan(info, spec, limits, bias: int):
     return capture_mod.make_plan(info, mine, load_bias=bias, **kw)
 
 
-def _capture_in_pause(plan, decoder, collector, raw):
-    """Start a capture job per frame of a captured function, then read all their
-    variables in batched rounds (one BPF read pass per round)."""
+_tables_cache: dict = {}
+
+
+def _capture_tables(plan, info, bias: int, program):
+    """The plan compiled for the BPF capture (capture_program.py), once per binary, spec,
+    limits and load address; None when nothing of it can be read by BPF."""
+    from .capture_program import compile_plan
+    if os.environ.get("SIDEEYE_BPF_CAPTURE", "1") == "0":
+        return None     # every frame read by the Python rounds (for comparisons)
+    key = (info.build_id, info.path, repr(plan.spec), repr(plan.limits), bias)
+    if key not in _tables_cache:
+        _tables_cache[key] = compile_plan(plan, bias, program.const)
+    return _tables_cache[key]
+
+
+def _capture_in_pause(plan, decoder, collector, raw, tables) -> dict:
+    """The reads BPF does not do: the frames whose ranges need Python (interfaces, maps,
+    inlined copies, ...) and those of deep stacks past a record's frames, read in batched
+    rounds within the capture's pause budget. Everything else was read by pass_capture.
+    Returns {(pc, cfa, function): job}."""
     from . import capture as capture_mod
     budget_s = capture_pause_s()
     deadline = time.monotonic() + budget_s
-    jobs, skipped = [], 0
     budget = plan.process_budget()   # the byte limit is per process, shared by its frames
-    for key, pc, cfa, function in decoder.frames_for_capture(raw, plan.wants):
+    if tables is None:
+        frames = [(pc, cfa, fn) for _k, pc, cfa, fn in
+                  decoder.frames_for_capture(raw, plan.wants)]
+    else:
+        collector.capture_pass(raw)
+        budget.take(collector.capture_used())
+        frames = [(pc, cfa, fn) for pc, cfa in collector.python_frames()
+                  for fn in decoder._wanted_at(pc, plan.wants)]
+        frames += [(pc, cfa, fn) for _k, pc, cfa, fn in
+                   decoder.frames_for_capture(raw, plan.wants, continued_only=True)]
+    jobs, skipped = {}, 0
+    for pc, cfa, function in frames:
         if time.monotonic() > deadline:
             skipped += 1
             continue
-        jobs.append((key, plan.start_frame(function, pc - decoder.bias, cfa, True,
-                                           budget=budget)))
+        jobs[(pc, cfa, function)] = plan.start_frame(function, pc - decoder.bias, cfa, True,
+                                                     budget=budget)
     if jobs:
-        capture_mod.run_rounds([j for _, j in jobs],
+        capture_mod.run_rounds(list(jobs.values()),
                                lambda reqs: collector.read_many(raw, reqs), deadline=deadline)
-    unfinished = sum(1 for _, j in jobs if not j.done)
+    unfinished = sum(1 for j in jobs.values() if not j.done)
     if unfinished or skipped:
         raw.notes.append(
             f"capture stopped at its pause budget ({budget_s * 1000:g} ms): of "
-            f"{len(jobs) + skipped} frames, {unfinished} have values cut short and {skipped} "
-            "were not captured (raise SIDEEYE_CAPTURE_PAUSE_MS to wait longer)")
+            f"{len(jobs) + skipped} frames read by Python, {unfinished} have values cut short "
+            f"and {skipped} were not captured (raise SIDEEYE_CAPTURE_PAUSE_MS to wait longer)")
     return jobs
+
+
+def _captures_after(plan, decoder, collector, raw, tables, pause_jobs: dict) -> list:
+    """After the resume: a job per captured frame, [(key, job)], decoding what was read
+    in the pause (by BPF, or by the Python rounds) and nothing more."""
+    out = collector.capture_output(tables) if tables is not None else None
+    shared = out.memory() if out is not None else None
+    captures, missed = [], 0
+    for key, pc, cfa, function in decoder.frames_for_capture(raw, plan.wants):
+        job = pause_jobs.get((pc, cfa, function))
+        if job is None:
+            job = plan.start_frame(function, pc - decoder.bias, cfa, True)
+            entry = out.frames.get((pc, cfa)) if out is not None else None
+            if entry is None:
+                missed += 1
+            job.mem.shared = shared
+            job.mem.final = True
+        captures.append((key, job))
+    if out is not None and out.unreached:
+        raw.notes.append(
+            f"capture stopped at its pause budget ({capture_pause_s() * 1000:g} ms): "
+            f"{out.unreached} frames read in BPF were not reached "
+            "(raise SIDEEYE_CAPTURE_PAUSE_MS to wait longer)")
+    if out is not None and (missed > out.unreached or out.dropped or out.queued_over):
+        raw.notes.append(
+            f"capture: {missed - out.unreached} frames were not read in the pause"
+            + (f" ({out.queued_over} over the queue's capacity)" if out.queued_over else "")
+            + (f"; {out.dropped} reads dropped, the capture buffer being full"
+               if out.dropped else ""))
+    return captures
 
 
 def _attach_variables(proc: Process, captures) -> None:

@@ -107,6 +107,9 @@ class Memory:
         self.wanted: set[tuple[int, int]] = set()
         self.final = False
         self._issued: dict[tuple[int, int], list[tuple[int, int]]] = {}
+        # Read-only memory shared by several frames (what the BPF capture read for the
+        # whole process), consulted after this frame's own.
+        self.shared: "Memory | None" = None
 
     # --- lookups -------------------------------------------------------------------
     def read(self, addr: int, size: int) -> bytes | _Pending | Cut:
@@ -115,12 +118,15 @@ class Memory:
         if addr == 0 or addr < 4096:
             return Cut(addr, "unreadable")
         got = self._lookup(addr, size)
+        if got is None and self.shared is not None:
+            got = self.shared._lookup(addr, size)
         if got is not None:
             for lo, hi, why in self._holes:
                 if addr < hi and lo < addr + size:
                     return Cut(addr, why)
             return got
-        for lo, hi, why in self._bad:
+        bad = self._bad + (self.shared._bad if self.shared is not None else [])
+        for lo, hi, why in bad:
             if lo <= addr < hi or (addr <= lo < addr + size):
                 return Cut(addr, why)
         if self.final:

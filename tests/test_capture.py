@@ -340,3 +340,51 @@ def test_jobs_of_one_process_share_a_byte_budget(zoo):
     got = [j.variables()[0] for j in jobs]
     assert budget.left >= 0
     assert any(v.truncated for v in got)
+
+
+def _values_by_frame(snap, functions):
+    out = {}
+    for fn in functions:
+        for g, f in snap.frames(fn):
+            out[(g.id, f.pc, fn)] = [(v.name, v.type, json.dumps(v.value, sort_keys=True),
+                                      v.available, v.truncated, v.error) for v in f.variables]
+    return out
+
+
+@pytest.mark.parametrize("version", GO_VERSIONS)
+def test_bpf_capture_reads_what_the_python_rounds_read(version, go_build, needs_root,
+                                                       monkeypatch):
+    """The capture templates run in BPF must give exactly the values of the round-based
+    Python path, on every kind of value varzoo holds (frames only Python can read take
+    that path in both runs) and on manyparked's benchmark variables, which BPF reads
+    alone: no Python round at all."""
+    from pytest_sideeye import engine
+    exe = str(go_build("varzoo", version))
+    p, _expected = start_varzoo(exe)
+    try:
+        bpf = engine.take_snapshot([p.pid], capture=SPEC)
+        monkeypatch.setenv("SIDEEYE_BPF_CAPTURE", "0")
+        py = engine.take_snapshot([p.pid], capture=SPEC)
+        monkeypatch.delenv("SIDEEYE_BPF_CAPTURE")
+    finally:
+        p.kill()
+        p.wait()
+    a, b = _values_by_frame(bpf, SPEC), _values_by_frame(py, SPEC)
+    assert a and a == b
+
+    bench = {"main.parkedLeaf": ["i", "name", "j", "started", "j.Tags", "*j"]}
+    from oracle import start_app
+    calls = []
+    real = capture.run_rounds
+    with start_app(go_build("manyparked", version), "-n", "50") as app:
+        import time
+        time.sleep(0.3)
+        monkeypatch.setattr(capture, "run_rounds", lambda *a, **k: calls.append(1) or real(*a, **k))
+        bpf = engine.take_snapshot([app.pid], capture=bench)
+        assert calls == [], "BPF should have read every parkedLeaf frame"
+        monkeypatch.setenv("SIDEEYE_BPF_CAPTURE", "0")
+        py = engine.take_snapshot([app.pid], capture=bench)
+    a, b = _values_by_frame(bpf, bench), _values_by_frame(py, bench)
+    assert len(a) == 50 and a == b
+    some = next(iter(a.values()))
+    assert all(avail for _n, _t, _v, avail, _tr, _e in some), some
