@@ -5,8 +5,11 @@ runtime.Stack(buf, true) time measured in the same run.
     .venv/bin/python benchmarks/engine_bench.py [--sizes 1000,10000,100000] [--reps 5]
                                                 [--go 1.24.11] [--capture]
 
-Prints a table (medians over --reps snapshots; min in brackets). With --capture, every
-parked frame of main.parkedLeaf also captures 4 variables (issue 4's column).
+Prints a table (medians over --reps snapshots; min in brackets). With --capture, the
+same target is also snapshotted capturing 4 variables in every parked frame of
+main.parkedLeaf (an int, a string, a pointer to a struct with a string and a slice of
+strings, a time.Time), alternating with plain snapshots: the table then gives that
+pause too and what capture adds to the median pause (issue 4's column).
 """
 from __future__ import annotations
 
@@ -35,21 +38,39 @@ def run_size(n: int, reps: int, version: str, capture: bool) -> dict:
     with start_app(binary, "-n", str(n)) as app:
         time.sleep(0.5)
         engine.take_snapshot([app.pid])  # warm-up: compile and load the program
-        rows = []
+        if capture:
+            engine.take_snapshot([app.pid], capture=CAPTURE)
+        rows, with_capture = [], []
         for _ in range(reps):
-            snap = engine.take_snapshot([app.pid], capture=CAPTURE if capture else None)
-            p = snap.processes[0]
-            if p.error:
-                raise SystemExit(f"snapshot failed: {p.error}")
-            rows.append((p.pause_ns, p.pause_parts_ns, len(p.goroutines)))
+            rows.append(_one(app.pid, None))
             time.sleep(0.05)
+            if capture:
+                with_capture.append(_one(app.pid, CAPTURE))
+                time.sleep(0.05)
         stack = json.loads(app.get("/stacktime?reps=3", timeout=300))
     pauses = [r[0] for r in rows]
     part = lambda k: statistics.median(r[1].get(k, 0) for r in rows)  # noqa: E731
     rt = statistics.median(stack["stack_ns"] if "stack_ns" in stack else stack["StackNs"])
-    return {"n": n, "goroutines": rows[0][2], "pause": statistics.median(pauses),
-            "pause_min": min(pauses), "stop": part("stop"), "collect": part("collect"),
-            "capture": part("capture"), "resume": part("resume"), "runtime_stack": rt}
+    out = {"n": n, "goroutines": rows[0][2], "pause": statistics.median(pauses),
+           "pause_min": min(pauses), "stop": part("stop"), "collect": part("collect"),
+           "resume": part("resume"), "runtime_stack": rt}
+    if capture:
+        cap = [r[0] for r in with_capture]
+        out["capture_pause"] = statistics.median(cap)
+        out["capture_min"] = min(cap)
+        out["captured"] = with_capture[0][3]
+    return out
+
+
+def _one(pid: int, capture) -> tuple:
+    snap = engine.take_snapshot([pid], capture=capture)
+    p = snap.processes[0]
+    if p.error:
+        raise SystemExit(f"snapshot failed: {p.error}")
+    captured = sum(1 for g in p.goroutines for f in g.frames
+                   if f.variables and all(v.available and v.value is not None
+                                          for v in f.variables))
+    return p.pause_ns, p.pause_parts_ns, len(p.goroutines), captured
 
 
 def main() -> None:
@@ -59,16 +80,22 @@ def main() -> None:
     ap.add_argument("--go", default=toolchains.DEFAULT_GO)
     ap.add_argument("--capture", action="store_true")
     args = ap.parse_args()
-    head = ("parked", "read", "pause ms (min)", "stop", "collect", "capture", "resume",
-            "runtime.Stack ms", "Stack/pause")
+    head = ["parked", "read", "pause ms (min)", "stop", "collect", "resume",
+            "runtime.Stack ms", "Stack/pause"]
+    if args.capture:
+        head += ["frames captured", "pause with capture (min)", "capture adds"]
     print(f"Go {args.go}, {args.reps} snapshots per size, medians; times in ms")
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for n in (int(s) for s in args.sizes.split(",")):
         r = run_size(n, args.reps, args.go, args.capture)
-        print(f"| {r['n']:,} | {r['goroutines']:,} | {ms(r['pause'])} ({ms(r['pause_min'])}) | "
-              f"{ms(r['stop'])} | {ms(r['collect'])} | {ms(r['capture'])} | {ms(r['resume'])} | "
-              f"{ms(r['runtime_stack'])} | {r['runtime_stack'] / r['pause']:.1f}x |", flush=True)
+        row = (f"| {r['n']:,} | {r['goroutines']:,} | {ms(r['pause'])} ({ms(r['pause_min'])}) | "
+               f"{ms(r['stop'])} | {ms(r['collect'])} | {ms(r['resume'])} | "
+               f"{ms(r['runtime_stack'])} | {r['runtime_stack'] / r['pause']:.1f}x |")
+        if args.capture:
+            row += (f" {r['captured']:,} | {ms(r['capture_pause'])} ({ms(r['capture_min'])}) | "
+                    f"{ms(r['capture_pause'] - r['pause'])} |")
+        print(row, flush=True)
 
 
 if __name__ == "__main__":

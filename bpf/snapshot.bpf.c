@@ -65,7 +65,7 @@
 #define CAPBUF 2097152       // bytes of capture output (2 MiB): record headers and data
 #define CAP_READ_MAX 2048    // bytes per capture read (power of two)
 #define CAPCHUNK 16          // captured frames claimed at a time
-#define CAPSEEN_MAX 65536    // addresses read by the capture, remembered per snapshot
+#define CAP_SEEN 256         // recent capture reads remembered per program (power of two)
 #define TPL_PYTHON 0xffff    // a range whose frames are read by the collector's Python
 // Op kinds: where the bytes of one read come from.
 #define OP_END 0
@@ -154,7 +154,7 @@ struct config {
   u64 cap_cursor;
   u64 cap_deadline;    // CLOCK_MONOTONIC ns: the iterator's capture pass stops there
   u64 cap_budget_ns;   // the hook's capture pass stops after this long
-  u64 cap_gen;         // this snapshot's number: older capseen entries are stale
+  u64 cap_gen;         // this snapshot's number: older remembered reads are stale
   u64 cap_cursor1;     // claim cursor of capq's second region (cap_cursor: the first)
 };
 
@@ -214,6 +214,11 @@ struct scratch_t {
   u64 ptrs[GCHUNK];
   u32 opres[2 * CAP_OPS];   // per op of the frame being captured: data offset, length
   u32 cap_k, cap_e;         // capture_frame's op and element (loop state kept in memory)
+  // Recent capture reads, direct-mapped by address: seen_addr, and cap_gen << 34 | data
+  // offset << 12 | size. Frames share a lot (a time.Time's Location, interned strings, a
+  // parent object): each is read once, the collector decodes every frame from all of it.
+  u64 seen_addr[CAP_SEEN];
+  u64 seen_val[CAP_SEEN];
   u8 g[G_COPY + 8];
   u8 gwin[GWIN + G_COPY + 8];
   u8 win[WIN + 16];
@@ -235,10 +240,6 @@ BPF_F_TABLE("array", u32, struct capent, capq, CAPQ_MAX, BPF_F_MMAPABLE);
 BPF_F_TABLE("array", u32, struct caprange, captab, CAPTAB_MAX, BPF_F_MMAPABLE);
 BPF_F_TABLE("array", u32, struct capop, capops, CAP_TEMPLATES * CAP_OPS, BPF_F_MMAPABLE);
 BPF_F_TABLE("array", u32, struct capbuf_t, capbuf, 1, BPF_F_MMAPABLE);
-// Memory the capture has read in this snapshot: address -> cap_gen << 34 | data offset
-// << 12 | size. Frames share a lot (a time.Time's Location, interned strings, a parent
-// object): each is read once, the collector decodes every frame from all that was read.
-BPF_HASH(capseen, u64, u64, CAPSEEN_MAX);
 // capq entries whose ranges the collector's Python reads (TPL_PYTHON).
 BPF_F_TABLE("array", u32, u64, cappy, TODO_MAX, BPF_F_MMAPABLE);
 // Scratch space: entry 0 for the stop hook, 1 for the iterator, which reads the threads
@@ -541,21 +542,17 @@ static __always_inline u64 cap_word(struct capbuf_t *b, u64 pos) {
 // One read into capbuf: a 16-byte header (address; frame entry << 32 | size, bit 31 set
 // when the read failed) then the data. Returns (data offset << 32 | size), 0 on failure.
 static __always_inline u64 cap_read(struct task_struct *task, struct config *c,
-                                    struct out_t *o, struct capbuf_t *b, u32 entry, u64 addr,
-                                    u64 size) {
+                                    struct out_t *o, struct scratch_t *s, struct capbuf_t *b,
+                                    u32 entry, u64 addr, u64 size) {
   if (addr < 4096 || size == 0)
     return 0;
   if (size > CAP_READ_MAX)
     size = CAP_READ_MAX;
-  // The iterator remembers what it read (a copy costs it about 0.3 us, a lookup less);
-  // the hook's reads cost about as much as a lookup, so it does not.
   u64 gen = c->cap_gen;
-  u64 *seen = IN_CONTEXT ? 0 : capseen.lookup(&addr);
-  if (seen) {
-    u64 v = *seen;
-    if (v >> 34 == gen && (v & 0xfff) >= size)
-      return ((v >> 12) & 0x3fffff) << 32 | size;
-  }
+  u32 slot = ((addr >> 3) ^ (addr >> 11)) & (CAP_SEEN - 1);
+  u64 v = s->seen_val[slot];
+  if (s->seen_addr[slot] == addr && v >> 34 == gen && (v & 0xfff) >= size)
+    return ((v >> 12) & 0x3fffff) << 32 | size;
   u64 need = 16 + ((size + 7) & ~7ull);
   u64 pos = __sync_fetch_and_add(&o->capused, need);
   if (pos + need > CAPBUF) {
@@ -571,10 +568,8 @@ static __always_inline u64 cap_read(struct task_struct *task, struct config *c,
   hdr[1] = ((u64)entry << 32) | sz | (rc ? 0x80000000ull : 0);
   if (rc)
     return 0;
-  if (!IN_CONTEXT) {
-    u64 v = gen << 34 | ((pos + 16) & 0x3fffff) << 12 | sz;
-    capseen.update(&addr, &v);
-  }
+  s->seen_addr[slot] = addr;
+  s->seen_val[slot] = gen << 34 | ((pos + 16) & 0x3fffff) << 12 | sz;
   return ((pos + 16) << 32) | sz;
 }
 
@@ -605,7 +600,7 @@ static __always_inline void capture_frame(struct task_struct *task, struct confi
     int each = kind == OP_EACH_STR || kind == OP_EACH_PTR;
     u64 res = 0;
     if (kind == OP_SLOT) {
-      res = cap_read(task, c, o, b, entry, cfa + (s64)op->off, op->size);
+      res = cap_read(task, c, o, s, b, entry, cfa + (s64)op->off, op->size);
     } else {
       u32 si = op->src & (CAP_OPS - 1);
       u64 spos = s->opres[2 * si], slen = s->opres[2 * si + 1];
@@ -641,7 +636,7 @@ static __always_inline void capture_frame(struct task_struct *task, struct confi
               size = (u64)n < op->limit ? (u64)n : op->limit;
           }
         }
-        res = cap_read(task, c, o, b, entry, p, size);
+        res = cap_read(task, c, o, s, b, entry, p, size);
       }
     }
     if (each)

@@ -209,7 +209,7 @@ def source_constants() -> dict[str, int]:
 
 
 MAP_NAMES = ("cfg", "out", "gout", "conts", "todo", "reads", "scratch", "capq", "captab",
-             "capops", "capbuf", "cappy", "capseen")
+             "capops", "capbuf", "cappy")
 MMAPPED = ("cfg", "out", "gout", "conts", "todo", "reads", "capq", "captab", "capops", "capbuf",
            "cappy")
 BPF_MAP_CREATE = 0

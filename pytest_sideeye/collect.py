@@ -136,8 +136,8 @@ class Collector:
                          len(tables.ranges), 0)
 
     def _new_capture_generation(self) -> None:
-        """What capseen remembers (where in capbuf an address was copied) is stale once
-        capbuf starts over: a new generation number says so."""
+        """What the programs remember of their capture reads (where in capbuf an address
+        was copied) is stale once capbuf starts over: a new generation number says so."""
         self.p.cap_gen = getattr(self.p, "cap_gen", 0) + 1
         struct.pack_into("<Q", self.p.cfg, CFG_CAPTURE + 48, self.p.cap_gen)
 
