@@ -152,8 +152,9 @@ struct config {
   u64 cap_hi;
   u64 cap_nranges;
   u64 cap_cursor;
-  u64 cap_deadline;    // CLOCK_MONOTONIC ns: the iterator's capture pass stops there
-  u64 cap_budget_ns;   // the hook's capture pass stops after this long
+  u64 cap_deadline;    // CLOCK_MONOTONIC ns when capture stops: set by whoever starts first
+  u64 cap_budget_ns;   // how long capture may take, from its start
+  u64 cap_bytes;       // capbuf bytes this snapshot may use (the process's byte budget)
   u64 cap_gen;         // this snapshot's number: older remembered reads are stale
   u64 cap_cursor1;     // claim cursor of capq's second region (cap_cursor: the first)
 };
@@ -555,7 +556,7 @@ static __always_inline u64 cap_read(struct task_struct *task, struct config *c,
     return ((v >> 12) & 0x3fffff) << 32 | size;
   u64 need = 16 + ((size + 7) & ~7ull);
   u64 pos = __sync_fetch_and_add(&o->capused, need);
-  if (pos + need > CAPBUF) {
+  if (pos + need > CAPBUF || pos + need > c->cap_bytes) {
     __sync_fetch_and_add(&o->capfull, 1);
     return 0;
   }
@@ -646,6 +647,17 @@ static __always_inline void capture_frame(struct task_struct *task, struct confi
     s->cap_k = k + 1;
   }
   iter_destroy(&it);
+}
+
+// When capture stops: the budget counts from when the first program started capturing.
+static __always_inline u64 capture_deadline(struct config *c) {
+  u64 d = c->cap_deadline;
+  if (!d) {
+    u64 want = bpf_ktime_get_ns() + c->cap_budget_ns;
+    u64 old = __sync_val_compare_and_swap(&c->cap_deadline, 0, want);
+    d = old ? old : want;
+  }
+  return d;
 }
 
 // Captured frames of one capq region, CAPCHUNK at a time claimed from its cursor (the
@@ -826,9 +838,10 @@ int bpf_iter__task(struct bpf_iter__task *ctx) {
     pass_goroutines(task, c, o, s, c->start, c->count, 0);
   if (c->mode & MODE_CAPTURE) {
     // Its own frames, then the hook's once the hook's region is complete.
-    pass_capture(task, c, o, s, c->cap_deadline, 1);
+    u64 deadline = capture_deadline(c);
+    pass_capture(task, c, o, s, deadline, 1);
     if (o->hook_walked)
-      pass_capture(task, c, o, s, c->cap_deadline, 0);
+      pass_capture(task, c, o, s, deadline, 0);
   }
   if (c->mode == MODE_CONT)
     return pass_continue(task, c, o, s);
@@ -869,13 +882,13 @@ int sideeye_stop_hook(struct bpf_raw_tracepoint_args *ctx) {
     return 0;
   // It runs with interrupts off (inside the scheduler): past its budget, it leaves the
   // goroutines not claimed yet to the iterator.
-  u64 t0 = bpf_ktime_get_ns();
-  o->hook_gs = pass_goroutines(0, c, o, s, 0, c->hook_count, t0 + c->hook_budget_ns);
+  u64 t0 = bpf_ktime_get_ns(), budget = c->hook_budget_ns;
+  o->hook_gs = pass_goroutines(0, c, o, s, 0, c->hook_count, t0 + budget);
   __sync_fetch_and_add(&o->hook_walked, 1);   // a full barrier: capq entries first
   // Then the frames it queued (its region of capq is complete), while its budget lasts;
   // the collector's capture pass reads its own and whatever the hook left.
   if (c->cap_hi) {
-    u64 deadline = t0 + c->hook_budget_ns, cap_end = bpf_ktime_get_ns() + c->cap_budget_ns;
+    u64 deadline = t0 + budget, cap_end = capture_deadline(c);
     pass_capture(0, c, o, s, cap_end < deadline ? cap_end : deadline, 0);
   }
   o->hook_ns = bpf_ktime_get_ns() - t0;

@@ -23,7 +23,7 @@ CFG_HOOK = 48             # offset of hook_tgid, hook_count, hook_state
 CFG_CURSOR = 64           # goroutines of a MODE_GS pass claimed so far
 CFG_HOOK_BUDGET = 72      # how long the hook may walk (it runs with interrupts off)
 CFG_CAPTURE = 80          # cap_lo, cap_hi, cap_nranges, cap_cursor, cap_deadline,
-                          # cap_budget_ns, cap_gen, cap_cursor1
+                          # cap_budget_ns, cap_bytes, cap_gen, cap_cursor1
 HOOK_ARMED, HOOK_RUNNING, HOOK_DONE = 1, 2, 3
 HOOK_WAIT_S = 0.05        # after every thread stopped, how long the hook may still take
 
@@ -118,14 +118,14 @@ class Collector:
         os.close(self.link)
 
     # --- variable capture in BPF (capture_program.py) ----------------------------------
-    def set_capture(self, tables, budget_ns: int = 0) -> None:
+    def set_capture(self, tables, budget_ns: int = 0, budget_bytes: int = 0) -> None:
         """Before the pause: the capture tables for this snapshot, or None (no capture),
-        and how long reading captured frames may take in the pause."""
-        struct.pack_into("<Q", self.p.cfg, CFG_CAPTURE + 40, budget_ns)
+        how long reading captured frames may take in the pause and how many bytes."""
+        struct.pack_into("<QQQ", self.p.cfg, CFG_CAPTURE + 32, 0, budget_ns, budget_bytes)
         self._new_capture_generation()
         for word in CAP_COUNTERS:
             struct.pack_into("<Q", self.p.out, 8 * word, 0)
-        struct.pack_into("<Q", self.p.cfg, CFG_CAPTURE + 56, 0)
+        struct.pack_into("<Q", self.p.cfg, CFG_CAPTURE + 64, 0)
         if tables is None:
             struct.pack_into("<QQQQ", self.p.cfg, CFG_CAPTURE, 0, 0, 0, 0)
             return
@@ -139,7 +139,7 @@ class Collector:
         """What the programs remember of their capture reads (where in capbuf an address
         was copied) is stale once capbuf starts over: a new generation number says so."""
         self.p.cap_gen = getattr(self.p, "cap_gen", 0) + 1
-        struct.pack_into("<Q", self.p.cfg, CFG_CAPTURE + 48, self.p.cap_gen)
+        struct.pack_into("<Q", self.p.cfg, CFG_CAPTURE + 56, self.p.cap_gen)
 
     def _out_word(self, word: int) -> int:
         return struct.unpack_from("<Q", self.p.out, 8 * word)[0]
@@ -148,10 +148,6 @@ class Collector:
         """MODE_CAPTURE when this snapshot captures variables (the helping pass reads the
         frames it walked right after walking them)."""
         return MODE_CAPTURE if struct.unpack_from("<Q", self.p.cfg, CFG_CAPTURE + 8)[0] else 0
-
-    def set_capture_deadline(self, deadline_ns: int) -> None:
-        """When (time.monotonic_ns()) the iterator stops reading captured frames."""
-        struct.pack_into("<Q", self.p.cfg, CFG_CAPTURE + 32, deadline_ns)
 
     def capture_pass(self, raw: RawProcess) -> None:
         """Read the captured frames nobody has read yet (all of them without the hook)."""
@@ -180,7 +176,7 @@ class Collector:
         regions = [(0, self._out_word(W_NCAPQ),
                     struct.unpack_from("<Q", self.p.cfg, CFG_CAPTURE + 24)[0]),
                    (self.p.const["CAPQ_REGION"], self._out_word(W_NCAPQ1),
-                    struct.unpack_from("<Q", self.p.cfg, CFG_CAPTURE + 56)[0])]
+                    struct.unpack_from("<Q", self.p.cfg, CFG_CAPTURE + 64)[0])]
         out = parse_output(self.p.capq, regions, memoryview(self.p.capbuf), used, tables,
                            self.p.const["CAPQ_REGION"])
         out.dropped = self._out_word(W_CAPFULL)
@@ -273,7 +269,7 @@ class Collector:
         if start == 0:
             self._new_capture_generation()
             struct.pack_into("<Q", self.p.cfg, CFG_CAPTURE + 24, 0)
-            struct.pack_into("<Q", self.p.cfg, CFG_CAPTURE + 56, 0)
+            struct.pack_into("<Q", self.p.cfg, CFG_CAPTURE + 64, 0)
             for word in CAP_COUNTERS:
                 struct.pack_into("<Q", self.p.out, 8 * word, 0)
 

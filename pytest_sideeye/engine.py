@@ -145,12 +145,12 @@ def _snapshot_into(proc: Process, spec, limits) -> None:
         wanted = stop_hook_wanted()
         if not wanted or program.hook_fd is None:
             collector.prewarm()
-        collector.set_capture(tables, int(capture_pause_s() * 1e9))
+        collector.set_capture(tables, int(capture_pause_s() * 1e9),
+                              plan.limits.total_bytes if plan is not None else 0)
         hooked = wanted and collector.arm_hook()
         with paused(pid, times, collector.hook_saw_stop if hooked else None):
             proc.monotonic_ns = time.monotonic_ns()
             t0 = time.perf_counter_ns()
-            collector.set_capture_deadline(time.monotonic_ns() + int(capture_pause_s() * 1e9))
             collector.collect(raw)
             starts = decoder.syscall_starts(raw)
             if starts:
@@ -300,6 +300,8 @@ def _captures_after(plan, decoder, collector, raw, tables, pause_jobs: dict) -> 
                 missed += 1
             job.mem.shared = shared
             job.mem.final = True
+            if out is not None and out.dropped:
+                job.mem.final_why = "budget"   # reads refused: the byte budget ran out
         captures.append((key, job))
     if out is not None and out.unreached:
         raw.notes.append(
@@ -310,8 +312,8 @@ def _captures_after(plan, decoder, collector, raw, tables, pause_jobs: dict) -> 
         raw.notes.append(
             f"capture: {missed - out.unreached} frames were not read in the pause"
             + (f" ({out.queued_over} over the queue's capacity)" if out.queued_over else "")
-            + (f"; {out.dropped} reads dropped, the capture buffer being full"
-               if out.dropped else ""))
+            + (f"; {out.dropped} reads refused, the process's capture byte budget "
+               f"({plan.limits.total_bytes:,} bytes) being used up" if out.dropped else ""))
     return captures
 
 

@@ -106,6 +106,7 @@ class Memory:
         self._solo: set[tuple[int, int]] = set()       # parts of a failed merged read
         self.wanted: set[tuple[int, int]] = set()
         self.final = False
+        self.final_why = "rounds"    # what a read missing at the end is marked as
         self._issued: dict[tuple[int, int], list[tuple[int, int]]] = {}
         # Read-only memory shared by several frames (what the BPF capture read for the
         # whole process), consulted after this frame's own.
@@ -130,7 +131,7 @@ class Memory:
             if lo <= addr < hi or (addr <= lo < addr + size):
                 return Cut(addr, why)
         if self.final:
-            return Cut(addr, "rounds")
+            return Cut(addr, self.final_why)
         self.wanted.add((addr, size))
         return PENDING
 
