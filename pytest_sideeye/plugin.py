@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -374,6 +375,27 @@ def timeout_message(seconds: float, written: attach.Written | None, start: Path,
     return msg
 
 
+DEBUGGER_MODULES = ("bdb", "pdb", "pydevd", "_pydevd", "debugpy", "pudb", "ipdb")
+
+
+def debugger_active(thread_id: int) -> bool:
+    """True when a debugger traces the test's thread (its trace function, or any frame's,
+    comes from a debugger module, or a sys.monitoring debugger is registered): a test
+    stopped at a breakpoint is not hanging, so the timeout is not enforced (pytest-timeout
+    makes the same exception)."""
+    funcs = [sys.gettrace()] if thread_id == threading.get_ident() else []
+    frame = sys._current_frames().get(thread_id)
+    while frame is not None:
+        funcs.append(frame.f_trace)
+        frame = frame.f_back
+    for fn in funcs:
+        module = getattr(fn, "__module__", None) or ""
+        if any(part.startswith(DEBUGGER_MODULES) for part in module.split(".")):
+            return True
+    monitoring = getattr(sys, "monitoring", None)
+    return bool(monitoring and monitoring.get_tool(monitoring.DEBUGGER_ID))
+
+
 class OwnTimeout:
     """--sideeye-timeout: SIGALRM on the main thread, raising pytest's failure inside the
     test so its teardown runs (as pytest-timeout's signal method does); elsewhere a timer
@@ -452,12 +474,26 @@ class OwnTimeout:
         self.fired = True
         return on_own_timeout(self.item, self.seconds)
 
+    def _debugged(self) -> bool:
+        """At the deadline: is a debugger holding the test? Then let it be, once said."""
+        if not debugger_active(self._thread_id):
+            return False
+        self.fired = True
+        capman = self.item.config.pluginmanager.getplugin("capturemanager")
+        with capman.global_and_fixture_disabled() if capman else contextlib.nullcontext():
+            self.item.config.get_terminal_writer().line(
+                f"\nsideeye: {self.item.nodeid}: --sideeye-timeout ({self.seconds:g} s) not "
+                "enforced: a debugger is active")
+        return True
+
     def _on_signal(self, signum: int, frame: Any) -> None:
         __tracebackhide__ = True
         if not self.in_phase:
             signal.setitimer(signal.ITIMER_REAL, self.RETRY_S)
             return
         self._stop()
+        if self._debugged():
+            return
         pytest.fail(self._fire())
 
     def _on_thread_timer(self) -> None:
@@ -465,6 +501,8 @@ class OwnTimeout:
             with self._lock:
                 if not self._cancelled:
                     self._start(self.RETRY_S)
+            return
+        if self._debugged():
             return
         message = self._fire()
         failed = _failed_exception()

@@ -137,6 +137,36 @@ def test_own_timeout_fails_hanging_tests_without_services(pytester, method):
     assert "Traceback (most recent call last)" not in out + result.stderr.str()
 
 
+AT_A_BREAKPOINT = """
+import bdb, sys, time
+
+def test_held_by_a_debugger():
+    # What pdb does at a breakpoint, without the prompt: trace this frame with a Bdb.
+    debugger = bdb.Bdb()
+    debugger.reset()
+    sys.settrace(debugger.trace_dispatch)
+    sys._getframe().f_trace = debugger.trace_dispatch
+    try:
+        time.sleep(2)
+    finally:
+        sys.settrace(None)
+
+def test_not_held():
+    time.sleep(2)
+"""
+
+
+@pytest.mark.parametrize("method", ["signal", "thread"])
+def test_own_timeout_is_not_enforced_under_a_debugger(pytester, method):
+    pytester.makepyfile(test_d=AT_A_BREAKPOINT)
+    result = pytester.runpytest_subprocess("-p", "no:timeout", "--sideeye-timeout=0.5",
+                                           f"--sideeye-timeout-method={method}")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines([
+        "*test_held_by_a_debugger: --sideeye-timeout (0.5 s) not enforced: a debugger is active*",
+        "*FAILED test_d.py::test_not_held - Failed: Timeout (>0.5 s)*"])
+
+
 def test_ini_timeout_and_bad_ini_value(pytester):
     pytester.makeini("[pytest]\nsideeye_timeout = 0.5\n")
     pytester.makepyfile(test_h="import time\ndef test_h():\n    time.sleep(30)\n")
