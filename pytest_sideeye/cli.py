@@ -38,6 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("-o", "--output", required=True)
     sub.add_parser("doctor", help="check every requirement of this machine "
                                   "(sideeye doctor [--json] [CHECK ...])")
+    pr = sub.add_parser("prune-images", help="remove old images built for go_service "
+                                             "(all but the newest of each sideeye/<name>)")
+    pr.add_argument("--keep", type=int, default=1, metavar="N",
+                    help="newest tags kept per service (default 1)")
+    pr.add_argument("--dry-run", action="store_true", help="only say what would go")
     return parser
 
 
@@ -95,7 +100,20 @@ def cmd_doctor(args) -> int:
     return main_doctor(args.extra)
 
 
-COMMANDS = {"snapshot": cmd_snapshot, "report": cmd_report, "doctor": cmd_doctor}
+def cmd_prune_images(args) -> int:
+    from .images import prune
+    done = prune(args.keep, args.dry_run)
+    gone = [(t, s) for t, what, s in done if what in ("removed", "would remove")]
+    for tag, what, _size in done:
+        print(f"{what:<28} {tag}")
+    verb = "would free" if args.dry_run else "freed"
+    print(f"{len(gone)} of {len(done)} sideeye images {'to remove' if args.dry_run else 'removed'}"
+          f" ({verb} up to {sum(s for _t, s in gone) / 1e6:.1f} MB: layers may be shared)")
+    return 0
+
+
+COMMANDS = {"snapshot": cmd_snapshot, "report": cmd_report, "doctor": cmd_doctor,
+            "prune-images": cmd_prune_images}
 
 
 def main(argv=None) -> int:

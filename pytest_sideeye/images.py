@@ -117,6 +117,44 @@ def forget(tag: str) -> None:
         del _tags[key]
 
 
+def prune(keep: int = 1, dry_run: bool = False,
+          repository: str = "sideeye/") -> list[tuple[str, str, int]]:
+    """Remove the old images built for go_service: in each sideeye/<name> repository all
+    but the `keep` newest tags (every change of a service's source makes a new one). An
+    image a container still uses, running or not, is kept. Only repositories starting
+    with `repository` are looked at. Returns (tag, what was done, image size in bytes),
+    repositories in order, newest tag first."""
+    import docker
+
+    client = docker_client()
+    used = {c.attrs.get("Image") for c in client.containers.list(all=True)}
+    repos: dict[str, list] = {}
+    for image in client.images.list():
+        for tag in image.tags:
+            if tag.startswith("sideeye/") and tag.startswith(repository):
+                repos.setdefault(tag.rsplit(":", 1)[0], []).append(image)
+    done = []
+    for repo in sorted(repos):
+        images = sorted(repos[repo], key=lambda im: im.attrs.get("Created", ""), reverse=True)
+        for rank, image in enumerate(images):
+            tag = next(t for t in image.tags if t.rsplit(":", 1)[0] == repo)
+            size = int(image.attrs.get("Size") or 0)
+            if rank < max(keep, 0):
+                done.append((tag, "kept: newest", size))
+            elif image.id in used:
+                done.append((tag, "kept: a container uses it", size))
+            elif dry_run:
+                done.append((tag, "would remove", size))
+            else:
+                try:
+                    client.images.remove(tag)
+                    forget(tag)
+                    done.append((tag, "removed", size))
+                except docker.errors.APIError as e:
+                    done.append((tag, f"kept: {_one_line(e)}", size))
+    return done
+
+
 def image_exists(tag: str) -> bool:
     import docker
 
