@@ -33,6 +33,7 @@ from typing import Any, Sequence
 import jinja2
 
 from . import buckets as bk
+from . import flamegraph
 from .errors import SideeyeError
 from .snapshot import FORMAT, Frame, Goroutine, Process, Snapshot, Variable
 
@@ -408,6 +409,7 @@ def process_view(index: int, p: Process, opts: Options) -> dict:
         "error": clean(p.error) if p.error else "",
         "notes": [clean(n) for n in p.notes],
         "groups": [group_view(g, ref, opts) for g in groups],
+        "flame": flamegraph.view(p.goroutines),
         "bucket_count": sum(len(g.buckets) for g in groups),
         "no_reference": has_since and ref is None,
         "logs": logs, "logs_cut": logs_cut,

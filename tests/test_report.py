@@ -163,6 +163,37 @@ GC_WORKER = [("runtime.gopark", "/go/src/runtime/proc.go", 435),
              ("runtime.gcBgMarkWorker", "/go/src/runtime/mgc.go", 1423)]
 
 
+def test_flame_graph_merges_stacks_from_their_roots():
+    from pytest_sideeye import flamegraph
+    gs = [_g(1, WORKER_AT_22), _g(2, WORKER_AT_31), _g(3, HTTP_IDLE), _g(4, GC_WORKER)]
+    bars, height = flamegraph.layout(flamegraph.merge(gs), width=400)
+    by_name = {}
+    for b in bars:
+        by_name.setdefault(b.title.split(" \u2014 ")[0], []).append(b)
+    assert by_name["all goroutines"][0].w == 400 and height == 4 * flamegraph.ROW
+    # Roots first: the two workers share main.worker -> chanrecv2 -> gopark (lines differ,
+    # functions do not), so main.worker is one bar half as wide as everything.
+    [worker] = by_name["main.worker"]
+    assert (worker.y, worker.w, worker.origin) == (flamegraph.ROW, 200, "main")
+    assert "2 goroutines (50%)" in worker.title
+    # runtime.gopark ends three stacks: under main.worker, under serve and under the GC.
+    assert sorted(b.w for b in by_name["runtime.gopark"]) == [100, 100, 200]
+    assert all(b.origin == "runtime" for b in by_name["runtime.gopark"])
+    # Children sit inside their parent, left to right by name.
+    [serve] = by_name["net/http.(*conn).serve"]
+    assert serve.origin == "stdlib" and serve.x == worker.x + worker.w
+    assert flamegraph.layout(flamegraph.merge([]))[0] == []
+
+
+def test_flame_graph_leaves_out_what_is_too_narrow_to_see():
+    from pytest_sideeye import flamegraph
+    gs = [_g(i, WORKER_AT_22) for i in range(1, 2001)] + [_g(9999, GC_WORKER)]
+    bars, _h = flamegraph.layout(flamegraph.merge(gs))
+    names = {b.title.split(" \u2014 ")[0] for b in bars}
+    assert "main.worker" in names and "runtime.gcBgMarkWorker" not in names
+    assert all(b.w >= flamegraph.MIN_WIDTH for b in bars)
+
+
 def test_buckets_group_identical_stacks_ignoring_variable_values():
     gs = [_g(i, WORKER_AT_22, values=i) for i in range(1, 6)] + [_g(9, WORKER_AT_31, values=0)]
     bs = bk.bucketize(gs)
@@ -387,7 +418,12 @@ def test_hostile_strings_are_escaped_and_show_as_text():
     page.encode("utf-8")                        # no lone surrogates left anywhere
     p = parse(page)
     assert [t for t, _ in p.tags if t == "script"] == ["script", "script"]
-    assert [t for t, _ in p.tags if t in ("img", "svg", "b", "i")] == []
+    assert [t for t, _ in p.tags if t in ("img", "b", "i")] == []
+    # The only SVGs are the flame graphs (one per process with goroutines), made of our
+    # own elements: hostile names are their text and tooltips.
+    assert [t for t, _ in p.tags if t == "svg"] == ["svg"] * sum(1 for q in snap.processes
+                                                                if q.goroutines)
+    assert {t for t, _ in p.tags} & {"foreignobject", "use", "image", "iframe"} == set()
     assert "<!--" not in page
     assert not any(k.startswith("on") for _, attrs in p.tags for k in attrs)
     text = "".join(p.text)

@@ -87,7 +87,13 @@ def test_hostile_strings_do_not_run_and_show_as_text(page, reports):
     assert page.evaluate("() => window.__pwned") is None
     assert page.title() == "sideeye: " + HOSTILE_TITLE
     assert page.dialogs == [] and page.errors == []
-    assert page.evaluate("() => document.querySelectorAll('img, svg, iframe, object').length") == 0
+    assert page.evaluate("() => document.querySelectorAll('img, iframe, object').length") == 0
+    # The one SVG is the flame graph, and the hostile function name is text in it.
+    assert page.evaluate("() => document.querySelectorAll('svg').length") == 1
+    assert page.evaluate("() => [...document.querySelectorAll('svg.fg *')].every("
+                         "e => ['g', 'title', 'rect', 'text'].includes(e.localName))")
+    titles = page.evaluate("() => [...document.querySelectorAll('svg.fg title')].map(t => t.textContent)")
+    assert any(t.startswith(HOSTILE_FUNC) for t in titles), titles
     assert page.evaluate("() => document.scripts.length") == 2
     text = page.evaluate("() => document.body.innerText")
     for s in (HOSTILE_FUNC, "AssertionError: " + XSS_SCRIPT, END_SCRIPT, "svc" + XSS_ATTR,
