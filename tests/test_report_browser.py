@@ -258,3 +258,23 @@ def test_readable_when_served_like_jenkins_serves_artifacts(browser, reports):
         pg.screenshot(path=str(out))
     finally:
         ctx.close()
+
+
+def test_captured_variable_tables_filter_rows(page, reports):
+    _open(page, reports["synthetic"])
+    sec = page.locator("section.capture").first
+    sec.scroll_into_view_if_needed()
+    rows = sec.locator("tbody tr")
+    total = rows.count()
+    assert total > 100 and sec.locator(".tfilter").is_visible()
+    first_id = rows.first.locator("td").nth(1).text_content()
+    sec.locator(".rowfilter").fill(first_id)
+    visible = sec.locator("tbody tr:not(.is-hidden)")
+    assert 1 <= visible.count() < total
+    assert all(first_id in t for t in visible.evaluate_all("rs => rs.map(r => r.textContent)"))
+    assert sec.locator(".rowcount").text_content() == f"{visible.count()} of {total:,} rows"
+    sec.locator(".rowfilter").fill("no such text anywhere")
+    assert visible.count() == 0
+    sec.locator(".rowfilter").fill("")
+    assert visible.count() == total and sec.locator(".rowcount").text_content() == ""
+

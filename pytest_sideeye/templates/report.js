@@ -119,6 +119,27 @@
     if ("num" in b) { return 1; }
     return a.str.localeCompare(b.str, undefined, { numeric: true });
   }
+  // Captured variable tables: keep the rows containing the typed text (any cell, any case).
+  doc.querySelectorAll("section.capture").forEach(function (sec) {
+    var bar = sec.querySelector(".tfilter"), input = sec.querySelector(".rowfilter");
+    var count = sec.querySelector(".rowcount"), table = sec.querySelector("table");
+    if (!bar || !input || !table) { return; }
+    var rows = Array.prototype.slice.call(table.tBodies[0].rows);
+    var texts = rows.map(function (r) { return r.textContent.toLowerCase(); });
+    function filter() {
+      var q = input.value.trim().toLowerCase(), shown = 0;
+      rows.forEach(function (r, i) {
+        var keep = !q || texts[i].indexOf(q) >= 0;
+        r.classList.toggle("is-hidden", !keep);
+        if (keep) { shown += 1; }
+      });
+      count.textContent = q ? fmt(shown) + " of " + plural(rows.length, "row") : "";
+    }
+    input.addEventListener("input", filter);
+    bar.hidden = false;
+    if (input.value) { filter(); }
+  });
+
   doc.querySelectorAll("table.sortable").forEach(function (table) {
     var heads = table.querySelectorAll("thead th");
     heads.forEach(function (th, col) {
