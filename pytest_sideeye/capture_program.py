@@ -294,8 +294,10 @@ def _boundaries(plan, function: str, scope) -> list[int]:
     return sorted(points)
 
 
-def compile_plan(plan, bias: int, const: dict[str, int]) -> Tables | None:
-    """The plan's BPF tables (runtime addresses), or None when nothing can be templated."""
+def compile_plan(plan, bias: int, const: dict[str, int], symtab=None) -> Tables | None:
+    """The plan's BPF tables (runtime addresses), or None when nothing can be templated.
+    symtab (pclntab.Symtab): where the functions run inlined, in any package (without it,
+    only the inlining sites in the function's own package, from DWARF, are known)."""
     max_ops, read_max = const["CAP_OPS"], const["CAP_READ_MAX"]
     max_templates, max_ranges = const["CAP_TEMPLATES"], const["CAPTAB_MAX"]
     own: list[tuple[int, int, int]] = []        # (lo, hi, template) link-time
@@ -307,6 +309,8 @@ def compile_plan(plan, bias: int, const: dict[str, int]) -> Tables | None:
         if info is None:
             continue
         inlined += plan.binfo.inlined_ranges(function)
+        if symtab is not None:
+            inlined += symtab.inlined_ranges(function)
         if info.concrete is None:
             continue
         points = _boundaries(plan, function, info.concrete)

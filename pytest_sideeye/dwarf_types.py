@@ -398,10 +398,19 @@ class BinaryInfo:
             return self._functions[name]
 
     def _find_function(self, name: str) -> FunctionInfo | None:
+        found = self._find_function_in(name, self._cu_map().get(package_of(name), []))
+        if found is None:
+            # A function only ever inlined into other packages has its abstract DIE in the
+            # compile unit of a package that inlines it: look everywhere (rare, slower).
+            found = self._find_function_in(name, [cu for cus in self._cu_map().values()
+                                                  for cu in cus])
+        return found
+
+    def _find_function_in(self, name: str, cus) -> FunctionInfo | None:
         concrete = None
         abstract = None
         variables: dict[str, int] = {}
-        for cu in self._cu_map().get(package_of(name), []):
+        for cu in cus:
             for die in cu.get_top_DIE().iter_children():
                 if die.tag != "DW_TAG_subprogram":
                     continue

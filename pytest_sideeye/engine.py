@@ -100,10 +100,15 @@ def _functions_in_no_target(targets: list[Target], spec) -> list[str]:
             symtab = gobinary.analyze(gobinary.exe_for_pid(t.pid), need_layout=False).symtab
         except SideeyeError:
             return []
-        left = [fn for fn in left if symtab.func_by_name(fn) is None]
+        left = [fn for fn in left if not has_function(symtab, fn)]
         if not left:
             break
     return left
+
+
+def has_function(symtab, name: str) -> bool:
+    """The program has the function: a body of its own, or only inlined copies."""
+    return symtab.func_by_name(name) is not None or bool(symtab.inlined_ranges(name))
 
 
 def _parse_capture(capture):
@@ -225,7 +230,7 @@ def _make_plan(info, spec, limits, bias: int):
         return None
     from . import capture as capture_mod
     mine = capture_mod.CaptureSpec({fn: exprs for fn, exprs in spec.functions.items()
-                                    if info.symtab.func_by_name(fn) is not None})
+                                    if has_function(info.symtab, fn)})
     if not mine:
         return None
     kw = {"limits": limits} if limits is not None else {}
@@ -243,7 +248,7 @@ def _capture_tables(plan, info, bias: int, program):
         return None     # every frame read by the Python rounds (for comparisons)
     key = (info.build_id, info.path, repr(plan.spec), repr(plan.limits), bias)
     if key not in _tables_cache:
-        _tables_cache[key] = compile_plan(plan, bias, program.const)
+        _tables_cache[key] = compile_plan(plan, bias, program.const, info.symtab)
     return _tables_cache[key]
 
 

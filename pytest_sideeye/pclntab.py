@@ -401,6 +401,48 @@ class Symtab:
             keep_wrapper = name in _KEEP_WRAPPER_BELOW
             pc = entry + parent_pc
 
+    def inlined_ranges(self, name: str) -> list[tuple[int, int]]:
+        """The pc ranges where function `name` (as printed) runs inlined into another
+        function, itself or something inlined into it: every function's inline tree is
+        looked at once (the answer is kept)."""
+        cache = self.__dict__.setdefault("_inlined_ranges_cache", {})
+        if name in cache:
+            return cache[name]
+        out: list[tuple[int, int]] = []
+        for i in range(len(self)):
+            tree = self._inline_tree(i)
+            if not tree:
+                continue
+            calls = [_INLINED_CALL.unpack_from(tree, j * _INLINED_CALL.size)
+                     for j in range(len(tree) // _INLINED_CALL.size)]
+            mine = [func_name_for_print(_cstring(self._funcnametab, c[1])) == name
+                    for c in calls]
+            if not any(mine):
+                continue
+            entry = self.text_start + self._entry_offs[i]
+            parent = [self._value(i, 3 + PCDATA_INL_TREE_INDEX, entry + c[2]) for c in calls]
+
+            def inside(j: int) -> bool:
+                for _ in range(_MAX_INLINE_DEPTH):
+                    if j < 0 or j >= len(calls):
+                        return False
+                    if mine[j]:
+                        return True
+                    j = parent[j]
+                return False
+
+            ends, idxs = self._table(i, 3 + PCDATA_INL_TREE_INDEX)
+            start = entry
+            for end, idx in zip(ends, idxs):
+                if idx >= 0 and inside(idx):
+                    if out and out[-1][1] == start:
+                        out[-1] = (out[-1][0], end)
+                    else:
+                        out.append((start, end))
+                start = end
+        cache[name] = out
+        return out
+
     # ---- special function IDs -------------------------------------------------------
 
     @property

@@ -109,6 +109,7 @@ SPEC = {
     "main.waitTimes": ["t", "d", "ch", "fn"],
     "main.spin": ["n", "depth"],
     "main.parkInlined": ["tag", "n"],
+    "varzoo/parts.Hold": ["ch", "n"],
 }
 
 
@@ -388,3 +389,16 @@ def test_bpf_capture_reads_what_the_python_rounds_read(version, go_build, needs_
     assert len(a) == 50 and a == b
     some = next(iter(a.values()))
     assert all(avail for _n, _t, _v, avail, _tr, _e in some), some
+
+
+def test_function_inlined_into_another_package_is_captured(captured):
+    """parts.Hold runs only inlined into package main: its abstract DWARF entry sits in
+    main's compile unit, its frame is found through main.holdParts' inline tree, and the
+    Python path reads it in the pause. The compiler describes only `ch` there (`n` is left
+    out of that inlined instance's DWARF): `n` is reported unavailable, not an error."""
+    snap, _exp, _rounds, _proc = captured
+    [f] = variables(snap, "varzoo/parts.Hold")
+    ch, n = f.variables
+    assert ch.available and ch.type == "chan int"
+    assert ch.value == {"len": 0, "cap": 0, "closed": False, "items": []}, ch.value
+    assert (n.name, n.available, n.error) == ("n", False, None)
