@@ -482,13 +482,17 @@ def verifier_stats(insns: bytes) -> str:
     return log.strip().splitlines()[-1]
 
 
-_TRIAL_SOURCE = b"""
-struct bpf_iter_meta { void *seq; u64 session_id; u64 seq_num; };
-struct bpf_iter__task { struct bpf_iter_meta *meta; struct task_struct *task; };
+# The open-coded iterator kfuncs as placeholders (see bpf/snapshot.bpf.c), for the trials.
+_KFUNC_DECLS = b"""
 struct bpf_iter_num { u64 opaque; } __attribute__((aligned(8)));
 static int (*iter_new)(struct bpf_iter_num *it, int start, int end) = (void *)0x7ff0001;
 static int *(*iter_next)(struct bpf_iter_num *it) = (void *)0x7ff0002;
 static void (*iter_destroy)(struct bpf_iter_num *it) = (void *)0x7ff0003;
+"""
+
+_TRIAL_SOURCE = _KFUNC_DECLS + b"""
+struct bpf_iter_meta { void *seq; u64 session_id; u64 seq_num; };
+struct bpf_iter__task { struct bpf_iter_meta *meta; struct task_struct *task; };
 BPF_ARRAY(seen, u64, 1);
 int bpf_iter__task(struct bpf_iter__task *ctx) {
   struct task_struct *task = ctx->task;
@@ -542,11 +546,7 @@ def trial_load() -> str:
             "reads of an unmapped address failed cleanly)")
 
 
-_TRIAL_HOOK_SOURCE = b"""
-struct bpf_iter_num { u64 opaque; } __attribute__((aligned(8)));
-static int (*iter_new)(struct bpf_iter_num *it, int start, int end) = (void *)0x7ff0001;
-static int *(*iter_next)(struct bpf_iter_num *it) = (void *)0x7ff0002;
-static void (*iter_destroy)(struct bpf_iter_num *it) = (void *)0x7ff0003;
+_TRIAL_HOOK_SOURCE = _KFUNC_DECLS + b"""
 BPF_ARRAY(seen, u64, 1);
 int trial_hook(struct bpf_raw_tracepoint_args *ctx) {
   u32 zero = 0;
