@@ -483,6 +483,15 @@ class Decoder:
     def _entry_limit(self, kt: GoType, vt: GoType) -> int:
         return max(1, self.limits.map_bytes // max(kt.size + vt.size, 1))
 
+    def _blocks(self, addr: int, size: int):
+        """A map's buckets or groups read at once: bytes, PENDING, or None when cut (the
+        cut is recorded)."""
+        blob = self.read(addr, size)
+        if isinstance(blob, Cut):
+            self._cut(blob)
+            return None
+        return blob
+
     def _classic_entries(self, h: GoType, raw: bytes, limit: int | None):
         """Go <= 1.23: hmap with 2^B buckets of 8 slots, overflow chains, maybe growing."""
         count = u(raw, h.field("count").offset, 8)
@@ -505,12 +514,9 @@ class Decoder:
             n_read = min(n, max(1, (limit * 2 + 7) // 8))
             if n_read < n:
                 self.truncated = True
-            blob = self.read(base, n_read * bucket_t.size)
-            if blob is PENDING:
-                pending = True
-                continue
-            if isinstance(blob, Cut):
-                self._cut(blob)
+            blob = self._blocks(base, n_read * bucket_t.size)
+            if blob is None or blob is PENDING:
+                pending = pending or blob is PENDING
                 continue
             for i in range(n_read):
                 r = self._bucket_chain(bucket_t, blob, i * bucket_t.size, base + i * bucket_t.size,
@@ -593,12 +599,9 @@ class Decoder:
             mask = u(tr, gref.offset + gref.type.field("lengthMask").offset, 8)
             ngroups = mask + 1
             n_read = min(ngroups, max(1, (limit * 2 + 7) // 8))
-            blob = self.read(data, n_read * group_t.size)
-            if blob is PENDING:
-                pending = True
-                continue
-            if isinstance(blob, Cut):
-                self._cut(blob)
+            blob = self._blocks(data, n_read * group_t.size)
+            if blob is None or blob is PENDING:
+                pending = pending or blob is PENDING
                 continue
             for i in range(n_read):
                 self._group(group_t, slots_f, slot_t, kf, vf, blob, i * group_t.size,
