@@ -21,8 +21,10 @@ from elftools.elf.elffile import ELFFile
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pytest_sideeye import gobinary, toolchains  # noqa: E402
-from pytest_sideeye.pclntab import Symtab  # noqa: E402
+from pytest_sideeye.binary import info as gobinary
+
+from pytest_sideeye.services import toolchains# noqa: E402
+from pytest_sideeye.binary.pclntab import Symtab  # noqa: E402
 
 BENCH_DIR = Path.home() / ".cache" / "sideeye" / "bench"
 

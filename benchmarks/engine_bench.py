@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from oracle import start_app  # noqa: E402
-from pytest_sideeye import engine, toolchains  # noqa: E402
+from pytest_sideeye.engine import take as engine
+from pytest_sideeye.services import toolchains# noqa: E402
 
 CAPTURE = {"main.parkedLeaf": ["i", "name", "j", "started"]}
 

@@ -27,8 +27,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from oracle import start_app  # noqa: E402
-from pytest_sideeye import engine, toolchains  # noqa: E402
-from pytest_sideeye.snapshot import STATUSES, Process  # noqa: E402
+from pytest_sideeye.engine import take as engine
+from pytest_sideeye.services import toolchains# noqa: E402
+from pytest_sideeye.snapshot.model import STATUSES, Process  # noqa: E402
 
 GOAPPS = ROOT / "fixtures" / "goapps"
 RESUME_GOAL_S = 0.100      # a killed collector's target must run again within this
@@ -110,7 +111,9 @@ def binary(app: str, version: str) -> Path:
 ZYGOTE = r"""
 import ctypes, os, sys
 sys.path.insert(0, sys.argv[1])
-from pytest_sideeye import engine, gobinary, pause
+from pytest_sideeye.engine import take as engine
+from pytest_sideeye.binary import info as gobinary
+from pytest_sideeye.engine import pause
 targets = [engine.Target(int(a)) for a in sys.argv[2:]]
 info = gobinary.analyze(gobinary.exe_for_pid(targets[0].pid))
 engine.program_for(info.layout)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pytest_sideeye.snapshot import (Container, CreatedBy, Frame, Goroutine, Process,  # noqa: E402
+from pytest_sideeye.snapshot.model import (Container, CreatedBy, Frame, Goroutine, Process,  # noqa: E402
                                      Snapshot, Variable)
 
 GOROOT = "/usr/local/go/src"
@@ -198,7 +198,7 @@ def load_times(paths: list[Path], runs: int) -> list[float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pytest_sideeye.report import render_html
+    from pytest_sideeye.report.html import render_html
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="1000,10000,100000")

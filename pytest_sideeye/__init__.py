@@ -1,2 +1,2 @@
 """pytest-sideeye: eBPF goroutine snapshots of Go services under test."""
-from .services import go_service  # noqa: F401  (the README quick-start imports it here)
+from pytest_sideeye.services.fixture import go_service  # noqa: F401  (the README quick-start imports it here)

@@ -67,7 +67,7 @@ def needs_docker():
 @pytest.fixture(scope="session")
 def go_build():
     """go_build(app, version=...) -> Path of a binary built from fixtures/goapps/<app>."""
-    from pytest_sideeye import toolchains
+    from pytest_sideeye.services import toolchains
 
     def _build(app: str, version: str = toolchains.DEFAULT_GO, **kw) -> Path:
         if version not in toolchains.installed_versions():

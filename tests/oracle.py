@@ -27,8 +27,8 @@ from typing import Iterable
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pytest_sideeye.godump import DumpInfo, dump_info, parse_dump
-from pytest_sideeye.snapshot import CreatedBy, Frame, Goroutine, Process
+from pytest_sideeye.snapshot.godump import DumpInfo, dump_info, parse_dump
+from pytest_sideeye.snapshot.model import CreatedBy, Frame, Goroutine, Process
 
 DUMPS_DIR = Path(__file__).resolve().parent / "data" / "dumps"
 READY_TIMEOUT = 30.0
@@ -397,7 +397,7 @@ def _same(a: Goroutine, b: Goroutine) -> bool:
 
 def record_parkzoo_dumps(versions: Iterable[str], out: Path = DUMPS_DIR) -> list[Path]:
     """One debug=2 and one SIGQUIT dump of parkzoo per Go version."""
-    from pytest_sideeye import toolchains
+    from pytest_sideeye.services import toolchains
     root = Path(__file__).resolve().parent.parent
     out.mkdir(parents=True, exist_ok=True)
     written = []

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from pytest_sideeye.errors import BpfUnavailable
-from pytest_sideeye.gobinary import BUILDINFO_MAGIC
+from pytest_sideeye.binary.info import BUILDINFO_MAGIC
 
 ROOT = Path(__file__).resolve().parent.parent
 SIDEEYE = Path(sys.executable).parent / "sideeye"
@@ -151,7 +151,7 @@ def test_error_line_names_the_process_it_is_about(needs_root, go_build):
 
 
 def test_go_version_older_than_supported(needs_root, go_build, tmp_path):
-    from pytest_sideeye import toolchains
+    from pytest_sideeye.services import toolchains
     built = go_build("hello", toolchains.DEFAULT_GO)
     old = patched_go_version(built, f"go{toolchains.DEFAULT_GO}",
                              "go1.17." + toolchains.DEFAULT_GO.split(".", 2)[2], tmp_path / "old")
@@ -173,7 +173,7 @@ def test_bpf_refused_by_seccomp(needs_root, parked):
 def test_kernel_without_btf(tmp_path):
     """A kernel without CONFIG_DEBUG_INFO_BTF cannot be made here (the running one has it):
     the reader of the BTF file is given a missing and a non-BTF path instead."""
-    from pytest_sideeye.bpfprog import kernel_btf
+    from pytest_sideeye.engine.bpf import kernel_btf
     for path in (tmp_path / "missing", Path(__file__)):
         with pytest.raises(BpfUnavailable) as e:
             kernel_btf(str(path))

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from conftest import GO_VERSIONS
-from pytest_sideeye import capture, dwarf_types
+from pytest_sideeye.capture import plan as capture
+from pytest_sideeye.binary import dwarf as dwarf_types
 from pytest_sideeye.errors import CaptureSpecError
 from test_values import start_varzoo, zoo  # noqa: F401  (zoo is a fixture)
 
@@ -115,7 +116,7 @@ SPEC = {
 
 @pytest.fixture(scope="module", params=GO_VERSIONS)
 def captured(request, go_build, needs_root):
-    from pytest_sideeye import engine
+    from pytest_sideeye.engine import take as engine
     exe = str(go_build("varzoo", request.param))
     p, expected = start_varzoo(exe)
     rounds: list[int] = []
@@ -359,7 +360,7 @@ def test_bpf_capture_reads_what_the_python_rounds_read(version, go_build, needs_
     Python path, on every kind of value varzoo holds (frames only Python can read take
     that path in both runs) and on manyparked's benchmark variables, which BPF reads
     alone: no Python round at all."""
-    from pytest_sideeye import engine
+    from pytest_sideeye.engine import take as engine
     exe = str(go_build("varzoo", version))
     p, _expected = start_varzoo(exe)
     try:

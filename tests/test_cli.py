@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from oracle import start_app
-from pytest_sideeye.godump import parse_dump
-from pytest_sideeye.snapshot import Snapshot
+from pytest_sideeye.snapshot.godump import parse_dump
+from pytest_sideeye.snapshot.model import Snapshot
 
 SIDEEYE = [str(Path(sys.executable).with_name("sideeye"))]
 pytestmark = pytest.mark.usefixtures("needs_root")
@@ -67,7 +67,8 @@ def test_not_a_go_program_is_one_line(tmp_path):
 
 
 def test_container_resolves_to_its_go_process(needs_docker, go_build, tmp_path):
-    from pytest_sideeye import images, services
+    from pytest_sideeye.services import images
+    from pytest_sideeye.services import fixture as services
     client = images.docker_client()
     tag = images.go_image("clihello", Path(__file__).parent.parent / "fixtures/goapps/hello")
     # Owner labels: a concurrent run's sweep must not take this container for a leftover.

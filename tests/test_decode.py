@@ -1,9 +1,9 @@
 """decode.py on real binaries, without a process: symbolization edge cases."""
 from __future__ import annotations
 
-from pytest_sideeye import gobinary
-from pytest_sideeye.bpfprog import source_constants
-from pytest_sideeye.decode import Decoder
+from pytest_sideeye.binary import info as gobinary
+from pytest_sideeye.engine.bpf import source_constants
+from pytest_sideeye.engine.decode import Decoder
 
 
 def decoder_for(binary) -> Decoder:

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from pytest_sideeye import doctor
+from pytest_sideeye.cli import doctor
 from pytest_sideeye.errors import DockerUnavailable, SideeyeError
 
 DEAD = "unix:///tmp/sideeye-no-such-docker.sock"
@@ -18,7 +18,7 @@ DEAD_LINE = (f"FAIL  docker  Docker is not answering at {DEAD}  "
 
 
 def run_doctor(*args: str, env: dict | None = None, prefix: tuple[str, ...] = ()):
-    return subprocess.run([*prefix, sys.executable, "-m", "pytest_sideeye.doctor", *args],
+    return subprocess.run([*prefix, sys.executable, "-m", "pytest_sideeye.cli.doctor", *args],
                           capture_output=True, text=True, timeout=120,
                           env={**os.environ, **(env or {})})
 
@@ -77,7 +77,7 @@ def test_dropped_capabilities_fail_with_their_fix(needs_root):
 
 def test_require_maps_privileges_to_no_permission(needs_root):
     drop = ("setpriv", "--bounding-set", "-bpf,-perfmon,-sys_admin,-sys_ptrace")
-    code = "from pytest_sideeye import doctor; doctor.require('kernel', 'privileges')"
+    code = "from pytest_sideeye.cli import doctor; doctor.require('kernel', 'privileges')"
     r = subprocess.run([*drop, sys.executable, "-c", code], capture_output=True, text=True,
                        timeout=60)
     assert r.returncode == 1

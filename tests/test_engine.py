@@ -15,8 +15,8 @@ import pytest
 
 from conftest import GO_VERSIONS
 from oracle import compare, stable_goroutines, start_app
-from pytest_sideeye import engine
-from pytest_sideeye.godump import parse_dump
+from pytest_sideeye.engine import take as engine
+from pytest_sideeye.snapshot.godump import parse_dump
 
 pytestmark = pytest.mark.usefixtures("needs_root")
 

@@ -20,8 +20,9 @@ from pathlib import Path
 import pytest
 
 from oracle import compare, start_app
-from pytest_sideeye import engine, toolchains
-from pytest_sideeye.godump import parse_dump
+from pytest_sideeye.engine import take as engine
+from pytest_sideeye.services import toolchains
+from pytest_sideeye.snapshot.godump import parse_dump
 
 pytestmark = pytest.mark.usefixtures("needs_root")
 VERSION = "1.24.11"

@@ -13,8 +13,8 @@ import pytest
 
 from conftest import GO_VERSIONS, GOAPPS, missing
 from oracle import PARKZOO_PARKED, AppFailed, parkzoo_reason, start_app
-from pytest_sideeye import toolchains
-from pytest_sideeye.godump import dump_info, parse_dump
+from pytest_sideeye.services import toolchains
+from pytest_sideeye.snapshot.godump import dump_info, parse_dump
 
 APPS = {
     "parkzoo": (),

@@ -97,7 +97,7 @@ def snapshot_seed():
 def test_mutated_snapshot_documents_load(snapshot_seed, tmp_path_factory, data):
     """Loading alone (report.load_snapshot, the boundary `sideeye report` and the plugin
     read recorded snapshots through): a one-line SideeyeError or a Snapshot."""
-    from pytest_sideeye.report import load_snapshot
+    from pytest_sideeye.report.html import load_snapshot
 
     doc = mutate_json(data, json.loads(json.dumps(snapshot_seed.doc)))
     path = tmp_path_factory.mktemp("fuzz") / "snap.json"
@@ -113,8 +113,8 @@ def test_mutated_snapshot_documents_load(snapshot_seed, tmp_path_factory, data):
 def test_mutated_snapshot_documents(snapshot_seed, tmp_path_factory, data):
     """A mutated document through what `sideeye report` does: load it, render it as text
     and as the HTML report. Only a one-line SideeyeError may come out."""
-    from pytest_sideeye.report import load_snapshot, write_report
-    from pytest_sideeye.textdump import render
+    from pytest_sideeye.report.html import load_snapshot, write_report
+    from pytest_sideeye.snapshot.textdump import render
 
     doc = mutate_json(data, json.loads(json.dumps(snapshot_seed.doc)))
     path = tmp_path_factory.mktemp("fuzz") / "snap.json"
@@ -131,7 +131,7 @@ def test_mutated_snapshot_documents(snapshot_seed, tmp_path_factory, data):
 @given(data=st.data())
 def test_mutated_snapshot_json_text(tmp_path_factory, data):
     """Byte-level damage to the file itself (truncation, stray bytes, bad UTF-8)."""
-    from pytest_sideeye.report import load_snapshot
+    from pytest_sideeye.report.html import load_snapshot
 
     blob = SNAPSHOT.read_bytes()
     edits = data.draw(byte_edits(len(blob), 2048))
@@ -158,7 +158,7 @@ class Seed(SimpleNamespace):
 def pclntab_seed(go_build):
     from elftools.elf.elffile import ELFFile
 
-    from pytest_sideeye.gobinary import StaticImage
+    from pytest_sideeye.binary.info import StaticImage
     data = go_build("hello").read_bytes()
     image = StaticImage(ELFFile(io.BytesIO(data)), data)
     _addr, tab = image.pclntab_section()
@@ -175,7 +175,7 @@ def pclntab_seed(go_build):
 def test_mutated_pclntab(pclntab_seed, data):
     """pclntab.Symtab over damaged .gopclntab bytes: building it and every query a
     snapshot makes (function for a PC, frames with the inline tree, file:line, pcsp)."""
-    from pytest_sideeye.pclntab import Symtab
+    from pytest_sideeye.binary.pclntab import Symtab
 
     seed = pclntab_seed
     edits = data.draw(byte_edits(len(seed.tab), 4096), label="edits")
@@ -217,8 +217,8 @@ def test_mutated_dwarf_runtime_layout(dwarf_seed, data):
     ELF whose .debug_info or .debug_abbrev is damaged."""
     from elftools.elf.elffile import ELFFile
 
-    from pytest_sideeye.gobinary import StaticImage
-    from pytest_sideeye.runtime_layout import load_layout
+    from pytest_sideeye.binary.info import StaticImage
+    from pytest_sideeye.binary.layout import load_layout
 
     sections = dwarf_seed.sections
     off, size = sections[data.draw(st.sampled_from(sorted(sections)), label="section")]
@@ -239,7 +239,7 @@ def test_mutated_dwarf_runtime_layout(dwarf_seed, data):
 def test_parse_dump_never_raises(data):
     """godump.parse_dump documents that it never raises: random text, and real dumps with
     lines dropped, duplicated, cut or garbled."""
-    from pytest_sideeye.godump import parse_dump
+    from pytest_sideeye.snapshot.godump import parse_dump
 
     if data.draw(st.booleans(), label="random"):
         text = data.draw(st.text(max_size=2000))

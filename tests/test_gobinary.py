@@ -16,9 +16,10 @@ import pytest
 from elftools.elf.elffile import ELFFile
 
 from conftest import GO_VERSIONS
-from pytest_sideeye import gobinary, toolchains
+from pytest_sideeye.binary import info as gobinary
+from pytest_sideeye.services import toolchains
 from pytest_sideeye.errors import MissingDebugInfo, NotGoBinary, SideeyeError, TargetGone
-from pytest_sideeye.runtime_layout import DwarfIndex, RuntimeLayout, variable_address
+from pytest_sideeye.binary.layout import DwarfIndex, RuntimeLayout, variable_address
 
 RUNTIME_GLOBALS = ("runtime.allgs", "runtime.allglen", "runtime.allm",
                    "runtime.waitReasonStrings", "runtime.buildVersion",

@@ -11,8 +11,8 @@ import pytest
 from conftest import GO_VERSIONS, GOAPPS
 from oracle import (DUMPS_DIR, PARKZOO_PARKED as PARKED, compare, oracle_shows_runtime_frames,
                     parkzoo_reason as expected_reason, stable_goroutines, visible_frames)
-from pytest_sideeye.godump import dump_info, parse_dump, parse_dump_process, parse_header
-from pytest_sideeye.snapshot import CreatedBy, Frame, Goroutine
+from pytest_sideeye.snapshot.godump import dump_info, parse_dump, parse_dump_process, parse_header
+from pytest_sideeye.snapshot.model import CreatedBy, Frame, Goroutine
 
 PARKZOO_SRC = GOAPPS / "parkzoo" / "main.go"
 KINDS = ("debug2", "sigquit")

@@ -12,9 +12,9 @@ import pytest
 from elftools.elf.elffile import ELFFile
 
 from conftest import GO_VERSIONS
-from pytest_sideeye import toolchains
+from pytest_sideeye.services import toolchains
 from pytest_sideeye.errors import SideeyeError
-from pytest_sideeye.pclntab import Symtab, decode_pcvalue, func_name_for_print
+from pytest_sideeye.binary.pclntab import Symtab, decode_pcvalue, func_name_for_print
 
 BUILDS = {  # name -> go build options for the inlines fixture
     "default": {},

@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 
 from conftest import GOAPPS, missing
-from pytest_sideeye.attach import sanitise
-from pytest_sideeye.snapshot import Snapshot
+from pytest_sideeye.plugin.attach import sanitise
+from pytest_sideeye.snapshot.model import Snapshot
 
 REAL_HOME = os.path.expanduser("~")
 
@@ -35,7 +35,7 @@ CHROMIUM = "/usr/bin/chromium"
 CONFTEST = f"""
 import os
 import pytest
-from pytest_sideeye.services import go_service
+from pytest_sideeye.services.fixture import go_service
 
 LEDGER = {str(GOAPPS / "ledger")!r}
 RUN = {{{RUN_LABEL!r}: os.environ["SIDEEYE_PLUGIN_TEST_RUN"]}}  # finds this run's containers
@@ -158,7 +158,7 @@ def project(tmp_path: Path, ledger_image: str) -> Project:
 @pytest.fixture(scope="module", autouse=True)
 def ledger_image():
     """Build the image once in this process: inner runs find it by content digest."""
-    from pytest_sideeye.images import go_image
+    from pytest_sideeye.services.images import go_image
     return go_image("ledger", GOAPPS / "ledger")
 
 

@@ -1,4 +1,4 @@
-"""`python -m pytest_sideeye.demo`: the example shop suite in real containers, its deadlock
+"""`python -m pytest_sideeye.cli.demo`: the example shop suite in real containers, its deadlock
 caught by the timeout, the report found and judged."""
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ import sys
 
 import pytest
 
-from pytest_sideeye.snapshot import Snapshot
+from pytest_sideeye.snapshot.model import Snapshot
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("needs_root", "needs_docker")]
 
 
 def test_demo_catches_the_deadlock_and_points_at_the_report(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
-    r = subprocess.run([sys.executable, "-m", "pytest_sideeye.demo", "--dir", str(tmp_path),
+    r = subprocess.run([sys.executable, "-m", "pytest_sideeye.cli.demo", "--dir", str(tmp_path),
                         "--timeout", "8"], capture_output=True, text=True, env=env,
                        timeout=300)
     print(r.stdout, r.stderr)
@@ -38,7 +38,7 @@ def test_demo_catches_the_deadlock_and_points_at_the_report(tmp_path):
 
 def test_demo_says_so_when_the_run_went_wrong(tmp_path):
     """The wrong tests failed and no report was written: not ok, and each reason named."""
-    from pytest_sideeye import demo
+    from pytest_sideeye.cli import demo
 
     outcome = demo.Outcome(passed=["test_place_order"], failed=["test_cancel_order"])
     ok, notes = demo.judge(outcome, tmp_path / "missing" / "timeout.html")

@@ -10,9 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from pytest_sideeye import attach, capture, plugin
+from pytest_sideeye.plugin import attach
+
+from pytest_sideeye.capture import plan as capture
+
+from pytest_sideeye.plugin import hooks as plugin
 from pytest_sideeye.errors import CaptureSpecError, SideeyeError
-from pytest_sideeye.snapshot import Snapshot
+from pytest_sideeye.snapshot.model import Snapshot
 
 pytest_plugins = ["pytester"]
 

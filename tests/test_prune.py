@@ -9,7 +9,9 @@ import uuid
 
 import pytest
 
-from pytest_sideeye import cli, images
+from pytest_sideeye.cli import main as cli
+
+from pytest_sideeye.services import images
 
 pytestmark = pytest.mark.usefixtures("needs_docker")
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from oracle import start_app
-from pytest_sideeye import engine
+from pytest_sideeye.engine import take as engine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 import gauntlet  # noqa: E402
@@ -107,7 +107,7 @@ def test_snapshots_of_churn_are_consistent(go_build):
 
 def test_consistency_check_catches_what_it_is_for():
     """The churn checker itself: each kind of inconsistency is reported."""
-    from pytest_sideeye.snapshot import Frame, Goroutine, Process
+    from pytest_sideeye.snapshot.model import Frame, Goroutine, Process
     main_frame = Frame("main.shortLived", "churn.go", 1)
     park = Frame("runtime.gopark", "proc.go", 1)
     p = Process(pid=1, goroutines=[
@@ -191,8 +191,8 @@ def test_pid_reused_by_a_non_go_process(hello):
 
 
 def test_killed_container_is_a_clear_error(needs_docker, go_build, hello):
-    from pytest_sideeye import images
-    from pytest_sideeye.containers import container_targets
+    from pytest_sideeye.services import images
+    from pytest_sideeye.services.targets import container_targets
 
     client = images.docker_client()
     tag = images.go_image("gauntlet-parked", gauntlet.GOAPPS / "manyparked")

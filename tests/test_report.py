@@ -19,10 +19,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pytest_sideeye import buckets as bk
-from pytest_sideeye import report
+from pytest_sideeye.snapshot import buckets as bk
+from pytest_sideeye.report import html as report
 from pytest_sideeye.errors import SideeyeError
-from pytest_sideeye.snapshot import (Container, CreatedBy, Frame, Goroutine, Process, Snapshot,
+from pytest_sideeye.snapshot.model import (Container, CreatedBy, Frame, Goroutine, Process, Snapshot,
                                      Variable)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -164,7 +164,7 @@ GC_WORKER = [("runtime.gopark", "/go/src/runtime/proc.go", 435),
 
 
 def test_flame_graph_merges_stacks_from_their_roots():
-    from pytest_sideeye import flamegraph
+    from pytest_sideeye.report import flamegraph
     gs = [_g(1, WORKER_AT_22), _g(2, WORKER_AT_31), _g(3, HTTP_IDLE), _g(4, GC_WORKER)]
     bars, height = flamegraph.layout(flamegraph.merge(gs), width=400)
     by_name = {}
@@ -186,7 +186,7 @@ def test_flame_graph_merges_stacks_from_their_roots():
 
 
 def test_flame_graph_leaves_out_what_is_too_narrow_to_see():
-    from pytest_sideeye import flamegraph
+    from pytest_sideeye.report import flamegraph
     gs = [_g(i, WORKER_AT_22) for i in range(1, 2001)] + [_g(9999, GC_WORKER)]
     bars, _h = flamegraph.layout(flamegraph.merge(gs))
     names = {b.title.split(" \u2014 ")[0] for b in bars}

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, missing
-from pytest_sideeye import report
+from pytest_sideeye.report import html as report
 from test_report import (BAD_UTF8, END_SCRIPT, HOSTILE_FUNC, HOSTILE_TITLE, NUL, XSS_ATTR,
                          XSS_SCRIPT, hostile_snapshot, load_bench, recorded)
 

@@ -21,9 +21,11 @@ import pytest
 pytest_plugins = ["pytester"]  # only this module needs it; the root conftest is not mine
 
 from conftest import GOAPPS
-from pytest_sideeye import images, services, toolchains
+from pytest_sideeye.services import images
+from pytest_sideeye.services import fixture as services
+from pytest_sideeye.services import toolchains
 from pytest_sideeye.errors import DockerUnavailable, SideeyeError
-from pytest_sideeye.services import (L_BOOT, L_PID, L_PID_START, L_PIDNS, L_SERVICE,
+from pytest_sideeye.services.fixture import (L_BOOT, L_PID, L_PID_START, L_PIDNS, L_SERVICE,
                                      L_SESSION, L_TEST, LABEL, go_service, services_for)
 
 LEDGER_SRC = "../fixtures/goapps/ledger"  # relative to this file, as in a conftest
@@ -283,7 +285,7 @@ ledger = go_service("ledger", source="ledger", ports=[8080], ready_http=(8080, "
 '''
 
 EXTRA_FIXTURES = '''
-from pytest_sideeye import services
+from pytest_sideeye.services import fixture as services
 # Collected under its name, whatever the variable is called.
 not_the_name = go_service("broken", source="ledger", ports=[8080], args=["-accounts", "x"],
                           ready_http=(8080, "/healthz"))

@@ -4,10 +4,10 @@ from __future__ import annotations
 import pytest
 
 from oracle import DUMPS_DIR, compare
-from pytest_sideeye.godump import dump_info, parse_dump
-from pytest_sideeye.snapshot import (Container, CreatedBy, Frame, Goroutine, Process, Snapshot,
+from pytest_sideeye.snapshot.godump import dump_info, parse_dump
+from pytest_sideeye.snapshot.model import (Container, CreatedBy, Frame, Goroutine, Process, Snapshot,
                                      Variable)
-from pytest_sideeye.textdump import render, render_goroutine, render_process
+from pytest_sideeye.snapshot.textdump import render, render_goroutine, render_process
 
 MINUTE = 60_000_000_000
 

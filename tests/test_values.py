@@ -17,8 +17,9 @@ from dataclasses import dataclass
 import pytest
 
 from conftest import GO_VERSIONS
-from pytest_sideeye import dwarf_types, values
-from pytest_sideeye.values import Budget, Limits, Memory
+from pytest_sideeye.binary import dwarf as dwarf_types
+from pytest_sideeye.capture import values
+from pytest_sideeye.capture.values import Budget, Limits, Memory
 
 BIG = Limits(string_bytes=1 << 16, slice_bytes=1 << 16, map_bytes=1 << 20, pointer_depth=16)
 

@@ -1,0 +1,250 @@
+"""Layouts of the Go runtime's own structures (runtime.g, runtime.m, gobuf, stack), the
+goroutine status constants and the wait reason strings, read from the executable's DWARF.
+
+Stage 1 of the snapshot pipeline (binary analysis). Offsets differ between Go releases,
+so every number comes from the binary, by field name.
+
+Parsing all DWARF of a large binary with pyelftools takes seconds; Go's linker writes
+names inline (DW_FORM_string) right after the DIE's abbreviation code, so the few DIEs
+needed are found by searching `.debug_info` for their names and parsed one by one.
+"""
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Iterable
+
+from pytest_sideeye.errors import MissingDebugInfo, SideeyeError
+
+ReadMem = Callable[[int, int], bytes]
+
+G_FIELDS = ("goid", "atomicstatus", "sched.sp", "sched.pc", "sched.bp", "sched.g",
+            "sched.ctxt", "stack.lo", "stack.hi", "stackguard0", "syscallsp", "syscallpc",
+            "waitsince", "waitreason", "gopc", "startpc", "m", "labels")
+G_OPTIONAL = ("syscallbp", "parentGoid", "sched.lr", "sched.ret", "_panic", "_defer",
+              "lockedm", "preempt")
+M_FIELDS = ("procid", "curg", "alllink", "g0", "id")
+M_OPTIONAL = ("tls", "vdsoSP", "vdsoPC", "libcallsp", "libcallpc", "gsignal", "p")
+
+NO_DWARF_HINT = ("function names and file:line still work, but reading goroutines needs the "
+                 "runtime layouts: build without -ldflags=-w (and without -s)")
+
+
+@dataclass
+class RuntimeLayout:
+    """What the engine needs to read goroutines from a paused process's memory."""
+    g_offsets: dict[str, int]
+    g_size: int
+    m_offsets: dict[str, int]
+    m_size: int
+    status_values: dict[str, int]     # "_Grunning" -> 2 ...
+    wait_reasons: list[str]           # index = g.waitreason
+    g_sizes: dict[str, int] = field(default_factory=dict)   # byte size of each g field
+    m_sizes: dict[str, int] = field(default_factory=dict)
+    variables: dict[str, int] = field(default_factory=dict)  # runtime globals, link addresses
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> "RuntimeLayout":
+        return cls(**d)
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_json(), sort_keys=True)
+
+
+class DwarfIndex:
+    """Finds named DIEs in `.debug_info` without parsing every compile unit."""
+
+    def __init__(self, elffile):
+        if not elffile.has_dwarf_info() or elffile.get_section_by_name(".debug_info") is None:
+            raise MissingDebugInfo(f"the binary has no DWARF (built with -ldflags=-w?): "
+                                   f"{NO_DWARF_HINT}")
+        self.dwarf = elffile.get_dwarf_info(relocate_dwarf_sections=False)
+        stream = self.dwarf.debug_info_sec.stream
+        self.data = bytes(stream.getbuffer()) if hasattr(stream, "getbuffer") else stream.read()
+
+    def find(self, tag: str, name: str):
+        """The first DIE with this tag and name, or None."""
+        needle = name.encode() + b"\0"
+        i = self.data.find(needle)
+        while i > 0:
+            # A DIE is its ULEB128 abbreviation code then its attributes; Go's abbrevs
+            # start with the inline name, and Go has fewer than 128 abbrevs.
+            if self.data[i - 1] != 0 and self.data[i - 1] < 0x80:
+                try:
+                    die = self.dwarf.get_DIE_from_refaddr(i - 1)
+                except Exception:   # noqa: BLE001 - not a DIE start: keep searching
+                    die = None
+                if die is not None and die.tag == tag:
+                    attr = die.attributes.get("DW_AT_name")
+                    if attr is not None and attr.value == needle[:-1]:
+                        return die
+            i = self.data.find(needle, i + 1)
+        return None
+
+    def find_prefixed(self, tag: str, prefix: str) -> Iterable:
+        """Every DIE with this tag whose name starts with prefix."""
+        needle = prefix.encode()
+        i = self.data.find(needle)
+        seen = set()
+        while i > 0:
+            if self.data[i - 1] != 0 and self.data[i - 1] < 0x80 and i not in seen:
+                seen.add(i)
+                try:
+                    die = self.dwarf.get_DIE_from_refaddr(i - 1)
+                except Exception:   # noqa: BLE001
+                    die = None
+                if die is not None and die.tag == tag and "DW_AT_name" in die.attributes \
+                        and die.attributes["DW_AT_name"].offset == i:
+                    yield die
+            i = self.data.find(needle, i + 1)
+
+    def struct(self, name: str):
+        die = self.find("DW_TAG_structure_type", name)
+        if die is None:
+            raise MissingDebugInfo(f"the DWARF has no type {name}: {NO_DWARF_HINT}")
+        return die
+
+
+def _members(die) -> dict[str, object]:
+    return {c.attributes["DW_AT_name"].value.decode(): c for c in die.iter_children()
+            if c.tag == "DW_TAG_member" and "DW_AT_name" in c.attributes}
+
+
+def _type_of(die):
+    t = die.get_DIE_from_attribute("DW_AT_type")
+    while t.tag == "DW_TAG_typedef":
+        t = t.get_DIE_from_attribute("DW_AT_type")
+    return t
+
+
+def _byte_size(die) -> int:
+    attr = die.attributes.get("DW_AT_byte_size")
+    return attr.value if attr is not None else 0
+
+
+def struct_offsets(die, wanted: Iterable[str], optional: Iterable[str] = ()
+                   ) -> tuple[dict[str, int], dict[str, int]]:
+    """Offsets and sizes of dotted field paths ("sched.sp") inside a struct DIE.
+
+    A field whose type is a struct wrapping one integer `value` (atomic.Uint32 and
+    friends, used for g.atomicstatus since Go 1.20) resolves to that integer."""
+    offsets: dict[str, int] = {}
+    sizes: dict[str, int] = {}
+    cache: dict[int, dict] = {}
+
+    def members_of(d):
+        if d.offset not in cache:
+            cache[d.offset] = _members(d)
+        return cache[d.offset]
+
+    for path in (*wanted, *optional):
+        d, off, t = die, 0, None
+        for part in path.split("."):
+            m = members_of(d).get(part)
+            if m is None:
+                t = None
+                break
+            off += m.attributes["DW_AT_data_member_location"].value
+            t = _type_of(m)
+            d = t
+        if t is None:
+            if path in wanted:
+                raise SideeyeError(f"runtime layout: {die.attributes['DW_AT_name'].value.decode()}"
+                                   f" has no field {path}")
+            continue
+        if t.tag == "DW_TAG_structure_type" and "value" in members_of(t):
+            inner = members_of(t)["value"]
+            off += inner.attributes["DW_AT_data_member_location"].value
+            t = _type_of(inner)
+        offsets[path] = off
+        sizes[path] = _byte_size(t)
+    return offsets, sizes
+
+
+def status_constants(index: DwarfIndex) -> dict[str, int]:
+    """The goroutine status constants (`runtime._G*`) the compiler recorded."""
+    found = {}
+    for die in index.find_prefixed("DW_TAG_constant", "runtime._G"):
+        name = die.attributes["DW_AT_name"].value.decode()[len("runtime."):]
+        # Same prefix, other meanings: _GCoff/_GCmark (GC phases), _GoidCacheBatch.
+        if name[2:3].islower() and not name.startswith("_Goid"):
+            found[name] = die.attributes["DW_AT_const_value"].value
+    for must in ("_Grunning", "_Gwaiting", "_Gscan"):
+        if must not in found:
+            raise SideeyeError(f"runtime layout: the DWARF has no constant runtime.{must}")
+    return found
+
+
+def variable_address(index: DwarfIndex, name: str) -> int | None:
+    """Link-time address of a global variable from its DW_OP_addr location."""
+    die = index.find("DW_TAG_variable", name)
+    if die is None or "DW_AT_location" not in die.attributes:
+        return None
+    expr = die.attributes["DW_AT_location"].value
+    if isinstance(expr, list) and len(expr) == 9 and expr[0] == 0x03:   # DW_OP_addr
+        return int.from_bytes(bytes(expr[1:]), "little")
+    return None
+
+
+def variable_size(index: DwarfIndex, name: str) -> int:
+    die = index.find("DW_TAG_variable", name)
+    return _byte_size(_type_of(die)) if die is not None else 0
+
+
+def read_go_strings(read_mem: ReadMem, addr: int, count: int) -> list[str]:
+    """An array of Go strings (pointer, length) at addr, in the executable's data."""
+    headers = read_mem(addr, 16 * count)
+    out = []
+    for k in range(count):
+        ptr, n = struct.unpack_from("<QQ", headers, 16 * k)
+        out.append(read_mem(ptr, n).decode("utf-8", "replace") if n else "")
+    return out
+
+
+RUNTIME_VARIABLES = ("runtime.allgs", "runtime.allglen", "runtime.allm",
+                     "runtime.waitReasonStrings", "runtime.buildVersion",
+                     "runtime.firstmoduledata", "runtime.sched", "runtime.allp")
+
+
+def load_layout(elffile, read_mem: ReadMem, symbols: dict[str, int] | None = None
+                ) -> RuntimeLayout:
+    """Read the runtime layouts from DWARF; `read_mem` reads the executable's static data
+    at link-time addresses (for the wait reason strings); `symbols` gives .symtab
+    addresses when the binary has them (DWARF variables are the fallback).
+
+    Damaged DWARF makes pyelftools raise its own errors from anywhere: they become one
+    MissingDebugInfo line."""
+    try:
+        return _load_layout(elffile, read_mem, symbols)
+    except SideeyeError:
+        raise
+    except Exception as e:  # noqa: BLE001 - pyelftools' error kinds are open-ended
+        raise MissingDebugInfo(f"the DWARF debug information is damaged ({type(e).__name__}); "
+                               "rebuild the binary") from None
+
+
+def _load_layout(elffile, read_mem: ReadMem, symbols: dict[str, int] | None) -> RuntimeLayout:
+    index = DwarfIndex(elffile)
+    g = index.struct("runtime.g")
+    m = index.struct("runtime.m")
+    g_off, g_sizes = struct_offsets(g, G_FIELDS, G_OPTIONAL)
+    m_off, m_sizes = struct_offsets(m, M_FIELDS, M_OPTIONAL)
+    variables = {}
+    for name in RUNTIME_VARIABLES:
+        addr = (symbols or {}).get(name) or variable_address(index, name)
+        if addr:
+            variables[name] = addr
+    return RuntimeLayout(g_off, _byte_size(g), m_off, _byte_size(m), status_constants(index),
+                         _wait_reasons(index, read_mem, variables), g_sizes, m_sizes, variables)
+
+
+def _wait_reasons(index: DwarfIndex, read_mem: ReadMem, variables: dict[str, int]) -> list[str]:
+    addr = variables.get("runtime.waitReasonStrings")
+    size = variable_size(index, "runtime.waitReasonStrings")
+    if not addr or not size:
+        raise SideeyeError("runtime layout: runtime.waitReasonStrings not found in the binary")
+    return read_go_strings(read_mem, addr, size // 16)

@@ -1,0 +1,689 @@
+"""Capture specs and the capture plan: which variables to read in which frames.
+
+A spec names functions and, for each, expressions over its parameters and locals:
+
+    parse_specs(["main.settle:o,o.ID,attempt"])          # CLI form, repeatable
+    parse_specs({"main.settle": ["o", "o.ID", "attempt"]})
+
+Expressions: `name`, fields `a.b.c` (pointers and interfaces followed implicitly, as Go
+does), `*p`, indexes `xs[0]`, map keys `m["key"]` / `m[42]`.
+
+`make_plan` checks everything that can be checked before the target is paused (unknown
+function, unknown variable, a field the type does not have, a bad expression ->
+CaptureSpecError, one line) and warms the DWARF indexes. During the pause the engine runs:
+
+    job = plan.start_frame(function, pc, cfa, is_call_site)   # one per matching frame
+    run_rounds(jobs, read_batch)                               # reads in batched rounds
+    job.variables()                                            # -> [snapshot.Variable]
+
+Per target process, pass `budget=plan.process_budget()` (one Budget shared by all of that
+process's jobs: Limits.total_bytes is per process), and for a PIE target build the plan
+with `make_plan(..., load_bias=bias)`.
+
+A job never raises on bad memory: unreadable pointers, values cut by limits or by the
+round limit come back as Variable.error / truncated (see values.py for the JSON mapping).
+"""
+from __future__ import annotations
+
+import time
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+from pytest_sideeye.binary import dwarf as dwarf_types
+from pytest_sideeye.binary.dwarf import BinaryInfo, GoType, Piece, Scope, VarDIE
+from pytest_sideeye.errors import CaptureSpecError
+from pytest_sideeye.snapshot.model import Variable
+from pytest_sideeye.capture.values import (PENDING, SYNTHETIC_BASE, Budget, Cut, Decoder, Limits, Memory,
+                     is_direct_iface, u)
+
+__all__ = ["CaptureSpec", "Limits", "Budget", "Plan", "FrameJob", "parse_specs",
+           "parse_expr", "make_plan", "run_rounds"]
+
+ReadBatch = Callable[[list[tuple[int, int]]], dict[tuple[int, int], "bytes | None"]]
+
+
+# --- specs and expressions -------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Step:
+    op: str            # "field", "index", "deref"
+    arg: object = None
+
+
+@dataclass(frozen=True)
+class Expr:
+    text: str
+    root: str
+    steps: tuple[Step, ...]
+
+
+@dataclass
+class CaptureSpec:
+    functions: dict[str, list[Expr]] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.functions)
+
+
+_IDENT = re.compile(r"[A-Za-z_\u00c0-\uffff][\w\u00c0-\uffff]*")
+_INDEX = re.compile(r"\[\s*(-?\d+|0x[0-9a-fA-F]+|\"(?:[^\"\\]|\\.)*\")\s*\]")
+
+
+def parse_expr(text: str) -> Expr:
+    """`**a.b[0]["k"]` -> Expr; a Go-like precedence: `*` applies to the whole rest."""
+    s = text.strip()
+    derefs = 0
+    while s.startswith("*"):
+        derefs += 1
+        s = s[1:].lstrip()
+    m = _IDENT.match(s)
+    if not m:
+        raise CaptureSpecError(f"bad capture expression {text!r}: expected a variable name")
+    root, pos, steps = m.group(0), m.end(), []
+    while pos < len(s):
+        if s[pos] == ".":
+            m = _IDENT.match(s, pos + 1)
+            if not m:
+                raise CaptureSpecError(f"bad capture expression {text!r}: expected a field "
+                                       f"name after '.' at column {pos + 1}")
+            steps.append(Step("field", m.group(0)))
+            pos = m.end()
+        elif s[pos] == "[":
+            m = _INDEX.match(s, pos)
+            if not m:
+                raise CaptureSpecError(f"bad capture expression {text!r}: an index must be an "
+                                       f"integer or a \"string\" literal (column {pos + 1})")
+            lit = m.group(1)
+            steps.append(Step("index", _string_literal(lit) if lit.startswith('"')
+                              else int(lit, 0)))
+            pos = m.end()
+        else:
+            raise CaptureSpecError(f"bad capture expression {text!r}: unexpected "
+                                   f"{s[pos]!r} at column {pos + 1}")
+    steps.extend(Step("deref") for _ in range(derefs))
+    return Expr(text.strip(), root, tuple(steps))
+
+
+def _string_literal(lit: str) -> str:
+    import json
+    try:
+        return json.loads(lit)
+    except ValueError:
+        raise CaptureSpecError(f"bad string literal {lit}") from None
+
+
+def split_exprs(s: str) -> list[str]:
+    """'a, m["x,y"], s[1:2]' -> the expressions: commas inside brackets or quotes (", ',
+    `; backslash escapes inside "...") stay. Shared by every place a spec is written as
+    text: the CLI, the ini option, the marker."""
+    out, cur, depth, quote, esc = [], [], 0, "", False
+    for ch in s:
+        if quote:
+            cur.append(ch)
+            if esc:
+                esc = False
+            elif ch == "\\" and quote == '"':
+                esc = True
+            elif ch == quote:
+                quote = ""
+            continue
+        if ch in "\"'`":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            out.append("".join(cur))
+            cur = []
+            continue
+        cur.append(ch)
+    out.append("".join(cur))
+    return [p.strip() for p in out if p.strip()]
+
+
+def parse_specs(specs: "Iterable[str] | dict[str, Iterable[str]] | CaptureSpec | None") -> CaptureSpec:
+    """CLI strings `function:expr,expr` (repeatable) or a {function: [expr]} dict."""
+    if specs is None:
+        return CaptureSpec()
+    if isinstance(specs, CaptureSpec):
+        return specs
+    pairs: list[tuple[str, str]] = []
+    if isinstance(specs, dict):
+        for fn, exprs in specs.items():
+            if isinstance(exprs, str):
+                exprs = split_exprs(exprs)
+            pairs += [(str(fn).strip(), e) for e in exprs]
+    else:
+        if isinstance(specs, str):
+            specs = [specs]
+        for item in specs:
+            fn, sep, rest = item.partition(":")
+            if not sep or not fn.strip() or not rest.strip():
+                raise CaptureSpecError(f"bad capture spec {item!r}: expected "
+                                       "FUNCTION:EXPR[,EXPR...] (e.g. main.settle:o.ID,attempt)")
+            pairs += [(fn.strip(), e) for e in split_exprs(rest)]
+    out = CaptureSpec()
+    for fn, e in pairs:
+        if not fn:
+            raise CaptureSpecError("bad capture spec: empty function name")
+        expr = parse_expr(e)
+        bucket = out.functions.setdefault(fn, [])
+        if expr not in bucket:
+            bucket.append(expr)
+    return out
+
+
+# --- the plan ----------------------------------------------------------------------------
+
+_UINT8 = GoType(-1, "uint8", "uint", 1)
+
+
+class Plan:
+    """Validated specs bound to one binary. Cheap to query from the engine's hot path."""
+
+    def __init__(self, binfo: BinaryInfo, spec: CaptureSpec, limits: Limits, bias: int = 0):
+        self.binfo = binfo
+        self.bias = bias
+        self.spec = spec
+        self.limits = limits
+        self.functions: set[str] = set(spec.functions)
+        self._infos = {fn: binfo.function(fn) for fn in spec.functions}
+
+    def wants(self, function_name: str) -> bool:
+        return function_name in self.functions
+
+    def process_budget(self) -> Budget:
+        """One per target process: the total-bytes limit is shared by all its frames."""
+        return Budget(self.limits.total_bytes)
+
+    def start_frame(self, function: str, pc: int, cfa: int, is_call_site: bool,
+                    budget: Budget | None = None) -> "FrameJob":
+        lookup_pc = pc - 1 if is_call_site else pc
+        bound = self._bindings(function, lookup_pc)
+        return FrameJob(self, function, self.spec.functions.get(function, []), bound,
+                        lookup_pc, cfa, budget or self.process_budget())
+
+    def _bindings(self, function: str, pc: int) -> dict[str, tuple[VarDIE, int]] | str:
+        """Variables in scope at pc: name -> (VarDIE, CU offset); or why there are none."""
+        info = self._infos.get(function) or self.binfo.function(function)
+        if info is None:
+            return f"no DWARF for {function}"
+        physical = self.binfo.function_at(pc)
+        if physical == function and info.concrete is not None:
+            scope = info.concrete
+        else:
+            outer = self.binfo.concrete_scope(physical) if physical else None
+            scope = _inlined_instance(outer, info.abstract_offset, pc) if outer else None
+            if scope is None:
+                return f"{function} is not at pc {pc:#x} (in {physical or 'unknown code'})"
+        bound: dict[str, tuple[VarDIE, int]] = {}
+        _bind(scope, pc, bound, own=True)
+        return bound
+
+
+def _inlined_instance(scope: Scope, origin: int | None, pc: int) -> Scope | None:
+    """The innermost inlined call of `origin` containing pc."""
+    if origin is None:
+        return None
+    found = None
+    for c in scope.children:
+        if c.contains(pc):
+            if c.tag == "DW_TAG_inlined_subroutine" and c.origin == origin:
+                found = c
+            deeper = _inlined_instance(c, origin, pc)
+            if deeper is not None:
+                found = deeper
+    return found
+
+
+def _bind(scope: Scope, pc: int, out: dict, own: bool) -> None:
+    """Bind the scope's variables; inner lexical blocks shadow outer ones; variables of
+    functions inlined into this one fill names that are still unbound."""
+    for v in scope.variables:
+        if own or v.name not in out:
+            out[v.name] = (v, scope.cu_offset)
+    for c in scope.children:
+        if not c.contains(pc):
+            continue
+        if c.tag == "DW_TAG_lexical_block":
+            _bind(c, pc, out, own)
+    for c in scope.children:
+        if c.contains(pc) and c.tag == "DW_TAG_inlined_subroutine":
+            _bind(c, pc, out, own=False)
+
+
+def _program_name(path: str) -> str:
+    """The program's own name: /proc/PID/exe says nothing, its link target does."""
+    try:
+        if os.path.basename(path) == "exe" and path.startswith("/proc/"):
+            return os.path.basename(os.readlink(path)) or path
+    except OSError:
+        pass
+    return os.path.basename(path)
+
+
+def make_plan(binary: "str | os.PathLike | BinaryInfo", spec, limits: Limits | None = None,
+              load_bias: int = 0) -> Plan:
+    """Validate `spec` against the binary's DWARF (CaptureSpecError on any problem).
+
+    load_bias: for a PIE target, runtime minus link-time addresses. start_frame still takes
+    link-time PCs and runtime CFAs; the bias maps the runtime type and code addresses
+    found in memory (interfaces, func values) back to the binary."""
+    binfo = _binary_info(binary)
+    spec = parse_specs(spec)
+    limits = limits or Limits()
+    for fn, exprs in spec.functions.items():
+        info = binfo.function(fn)
+        if info is None:
+            hint = _close_names(fn, binfo)
+            raise CaptureSpecError(f"unknown function {fn!r} in {_program_name(binfo.path)}"
+                                   + (f" (did you mean {hint}?)" if hint else ""))
+        for e in exprs:
+            if e.root not in info.variables:
+                have = ", ".join(sorted(n for n in info.variables
+                                        if n[0].isalpha() or n[0] == "_")) or "none"
+                raise CaptureSpecError(f"unknown variable {e.root!r} in {fn} "
+                                       f"(parameters and locals: {have})")
+            _check_steps(binfo, fn, e, binfo.type_at(info.variables[e.root]))
+        if info.concrete is not None:
+            binfo.warm_scope(info.concrete)
+        binfo.warm_inliners(fn)
+    binfo.warm()
+    return Plan(binfo, spec, limits, load_bias)
+
+
+def _binary_info(binary) -> BinaryInfo:
+    """A path, a dwarf_types.BinaryInfo, or anything with a .path (gobinary.BinaryInfo)."""
+    if isinstance(binary, BinaryInfo):
+        return binary
+    if isinstance(binary, (str, os.PathLike)):
+        return dwarf_types.load(binary)
+    path = getattr(binary, "path", None)
+    if path is None:
+        raise TypeError(f"make_plan needs a binary path or BinaryInfo, not {type(binary)!r}")
+    return dwarf_types.load(path)
+
+
+def _close_names(fn: str, binfo: BinaryInfo) -> str:
+    tail = fn.rsplit(".", 1)[-1]
+    near = sorted(n for n in binfo.func_names if n.endswith("." + tail))[:3]
+    return ", ".join(near)
+
+
+def _check_steps(binfo: BinaryInfo, fn: str, e: Expr, t: GoType) -> None:
+    """Static check of an expression against DWARF types (interfaces stop the check:
+    their dynamic type is only known at run time)."""
+    where = f"{e.text!r} in {fn}"
+    for st in e.steps:
+        if t.kind in ("iface", "eface"):
+            return
+        if st.op == "deref":
+            if t.kind != "ptr":
+                raise CaptureSpecError(f"cannot dereference {where}: {t.name} is not a pointer")
+            t = t.elem
+        elif st.op == "field":
+            while t.kind == "ptr":
+                t = t.elem
+            if t.kind in ("iface", "eface"):
+                return
+            f = t.field(st.arg) if t.kind == "struct" else None
+            if f is None:
+                raise CaptureSpecError(f"bad field in {where}: {t.name} has no field {st.arg!r}")
+            t = f.type
+        elif st.op == "index":
+            if t.kind == "ptr" and t.elem is not None and t.elem.kind == "array":
+                t = t.elem
+            if t.kind == "map":
+                want_str = t.key is not None and t.key.kind == "string"
+                if want_str != isinstance(st.arg, str) or (t.key is not None and t.key.kind
+                                                           not in ("string", "int", "uint")):
+                    raise CaptureSpecError(f"bad map key in {where}: keys are "
+                                           f"{t.key.name if t.key else '?'}")
+                t = t.elem
+            elif t.kind in ("slice", "array", "string"):
+                if not isinstance(st.arg, int):
+                    raise CaptureSpecError(f"bad index in {where}: {t.name} needs an integer")
+                t = _UINT8 if t.kind == "string" else t.elem
+            else:
+                raise CaptureSpecError(f"cannot index {where}: {t.name} is not a slice, "
+                                       "array, string or map")
+
+
+# --- per-frame jobs ---------------------------------------------------------------------
+
+class _Fail(Exception):
+    """An expression step cannot go on (nil pointer, index out of range, ...)."""
+
+
+class FrameJob:
+    """The reads and decoding for one frame's variables, driven in rounds."""
+
+    def __init__(self, plan: Plan, function: str, exprs: list[Expr],
+                 bound: "dict[str, tuple[VarDIE, int]] | str", pc: int, cfa: int, budget: Budget):
+        self.plan = plan
+        self.function = function
+        self.exprs = exprs
+        self.bound = bound
+        self.pc = pc
+        self.cfa = cfa
+        self.mem = Memory(budget, plan.limits.merge_gap)
+        self._locations: dict[str, list[Piece] | None] = {}
+        self._synthetic: dict[str, int] = {}
+        self._holes: dict[str, list[tuple[int, int, str]]] = {}
+        self._result: list[Variable] | None = None
+        self._final: dict[int, Variable] = {}
+        self.rounds = 0
+
+    # --- the round protocol -------------------------------------------------------------
+    def requests(self) -> list[tuple[int, int]]:
+        """(addr, size) still needed; [] when done."""
+        for _ in range(4):
+            if self._result is not None:
+                return []
+            vars_, pending = self._pass()
+            if not pending:
+                self._result = vars_
+                return []
+            reqs = self.mem.take_requests()
+            if reqs:
+                return reqs
+            # Everything wanted was refused (budget): the next pass sees those as cut.
+        self.mem.final = True
+        self._result = self._pass()[0]
+        return []
+
+    def feed(self, results: dict[tuple[int, int], "bytes | None"]) -> None:
+        self.rounds += 1
+        self.mem.feed(results)
+
+    @property
+    def done(self) -> bool:
+        """Every value decoded with nothing left to read (no cut for lack of rounds)."""
+        return self._result is not None
+
+    def variables(self) -> list[Variable]:
+        if self._result is None:
+            self.mem.final = True
+            self.mem.wanted.clear()
+            self._result = self._pass()[0]
+        return self._result
+
+    # --- one decoding pass ----------------------------------------------------------------
+    def _pass(self) -> tuple[list[Variable], bool]:
+        """Decode every expression from what has been read so far; an expression whose
+        pass needed no more memory is final and is not decoded again (passes run during
+        the pause, so their Python time is pause time)."""
+        out, pending = [], False
+        for i, e in enumerate(self.exprs):
+            v = self._final.get(i)
+            if v is None:
+                dec = Decoder(self.plan.binfo, self.mem, self.plan.limits, self.plan.bias)
+                v = self._one_safe(dec, e)
+                if dec.pending:
+                    pending = True
+                else:
+                    self._final[i] = v
+            out.append(v)
+        return out, pending
+
+    def _one_safe(self, dec: Decoder, e: Expr) -> Variable:
+        """Never let a decoding bug escape into the engine's pause: it becomes this
+        variable's error line."""
+        try:
+            return self._one(dec, e)
+        except Exception as ex:  # noqa: BLE001 - the target must be resumed regardless
+            return Variable(e.text, "", None, error=f"capture failed: {type(ex).__name__}: {ex}")
+
+    def _one(self, dec: Decoder, e: Expr) -> Variable:
+        if isinstance(self.bound, str):
+            return Variable(e.text, "", None, available=False, error=self.bound)
+        b = self.bound.get(e.root)
+        if b is None:  # declared in the function, but not in scope at this pc
+            info = self.plan.binfo.function(self.function)
+            off = info.variables.get(e.root) if info else None
+            return Variable(e.text, self.plan.binfo.type_at(off).name if off else "", None,
+                            available=False)
+        var, cu_off = b
+        t = self.plan.binfo.type_at(var.type_offset)
+        if e.root not in self._locations:
+            self._locations[e.root] = self.plan.binfo.location(var, cu_off, self.pc, self.cfa)
+        pieces = self._locations[e.root]
+        if not pieces or all(p.kind != "mem" for p in pieces):
+            return Variable(e.text, t.name, None, available=False)
+        dec.truncated, dec.errors = False, []
+        if len(pieces) == 1:
+            addr = pieces[0].addr
+        else:
+            addr = self._assemble(dec, e.root, pieces, t)
+            if addr is PENDING:
+                return Variable(e.text, t.name, None)
+            if isinstance(addr, Variable):
+                addr.name = e.text
+                return addr
+        try:
+            loc = self._walk(dec, t, addr, e.steps)
+        except _Fail as why:
+            cut = "(rounds)" in str(why) or "(budget)" in str(why)
+            return Variable(e.text, t.name, None, truncated=cut, error=str(why))
+        if loc is PENDING:
+            return Variable(e.text, t.name, None)
+        t, addr = loc
+        type_name = t.name
+        if t.kind in ("iface", "eface"):
+            raw = dec.read(addr, 16)
+            if isinstance(raw, bytes):
+                dyn_name, value = dec.interface(t, raw, 0, addr, 0)
+                if dyn_name:
+                    type_name = f"{t.name} = {dyn_name}"
+            else:
+                value = PENDING if raw is PENDING else dec._cut(raw)
+        elif self._holes.get(e.root) and not e.steps:
+            value = self._struct_with_holes(dec, t, addr, self._holes[e.root])
+        else:
+            value = dec.at(t, addr)
+        if value is PENDING:
+            return Variable(e.text, type_name, None)
+        return Variable(e.text, type_name, value, truncated=dec.truncated,
+                        error=dec.errors[0] if dec.errors else None)
+
+    def _assemble(self, dec: Decoder, root: str, pieces: list[Piece], t: GoType):
+        """A composite (DW_OP_piece) location: read the memory pieces and lay them out at a
+        synthetic address, register pieces becoming holes."""
+        if root in self._synthetic:
+            return self._synthetic[root]
+        buf, holes, off, waiting = bytearray(), [], 0, False
+        base = SYNTHETIC_BASE + 0x100000 * len(self._synthetic)
+        for p in pieces:
+            size = p.size if p.size is not None else t.size - off
+            if p.kind == "mem":
+                raw = dec.read(p.addr, size)
+                if raw is PENDING:
+                    waiting = True
+                    raw = bytes(size)
+                elif isinstance(raw, Cut):
+                    holes.append((base + off, base + off + size, "unreadable"))
+                    raw = bytes(size)
+                buf += raw
+            else:
+                holes.append((base + off, base + off + size, p.why or "in a register"))
+                buf += bytes(size)
+            off += size
+        if waiting:
+            return PENDING
+        if holes and t.kind == "slice" and all(lo - base >= 16 for lo, _hi, _w in holes):
+            # Only the capacity is gone (Go often keeps just ptr and len): show cap = len.
+            buf[16:24] = buf[8:16]
+            holes = []
+        if holes and t.kind != "struct":
+            return Variable(root, t.name, None, available=False,
+                            error=f"partly {holes[0][2]} at this pc")
+        self.mem.add_synthetic(base, bytes(buf), holes)
+        self._synthetic[root] = base
+        self._holes[root] = [(lo - base, hi - base, why) for lo, hi, why in holes]
+        return base
+
+    @staticmethod
+    def _struct_with_holes(dec: Decoder, t: GoType, addr: int, holes):
+        """A struct partly in registers: the fields in memory, the others cut."""
+        out, waiting = {}, False
+        for f in t.fields:
+            lo, hi = f.offset, f.offset + f.type.size
+            gone = [why for hlo, hhi, why in holes if hlo < hi and lo < hhi]
+            if gone:
+                dec.truncated = True
+                out[f.name] = {"$cut": gone[0]}
+                continue
+            out[f.name] = dec.at(f.type, addr + f.offset)
+            waiting = waiting or out[f.name] is PENDING
+        return PENDING if waiting else out
+
+    def _walk(self, dec: Decoder, t: GoType, addr: int, steps: tuple[Step, ...]):
+        """Follow the expression's steps to the (type, address) of the value."""
+        for st in steps:
+            if st.op == "field":
+                r = self._field(dec, t, addr, st.arg)
+            else:
+                if t.kind in ("iface", "eface"):
+                    r = self._unbox(dec, t, addr)
+                    if r is PENDING:
+                        return PENDING
+                    t, addr = r
+                if st.op == "deref":
+                    if t.kind != "ptr":
+                        raise _Fail(f"cannot dereference a {t.name}")
+                    r = self._deref(dec, t, addr)
+                else:
+                    r = self._index(dec, t, addr, st.arg)
+            if r is PENDING:
+                return PENDING
+            t, addr = r
+        return t, addr
+
+    def _word(self, dec: Decoder, addr: int, size: int = 8):
+        raw = dec.read(addr, size)
+        if raw is PENDING:
+            return PENDING
+        if isinstance(raw, Cut):
+            raise _Fail(f"cannot read memory at {addr:#x} ({raw.why})")
+        return raw
+
+    def _deref(self, dec: Decoder, t: GoType, addr: int):
+        raw = self._word(dec, addr)
+        if raw is PENDING:
+            return PENDING
+        ptr = u(raw, 0, 8)
+        if ptr == 0:
+            raise _Fail(f"nil pointer ({t.name})")
+        return t.elem, ptr
+
+    def _unbox(self, dec: Decoder, t: GoType, addr: int):
+        raw = self._word(dec, addr, 16)
+        if raw is PENDING:
+            return PENDING
+        dyn, data = dec.dynamic_type(t, raw, 0)
+        if dyn is None:
+            raise _Fail(f"nil interface ({t.name})")
+        if dyn is PENDING:
+            return PENDING
+        if isinstance(dyn, Cut):
+            raise _Fail(f"unknown dynamic type in {t.name}")
+        return (dyn, addr + 8) if is_direct_iface(dyn) else (dyn, data)
+
+    def _field(self, dec: Decoder, t: GoType, addr: int, name: str):
+        for _ in range(self.plan.limits.pointer_depth + 4):
+            if t.kind == "ptr":
+                r = self._deref(dec, t, addr)
+                if r is PENDING:
+                    return PENDING
+                t, addr = r
+            elif t.kind in ("iface", "eface"):
+                r = self._unbox(dec, t, addr)
+                if r is PENDING:
+                    return PENDING
+                t, addr = r
+            else:
+                break
+        f = t.field(name) if t.kind == "struct" else None
+        if f is None:
+            raise _Fail(f"{t.name} has no field {name!r}")
+        return f.type, addr + f.offset
+
+    def _index(self, dec: Decoder, t: GoType, addr: int, key):
+        if t.kind == "ptr" and t.elem is not None and t.elem.kind == "array":
+            r = self._deref(dec, t, addr)
+            if r is PENDING:
+                return PENDING
+            t, addr = r
+        if t.kind == "array":
+            if not 0 <= key < t.count:
+                raise _Fail(f"index {key} out of range [0:{t.count}]")
+            return t.elem, addr + key * t.elem.size
+        if t.kind in ("slice", "string"):
+            raw = self._word(dec, addr, 16)
+            if raw is PENDING:
+                return PENDING
+            ptr, n = u(raw, 0, 8), int.from_bytes(raw[8:16], "little", signed=True)
+            if not isinstance(key, int) or not 0 <= key < n:
+                raise _Fail(f"index {key} out of range [0:{n}]")
+            elem = _UINT8 if t.kind == "string" else t.elem
+            return elem, ptr + key * elem.size
+        if t.kind == "map":
+            return self._map_lookup(dec, t, addr, key)
+        raise _Fail(f"cannot index a {t.name}")
+
+    def _map_lookup(self, dec: Decoder, t: GoType, addr: int, key):
+        raw = self._word(dec, addr)
+        if raw is PENDING:
+            return PENDING
+        ptr = u(raw, 0, 8)
+        if ptr == 0:
+            raise _Fail(f"key {key!r} not in nil map")
+        # Search every entry the byte budget allows, not just the display limit.
+        entries = dec.map_entries(t, ptr, limit=1 << 30)
+        if entries is PENDING:
+            return PENDING
+        if isinstance(entries, dict):
+            raise _Fail(f"cannot read map ({entries.get('$cut')})")
+        waiting = False
+        for kt, kb, koff, kaddr, vt, _vb, _voff, vaddr in entries:
+            k = dec.value(kt, kb, koff, kaddr, 0)
+            if k is PENDING:
+                waiting = True
+            elif k == key:
+                return vt, vaddr
+        if waiting:
+            return PENDING
+        raise _Fail(f"key {key!r} not in map")
+
+
+def run_rounds(jobs: list[FrameJob], read_batch: ReadBatch, max_rounds: int = 8,
+               deadline: float | None = None) -> int:
+    """Drive all jobs: each round reads every job's pending requests in one batch
+    (shared requests read once). Returns the number of rounds used; after it,
+    job.variables() is final for every job.
+
+    `deadline` (time.monotonic()) bounds the time spent here, which is pause time: past
+    it no more requests are gathered; unfinished jobs then decode what they have, the rest
+    marked cut, when variables() is called (after the resume)."""
+    rounds = 0
+    while rounds < max_rounds:
+        wanted = {}
+        for job in jobs:
+            if deadline is not None and time.monotonic() > deadline:
+                break
+            wanted[job] = job.requests()
+        union = sorted({r for reqs in wanted.values() for r in reqs})
+        if not union:
+            break
+        results = read_batch(union)
+        rounds += 1
+        for job, reqs in wanted.items():
+            if reqs:
+                job.feed({r: results.get(r) for r in reqs})
+        if deadline is not None and time.monotonic() > deadline:
+            break
+    return rounds

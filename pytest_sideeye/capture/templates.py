@@ -1,0 +1,420 @@
+"""Stage 2b: the capture plan compiled for the BPF programs (bpf/snapshot.bpf.c,
+pass_capture), so that the reads of captured variables happen in BPF inside the pause,
+frame after frame, and the decoding after the resume.
+
+Each captured function's code is cut into pc ranges within which every variable stays at
+the same place; each range gets a *template*: a short list of reads, the variables' stack
+slots first, then what values.py's Decoder will read from them (strings, slice data,
+pointees, to the same limits and pointer depth). After the resume the bytes read fill a
+Memory per frame and the Decoder runs as usual, reading nothing more.
+
+What a template cannot express (interfaces, maps and channels, whose layout depends on
+values; index and map-key steps; variables split between registers and memory; functions
+inlined into others) gets the TPL_PYTHON mark: those frames are read by the collector's
+round-based Python path (capture.run_rounds), as before.
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+from pytest_sideeye.binary.dwarf import GoType, iter_scopes
+from pytest_sideeye.capture.values import Memory
+
+OP_END, OP_SLOT, OP_PTR, OP_STR, OP_SLICE, OP_EACH_STR, OP_EACH_PTR = range(7)
+OP_FMT = "<BBHiII"            # struct capop: kind, src, count, off, size, limit
+RANGE_FMT = "<QQII"           # struct caprange: lo, hi, tpl, pad
+CAPENT_FMT = "<IIQQ"          # struct capent: gidx, frame, pc, cfa
+TPL_PYTHON = 0xFFFF
+SCALARS = {"bool", "int", "uint", "float", "complex", "uintptr", "unsafeptr", "void"}
+
+
+class TooComplex(Exception):
+    """This variable's reads depend on values (or need more ops than a template has)."""
+
+
+@dataclass
+class Tables:
+    """What the BPF programs get: ranges (runtime pcs) -> template index, and templates."""
+    ranges: list[tuple[int, int, int]] = field(default_factory=list)
+    templates: list[list[tuple]] = field(default_factory=list)
+    lo: int = 0
+    hi: int = 0
+
+    def pack_ranges(self) -> bytes:
+        return b"".join(struct.pack(RANGE_FMT, lo, hi, t, 0) for lo, hi, t in self.ranges)
+
+    def pack_ops(self, ops_per_template: int) -> bytes:
+        out = bytearray()
+        for ops in self.templates:
+            for op in ops:
+                out += struct.pack(OP_FMT, *op)
+            out += bytes(struct.calcsize(OP_FMT) * (ops_per_template - len(ops)))
+        return bytes(out)
+
+
+class _Loc:
+    """Where a value's bytes are: in the data of read `src` at `base` (pieces None), or,
+    for a variable kept in pieces (Go spills register arguments piece by piece), in the
+    frame read at the place of the piece holding each byte."""
+
+    def __init__(self, src: int, base: int = 0, pieces=None):
+        self.src, self.base, self.pieces = src, base, pieces
+
+    def at(self, rel: int, n: int) -> tuple[int, int] | None:
+        """(src, offset) of the n bytes at rel in the value; None in a register."""
+        if self.pieces is None:
+            return self.src, self.base + rel
+        start = None
+        for vo, fo, size, mem in self.pieces:
+            if vo <= rel < vo + size:
+                if not mem:
+                    return None
+                start = fo + rel - vo
+                break
+        if start is None:
+            return None
+        # Every byte must sit in memory, in order (pieces can be anywhere in the frame).
+        for vo, fo, size, mem in self.pieces:
+            lo, hi = max(vo, rel), min(vo + size, rel + n)
+            if lo < hi and (not mem or fo + lo - vo != start + lo - rel):
+                return None
+        return self.src, self.base + start
+
+
+class _Template:
+    """Builds one template's ops, mirroring what Decoder.value reads."""
+
+    def __init__(self, limits, max_ops: int, read_max: int):
+        self.limits = limits
+        self.max_ops = max_ops
+        self.read_max = read_max
+        self.ops: list[tuple] = []
+        self._index: dict[tuple, int] = {}
+
+    def op(self, kind: int, src: int, off: int, size: int = 0, limit: int = 0,
+           count: int = 0) -> int:
+        key = (kind, src, count, off, size, limit)
+        if key in self._index:
+            return self._index[key]
+        if len(self.ops) >= self.max_ops:
+            raise TooComplex("more reads than a template holds")
+        self.ops.append(key)
+        self._index[key] = len(self.ops) - 1
+        return len(self.ops) - 1
+
+    def op_at(self, kind: int, loc: _Loc, rel: int, n: int, **kw) -> int | None:
+        """An op reading from the n bytes at rel of loc's value (None: not in memory)."""
+        where = loc.at(rel, n)
+        return None if where is None else self.op(kind, where[0], where[1], **kw)
+
+    def _elem_limit(self, elem: GoType) -> int:
+        return max(1, self.limits.slice_bytes // max(elem.size, 1))
+
+    # --- what Decoder.value(t) reads beyond the value's own bytes -----------------------
+    def value(self, t: GoType, loc: _Loc, rel: int, depth: int) -> None:
+        k = t.kind
+        if k in SCALARS:
+            return
+        if k == "string":
+            self.op_at(OP_STR, loc, rel, 16, limit=self.limits.string_bytes)
+        elif k == "ptr":
+            self.pointer(t, loc, rel, depth)
+        elif k == "func":
+            self.op_at(OP_PTR, loc, rel, 8, size=8)
+        elif k == "struct" and t.name == "time.Time":
+            self.time(t, loc, rel)
+        elif k == "struct":
+            for f in t.fields:
+                self.value(f.type, loc, rel + f.offset, depth)
+        elif k == "array":
+            if t.elem is not None:
+                for i in range(min(t.count, self._elem_limit(t.elem))):
+                    self.value(t.elem, loc, rel + i * t.elem.size, depth)
+        elif k == "slice":
+            if t.elem is not None and t.elem.size > 0:
+                keep = self._elem_limit(t.elem)
+                data = self.op_at(OP_SLICE, loc, rel, 16, size=t.elem.size, count=keep)
+                if data is not None:
+                    self.elements(t.elem, data, keep, depth)
+        else:
+            raise TooComplex(k)
+
+    def pointer(self, t: GoType, loc: _Loc, rel: int, depth: int) -> None:
+        e = t.elem
+        if e is None or e.kind == "void" or e.size == 0:
+            return
+        if depth >= self.limits.pointer_depth:
+            return
+        p = self.op_at(OP_PTR, loc, rel, 8, size=e.size)
+        if p is not None:
+            self.value(e, _Loc(p), 0, depth + 1)
+
+    def elements(self, elem: GoType, data: int, keep: int, depth: int) -> None:
+        """Per element of a slice's data: strings and pointees one level deep."""
+        for kind, off, t in _refs(elem, 0):
+            if kind == "string":
+                self.op(OP_EACH_STR, data, off, size=elem.size, limit=self.limits.string_bytes,
+                        count=keep)
+            elif kind == "func":
+                self.op(OP_EACH_PTR, data, off, size=elem.size, limit=8, count=keep)
+            elif kind == "ptr":
+                e = t.elem
+                if e is None or e.kind == "void" or e.size == 0 or \
+                        depth >= self.limits.pointer_depth:
+                    continue
+                if _refs(e, 0):
+                    raise TooComplex("pointers in elements' pointees")
+                self.op(OP_EACH_PTR, data, off, size=elem.size, limit=e.size, count=keep)
+
+    def time(self, t: GoType, loc: _Loc, rel: int) -> None:
+        """Decoder.time: the Location, its cached zone, else its zones and transitions."""
+        loc_f = t.field("loc")
+        loc_t = loc_f.type.elem if loc_f is not None and loc_f.type.elem else None
+        if loc_t is None or loc_t.size == 0:
+            return
+        where = self.op_at(OP_PTR, loc, rel + loc_f.offset, 8, size=loc_t.size)
+        fo = {f.name: f for f in loc_t.fields}
+        if where is None or not {"cacheZone", "zone", "tx"} <= set(fo):
+            return
+        zone_t, tx_t = fo["zone"].type.elem, fo["tx"].type.elem
+        if zone_t is None or tx_t is None:
+            return
+        self.op(OP_PTR, where, fo["cacheZone"].offset, size=zone_t.size)
+        for name, et in (("zone", zone_t), ("tx", tx_t)):
+            self.op(OP_SLICE, where, fo[name].offset, size=et.size,
+                    count=max(1, self.read_max // max(et.size, 1)))
+
+
+def _refs(t: GoType, base: int) -> list[tuple[str, int, GoType]]:
+    """(kind, offset, type) of the strings, pointers and funcs laid out inline in t."""
+    k = t.kind
+    if k in SCALARS:
+        return []
+    if k == "string":
+        return [("string", base, t)]
+    if k in ("ptr", "func"):
+        return [(k, base, t)]
+    if k == "struct" and t.name != "time.Time":
+        return [r for f in t.fields for r in _refs(f.type, base + f.offset)]
+    if k == "array" and t.elem is not None and t.count <= 16:
+        return [r for i in range(t.count) for r in _refs(t.elem, base + i * t.elem.size)]
+    raise TooComplex(f"{k} in elements")
+
+
+def _pieces(pieces, t: GoType) -> list[tuple[int, int, int, bool]]:
+    """(offset in the value, offset from the CFA, size, in memory) of each piece."""
+    out, vo = [], 0
+    for p in pieces:
+        size = p.size if p.size is not None else max(t.size - vo, 0)
+        out.append((vo, p.addr, size, p.kind == "mem"))
+        vo += size
+    return out
+
+
+def _template_for(plan, function: str, pc: int, max_ops: int, read_max: int):
+    """The ops reading every expression of `function` in a frame at pc (link-time), or
+    None when only the Python path can (TooComplex)."""
+    bound = plan._bindings(function, pc)
+    if isinstance(bound, str):
+        return None
+    binfo = plan.binfo
+    roots = []      # (expr, pieces, type)
+    for e in plan.spec.functions.get(function, []):
+        if any(st.op not in ("field", "deref") for st in e.steps):
+            return None
+        b = bound.get(e.root)
+        if b is None:
+            continue            # not in scope here: reported unavailable, nothing to read
+        var, cu_off = b
+        t = binfo.type_at(var.type_offset)
+        pieces = binfo.location(var, cu_off, pc, 0)
+        if not pieces or all(p.kind != "mem" for p in pieces):
+            continue            # not live here, or in registers only: nothing to read
+        roots.append((e, _pieces(pieces, t), t))
+    if not roots:
+        return []
+    tpl = _Template(plan.limits, max_ops, read_max)
+    mem = [(fo, size) for _e, ps, _t in roots for _vo, fo, size, m in ps if m]
+    lo, hi = min(fo for fo, _s in mem), max(fo + s for fo, s in mem)
+    try:
+        # Every slot of the frame in one read: they are close together.
+        if hi - lo > read_max:
+            raise TooComplex("slots too far apart")
+        frame = tpl.op(OP_SLOT, 0, lo, size=hi - lo)
+        for e, ps, t in roots:
+            pieces = [(vo, fo - lo, size, m) for vo, fo, size, m in ps]
+            _expression(tpl, e, t, _Loc(frame, 0, pieces), plan.limits)
+    except TooComplex:
+        return None
+    return tpl.ops
+
+
+def _expression(tpl: _Template, e, t: GoType, loc: _Loc, limits) -> None:
+    """Reads of one expression: its steps (fields, dereferences), then its value."""
+    rel = 0
+    for st in e.steps:
+        if st.op == "field":
+            for _ in range(limits.pointer_depth + 4):
+                if t.kind != "ptr":
+                    break
+                if t.elem is None or t.elem.size == 0:
+                    return
+                p = tpl.op_at(OP_PTR, loc, rel, 8, size=t.elem.size)
+                if p is None:
+                    return
+                loc, rel, t = _Loc(p), 0, t.elem
+            f = t.field(st.arg) if t.kind == "struct" else None
+            if f is None:
+                return          # the decoder reports the error; it reads nothing more
+            rel, t = rel + f.offset, f.type
+        else:
+            if t.kind != "ptr" or t.elem is None or t.elem.size == 0:
+                return
+            p = tpl.op_at(OP_PTR, loc, rel, 8, size=t.elem.size)
+            if p is None:
+                return
+            loc, rel, t = _Loc(p), 0, t.elem
+    if t.kind in ("iface", "eface", "map", "chan"):
+        raise TooComplex(t.kind)
+    tpl.value(t, loc, rel, 0)
+
+
+def _boundaries(plan, function: str, scope) -> list[int]:
+    """Every pc where a variable of the function may change place or scope."""
+    names = {e.root for e in plan.spec.functions.get(function, [])}
+    points = set()
+    for sc in iter_scopes(scope):
+        for lo, hi in sc.ranges:
+            points.update((lo, hi))
+        for v in sc.variables:
+            if v.name in names:
+                for lo, hi, _expr in plan.binfo.location_ranges(v, sc.cu_offset):
+                    points.update((lo, hi))
+    return sorted(points)
+
+
+def compile_plan(plan, bias: int, const: dict[str, int], symtab=None) -> Tables | None:
+    """The plan's BPF tables (runtime addresses), or None when nothing can be templated.
+    symtab (pclntab.Symtab): where the functions run inlined, in any package (without it,
+    only the inlining sites in the function's own package, from DWARF, are known)."""
+    max_ops, read_max = const["CAP_OPS"], const["CAP_READ_MAX"]
+    max_templates, max_ranges = const["CAP_TEMPLATES"], const["CAPTAB_MAX"]
+    own: list[tuple[int, int, int]] = []        # (lo, hi, template) link-time
+    inlined: list[tuple[int, int]] = []
+    templates: list[list[tuple]] = []
+    index: dict[tuple, int] = {}
+    for function in sorted(plan.functions):
+        info = plan.binfo.function(function)
+        if info is None:
+            continue
+        inlined += plan.binfo.inlined_ranges(function)
+        if symtab is not None:
+            inlined += symtab.inlined_ranges(function)
+        if info.concrete is None:
+            continue
+        points = _boundaries(plan, function, info.concrete)
+        for lo, hi in info.concrete.ranges:
+            cuts = [p for p in points if lo < p < hi]
+            for a, b in zip([lo] + cuts, cuts + [hi]):
+                ops = _template_for(plan, function, a, max_ops, read_max)
+                if ops is None:
+                    t = TPL_PYTHON
+                else:
+                    key = tuple(ops)
+                    if key not in index and len(templates) < max_templates:
+                        index[key] = len(templates)
+                        templates.append(list(ops))
+                    t = index.get(key, TPL_PYTHON)
+                own.append((a, b, t))
+    ranges = _paint(own, inlined)
+    if not ranges or len(ranges) > max_ranges:
+        return None
+    return Tables([(lo + bias, hi + bias, t) for lo, hi, t in ranges], templates,
+                  ranges[0][0] + bias, ranges[-1][1] + bias)
+
+
+def _paint(own: list[tuple[int, int, int]], inlined: list[tuple[int, int]]):
+    """Disjoint sorted ranges: a function's own ranges with their templates, overridden by
+    TPL_PYTHON wherever a captured function is inlined; neighbours with one template
+    merged."""
+    points = sorted({p for lo, hi, _t in own for p in (lo, hi)} |
+                    {p for lo, hi in inlined for p in (lo, hi)})
+    out: list[list[int]] = []
+    for a, b in zip(points, points[1:]):
+        t = None
+        if any(lo <= a < hi for lo, hi in inlined):
+            t = TPL_PYTHON
+        else:
+            t = next((tt for lo, hi, tt in own if lo <= a < hi), None)
+        if t is None:
+            continue
+        if out and out[-1][1] == a and out[-1][2] == t:
+            out[-1][1] = b
+        else:
+            out.append([a, b, t])
+    return [tuple(r) for r in out]
+
+
+# --- after the resume --------------------------------------------------------------------
+
+@dataclass
+class CaptureOutput:
+    """The capture reads of one snapshot, per queued frame (its capq index)."""
+    frames: dict[tuple[int, int], int] = field(default_factory=dict)   # (pc, cfa) -> entry
+    python: list[tuple[int, int, int]] = field(default_factory=list)   # (entry, pc, cfa)
+    reads: dict[int, list[tuple[int, bytes | None, int]]] = field(default_factory=dict)
+    dropped: int = 0        # reads refused for lack of space
+    queued_over: int = 0    # frames beyond the queue's capacity
+    unreached: int = 0      # queued frames left when the capture's pause budget ran out
+
+    def memory(self) -> Memory:
+        """Everything read, as one read-only Memory shared by the frames' own (a read is
+        done once per snapshot however many frames need it)."""
+        from pytest_sideeye.capture.values import Budget
+        mem = Memory(Budget(0))
+        failed = []
+        for reads in self.reads.values():
+            for addr, data, size in reads:
+                if data is None:
+                    failed.append((addr, size))
+                else:
+                    mem.add(addr, data)
+        for addr, size in failed:
+            if mem._lookup(addr, size) is None:
+                mem.mark_bad(addr, size, "unreadable")
+        return mem
+
+
+def parse_output(capq: bytes, regions: list[tuple[int, int, int]], buf, used: int,
+                 tables: Tables, region_size: int) -> CaptureOutput:
+    """Decode capq entries and the capbuf records (header: address; entry << 32 | size,
+    bit 31 when the read failed; then the data, 8-aligned). regions: (first entry,
+    entries queued, entries claimed) of each capq region; an entry not claimed was not
+    reached before the capture's deadline."""
+    import bisect
+    out = CaptureOutput()
+    starts = [lo for lo, _hi, _t in tables.ranges]
+    for base, queued, claimed in regions:
+        out.queued_over += max(0, queued - region_size)
+        queued = min(queued, region_size)
+        out.unreached += max(0, queued - claimed)
+        for j in range(queued):
+            q = base + j
+            _gidx, _frame, pc, cfa = struct.unpack_from(CAPENT_FMT, capq, q * 24)
+            i = bisect.bisect_right(starts, pc - 1) - 1
+            if i < 0 or not tables.ranges[i][0] <= pc - 1 < tables.ranges[i][1]:
+                continue
+            if tables.ranges[i][2] == TPL_PYTHON:
+                out.python.append((q, pc, cfa))
+            elif j < claimed:
+                out.frames[(pc, cfa)] = q
+    pos = 0
+    used = min(used, len(buf))
+    while pos + 16 <= used:
+        addr, word = struct.unpack_from("<QQ", buf, pos)
+        entry, size, failed = word >> 32, word & 0x7FFFFFFF, bool(word & 0x80000000)
+        data = None if failed else bytes(buf[pos + 16:pos + 16 + size])
+        out.reads.setdefault(entry, []).append((addr, data, size))
+        pos += 16 + ((size + 7) & ~7)
+    return out

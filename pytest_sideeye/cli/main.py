@@ -1,0 +1,136 @@
+"""The `sideeye` command line: snapshot, report, doctor.
+
+    sideeye snapshot --pid PID [--pid PID ...] [--container NAME_OR_ID ...]
+                     [--json FILE] [--text] [--html FILE] [--capture 'pkg.Func:a,b.c' ...]
+    sideeye report SNAPSHOT.json -o FILE
+    sideeye doctor
+
+Every problem the user can act on is one line on stderr and exit code 2 (1 for a doctor
+that found a failing requirement), never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pytest_sideeye.errors import SideeyeError
+
+
+def _snapshot_parser(sub) -> None:
+    p = sub.add_parser("snapshot", help="snapshot every goroutine of Go processes")
+    p.add_argument("--pid", type=int, action="append", default=[], help="target process")
+    p.add_argument("--container", action="append", default=[],
+                   help="every Go process in this Docker container")
+    p.add_argument("--json", metavar="FILE", help="write the snapshot as JSON")
+    p.add_argument("--text", action="store_true",
+                   help="print goroutines like /debug/pprof/goroutine?debug=2")
+    p.add_argument("--html", metavar="FILE", help="write the HTML report")
+    p.add_argument("--capture", action="append", default=[], metavar="FUNC:EXPR,...",
+                   help="capture variables of a function's frames, e.g. 'main.settle:o,o.ID'")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sideeye", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    _snapshot_parser(sub)
+    r = sub.add_parser("report", help="render a snapshot JSON file as an HTML report")
+    r.add_argument("snapshot")
+    r.add_argument("-o", "--output", required=True)
+    sub.add_parser("doctor", help="check every requirement of this machine "
+                                  "(sideeye doctor [--json] [CHECK ...])")
+    pr = sub.add_parser("prune-images", help="remove old images built for go_service "
+                                             "(all but the newest of each sideeye/<name>)")
+    pr.add_argument("--keep", type=int, default=1, metavar="N",
+                    help="newest tags kept per service (default 1)")
+    pr.add_argument("--dry-run", action="store_true", help="only say what would go")
+    return parser
+
+
+def cmd_snapshot(args) -> int:
+    from pytest_sideeye.engine import take as engine
+    from pytest_sideeye.services.targets import container_targets
+
+    if not args.pid and not args.container:
+        raise SideeyeError("nothing to snapshot: give --pid PID or --container NAME")
+    # Outputs are checked before any target is paused: a pause for nothing is a cost.
+    for path in filter(None, (args.json, args.html)):
+        _check_writable(path)
+    targets = [engine.Target(pid) for pid in args.pid]
+    for name in args.container:
+        targets += container_targets(name)
+    snap = engine.take_snapshot(targets, capture=args.capture or None)
+    if args.json:
+        _write(args.json, snap.dumps())
+    if args.html:
+        from pytest_sideeye.report.html import write_report
+        write_report(snap, args.html)
+    if args.text or not (args.json or args.html):
+        from pytest_sideeye.snapshot.textdump import render
+        sys.stdout.write(render(snap))
+    for p in snap.processes:
+        if p.error:
+            print(f"sideeye: pid {p.pid}: {p.error}", file=sys.stderr)
+    return 0 if any(p.error is None for p in snap.processes) else 2
+
+
+def _check_writable(path: str) -> None:
+    import os
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK) or \
+            (os.path.exists(path) and not os.access(path, os.W_OK)):
+        raise SideeyeError(f"cannot write {path}: "
+                           f"{'no such folder' if not os.path.isdir(folder) else 'not writable'}")
+
+
+def _write(path: str, text: str) -> None:
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as e:
+        raise SideeyeError(f"cannot write {path}: {e.strerror}") from None
+
+
+def cmd_report(args) -> int:
+    from pytest_sideeye.report.html import main_report
+    return main_report([args.snapshot, "-o", args.output])
+
+
+def cmd_doctor(args) -> int:
+    from pytest_sideeye.cli.doctor import main_doctor
+    return main_doctor(args.extra)
+
+
+def cmd_prune_images(args) -> int:
+    from pytest_sideeye.services.images import prune
+    done = prune(args.keep, args.dry_run)
+    gone = [(t, s) for t, what, s in done if what in ("removed", "would remove")]
+    for tag, what, _size in done:
+        print(f"{what:<28} {tag}")
+    verb = "would free" if args.dry_run else "freed"
+    print(f"{len(gone)} of {len(done)} sideeye images {'to remove' if args.dry_run else 'removed'}"
+          f" ({verb} up to {sum(s for _t, s in gone) / 1e6:.1f} MB: layers may be shared)")
+    return 0
+
+
+COMMANDS = {"snapshot": cmd_snapshot, "report": cmd_report, "doctor": cmd_doctor,
+            "prune-images": cmd_prune_images}
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "doctor":   # doctor's own options are parsed by doctor.py
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra
+    try:
+        return COMMANDS[args.command](args)
+    except SideeyeError as e:
+        print(f"sideeye: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("sideeye: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

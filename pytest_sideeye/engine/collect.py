@@ -1,0 +1,471 @@
+"""Stage 4b: collecting raw goroutine records from a paused process. The stop hook
+(bpfprog.py) has usually walked the goroutines already, in the target's own context, by
+the time the stop is complete; passes of the iterator read the threads and do whatever the
+hook could not. Everything here runs while the target is stopped, so it only copies bytes
+out of the programs' maps; decoding waits until after the resume (decode.py)."""
+from __future__ import annotations
+
+import struct
+import time
+from dataclasses import dataclass, field
+
+from pytest_sideeye.engine.bpf import Program
+
+MODE_THREADS, MODE_GS, MODE_CONT, MODE_READ, MODE_CAPTURE = 1, 2, 4, 8, 16
+OUT_HEADER = 136          # out_t fields before the union
+# allglen allgs nrecs nms errors ntodo nthreads gfails hook_ns gerrors hook_gs, then the
+# capture's ncapq capused capfull ncappy ncapq1
+OUT_WORDS = "<11Q"
+W_NCAPQ, W_CAPUSED, W_CAPFULL, W_NCAPPY, W_NCAPQ1, W_HOOK_WALKED = 11, 12, 13, 14, 15, 16
+CAP_COUNTERS = (W_NCAPQ, W_CAPUSED, W_CAPFULL, W_NCAPPY, W_NCAPQ1)
+CFG_FMT = "<IIIIQQQQ"     # struct config up to the stop hook's fields
+CFG_HOOK = 48             # offset of hook_tgid, hook_count, hook_state
+CFG_CURSOR = 64           # goroutines of a MODE_GS pass claimed so far
+CFG_HOOK_BUDGET = 72      # how long the hook may walk (it runs with interrupts off)
+CFG_CAPTURE = 80          # cap_lo, cap_hi, cap_nranges, cap_cursor, cap_deadline,
+                          # cap_budget_ns, cap_bytes, cap_gen, cap_cursor1
+HOOK_ARMED, HOOK_RUNNING, HOOK_DONE = 1, 2, 3
+HOOK_WAIT_S = 0.05        # after every thread stopped, how long the hook may still take
+
+F_MORE, F_BADFP, F_READFAIL, F_NOG = 1, 2, 4, 8
+(H_GP, H_GOID, H_STATUS, H_WAITREASON, H_WAITSINCE, H_GOPC, H_PARENT, H_M, H_LO, H_HI,
+ H_SP, H_PC, H_BP, H_SYSSP, H_SYSPC, H_SYSBP, H_NFRAMES, H_FLAGS, H_CONT_FP, H_INDEX) = range(20)
+
+MAX_TOTAL_FRAMES = 1024   # deeper stacks are cut (the runtime itself prints 100)
+MAX_CONT_ROUNDS = MAX_TOTAL_FRAMES // 64
+
+
+@dataclass
+class GRecord:
+    """One goroutine as read in the pause (words as in bpf/snapshot.bpf.c)."""
+    h: tuple[int, ...]
+    pcs: list[int]
+    fps: list[int]
+    flags: int
+
+
+@dataclass
+class ThreadRecord:
+    tid: int
+    ip: int
+    sp: int
+    bp: int
+    r14: int
+    pcs: list[int]
+    fps: list[int]
+    flags: int
+
+
+@dataclass
+class RawProcess:
+    pid: int
+    allglen: int = 0
+    goroutines: list[GRecord] = field(default_factory=list)
+    threads: list[ThreadRecord] = field(default_factory=list)
+    ms: list[tuple[int, int, int]] = field(default_factory=list)   # (m, procid, curg)
+    notes: list[str] = field(default_factory=list)
+    passes: int = 0
+    hook: str = "none"    # what the stop hook did: none, walked, or "fell back: why"
+    hook_ns: int = 0      # its walk's duration, as timed in the kernel
+    hook_gs: int = 0      # goroutines it walked (a helping iterator pass walked the rest)
+    # Raw bytes copied during the pause, decoded after it.
+    threads_raw: bytes = b""
+    nthreads: int = 0
+    chunks: list = field(default_factory=list)   # MODE_GS outputs (bytes or map views), in order
+    more: dict[tuple[int, int], list[bytes]] = field(default_factory=dict)  # continuations
+    syscall_keys: list[tuple[int, int]] = field(default_factory=list)  # maybe in a syscall
+
+
+def hook_budget_ns() -> int:
+    """How long the stop hook may walk goroutines with interrupts off on its CPU (the
+    iterator takes the rest): SIDEEYE_HOOK_BUDGET_US, default 4 ms."""
+    import os
+    try:
+        return max(0, int(float(os.environ.get("SIDEEYE_HOOK_BUDGET_US", "4000")) * 1000))
+    except ValueError:
+        return 4_000_000
+
+
+class Collector:
+    """Drives the passes for one target process (link and config made before the pause)."""
+
+    def __init__(self, program: Program, pid: int, addrs: dict[str, int], bias: int,
+                 sp_delta=None):
+        self.p = program
+        self.pid = pid
+        c = program.const
+        self.per_pass = c["GS_PER_PASS"]
+        self.cont_per_pass = c["CONT_PER_PASS"]
+        self.todo_max = c["TODO_MAX"]
+        self.max_frames = c["MAX_FRAMES"]
+        self.hdr_words = c["HDR_WORDS"]
+        self.grec_size = 8 * (self.hdr_words + 2 * self.max_frames)
+        self.trec_size = 8 * (8 + 2 * self.max_frames)
+        self.max_threads = c["MAX_THREADS"]
+        self.reads_per_pass = c["READS_PER_PASS"]
+        self.read_max = c["READ_MAX"]
+        self.read_out = c["READ_OUT"]
+        self.addrs = addrs
+        self.bias = bias
+        self.sp_delta = sp_delta   # pc -> frame size, for syscalls without syscallbp
+        self.link = program.link(pid)
+        self.hook_link = None
+        self.buf = bytearray(64)
+
+    def close(self) -> None:
+        import os
+        self._detach_hook()
+        os.close(self.link)
+
+    # --- variable capture in BPF (capture_program.py) ----------------------------------
+    def set_capture(self, tables, budget_ns: int = 0, budget_bytes: int = 0) -> None:
+        """Before the pause: the capture tables for this snapshot, or None (no capture),
+        how long reading captured frames may take in the pause and how many bytes."""
+        struct.pack_into("<QQQ", self.p.cfg, CFG_CAPTURE + 32, 0, budget_ns, budget_bytes)
+        self._new_capture_generation()
+        for word in CAP_COUNTERS:
+            struct.pack_into("<Q", self.p.out, 8 * word, 0)
+        struct.pack_into("<Q", self.p.cfg, CFG_CAPTURE + 64, 0)
+        if tables is None:
+            struct.pack_into("<QQQQ", self.p.cfg, CFG_CAPTURE, 0, 0, 0, 0)
+            return
+        ranges, ops = tables.pack_ranges(), tables.pack_ops(self.p.const["CAP_OPS"])
+        self.p.captab[:len(ranges)] = ranges
+        self.p.capops[:len(ops)] = ops
+        struct.pack_into("<QQQQ", self.p.cfg, CFG_CAPTURE, tables.lo, tables.hi,
+                         len(tables.ranges), 0)
+
+    def _new_capture_generation(self) -> None:
+        """What the programs remember of their capture reads (where in capbuf an address
+        was copied) is stale once capbuf starts over: a new generation number says so."""
+        self.p.cap_gen = getattr(self.p, "cap_gen", 0) + 1
+        struct.pack_into("<Q", self.p.cfg, CFG_CAPTURE + 56, self.p.cap_gen)
+
+    def _out_word(self, word: int) -> int:
+        return struct.unpack_from("<Q", self.p.out, 8 * word)[0]
+
+    def _capture_mode(self) -> int:
+        """MODE_CAPTURE when this snapshot captures variables (the helping pass reads the
+        frames it walked right after walking them)."""
+        return MODE_CAPTURE if struct.unpack_from("<Q", self.p.cfg, CFG_CAPTURE + 8)[0] else 0
+
+    def capture_pass(self, raw: RawProcess) -> None:
+        """Read the captured frames nobody has read yet (all of them without the hook)."""
+        self._configure(MODE_CAPTURE)
+        self._run(raw)
+
+    def capture_used(self) -> int:
+        return self._out_word(W_CAPUSED)
+
+    def python_frames(self) -> list[tuple[int, int]]:
+        """(pc, cfa) of the captured frames whose ranges only Python can read."""
+        n = min(self._out_word(W_NCAPPY), self.todo_max)
+        entries = struct.unpack_from(f"<{n}Q", self.p.cappy, 0)
+        out = []
+        for q in entries:
+            _gidx, _frame, pc, cfa = struct.unpack_from("<IIQQ", self.p.capq, 24 * q)
+            out.append((pc, cfa))
+        if self._out_word(W_NCAPPY) > n:
+            self.python_overflow = self._out_word(W_NCAPPY) - n
+        return out
+
+    def capture_output(self, tables):
+        """After the resume: what the BPF capture read, per frame."""
+        from pytest_sideeye.capture.templates import parse_output
+        used = min(self._out_word(W_CAPUSED), self.p.const["CAPBUF"])
+        regions = [(0, self._out_word(W_NCAPQ),
+                    struct.unpack_from("<Q", self.p.cfg, CFG_CAPTURE + 24)[0]),
+                   (self.p.const["CAPQ_REGION"], self._out_word(W_NCAPQ1),
+                    struct.unpack_from("<Q", self.p.cfg, CFG_CAPTURE + 64)[0])]
+        out = parse_output(self.p.capq, regions, memoryview(self.p.capbuf), used, tables,
+                           self.p.const["CAPQ_REGION"])
+        out.dropped = self._out_word(W_CAPFULL)
+        return out
+
+    # --- the stop hook ----------------------------------------------------------------
+    def arm_hook(self) -> bool:
+        """Before the stop: arm the stop hook for this process and attach it. False when
+        this kernel has no hook (the iterator then does everything)."""
+        self._configure(0)
+        self.p.out[:OUT_HEADER] = bytes(OUT_HEADER)
+        self._new_gs_pass()
+        struct.pack_into("<Q", self.p.cfg, CFG_HOOK_BUDGET, hook_budget_ns())
+        struct.pack_into("<IIQ", self.p.cfg, CFG_HOOK, self.pid, self.per_pass, HOOK_ARMED)
+        self.hook_link = self.p.attach_hook()
+        return self.hook_link is not None
+
+    def _detach_hook(self) -> None:
+        """Closing the link waits for a run of the hook in progress to finish."""
+        import os
+        if self.hook_link is not None:
+            os.close(self.hook_link)
+            self.hook_link = None
+
+    def _hook_state(self) -> int:
+        return struct.unpack_from("<Q", self.p.cfg, CFG_HOOK + 8)[0]
+
+    def hook_saw_stop(self) -> bool:
+        """True once the hook has started: it starts only when the stop is complete."""
+        return self._hook_state() >= HOOK_RUNNING
+
+    def _hook_result(self, raw: RawProcess) -> tuple[int, int, int] | None:
+        """(allglen, nrecs, ntodo) of the hook's walk of allgs[0 .. GS_PER_PASS), or None
+        when the iterator must do it: no hook, it did not run in time, or some g or stack
+        was not resident (the hook never faults pages in; the iterator may)."""
+        if self.hook_link is None:
+            return None
+        deadline = time.perf_counter() + HOOK_WAIT_S
+        helping = self._capture_mode()
+        while self._hook_state() != HOOK_DONE:
+            if helping and self._out_word(W_HOOK_WALKED):
+                # The hook walked; it reads its captured frames now: read them with it.
+                helping = 0
+                self.capture_pass(raw)
+                continue
+            if time.perf_counter() > deadline:
+                self._detach_hook()
+                if self._hook_state() != HOOK_DONE:
+                    raw.hook = "fell back: the hook did not run"
+                    return None
+            time.sleep(0)
+        allglen, _allgs, nrecs, _nms, _errors, ntodo, _nth, gfails, hook_ns, gerrors, \
+            raw.hook_gs = struct.unpack_from(OUT_WORDS, self.p.out, 0)
+        raw.hook_ns = hook_ns
+        cursor = struct.unpack_from("<Q", self.p.cfg, CFG_CURSOR)[0]
+        if cursor < nrecs and not gerrors:
+            # The hook kept to its budget and nobody helped it: finish its pass.
+            self._shared_pass(raw, MODE_GS)
+            allglen, nrecs, ntodo, gfails, gerrors = self._gs_words()
+        if gerrors or gfails:
+            raw.hook = f"fell back: {gerrors + gfails} reads needed pages not resident"
+            return None
+        raw.hook = "walked"
+        return allglen, nrecs, ntodo
+
+    # --- passes -------------------------------------------------------------------------
+    def _configure(self, mode: int, start: int = 0, count: int = 0) -> None:
+        struct.pack_into(CFG_FMT, self.p.cfg, 0, mode, start, count, 0,
+                         self.addrs["runtime.allgs"] + self.bias,
+                         self.addrs["runtime.allglen"] + self.bias,
+                         self.addrs["runtime.allm"] + self.bias, self.bias)
+
+    def _shared_pass(self, raw: RawProcess, mode: int) -> None:
+        """A pass claiming what is left of the goroutine pass the hook started."""
+        self._configure(mode, 0, self.per_pass)
+        self._run(raw)
+
+    def _gs_words(self) -> tuple[int, int, int, int, int]:
+        """(allglen, nrecs, ntodo, gfails, gerrors) of the last goroutine pass."""
+        w = struct.unpack_from(OUT_WORDS, self.p.out, 0)
+        return w[0], w[2], w[5], w[7], w[9]
+
+    def _new_gs_pass(self, start: int = 0) -> None:
+        """Zero what a MODE_GS pass counts with atomics (the hook and the iterator may
+        share a pass): the claim cursor, nrecs, ntodo, gfails and gerrors; and, when the
+        walk starts over, the captured frames queued so far."""
+        struct.pack_into("<Q", self.p.cfg, CFG_CURSOR, 0)
+        for word in (2, 5, 7, 9):
+            struct.pack_into("<Q", self.p.out, 8 * word, 0)
+        if start == 0:
+            self._new_capture_generation()
+            struct.pack_into("<Q", self.p.cfg, CFG_CAPTURE + 24, 0)
+            struct.pack_into("<Q", self.p.cfg, CFG_CAPTURE + 64, 0)
+            for word in CAP_COUNTERS:
+                struct.pack_into("<Q", self.p.out, 8 * word, 0)
+
+    def _run(self, raw: RawProcess) -> None:
+        self.p.run(self.link, self.buf)
+        raw.passes += 1
+
+    def prewarm(self) -> None:
+        """One goroutine pass over the still-running target, its results discarded: it
+        brings the target's page tables and the pages the paused pass will read into the
+        caches, so that the pass in the pause runs warm (about twice as fast). Reading a
+        running process is harmless; what it reads is never used."""
+        self._configure(MODE_GS, 0, self.per_pass)
+        self._new_gs_pass()
+        self.p.run(self.link, self.buf)
+
+    def collect(self, raw: RawProcess) -> None:
+        """All stack passes. Called with the target stopped."""
+        self._continue(raw, self._goroutines(raw))
+
+    def _read_threads(self, raw: RawProcess) -> None:
+        nms = struct.unpack_from("<Q", self.p.out, 24)[0]
+        nthreads = struct.unpack_from("<Q", self.p.out, 48)[0]
+        base = OUT_HEADER
+        data = bytes(self.p.out[base:base + self.trec_size * min(nthreads, self.max_threads)])
+        mbase = OUT_HEADER + self.trec_size * self.max_threads
+        mdata = bytes(self.p.out[mbase:mbase + 32 * nms])
+        raw.threads_raw = data
+        raw.ms = [struct.unpack_from("<QQQ", mdata, 32 * i) for i in range(nms)]
+        raw.nthreads = min(nthreads, self.max_threads)
+        if nthreads > self.max_threads:
+            raw.notes.append(f"only the first {self.max_threads} of {nthreads} threads were read")
+
+    def _goroutines(self, raw: RawProcess) -> list:
+        """The stop hook's walk of the first GS_PER_PASS goroutines, then MODE_GS passes
+        over the rest of allgs (over all of it when the hook did not walk). Returns the
+        walks to continue (stacks deeper than one pass's frames); syscalls of Go < 1.23 are
+        kept in raw.syscall_keys for decode.py."""
+        view = memoryview(self.p.gout)
+        pending: list = []
+        if self.hook_link is not None and self.hook_saw_stop():
+            # Help the hook, usually running on another CPU: read the threads, then claim
+            # the goroutines it has not claimed yet (nothing is reset: the pass is shared).
+            self._shared_pass(raw, MODE_THREADS | MODE_GS | self._capture_mode())
+            self._read_threads(raw)
+        hooked = self._hook_result(raw)
+        if hooked is None:
+            # The first pass also reads the threads (again, if the hook fell back).
+            mode, start = MODE_THREADS | MODE_GS, 0
+        else:
+            if self._take_chunk(raw, view, 0, *hooked, pending):
+                return pending
+            mode, start = MODE_GS, self.per_pass
+        while True:
+            self._configure(mode, start, self.per_pass)
+            self._new_gs_pass(start)
+            self._run(raw)
+            if mode & MODE_THREADS:
+                self._read_threads(raw)
+                mode = MODE_GS
+            allglen, _allgs, nrecs, _nms, _errors, ntodo, _nth, _gfails, _ns, gerrors, _hg = \
+                struct.unpack_from(OUT_WORDS, self.p.out, 0)
+            if gerrors:
+                raw.notes.append(f"goroutines {start}..{start + self.per_pass} could not be "
+                                 "read: the list of goroutines (allgs) was unreadable")
+                nrecs = 0
+            if self._take_chunk(raw, view, start, allglen, nrecs, ntodo, pending):
+                return pending
+            start += self.per_pass
+
+    def _take_chunk(self, raw: RawProcess, view, start: int, allglen: int, nrecs: int,
+                    ntodo: int, pending: list) -> bool:
+        """Keep the records of the goroutine pass that began at `start`; True if last."""
+        raw.allglen = allglen
+        last = start + self.per_pass >= allglen or not nrecs
+        if nrecs:
+            # The last pass stays in the map (decoded after the resume); only earlier
+            # passes of a big process are copied out before the map is reused.
+            chunk = view[:nrecs * self.grec_size]
+            ci = len(raw.chunks)
+            raw.chunks.append(chunk if last else bytes(chunk))
+            pending += self._todo(raw, ci, nrecs, ntodo)
+        return last
+
+    def _todo(self, raw: RawProcess, ci: int, nrecs: int, ntodo: int) -> list:
+        """Records of chunk ci needing a follow-up walk, as listed by the program."""
+        if ntodo <= self.todo_max:
+            indexes = struct.unpack_from(f"<{ntodo}Q", self.p.todo, 0)
+        else:
+            indexes = range(nrecs)   # the list overflowed: look at every record
+        chunk = raw.chunks[ci]
+        pending = []
+        for i in indexes:
+            off = i * self.grec_size
+            flags, cont = struct.unpack_from("<QQ", chunk, off + 8 * H_FLAGS)
+            if flags & F_MORE:
+                lo, hi = struct.unpack_from("<QQ", chunk, off + 8 * H_LO)
+                pending.append(((ci, i), cont, lo, hi))
+            elif ntodo <= self.todo_max or not flags & F_NOG:
+                raw.syscall_keys.append((ci, i))
+        return pending
+
+    def _continue(self, raw: RawProcess, pending: list) -> None:
+        rounds = 0
+        while pending and rounds < MAX_CONT_ROUNDS:
+            rounds += 1
+            nxt = []
+            for batch_start in range(0, len(pending), self.cont_per_pass):
+                batch = pending[batch_start:batch_start + self.cont_per_pass]
+                for j, (key, fp, lo, hi) in enumerate(batch):
+                    struct.pack_into("<QQQQ", self.p.conts, 32 * j, j, fp, lo, hi)
+                self._configure(MODE_CONT, len(batch))
+                self._run(raw)
+                data = bytes(self.p.out[OUT_HEADER:OUT_HEADER + len(batch) * self.grec_size])
+                for j, (key, fp, lo, hi) in enumerate(batch):
+                    off = j * self.grec_size
+                    raw.more.setdefault(key, []).append(data[off:off + self.grec_size])
+                    flags, cont = struct.unpack_from("<QQ", data, off + 8 * H_FLAGS)
+                    if flags & F_MORE:
+                        nxt.append((key, cont, lo, hi))
+            pending = nxt
+        if pending:
+            raw.notes.append(f"{len(pending)} stacks deeper than {MAX_TOTAL_FRAMES} frames cut")
+
+    def start_syscall_walks(self, raw: RawProcess, starts: list) -> None:
+        """Continue walks from computed frame pointers: [(key, fp, lo, hi)]."""
+        self._continue(raw, starts)
+
+    def read_many(self, raw: RawProcess, requests: list[tuple[int, int]]) -> dict:
+        """Copy (addr, size) ranges out of the target, as {(addr, size): bytes or None}.
+
+        A copy costs about the same whatever its size up to a page, so nearby ranges (heap
+        objects allocated together, slots of one frame) are merged into spans of up to
+        READ_MAX bytes; a merged span that fails (it crossed into unmapped memory) is read
+        again range by range."""
+        wanted = sorted(set(requests))
+        spans = _merge_spans(wanted, self.read_max)
+        got = self._read_spans(raw, [(a, n) for a, n, _ in spans])
+        results: dict[tuple[int, int], bytes | None] = {}
+        retry = []
+        for (addr, size, members), data in zip(spans, got):
+            for (ra, rn) in members:
+                if data is not None:
+                    results[(ra, rn)] = data[ra - addr:ra - addr + rn]
+                elif len(members) > 1:
+                    retry.append((ra, rn))
+                else:
+                    results[(ra, rn)] = None
+        if retry:
+            for key, data in zip(retry, self._read_spans(raw, retry)):
+                results[key] = data
+        return results
+
+    def _read_spans(self, raw: RawProcess, spans: list[tuple[int, int]]) -> list:
+        """Read each (addr, size) span, any size, in as few passes as fit."""
+        pieces = []   # (span index, address, size) of at most READ_MAX bytes each
+        for si, (addr, size) in enumerate(spans):
+            for off in range(0, size, self.read_max):
+                pieces.append((si, addr + off, min(self.read_max, size - off)))
+        parts: list[list] = [[] for _ in spans]
+        failed = set()
+        i = 0
+        while i < len(pieces):
+            batch, used = [], 0
+            while i < len(pieces) and len(batch) < self.reads_per_pass and \
+                    used + pieces[i][2] <= self.read_out:
+                batch.append((pieces[i], used))
+                used += (pieces[i][2] + 7) & ~7
+                i += 1
+            for j, ((_si, paddr, psize), off) in enumerate(batch):
+                struct.pack_into("<QII", self.p.reads, 16 * j, paddr, psize, off)
+            self._configure(MODE_READ, len(batch))
+            self._run(raw)
+            data_base = OUT_HEADER + 4 * self.reads_per_pass
+            rcs = struct.unpack_from(f"<{len(batch)}i", self.p.out, OUT_HEADER)
+            for ((si, _paddr, psize), off), rc in zip(batch, rcs):
+                if rc != 0:
+                    failed.add(si)
+                else:
+                    parts[si].append(bytes(self.p.out[data_base + off:data_base + off + psize]))
+        return [None if si in failed else b"".join(parts[si]) for si in range(len(spans))]
+
+
+MERGE_GAP = 256   # bytes between two ranges still worth reading in one copy
+
+
+def _merge_spans(sorted_ranges: list[tuple[int, int]], limit: int) -> list:
+    """[(addr, size, [members])]: sorted ranges grouped into spans of at most `limit`
+    bytes (a range larger than that is a span of its own)."""
+    spans: list = []
+    for addr, size in sorted_ranges:
+        if spans:
+            s_addr, s_size, members = spans[-1]
+            end = max(s_addr + s_size, addr + size)
+            if addr <= s_addr + s_size + MERGE_GAP and end - s_addr <= limit:
+                spans[-1] = (s_addr, end - s_addr, members + [(addr, size)])
+                continue
+        spans.append((addr, size, [(addr, size)]))
+    return spans

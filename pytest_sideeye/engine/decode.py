@@ -1,0 +1,226 @@
+"""Stage 5: decoding raw records (collect.py) into the snapshot model, after the target was
+resumed: statuses and wait reasons, running goroutines matched to their threads, frames
+symbolized through pclntab with inlined frames expanded like the runtime's traceback."""
+from __future__ import annotations
+
+import struct
+
+from pytest_sideeye.engine.collect import (F_BADFP, F_MORE, F_NOG, F_READFAIL, H_BP, H_FLAGS, H_GOID, H_GOPC,
+                      H_GP, H_HI, H_LO, H_M, H_NFRAMES, H_PARENT, H_PC, H_SP, H_STATUS,
+                      H_SYSBP, H_SYSPC, H_SYSSP, H_WAITREASON, H_WAITSINCE, RawProcess)
+from pytest_sideeye.snapshot.model import CreatedBy, Frame, Goroutine
+
+STATUS_NAMES = {"_Gidle": "idle", "_Grunnable": "runnable", "_Grunning": "running",
+                "_Gsyscall": "syscall", "_Gwaiting": "waiting", "_Gdead": "dead",
+                "_Gcopystack": "copystack", "_Gpreempted": "preempted", "_Gleaked": "leaked"}
+STOP_AT = ("runtime.goexit",)
+
+
+class Decoder:
+    def __init__(self, info, bias: int, const: dict[str, int]):
+        self.info = info
+        self.symtab = info.symtab
+        self.bias = bias
+        layout = info.layout
+        self.status_by_value = {v: STATUS_NAMES[k] for k, v in layout.status_values.items()
+                                if k in STATUS_NAMES}
+        self.wait_reasons = layout.wait_reasons
+        self.hdr_words = const["HDR_WORDS"]
+        self.max_frames = const["MAX_FRAMES"]
+        self.grec_size = 8 * (self.hdr_words + 2 * self.max_frames)
+        self.trec_size = 8 * (8 + 2 * self.max_frames)
+        self.has_syscallbp = "syscallbp" in layout.g_offsets
+
+    # --- records ------------------------------------------------------------------------
+    def _record(self, chunk: bytes, i: int):
+        off = i * self.grec_size
+        h = struct.unpack_from(f"<{self.hdr_words}Q", chunk, off)
+        n = min(h[H_NFRAMES], self.max_frames)
+        frames = struct.unpack_from(f"<{2 * n}Q", chunk, off + 8 * self.hdr_words)
+        return h, list(frames[0::2]), list(frames[1::2])
+
+    def _continuations(self, raw: RawProcess, key) -> tuple[list[int], list[int], int]:
+        pcs, fps, flags = [], [], 0
+        for rec in raw.more.get(key, []):
+            h, p, f = self._record(rec, 0)
+            pcs += p
+            fps += f
+            flags = h[H_FLAGS]
+        return pcs, fps, flags
+
+    def threads(self, raw: RawProcess) -> dict[int, tuple]:
+        out = {}
+        for i in range(raw.nthreads):
+            off = i * self.trec_size
+            tid, ip, sp, bp, _r14, n, flags, _ = struct.unpack_from("<8Q", raw.threads_raw, off)
+            n = min(n, self.max_frames)
+            pcs = list(struct.unpack_from(f"<{2 * n}Q", raw.threads_raw, off + 64)[0::2])
+            out[tid] = (ip, sp, bp, pcs, flags)
+        return out
+
+    # --- goroutines ---------------------------------------------------------------------
+    def goroutines(self, raw: RawProcess) -> list[Goroutine]:
+        threads = self.threads(raw)
+        curg_thread = {curg: procid for _m, procid, curg in raw.ms if curg}
+        result = []
+        seen = set()
+        unknown = 0
+        for ci, chunk in enumerate(raw.chunks):
+            for i in range(len(chunk) // self.grec_size):
+                h, pcs, fps = self._record(chunk, i)
+                flags = h[H_FLAGS]
+                if flags & F_NOG:
+                    continue
+                status = self.status_by_value.get(h[H_STATUS])
+                if status is None:   # garbage: a g read while being torn down or reused
+                    unknown += 1
+                    continue
+                if status == "dead":
+                    continue
+                if (ci, i) in raw.more:   # deep stacks, and syscalls of Go < 1.23
+                    more_pcs, more_fps, flags2 = self._continuations(raw, (ci, i))
+                    pcs += more_pcs
+                    fps += more_fps
+                    flags = (flags & ~F_MORE) | flags2
+                g = self._goroutine(h, status, pcs, flags, threads, curg_thread)
+                if g.id in seen:   # a goroutine list that changed under us
+                    continue
+                seen.add(g.id)
+                result.append(g)
+        if unknown:
+            raw.notes.append(f"{unknown} goroutine records with an unknown status skipped "
+                             "(memory changing while read?)")
+        return result
+
+    def _goroutine(self, h, status, pcs, flags, threads, curg_thread) -> Goroutine:
+        g = Goroutine(id=h[H_GOID], status=status)
+        if status == "waiting" and h[H_WAITREASON] < len(self.wait_reasons):
+            g.wait_reason = self.wait_reasons[h[H_WAITREASON]]
+        if h[H_WAITSINCE]:
+            g.wait_since_ns = h[H_WAITSINCE]
+        # Goroutine 1 is started by the runtime's assembly entry: no Go creator to show.
+        g.created_by = self._created_by(h[H_GOPC], h[H_PARENT]) if g.id != 1 else None
+        first_is_call_site = True
+        if status == "running":
+            tid = curg_thread.get(h[H_GP])
+            th = threads.get(tid) if tid else None
+            g.thread = tid
+            if th and h[H_LO] <= th[1] < h[H_HI]:
+                pcs, flags, first_is_call_site = th[3], th[4], False
+            elif h[H_SP]:
+                pass  # on the system stack: g.sched was saved at the switch, pcs walked it
+            elif th:
+                # In a signal handler (async preemption): the goroutine's own frames sit
+                # behind the kernel's signal frame; show where the thread is.
+                pcs, flags, first_is_call_site = th[3], th[4], False
+                g.truncated = "running in a signal handler; its own frames are not shown"
+            else:
+                pcs = []
+                g.truncated = "running on a thread that could not be read"
+        elif status == "syscall":
+            tid = curg_thread.get(h[H_GP])
+            if tid:
+                g.thread = tid
+        g.frames, cut = self.symbolize(pcs, first_is_call_site)
+        if flags & F_BADFP:
+            g.truncated = g.truncated or "frame pointer chain broken (stack changing?)"
+        elif flags & F_READFAIL:
+            g.truncated = g.truncated or "stack memory could not be read"
+        elif flags & F_MORE:
+            g.truncated = g.truncated or "depth limit"
+        elif cut:
+            g.truncated = g.truncated or cut
+        return g
+
+    def _created_by(self, gopc: int, parent: int) -> CreatedBy | None:
+        if not gopc:
+            return None
+        pc = gopc - self.bias
+        f = self.symtab.func_for_pc(pc)
+        if f is None:
+            return None
+        frames = self.symtab.frames_for_pc(pc, is_call_site=True)
+        file, line = (frames[0].file, frames[0].line) if frames else ("?", 0)
+        return CreatedBy(f.print_name, file, line, parent or None)
+
+    def symbolize(self, pcs: list[int], first_is_call_site: bool = True
+                  ) -> tuple[list[Frame], str | None]:
+        """PCs (leaf first) to frames, inlined frames expanded, stopping at goexit."""
+        frames: list[Frame] = []
+        callee = None
+        call_site = first_is_call_site
+        for pc in pcs:
+            link_pc = pc - self.bias
+            f = self.symtab.func_for_pc(link_pc)
+            if f is None:
+                return frames, f"return address {pc:#x} is in no Go function"
+            if f.name in STOP_AT:
+                return frames, None
+            for sf in self.symtab.frames_for_pc(link_pc, is_call_site=call_site, callee=callee):
+                frames.append(Frame(sf.function, sf.file, sf.line, pc, sf.inlined))
+            callee = f.name
+            call_site = not self.symtab.is_injected_call(f)
+        if not frames and pcs:
+            return self._unelided(pcs[0]), None
+        return frames, None
+
+    def _unelided(self, pc: int) -> list[Frame]:
+        """The physical function at pc, even a wrapper or goexit the runtime would hide: a
+        goroutine not started yet sits at its go-statement wrapper's entry, and an empty
+        stack would say nothing."""
+        f = self.symtab.func_for_pc(pc - self.bias)
+        if f is None:
+            return []
+        file, line = self.symtab.file_line(pc - self.bias)
+        return [Frame(f.print_name, file, line, pc, False)]
+
+    def frames_for_capture(self, raw: RawProcess, wants, continued_only: bool = False):
+        """(key, pc, cfa, function) of every parked frame running a captured function,
+        inlined ones included; key = (goid, pc, function, n), n counting repeats of
+        (pc, function) from the leaf (recursion). PCs are symbolized once each (cached).
+        continued_only: only the frames past a record's own (deep stacks, which the BPF
+        capture does not queue), cheap enough to run in the pause."""
+        cache = self._capture_cache = getattr(self, "_capture_cache", {})
+        running = self.info.layout.status_values.get("_Grunning")
+        keys = ((ci, i) for ci, chunk in enumerate(raw.chunks)
+                for i in range(len(chunk) // self.grec_size))
+        for ci, i in (sorted(raw.more) if continued_only else keys):
+            h, pcs, fps = self._record(raw.chunks[ci], i)
+            if h[H_FLAGS] & F_NOG or h[H_STATUS] == running or not h[H_GOID]:
+                continue
+            own = len(pcs)
+            if (ci, i) in raw.more:
+                more_pcs, more_fps, _ = self._continuations(raw, (ci, i))
+                pcs, fps = pcs + more_pcs, fps + more_fps
+            seen: dict[tuple[int, str], int] = {}
+            for k, (pc, fp) in enumerate(zip(pcs, fps)):
+                names = cache.get(pc)
+                if names is None:
+                    names = cache[pc] = self._wanted_at(pc, wants)
+                for name in names:
+                    n = seen[(pc, name)] = seen.get((pc, name), -1) + 1
+                    if fp and (k >= own or not continued_only):
+                        yield (h[H_GOID], pc, name, n), pc, fp + 16, name
+
+    def _wanted_at(self, pc: int, wants) -> tuple[str, ...]:
+        frames = self.symtab.frames_for_pc(pc - self.bias, is_call_site=True)
+        return tuple(f.function for f in frames if wants(f.function))
+
+    def syscall_starts(self, raw: RawProcess) -> list:
+        """Go < 1.23 keeps no frame pointer for a goroutine in a syscall: compute it from
+        syscallsp and the pcsp table, as (key, fp, lo, hi) walks to continue."""
+        if self.has_syscallbp:
+            return []
+        starts = []
+        syscall_value = self.info.layout.status_values.get("_Gsyscall")
+        for ci, i in raw.syscall_keys:
+            h, _pcs, _fps = self._record(raw.chunks[ci], i)
+            if h[H_FLAGS] & F_NOG or h[H_STATUS] != syscall_value or not h[H_SYSPC]:
+                continue
+            try:
+                delta = self.symtab.sp_delta(h[H_SYSPC] - self.bias)
+            except KeyError:
+                continue
+            if delta >= 8:
+                starts.append(((ci, i), h[H_SYSSP] + delta - 8, h[H_LO], h[H_HI]))
+        return starts

@@ -1,0 +1,168 @@
+"""Stage 4a: pausing a process (SIGSTOP until every thread is stopped) and resuming it,
+with the guardian (guardian.py) standing by to resume it if this process dies."""
+from __future__ import annotations
+
+import atexit
+import os
+import signal
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pytest_sideeye.errors import NoPermission, SideeyeError, TargetGone
+
+GUARDIAN = Path(__file__).with_name("guardian.py")
+STOP_TIMEOUT_S = 0.2   # a stop that takes longer is abandoned and the process resumed
+# With a kernel-side sign of the stop (the stop hook), /proc is polled only when that sign
+# is late: the target may have exited, or the hook may not run on this kernel.
+SIGN_GRACE_NS = 5_000_000
+
+
+class StopFailed(SideeyeError):
+    pass
+
+
+@dataclass
+class PauseTimes:
+    stop_ns: int = 0      # SIGSTOP sent -> every thread stopped
+    pause_ns: int = 0     # SIGSTOP sent -> SIGCONT sent
+    resume_ns: int = 0    # the SIGCONT call itself
+    threads: int = 0
+    marks: dict[str, int] = field(default_factory=dict)
+
+
+class Guardian:
+    """Handle on the guardian process (one per collector process, started lazily)."""
+
+    _proc: subprocess.Popen | None = None
+
+    @classmethod
+    def _pipe(cls):
+        if cls._proc is None or cls._proc.poll() is not None:
+            cls._proc = subprocess.Popen(
+                [sys.executable, "-S", "-I", str(GUARDIAN)], stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, start_new_session=True, close_fds=True)
+            atexit.register(cls.close)
+            if cls._proc.stdout.readline() != b"ready\n":
+                raise SideeyeError("the resume guardian did not start; nothing was paused")
+            cls._proc.stdout.close()
+        return cls._proc.stdin
+
+    @classmethod
+    def tell(cls, line: str) -> None:
+        pipe = cls._pipe()
+        pipe.write(line.encode() + b"\n")
+        pipe.flush()
+
+    @classmethod
+    def close(cls) -> None:
+        if cls._proc is not None and cls._proc.poll() is None:
+            cls._proc.stdin.close()
+            cls._proc.wait(timeout=5)
+        cls._proc = None
+
+
+def proc_state(pid: int, tid: int | str | None = None) -> str:
+    """The one-letter state of a process, or of one of its threads, from /proc/.../stat."""
+    path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
+    with open(path, "rb") as f:
+        data = f.read()
+    return chr(data[data.rindex(b")") + 2])
+
+
+def tracer_pid(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("TracerPid:"):
+                return int(line.split()[1])
+    return 0
+
+
+def check_pausable(pid: int) -> None:
+    """Refuse targets we must not resume later: already stopped, or traced by someone."""
+    try:
+        state = proc_state(pid)
+        tracer = tracer_pid(pid)
+    except FileNotFoundError:
+        raise TargetGone(f"process {pid} does not exist (it exited?)") from None
+    except PermissionError:
+        raise NoPermission(f"no permission to inspect process {pid}: run as root") from None
+    if state in "Zx":
+        raise TargetGone(f"process {pid} has exited (state {state})")
+    if state in "Tt":
+        raise StopFailed(f"process {pid} is already stopped by someone else: left as it is")
+    if tracer:
+        raise StopFailed(f"process {pid} is being traced by process {tracer} (a debugger?)")
+
+
+def _all_threads_stopped(pid: int) -> tuple[bool, int]:
+    tids = os.listdir(f"/proc/{pid}/task")
+    for tid in tids:
+        try:
+            st = proc_state(pid, tid)
+        except FileNotFoundError:
+            continue  # a thread that just exited
+        if st not in "tTZX":
+            return False, len(tids)
+    return True, len(tids)
+
+
+@contextmanager
+def paused(pid: int, times: PauseTimes, stopped=None):
+    """Stop every thread of `pid`, yield, and always resume (the guardian covers our death).
+
+    `stopped`, if given, is a cheap callable telling when the kernel has completed the
+    group stop (every thread has stopped); without it, or while it says no for too long,
+    each thread's state is read from /proc."""
+    check_pausable(pid)
+    Guardian.tell(f"S {pid}")
+    t0 = time.perf_counter_ns()
+    try:
+        os.kill(pid, signal.SIGSTOP)
+    except ProcessLookupError:
+        Guardian.tell(f"C {pid}")
+        raise TargetGone(f"process {pid} exited") from None
+    try:
+        _wait_stopped(pid, t0, times, stopped)
+        yield
+    finally:
+        t1 = time.perf_counter_ns()
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+        t2 = time.perf_counter_ns()
+        Guardian.tell(f"C {pid}")
+        times.pause_ns = t2 - t0
+        times.resume_ns = t2 - t1
+
+
+def _wait_stopped(pid: int, t0: int, times: PauseTimes, stopped=None) -> None:
+    deadline = t0 + int(STOP_TIMEOUT_S * 1e9)
+    while True:
+        if stopped is not None:
+            if stopped():
+                times.stop_ns = time.perf_counter_ns() - t0
+                return
+            if time.perf_counter_ns() - t0 < SIGN_GRACE_NS:
+                # Spin: sleeping between looks was measured slower (a timer armed on the
+                # CPU where the hook then runs with interrupts off cannot wake us).
+                continue
+        try:
+            done, n = _all_threads_stopped(pid)
+        except FileNotFoundError:
+            raise TargetGone(f"process {pid} exited while being stopped") from None
+        if done:
+            # Threads created while we were stopping the others are caught by listing again.
+            done, n = _all_threads_stopped(pid)
+            if done:
+                times.stop_ns = time.perf_counter_ns() - t0
+                times.threads = n
+                return
+        if time.perf_counter_ns() > deadline:
+            raise StopFailed(f"process {pid} did not stop within {STOP_TIMEOUT_S * 1000:.0f} ms "
+                             "(a thread in uninterruptible sleep?); resumed it")
+        time.sleep(0)

@@ -1,0 +1,336 @@
+"""The snapshot engine: binary analysis -> BPF program -> pause and collect -> decode ->
+snapshot model, for one or more target processes. The Python API behind
+`sideeye snapshot` and the pytest plugin.
+
+    snap = take_snapshot([Target(pid)], capture={"main.settle": ["o", "o.ID"]})
+
+Per-process problems (process gone, not a Go program, no DWARF, stop refused) land in
+that process's `error`; problems that concern every target (no root, no BPF, a bad
+capture spec) raise SideeyeError before anything is paused.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+
+from pytest_sideeye.binary import info as gobinary
+from pytest_sideeye.engine.bpf import Program, layout_macros
+from pytest_sideeye.engine.collect import Collector, RawProcess
+from pytest_sideeye.engine.decode import Decoder
+from pytest_sideeye.errors import NoPermission, SideeyeError, TargetGone
+from pytest_sideeye.engine.pause import PauseTimes, paused
+from pytest_sideeye.snapshot.model import Container, Process, Snapshot, now_rfc3339
+
+RUNTIME_ADDRS = ("runtime.allgs", "runtime.allglen", "runtime.allm")
+# Pause time variable capture may take per process (decoding is Python: about 0.2 ms per
+# frame of 4 variables); values not finished by then are marked cut, with a note.
+DEFAULT_CAPTURE_PAUSE_MS = 10.0
+
+
+def capture_pause_s() -> float:
+    try:
+        return float(os.environ.get("SIDEEYE_CAPTURE_PAUSE_MS", DEFAULT_CAPTURE_PAUSE_MS)) / 1000
+    except ValueError:
+        return DEFAULT_CAPTURE_PAUSE_MS / 1000
+
+
+@dataclass
+class Target:
+    pid: int
+    container: Container | None = None
+    service: str | None = None
+
+
+_programs: dict[tuple, Program] = {}
+# One snapshot at a time per collector process: the programs' maps are shared state, and
+# the plugin may snapshot from a timer thread while another snapshot runs.
+_lock = threading.Lock()
+
+
+def program_for(layout) -> Program:
+    """One compiled program per runtime layout, kept for the life of the collector."""
+    macros = layout_macros(layout)
+    key = tuple(sorted(macros.items()))
+    prog = _programs.get(key)
+    if prog is None:
+        prog = _programs[key] = Program(macros)
+    return prog
+
+
+def check_privileges() -> None:
+    if os.geteuid() != 0:
+        raise NoPermission("snapshots need root (or CAP_BPF, CAP_PERFMON and CAP_SYS_PTRACE): "
+                           "run with sudo")
+
+
+def take_snapshot(targets: list[Target] | list[int], capture=None, limits=None, *,
+                  strict_capture: bool = True) -> Snapshot:
+    """Snapshot every target, one after the other (each is paused on its own).
+
+    A capture spec applies to each process with the functions its program has. A function
+    no target has is a CaptureSpecError before anything is paused (a typo, most likely);
+    with strict_capture=False (the pytest plugin: one spec for all of a test's services)
+    it is a note on every process instead."""
+    check_privileges()
+    targets = [t if isinstance(t, Target) else Target(int(t)) for t in targets]
+    spec = _parse_capture(capture)
+    absent = _functions_in_no_target(targets, spec) if spec else []
+    if absent and strict_capture:
+        from pytest_sideeye.errors import CaptureSpecError
+        raise CaptureSpecError(f"unknown function {absent[0]!r}: not in the program of any "
+                               "target (capture specs name functions as main.settle or "
+                               "pkg/path.(*T).Method)")
+    snap = Snapshot(taken_at=now_rfc3339())
+    with _lock:
+        for t in targets:
+            proc = snapshot_process(t, spec, limits)
+            proc.notes += [f"capture: no function {fn} in any target" for fn in absent]
+            snap.processes.append(proc)
+    return snap
+
+
+def _functions_in_no_target(targets: list[Target], spec) -> list[str]:
+    """Captured functions found in none of the targets' programs. Targets whose program
+    cannot be read count as having every function: their own error says what is wrong."""
+    left = list(spec.functions)
+    for t in targets:
+        try:
+            symtab = gobinary.analyze(gobinary.exe_for_pid(t.pid), need_layout=False).symtab
+        except SideeyeError:
+            return []
+        left = [fn for fn in left if not has_function(symtab, fn)]
+        if not left:
+            break
+    return left
+
+
+def has_function(symtab, name: str) -> bool:
+    """The program has the function: a body of its own, or only inlined copies."""
+    return symtab.func_by_name(name) is not None or bool(symtab.inlined_ranges(name))
+
+
+def _parse_capture(capture):
+    if not capture:
+        return None
+    from pytest_sideeye.capture import plan as capture_mod
+    return capture_mod.parse_specs(capture)
+
+
+def snapshot_process(target: Target, spec=None, limits=None) -> Process:
+    proc = Process(pid=target.pid, container=target.container, service=target.service)
+    try:
+        _snapshot_into(proc, spec, limits)
+    except SideeyeError as e:
+        proc.error = str(e)
+    return proc
+
+
+def _snapshot_into(proc: Process, spec, limits) -> None:
+    pid = proc.pid
+    exe = gobinary.exe_for_pid(pid)
+    proc.exe = _display_exe(pid, exe)
+    info = gobinary.analyze(exe)
+    proc.go_version = info.go_version
+    bias = gobinary.load_bias(pid, info)
+    program = program_for(info.layout)
+    plan = _make_plan(info, spec, limits, bias)
+    addrs = {k: info.symbols[k] for k in RUNTIME_ADDRS if k in info.symbols}
+    missing = [k for k in RUNTIME_ADDRS if k not in addrs]
+    if missing:
+        raise SideeyeError(f"{exe}: runtime symbols {missing} not found (stripped binary?)")
+    decoder = Decoder(info, bias, program.const)
+    collector = Collector(program, pid, addrs, bias)
+    raw = RawProcess(pid)
+    times = PauseTimes()
+    tables = _capture_tables(plan, info, bias, program) if plan is not None else None
+    pause_jobs: dict = {}
+    try:
+        wanted = stop_hook_wanted()
+        if not wanted or program.hook_fd is None:
+            collector.prewarm()
+        collector.set_capture(tables, int(capture_pause_s() * 1e9),
+                              plan.limits.total_bytes if plan is not None else 0)
+        hooked = wanted and collector.arm_hook()
+        with paused(pid, times, collector.hook_saw_stop if hooked else None):
+            proc.monotonic_ns = time.monotonic_ns()
+            t0 = time.perf_counter_ns()
+            collector.collect(raw)
+            starts = decoder.syscall_starts(raw)
+            if starts:
+                collector.start_syscall_walks(raw, starts)
+            t1 = time.perf_counter_ns()
+            if plan is not None:
+                pause_jobs = _capture_in_pause(plan, decoder, collector, raw, tables)
+            t2 = time.perf_counter_ns()
+        captures = _captures_after(plan, decoder, collector, raw, tables, pause_jobs) \
+            if plan is not None else []
+    finally:
+        collector.close()
+    _check_survived(pid)
+    proc.pause_ns = times.pause_ns
+    proc.pause_parts_ns = {"stop": times.stop_ns, "collect": t1 - t0, "capture": t2 - t1,
+                           "resume": times.resume_ns}
+    if raw.hook_ns:
+        proc.pause_parts_ns["hook_walk"] = raw.hook_ns
+    proc.collector = _who_collected(raw, program, wanted, hooked)
+    proc.goroutines = decoder.goroutines(raw)
+    if captures:
+        _attach_variables(proc, captures)
+    proc.notes += raw.notes
+    if raw.allglen and not proc.goroutines:
+        proc.notes.append("no live goroutine could be read")
+
+
+def stop_hook_wanted() -> bool:
+    """SIDEEYE_STOP_HOOK=0 makes the iterator do all the reading (for comparisons)."""
+    return os.environ.get("SIDEEYE_STOP_HOOK", "1") != "0"
+
+
+def _who_collected(raw: RawProcess, program: Program, wanted: bool, hooked: bool) -> str:
+    """The snapshot's `collector` field: which program walked the goroutines, and why not
+    the stop hook when it did not."""
+    if hooked and raw.hook == "walked":
+        if raw.hook_gs >= raw.allglen:
+            return "stop hook"
+        return f"stop hook and iterator ({raw.hook_gs} of {raw.allglen} goroutines by the hook)"
+    if hooked:
+        return f"iterator (the stop hook {raw.hook})"
+    if not wanted:
+        return "iterator (stop hook disabled by SIDEEYE_STOP_HOOK=0)"
+    return f"iterator (no stop hook: {program.hook_error})"
+
+
+def _check_survived(pid: int) -> None:
+    """A target that died while stopped leaves records of memory being torn down: drop
+    them and say so rather than return an empty, healthy-looking process."""
+    from pytest_sideeye.engine.pause import proc_state
+    try:
+        state = proc_state(pid)
+    except OSError:
+        state = "X"
+    if state in "ZXx":
+        raise TargetGone(f"process {pid} exited during the snapshot")
+
+
+def _display_exe(pid: int, exe: str) -> str:
+    try:
+        return os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        return exe
+
+
+# --- variable capture (plan made before the pause, reads in it, decoding after) ----------
+
+def _make_plan(info, spec, limits, bias: int):
+    """The plan for this program: the spec's functions it has (others are someone
+    else's: take_snapshot already checked that every function is somewhere)."""
+    if spec is None:
+        return None
+    from pytest_sideeye.capture import plan as capture_mod
+    mine = capture_mod.CaptureSpec({fn: exprs for fn, exprs in spec.functions.items()
+                                    if has_function(info.symtab, fn)})
+    if not mine:
+        return None
+    kw = {"limits": limits} if limits is not None else {}
+    return capture_mod.make_plan(info, mine, load_bias=bias, **kw)
+
+
+_tables_cache: dict = {}
+
+
+def _capture_tables(plan, info, bias: int, program):
+    """The plan compiled for the BPF capture (capture_program.py), once per binary, spec,
+    limits and load address; None when nothing of it can be read by BPF."""
+    from pytest_sideeye.capture.templates import compile_plan
+    if os.environ.get("SIDEEYE_BPF_CAPTURE", "1") == "0":
+        return None     # every frame read by the Python rounds (for comparisons)
+    key = (info.build_id, info.path, repr(plan.spec), repr(plan.limits), bias)
+    if key not in _tables_cache:
+        _tables_cache[key] = compile_plan(plan, bias, program.const, info.symtab)
+    return _tables_cache[key]
+
+
+def _capture_in_pause(plan, decoder, collector, raw, tables) -> dict:
+    """The reads BPF does not do: the frames whose ranges need Python (interfaces, maps,
+    inlined copies, ...) and those of deep stacks past a record's frames, read in batched
+    rounds within the capture's pause budget. Everything else was read by pass_capture.
+    Returns {(pc, cfa, function): job}."""
+    from pytest_sideeye.capture import plan as capture_mod
+    budget_s = capture_pause_s()
+    deadline = time.monotonic() + budget_s
+    budget = plan.process_budget()   # the byte limit is per process, shared by its frames
+    if tables is None:
+        frames = [(pc, cfa, fn) for _k, pc, cfa, fn in
+                  decoder.frames_for_capture(raw, plan.wants)]
+    else:
+        collector.capture_pass(raw)
+        budget.take(collector.capture_used())
+        frames = [(pc, cfa, fn) for pc, cfa in collector.python_frames()
+                  for fn in decoder._wanted_at(pc, plan.wants)]
+        frames += [(pc, cfa, fn) for _k, pc, cfa, fn in
+                   decoder.frames_for_capture(raw, plan.wants, continued_only=True)]
+    jobs, skipped = {}, 0
+    for pc, cfa, function in frames:
+        if time.monotonic() > deadline:
+            skipped += 1
+            continue
+        jobs[(pc, cfa, function)] = plan.start_frame(function, pc - decoder.bias, cfa, True,
+                                                     budget=budget)
+    if jobs:
+        capture_mod.run_rounds(list(jobs.values()),
+                               lambda reqs: collector.read_many(raw, reqs), deadline=deadline)
+    unfinished = sum(1 for j in jobs.values() if not j.done)
+    if unfinished or skipped:
+        raw.notes.append(
+            f"capture stopped at its pause budget ({budget_s * 1000:g} ms): of "
+            f"{len(jobs) + skipped} frames read by Python, {unfinished} have values cut short "
+            f"and {skipped} were not captured (raise SIDEEYE_CAPTURE_PAUSE_MS to wait longer)")
+    return jobs
+
+
+def _captures_after(plan, decoder, collector, raw, tables, pause_jobs: dict) -> list:
+    """After the resume: a job per captured frame, [(key, job)], decoding what was read
+    in the pause (by BPF, or by the Python rounds) and nothing more."""
+    out = collector.capture_output(tables) if tables is not None else None
+    shared = out.memory() if out is not None else None
+    captures, missed = [], 0
+    for key, pc, cfa, function in decoder.frames_for_capture(raw, plan.wants):
+        job = pause_jobs.get((pc, cfa, function))
+        if job is None:
+            job = plan.start_frame(function, pc - decoder.bias, cfa, True)
+            entry = out.frames.get((pc, cfa)) if out is not None else None
+            if entry is None:
+                missed += 1
+            job.mem.shared = shared
+            job.mem.final = True
+            if out is not None and out.dropped:
+                job.mem.final_why = "budget"   # reads refused: the byte budget ran out
+        captures.append((key, job))
+    if out is not None and out.unreached:
+        raw.notes.append(
+            f"capture stopped at its pause budget ({capture_pause_s() * 1000:g} ms): "
+            f"{out.unreached} frames read in BPF were not reached "
+            "(raise SIDEEYE_CAPTURE_PAUSE_MS to wait longer)")
+    if out is not None and (missed > out.unreached or out.dropped or out.queued_over):
+        raw.notes.append(
+            f"capture: {missed - out.unreached} frames were not read in the pause"
+            + (f" ({out.queued_over} over the queue's capacity)" if out.queued_over else "")
+            + (f"; {out.dropped} reads refused, the process's capture byte budget "
+               f"({plan.limits.total_bytes:,} bytes) being used up" if out.dropped else ""))
+    return captures
+
+
+def _attach_variables(proc: Process, captures) -> None:
+    """Put each job's values on its frame. Keys are (goroutine, pc, function, n): the
+    frames inlined at one PC share it, and recursive frames repeat it, so n counts the
+    occurrences of (pc, function) from the leaf, as decode.frames_for_capture does."""
+    jobs = {key: job for key, job in captures}
+    for g in proc.goroutines:
+        seen: dict[tuple[int, str], int] = {}
+        for f in g.frames:
+            n = seen[(f.pc, f.function)] = seen.get((f.pc, f.function), -1) + 1
+            job = jobs.get((g.id, f.pc, f.function, n))
+            if job is not None:
+                f.variables = job.variables()

@@ -1,0 +1,182 @@
+"""Attachment stage of the pytest plugin: write a snapshot's files (HTML, JSON, text) and hang
+their paths on everything that shows a test result: junit properties and ATTACHMENT lines,
+pytest-html links, report sections, the terminal summary.
+
+Only paths and plain data go on reports, because pytest-xdist serialises report attributes
+from its workers to the controller.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_sideeye.snapshot.model import Snapshot
+
+PROPERTY = "sideeye.report"
+REPORTS_ATTR = "sideeye_reports"       # list[dict] on TestReport, read by the controller
+_MAX_DIR_NAME = 120
+
+
+@dataclass
+class Written:
+    """The files of one snapshot, as written for one test."""
+    nodeid: str
+    phase: str
+    html: Path | None
+    json: Path
+    txt: Path | None
+    problems: list[str]
+    stem: str = ""        # timeout, setup, call, snapshot-N: the files' name
+
+    @property
+    def main(self) -> Path:
+        """The file a person should open: the HTML when it could be written."""
+        return self.html or self.json
+
+    def to_data(self) -> dict[str, Any]:
+        return {"nodeid": self.nodeid, "phase": self.phase, "path": str(self.main),
+                "json": str(self.json), "problems": list(self.problems)}
+
+
+def sanitise(nodeid: str) -> str:
+    """A directory name for a test id: readable, filesystem-safe, bounded and unique.
+
+    Parametrised ids can be long and contain any character; a hash suffix keeps two
+    ids that sanitise to the same text apart."""
+    plain = nodeid.replace("::", "__").replace("/", "_")
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", plain).strip("._") or "test"
+    if name != plain or len(name) > _MAX_DIR_NAME:
+        digest = hashlib.sha1(nodeid.encode()).hexdigest()[:8]
+        name = f"{name[:_MAX_DIR_NAME]}-{digest}"
+    return name
+
+
+def test_dir(base: Path, nodeid: str) -> Path:
+    return base / sanitise(nodeid)
+
+
+def write_files(snap: Snapshot, base: Path, nodeid: str, stem: str) -> Written:
+    """Write <base>/<test>/<stem>.{json,txt,html}. The JSON goes first: it is the record
+    the other two are rendered from, and it must exist even when a renderer fails."""
+    folder = test_dir(base, nodeid)
+    folder.mkdir(parents=True, exist_ok=True)
+    problems: list[str] = []
+    json_path = folder / f"{stem}.json"
+    snap.save(json_path)
+    txt_path = _write_text(snap, folder / f"{stem}.txt", problems)
+    html_path = _write_html(snap, folder / f"{stem}.html", problems)
+    return Written(nodeid, snap.test.get("phase", stem) if snap.test else stem,
+                   html_path, json_path, txt_path, problems, stem)
+
+
+def _write_text(snap: Snapshot, path: Path, problems: list[str]) -> Path | None:
+    try:
+        from pytest_sideeye.snapshot.textdump import render
+        path.write_text(_test_header(snap) + render(snap), encoding="utf-8")
+        return path
+    except Exception as e:  # a renderer bug must not hide the snapshot itself
+        problems.append(f"text rendering failed: {one_line(e)}")
+        return None
+
+
+def _test_header(snap: Snapshot) -> str:
+    """'#' lines are the text format's own comments: name the test the dump belongs to."""
+    if not snap.test:
+        return ""
+    t = snap.test
+    head = f"# test {t.get('nodeid')} ({t.get('phase')}, {t.get('outcome')})"
+    message = (t.get("message") or "").strip().splitlines()
+    return head + (f": {message[0]}" if message else "") + "\n"
+
+
+def _write_html(snap: Snapshot, path: Path, problems: list[str]) -> Path | None:
+    try:
+        from pytest_sideeye.report.html import write_report
+        write_report(snap, path)
+        return path
+    except Exception as e:
+        problems.append(f"HTML report failed: {one_line(e)}")
+        return None
+
+
+def one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
+
+
+def display_path(path: Path, start: Path) -> str:
+    """Relative to the invocation directory when inside it: CI servers resolve attachment
+    paths against the workspace, and relative paths survive moving the artifacts."""
+    try:
+        return str(path.resolve().relative_to(start.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def record_on_item(item: pytest.Item, written: Written, phase: str, start: Path,
+                   junit_attachments: bool) -> None:
+    """Item-level attachment: junit takes properties and captured output from the teardown
+    report, which pytest builds from the item later on."""
+    shown = display_path(written.main, start)
+    item.user_properties.append((PROPERTY, shown))
+    if junit_attachments:
+        item.add_report_section(phase, "stdout", attachment_line(written, start))
+
+
+def attachment_line(written: Written, start: Path) -> str:
+    return f"[[ATTACHMENT|{display_path(written.main, start)}]]\n"
+
+
+def record_on_report(report: pytest.TestReport, written: Written, start: Path,
+                     html_report: Path | None, junit_attachments: bool) -> None:
+    """Report-level attachment: plain data for the terminal summary (also under xdist),
+    a pytest-html link, and the junit bits when this report is the one junit writes."""
+    reports = getattr(report, REPORTS_ATTR, None)
+    if reports is None:
+        reports = []
+        setattr(report, REPORTS_ATTR, reports)
+    data = written.to_data()
+    data["shown"] = display_path(written.main, start)
+    reports.append(data)
+    if html_report is not None:
+        _add_html_link(report, written, html_report)
+    if report.when == "teardown":
+        # Already created from the item: carry the property onto it directly.
+        report.user_properties.append((PROPERTY, data["shown"]))
+    if junit_attachments:
+        title = f"Captured stdout {report.when}"
+        report.sections.append((title, attachment_line(written, start)))
+
+
+def _add_html_link(report: pytest.TestReport, written: Written, html_report: Path) -> None:
+    try:
+        from pytest_html import extras
+    except ImportError:
+        return
+    # pytest-html links relative to its own file; data: links do not open in Chrome.
+    href = os.path.relpath(written.main.resolve(), html_report.resolve().parent)
+    links = getattr(report, "extras", None)
+    if links is None:
+        links = []
+        report.extras = links
+    links.append(extras.url(href, name=f"sideeye {written.stem or written.phase}"))
+
+
+def add_section(report: pytest.TestReport, title: str, text: str) -> None:
+    report.sections.append((title, text if text.endswith("\n") else text + "\n"))
+
+
+def add_log_sections(report: pytest.TestReport, snap: Snapshot) -> None:
+    seen: set[str] = set()
+    for p in snap.processes:
+        name = p.service or (p.container.name if p.container else None)
+        if not name or name in seen or p.logs is None:
+            continue
+        seen.add(name)
+        add_section(report, f"sideeye: {name} logs", p.logs or "(no output)")

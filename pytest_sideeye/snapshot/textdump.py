@@ -1,0 +1,152 @@
+"""Render a snapshot as text in the style of Go's `/debug/pprof/goroutine?debug=2`.
+
+The output reads like the runtime's own dump, so people and tools that know that format
+(panicparse, godump.parse_dump) read it unchanged. Where a snapshot knows more than the
+runtime prints, it is added in forms the runtime format leaves room for:
+
+- one `# pid ...` header line per process (pid, exe, Go version, container, pause) plus
+  `# error:` / `# note:` lines; the runtime never prints lines starting with "#";
+- a goroutine's OS thread as ", thread N" inside the header brackets;
+- each frame's pc as ` pc=0x...` on its file line. The runtime marks inlined frames by
+  the absence of a "+0x" offset; a non-inlined frame here always has the pc suffix, so
+  the distinction survives (the runtime's offset needs the function entry, which the
+  model does not keep). An inlined frame shares its physical frame's pc: it is shown
+  there only;
+- variables under their frame as `\t\tname (type) = value`, values compact JSON
+  (the runtime never indents two tabs);
+- a cut-short stack as `...truncated: <reason>...`.
+
+"N minutes": the model's wait_since_ns is a CLOCK_MONOTONIC timestamp taken when the
+goroutine blocked, so minutes need the monotonic time of the snapshot itself: the
+Process's `monotonic_ns` (set by the engine at the pause), or `now_monotonic_ns` passed
+by the caller, which wins. Without either, minutes are shown only for goroutines parsed
+from a runtime dump (godump's DumpInfo.wait_minutes). Like the runtime, minutes are
+printed only from one minute up.
+"""
+from __future__ import annotations
+
+import json
+from typing import Iterable
+
+from pytest_sideeye.snapshot.godump import dump_info
+from pytest_sideeye.snapshot.model import Frame, Goroutine, Process, Snapshot, Variable
+
+_MINUTE_NS = 60_000_000_000
+_NO_STACK = "\tgoroutine running on other thread; stack unavailable"
+
+
+def render(target: Snapshot | Process | Iterable[Process], *,
+           now_monotonic_ns: int | None = None) -> str:
+    """The whole snapshot (or one process) as debug=2-style text."""
+    if isinstance(target, Snapshot):
+        processes = target.processes
+    elif isinstance(target, Process):
+        processes = [target]
+    else:
+        processes = list(target)
+    blocks = [render_process(p, now_monotonic_ns=now_monotonic_ns) for p in processes]
+    return "\n".join(blocks)
+
+
+def render_process(p: Process, *, now_monotonic_ns: int | None = None) -> str:
+    if now_monotonic_ns is None:
+        now_monotonic_ns = getattr(p, "monotonic_ns", None)
+    lines = [process_header(p)]
+    lines += [f"# error: {p.error}"] if p.error else []
+    lines += [f"# note: {n}" for n in p.notes]
+    text = "\n".join(lines) + "\n"
+    for g in p.goroutines:
+        text += "\n" + render_goroutine(g, now_monotonic_ns=now_monotonic_ns)
+    return text
+
+
+def process_header(p: Process) -> str:
+    parts = [f"# pid {p.pid}"]
+    if p.service:
+        parts.append(f"service={p.service}")
+    if p.exe:
+        parts.append(f"exe={p.exe}")
+    if p.go_version:
+        parts.append(f"go={p.go_version}")
+    if p.container:
+        parts.append(f"container={p.container.name} ({p.container.id[:12]}) image={p.container.image}")
+    if p.pause_ns is not None:
+        parts.append(f"pause={p.pause_ns / 1e6:.3f}ms")
+    parts.append(f"goroutines={len(p.goroutines)}")
+    return " ".join(parts)
+
+
+def goroutine_header(g: Goroutine, *, now_monotonic_ns: int | None = None) -> str:
+    info = dump_info(g)
+    status = _status_text(g)
+    minutes = wait_minutes(g, now_monotonic_ns)
+    if minutes is not None and minutes >= 1 and g.status in ("waiting", "syscall"):
+        status += f", {minutes} minutes"
+    if info.locked_to_thread:
+        status += ", locked to thread"
+    if g.thread is not None:
+        status += f", thread {g.thread}"
+    labels = f" {info.labels}" if info.labels else ""
+    return f"goroutine {g.id} [{status}]{labels}:"
+
+
+def _status_text(g: Goroutine) -> str:
+    if g.status == "leaked":
+        return f"{g.wait_reason} (leaked)" if g.wait_reason else "leaked"
+    if g.status == "waiting" and g.wait_reason:
+        return g.wait_reason
+    return g.status
+
+
+def wait_minutes(g: Goroutine, now_monotonic_ns: int | None) -> int | None:
+    """Whole minutes the goroutine has been blocked, when that can be known."""
+    if now_monotonic_ns is not None and g.wait_since_ns:
+        return max(0, now_monotonic_ns - g.wait_since_ns) // _MINUTE_NS
+    return dump_info(g).wait_minutes
+
+
+def render_goroutine(g: Goroutine, *, now_monotonic_ns: int | None = None) -> str:
+    info = dump_info(g)
+    lines = [goroutine_header(g, now_monotonic_ns=now_monotonic_ns)]
+    for i, f in enumerate(g.frames):
+        if info.elided and info.elided_at == i:
+            lines.append(f"...{info.elided} frames elided...")
+        lines += render_frame(f)
+    lines += _truncation_lines(g, info)
+    if g.created_by:
+        c = g.created_by
+        goid = f" in goroutine {c.goroutine}" if c.goroutine is not None else ""
+        lines += [f"created by {c.function}{goid}", f"\t{c.file}:{c.line}"]
+    return "\n".join(lines) + "\n"
+
+
+def _truncation_lines(g: Goroutine, info) -> list[str]:
+    if not g.truncated or (info.elided and info.elided_at is not None and info.elided_at < len(g.frames)):
+        return []
+    if g.truncated.startswith("stack unavailable"):
+        return [_NO_STACK]
+    if g.truncated == "additional frames elided":
+        return ["...additional frames elided..."]
+    if info.elided:  # elided at the very end of the printed frames
+        return [f"...{info.elided} frames elided..."]
+    return [f"...truncated: {g.truncated}..."]
+
+
+def render_frame(f: Frame) -> list[str]:
+    where = f"\t{f.file}:{f.line}"
+    if not f.inlined:
+        where += f" pc={f.pc:#x}"
+    return [f"{f.function}(...)", where] + [render_variable(v) for v in f.variables]
+
+
+def render_variable(v: Variable) -> str:
+    if v.error:
+        value = f"<error: {v.error}>"
+    elif not v.available:
+        value = "<unavailable>"
+    else:
+        value = json.dumps(v.value, separators=(",", ":"), ensure_ascii=False, default=str)
+        if v.truncated:
+            value += " ...(truncated)"
+    kind = f" ({v.type})" if v.type else ""
+    return f"\t\t{v.name}{kind} = {value}".replace("\n", "\\n")
