@@ -22,9 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pytest_sideeye.binary import info as gobinary
-
-from pytest_sideeye.services import toolchains# noqa: E402
-from pytest_sideeye.binary.pclntab import Symtab  # noqa: E402
+from pytest_sideeye.binary.elf import StaticImage  # noqa: E402
+from pytest_sideeye.services import toolchains  # noqa: E402
 
 BENCH_DIR = Path.home() / ".cache" / "sideeye" / "bench"
 
@@ -55,7 +54,7 @@ def best_of(n: int, fn) -> float:
 
 def bench(path: Path, lookups: int) -> dict[str, str]:
     with tempfile.TemporaryDirectory() as cache:
-        gobinary.CACHE_DIR = Path(cache)
+        os.environ["SIDEEYE_BINARY_CACHE"] = cache
 
         def cold():
             for f in Path(cache).glob("*"):
@@ -71,9 +70,9 @@ def bench(path: Path, lookups: int) -> dict[str, str]:
         t_warm = best_of(3, warm)
         t_mem = best_of(3, lambda: gobinary.analyze(path))
     data = path.read_bytes()
-    t_symtab = best_of(3, lambda: Symtab.from_elf(ELFFile(io.BytesIO(data))))
+    t_symtab = best_of(3, lambda: StaticImage(ELFFile(io.BytesIO(data))).symtab())
 
-    st = Symtab.from_elf(ELFFile(io.BytesIO(data)))
+    st = StaticImage(ELFFile(io.BytesIO(data))).symtab()
     rng = random.Random(7)
     funcs = [f for f in st.funcs() if f.end - f.entry > 1]
     pcs = []

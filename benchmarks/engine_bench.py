@@ -24,8 +24,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from oracle import start_app  # noqa: E402
+
 from pytest_sideeye.engine import take as engine
-from pytest_sideeye.services import toolchains# noqa: E402
+from pytest_sideeye.services import toolchains  # noqa: E402
 
 CAPTURE = {"main.parkedLeaf": ["i", "name", "j", "started"]}
 
@@ -78,7 +79,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="1000,10000,100000")
     ap.add_argument("--reps", type=int, default=5)
-    ap.add_argument("--go", default=toolchains.DEFAULT_GO)
+    ap.add_argument("--go", default=toolchains.default_version())
     ap.add_argument("--capture", action="store_true")
     args = ap.parse_args()
     head = ["parked", "read", "pause ms (min)", "stop", "collect", "resume",

@@ -27,8 +27,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from oracle import start_app  # noqa: E402
+
 from pytest_sideeye.engine import take as engine
-from pytest_sideeye.services import toolchains# noqa: E402
+from pytest_sideeye.services import toolchains  # noqa: E402
 from pytest_sideeye.snapshot.model import STATUSES, Process  # noqa: E402
 
 GOAPPS = ROOT / "fixtures" / "goapps"
@@ -112,10 +113,11 @@ ZYGOTE = r"""
 import ctypes, os, sys
 sys.path.insert(0, sys.argv[1])
 from pytest_sideeye.engine import take as engine
-from pytest_sideeye.binary import info as gobinary
+from pytest_sideeye.binary import analyze
+from pytest_sideeye.engine.process import exe_for_pid
 from pytest_sideeye.engine import pause
 targets = [engine.Target(int(a)) for a in sys.argv[2:]]
-info = gobinary.analyze(gobinary.exe_for_pid(targets[0].pid))
+info = analyze(exe_for_pid(targets[0].pid))
 engine.program_for(info.layout)
 # Killed collectors orphan their guardians: become their reaper so none lingers as a zombie.
 ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)   # PR_SET_CHILD_SUBREAPER
@@ -264,7 +266,6 @@ def frozen_trials(target_pid: int, n: int, max_pause_s: float) -> list[float | N
             if not wait_stopped(target_pid, 5.0):
                 raise RuntimeError("the collector never stopped its target")
             os.kill(child, signal.SIGSTOP)
-            t0 = time.perf_counter()
             # The guardian's clock started at the collector's "S" line, a little before this.
             resumed = wait_running(target_pid, max_pause_s + 2.0)
             out.append(resumed)
@@ -527,7 +528,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=25.0)
     ap.add_argument("--rate", type=int, default=3000)
     ap.add_argument("--churn-snapshots", type=int, default=300)
-    ap.add_argument("--go", default=toolchains.DEFAULT_GO)
+    ap.add_argument("--go", default=toolchains.default_version())
     args = ap.parse_args()
     parts = args.parts.split(",")
     print(f"Go {args.go}; {os.cpu_count()} CPUs")

@@ -21,8 +21,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pytest_sideeye.snapshot.model import (Container, CreatedBy, Frame, Goroutine, Process,  # noqa: E402
-                                     Snapshot, Variable)
+from pytest_sideeye.snapshot.model import (  # noqa: E402
+    Container,
+    CreatedBy,
+    Frame,
+    Goroutine,
+    Process,
+    Snapshot,
+    Variable,
+)
 
 GOROOT = "/usr/local/go/src"
 APP = "/src/shop/orders"
@@ -198,7 +205,7 @@ def load_times(paths: list[Path], runs: int) -> list[float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pytest_sideeye.report.html import render_html
+    from pytest_sideeye.report import render_html
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="1000,10000,100000")

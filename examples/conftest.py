@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from pytest_sideeye.services.fixture import go_service
+from pytest_sideeye import go_service
 
 ledger = go_service("ledger", source="services/ledger", ports=[8080],
                     ready_http=(8080, "/healthz"), env={"LEDGER_LATENCY": "150ms"})

@@ -34,3 +34,10 @@ class CaptureSpecError(SideeyeError):
 
 class DockerUnavailable(SideeyeError):
     pass
+
+
+def one_line(e: BaseException) -> str:
+    """The first line of what an exception says (a Docker API error's explanation when it
+    has one), or its type's name when it says nothing."""
+    text = str(getattr(e, "explanation", None) or e).strip().splitlines()
+    return text[0] if text else type(e).__name__

@@ -12,22 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
-GOAPPS = ROOT / "fixtures" / "goapps"
-IN_CI = bool(os.environ.get("CI"))
-# Correctness tests of variable capture must not depend on how loaded the machine is: give
-# capture a generous pause budget (the product default is 10 ms; its own test lowers it).
-os.environ.setdefault("SIDEEYE_CAPTURE_PAUSE_MS", "3000")
-# The Go versions the engine is checked against in CI (installed by scripts/setup.sh).
-GO_VERSIONS = ("1.21.13", "1.24.11", "1.27.3")
-
-
-def missing(reason: str) -> None:
-    """Skip locally, fail in CI."""
-    if IN_CI:
-        pytest.fail(f"required capability missing under CI: {reason}", pytrace=False)
-    pytest.skip(reason)
+from support import GOAPPS, missing
 
 
 def _root_bpf_problem() -> str | None:
@@ -69,7 +54,7 @@ def go_build():
     """go_build(app, version=...) -> Path of a binary built from fixtures/goapps/<app>."""
     from pytest_sideeye.services import toolchains
 
-    def _build(app: str, version: str = toolchains.DEFAULT_GO, **kw) -> Path:
+    def _build(app: str, version: str = toolchains.default_version(), **kw) -> Path:
         if version not in toolchains.installed_versions():
             missing(f"Go {version} toolchain not installed")
         return toolchains.build(GOAPPS / app, version, **kw)

@@ -1,0 +1,25 @@
+"""Stage 1, binary analysis: what a Go executable tells us, with no process needed.
+
+Takes a path; gives one `BinaryInfo` (`analyze(path)`): Go version and build id from the
+build info and notes (elf), functions, file:line, inline trees and SP deltas from
+`.gopclntab` (pclntab.Symtab), the runtime's struct layouts, status constants and wait
+reasons from DWARF (layout.RuntimeLayout), and on first use the DWARF types, functions and
+variable locations that capture needs (`BinaryInfo.debug`, dwarf.DebugInfo; location
+expressions evaluated by dwarf_expr). Cached on disk by build id.
+"""
+from pytest_sideeye.binary.dwarf import (
+                                         DebugInfo,
+                                         FunctionInfo,
+                                         GoType,
+                                         Scope,
+                                         VarDIE,
+                                         iter_scopes,
+                                         package_of,
+)
+from pytest_sideeye.binary.dwarf_expr import Piece
+from pytest_sideeye.binary.info import BinaryInfo, analyze
+from pytest_sideeye.binary.layout import RuntimeLayout
+from pytest_sideeye.binary.pclntab import SymFrame, Symtab
+
+__all__ = ["BinaryInfo", "DebugInfo", "FunctionInfo", "GoType", "Piece", "RuntimeLayout",
+           "Scope", "SymFrame", "Symtab", "VarDIE", "analyze", "iter_scopes", "package_of"]

@@ -1,6 +1,8 @@
-"""The DWARF side of variable capture: Go types, functions and variable locations.
+"""The DWARF side of a binary, for variable capture: Go types, functions, lexical scopes
+and variable locations (location expressions are evaluated by dwarf_expr).
 
-One `BinaryInfo` per Go binary (cached by build id) reads only what a capture needs:
+One `DebugInfo` per build id, reached as `BinaryInfo.debug` (binary/info.py), reads only
+what a capture needs:
 
 - types come from the one compilation unit the Go linker puts them in (a "runtime" CU
   whose first children are type DIEs); single types are parsed on demand by DIE offset,
@@ -9,7 +11,7 @@ One `BinaryInfo` per Go binary (cached by build id) reads only what a capture ne
 - functions are found in the CUs of their package only (Go names its CUs by package
   path), so capturing `main.settle` never parses the runtime's DWARF;
 - function names for code addresses (func values, "which function holds this PC")
-  come from `.symtab`.
+  come from the binary's pclntab (BinaryInfo.symtab).
 
 Go-specific DWARF attributes: DW_AT_go_kind 0x2900 (reflect.Kind), DW_AT_go_key 0x2901,
 DW_AT_go_elem 0x2902, DW_AT_go_embedded_field 0x2903, DW_AT_go_runtime_type 0x2904: the
@@ -18,21 +20,18 @@ how an interface's dynamic type pointer is mapped back to a DWARF type.
 """
 from __future__ import annotations
 
-import bisect
-import hashlib
-import json
 import os
-import struct
 import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Iterator
 
-from elftools.dwarf.dwarf_expr import DWARFExprParser
 from elftools.dwarf.locationlists import LocationParser
 from elftools.elf.elffile import ELFFile
 
+from pytest_sideeye.binary.dwarf_expr import LocationEvaluator, Piece
+from pytest_sideeye.binary.pclntab import Symtab
 from pytest_sideeye.errors import MissingDebugInfo, NotGoBinary
+from pytest_sideeye.files import JsonCache
 
 AT_GO_KIND = 0x2900
 AT_GO_KEY = 0x2901
@@ -45,9 +44,7 @@ GO_KIND_ARRAY, GO_KIND_CHAN, GO_KIND_FUNC, GO_KIND_INTERFACE = 17, 18, 19, 20
 GO_KIND_MAP, GO_KIND_PTR, GO_KIND_SLICE, GO_KIND_STRING = 21, 22, 23, 24
 GO_KIND_UINTPTR, GO_KIND_UNSAFEPTR = 12, 26
 
-INDEX_CACHE = Path(os.environ.get("SIDEEYE_DWARF_CACHE",
-                                  Path.home() / ".cache" / "sideeye" / "dwarf"))
-INDEX_VERSION = 1
+INDEX_CACHE = JsonCache("dwarf", schema=2)
 
 
 @dataclass
@@ -87,16 +84,6 @@ class GoType:
 
 
 @dataclass
-class Piece:
-    """One part of a variable's location: memory at `addr`, or unavailable (a register,
-    or optimised away). size None means the whole variable."""
-    kind: str            # "mem" or "unavailable"
-    addr: int = 0
-    size: int | None = None
-    why: str = ""
-
-
-@dataclass
 class VarDIE:
     name: str
     type_offset: int
@@ -127,10 +114,11 @@ class FunctionInfo:
     variables: dict[str, int]     # every param/local name -> DIE offset of its type
 
 
-class BinaryInfo:
-    """Lazy, cached view of one Go binary's DWARF and symbol table."""
+class DebugInfo:
+    """Lazy, cached view of one Go binary's DWARF."""
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, *, build_id: str, symtab: Symtab,
+                 types_base: int):
         self.path = str(path)
         self._file = open(self.path, "rb")
         try:
@@ -144,7 +132,11 @@ class BinaryInfo:
             raise MissingDebugInfo(f"{self.path} has no DWARF (built with -ldflags=-w or "
                                    "stripped); variable capture needs it")
         self.dwarf = self.elf.get_dwarf_info(relocate_dwarf_sections=False)
-        self.build_id = _build_id(self.elf, self.path)
+        self.build_id = build_id
+        self.symtab = symtab
+        # moduledata.types: runtime type descriptors are addressed relative to it.
+        self.types_base = types_base
+        self._func_names: set[str] | None = None
         self._lock = threading.RLock()
         self._types: dict[int, GoType] = {}
         self._cus_by_name: dict[str, list] | None = None
@@ -152,54 +144,26 @@ class BinaryInfo:
         self._type_cu = None
         self._name_index: dict[str, int] | None = None
         self._rtype_index: dict[int, int] | None = None
-        self._expr = DWARFExprParser(self.dwarf.structs)
+        self._expr = LocationEvaluator(self.dwarf.structs)
         self._locranges: dict[int, list[tuple[int, int, list[int]]]] = {}
         self._cus_by_offset: dict[int, object] = {}
-        self._ops: dict[tuple[int, ...], list] = {}
         self._loc_parser = LocationParser(self.dwarf.location_lists())
-        self._load_symbols()
 
-    # --- symbols -------------------------------------------------------------------
-    def _load_symbols(self) -> None:
-        # Raw Elf64_Sym parsing: pyelftools' per-symbol objects cost ~0.4 s on big binaries.
-        symtab = self.elf.get_section_by_name(".symtab")
-        strtab = self.elf.get_section_by_name(".strtab")
-        funcs: list[tuple[int, int, str]] = []
-        self.symbols: dict[str, int] = {}
-        if symtab is not None and strtab is not None and self.elf.elfclass == 64 \
-                and self.elf.little_endian:
-            strs = strtab.data()
-            for name_off, info, _other, _shndx, value, size in \
-                    struct.iter_unpack("<IBBHQQ", symtab.data()):
-                kind = info & 0xF
-                if kind == 2 and value:  # STT_FUNC
-                    funcs.append((value, size, _cstr(strs, name_off)))
-                elif kind == 1 and value:  # STT_OBJECT
-                    name = _cstr(strs, name_off)
-                    if name in ("runtime.types", "runtime.firstmoduledata"):
-                        self.symbols[name] = value
-        funcs.sort()
-        self._func_addrs = [f[0] for f in funcs]
-        self._funcs = funcs
-        self.func_names = {f[2] for f in funcs}
-        # moduledata.types: runtime type descriptors are addressed relative to it.
-        self.types_base = self.symbols.get("runtime.types", 0)
-
+    # --- functions by address (pclntab) ---------------------------------------------
     def function_at(self, pc: int) -> str | None:
-        """Name of the function whose code holds `pc` (from .symtab)."""
-        i = bisect.bisect_right(self._func_addrs, pc) - 1
-        if i < 0:
-            return None
-        start, size, name = self._funcs[i]
-        if size and pc >= start + size:
-            return None
-        return name
+        """Name of the function whose code holds `pc`."""
+        f = self.symtab.func_for_pc(pc)
+        return f.name if f is not None else None
 
     def function_entry(self, name: str) -> int | None:
-        for start, _size, n in self._funcs:
-            if n == name:
-                return start
-        return None
+        f = self.symtab.func_by_name(name)
+        return f.entry if f is not None else None
+
+    @property
+    def func_names(self) -> set[str]:
+        if self._func_names is None:
+            self._func_names = {f.name for f in self.symtab.funcs()}
+        return self._func_names
 
     # --- compilation units -----------------------------------------------------------
     def _cu_map(self) -> dict[str, list]:
@@ -264,25 +228,16 @@ class BinaryInfo:
                 rtypes.setdefault(rt.value, die.offset)
         return names, rtypes
 
-    def _index_cache_path(self) -> Path:
-        return INDEX_CACHE / f"{self.build_id}.v{INDEX_VERSION}.json"
-
     def _load_index_cache(self):
+        d = INDEX_CACHE.load(self.build_id)
         try:
-            d = json.loads(self._index_cache_path().read_text())
             return d["names"], {int(k): v for k, v in d["rtypes"].items()}
-        except (OSError, ValueError, KeyError):
+        except (TypeError, KeyError, ValueError, AttributeError):
             return None
 
     def _save_index_cache(self, idx) -> None:
-        try:
-            INDEX_CACHE.mkdir(parents=True, exist_ok=True)
-            tmp = self._index_cache_path().with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps({"names": idx[0], "rtypes": {str(k): v for k, v in
-                                                                   idx[1].items()}}))
-            os.replace(tmp, self._index_cache_path())
-        except OSError:
-            pass  # a read-only home only costs the next process a rescan
+        INDEX_CACHE.store(self.build_id, {"names": idx[0],
+                                          "rtypes": {str(k): v for k, v in idx[1].items()}})
 
     def warm(self) -> None:
         """Build the indexes now (plan time) so nothing is parsed during a pause."""
@@ -584,59 +539,7 @@ class BinaryInfo:
                 self.location_ranges(v, sc.cu_offset)
 
     def eval_location(self, expr: list[int], cfa: int) -> list[Piece]:
-        """Evaluate the location expressions Go emits (fbreg/call_frame_cfa/addr/piece/
-        registers). Registers are "unavailable": a parked frame has no saved registers."""
-        pieces: list[Piece] = []
-        stack: list[int] = []
-        reg: Piece | None = None
-        key = tuple(expr)
-        ops = self._ops.get(key)
-        if ops is None:
-            ops = self._ops[key] = [(op.op_name, op.args) for op in self._expr.parse_expr(expr)]
-        for name, args in ops:
-            if name == "DW_OP_call_frame_cfa":
-                stack.append(cfa)
-            elif name == "DW_OP_fbreg":
-                stack.append(cfa + args[0])
-            elif name == "DW_OP_addr":
-                stack.append(args[0])
-            elif name in ("DW_OP_consts", "DW_OP_constu") or name.startswith("DW_OP_const"):
-                stack.append(args[0])
-            elif name.startswith("DW_OP_lit"):
-                stack.append(int(name[len("DW_OP_lit"):]))
-            elif name == "DW_OP_plus_uconst" and stack:
-                stack[-1] += args[0]
-            elif name == "DW_OP_plus" and len(stack) >= 2:
-                b = stack.pop()
-                stack[-1] += b
-            elif name == "DW_OP_minus" and len(stack) >= 2:
-                b = stack.pop()
-                stack[-1] -= b
-            elif name.startswith("DW_OP_reg") or name == "DW_OP_regx":
-                reg = Piece("unavailable", why="in a register")
-            elif name.startswith("DW_OP_breg") or name == "DW_OP_bregx":
-                reg = Piece("unavailable", why="relative to a register")
-            elif name == "DW_OP_piece":
-                size = args[0]
-                if reg is not None:
-                    reg.size = size
-                    pieces.append(reg)
-                elif stack:
-                    pieces.append(Piece("mem", stack.pop(), size))
-                else:
-                    pieces.append(Piece("unavailable", size=size, why="optimised away"))
-                reg = None
-                stack.clear()
-            elif name == "DW_OP_stack_value":
-                reg = Piece("unavailable", why="a computed value")
-            else:
-                reg = Piece("unavailable", why=f"unsupported {name}")
-        if not pieces:
-            if reg is not None:
-                pieces.append(reg)
-            elif stack:
-                pieces.append(Piece("mem", stack[-1]))
-        return pieces
+        return self._expr.evaluate(expr, cfa)
 
     def close(self) -> None:
         self._file.close()
@@ -688,7 +591,7 @@ def _cu_base(cu) -> int:
     return lo.value if lo is not None else 0
 
 
-def _collect_names(binfo: BinaryInfo, die, out: dict[str, int]) -> None:
+def _collect_names(binfo: DebugInfo, die, out: dict[str, int]) -> None:
     for c in die.iter_children():
         if c.tag in ("DW_TAG_formal_parameter", "DW_TAG_variable"):
             v = binfo._var(c)
@@ -708,47 +611,11 @@ def _inlines(die, origin: int) -> bool:
     return False
 
 
-def _cstr(data: bytes, off: int) -> str:
-    end = data.find(b"\0", off)
-    return data[off:end].decode(errors="replace")
-
-
 def package_of(function: str) -> str:
     """Go's package path of a function symbol: `net/http.(*conn).serve` -> `net/http`."""
     slash = function.rfind("/")
     dot = function.find(".", slash + 1)
     return function[:dot] if dot > 0 else function
-
-
-def _build_id(elf: ELFFile, path: str) -> str:
-    sec = elf.get_section_by_name(".note.go.buildid")
-    if sec is not None:
-        data = sec.data()
-        return hashlib.sha256(data).hexdigest()[:24]
-    st = os.stat(path)
-    return hashlib.sha256(f"{path}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:24]
-
-
-_CACHE: dict[str, BinaryInfo] = {}
-_CACHE_LOCK = threading.Lock()
-
-
-def load(path: str | os.PathLike) -> BinaryInfo:
-    """BinaryInfo for `path`, shared per build id (several containers run one image)."""
-    path = str(path)
-    with _CACHE_LOCK:
-        st = os.stat(path)
-        key = f"{os.path.realpath(path)}|{st.st_size}|{st.st_mtime_ns}"
-        bi = _CACHE.get(key)
-        if bi is None:
-            bi = BinaryInfo(path)
-            for other in _CACHE.values():
-                if other.build_id == bi.build_id:
-                    bi.close()
-                    bi = other
-                    break
-            _CACHE[key] = bi
-        return bi
 
 
 def iter_scopes(scope: Scope) -> Iterator[Scope]:

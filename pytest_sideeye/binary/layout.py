@@ -1,7 +1,7 @@
 """Layouts of the Go runtime's own structures (runtime.g, runtime.m, gobuf, stack), the
 goroutine status constants and the wait reason strings, read from the executable's DWARF.
 
-Stage 1 of the snapshot pipeline (binary analysis). Offsets differ between Go releases,
+Offsets differ between Go releases,
 so every number comes from the binary, by field name.
 
 Parsing all DWARF of a large binary with pyelftools takes seconds; Go's linker writes

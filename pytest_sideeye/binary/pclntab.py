@@ -1,7 +1,7 @@
 """Go's own function table (`.gopclntab`): function names, file:line and inline trees for
 any PC of a Go executable, with or without DWARF and `.symtab`.
 
-Stage 1 of the snapshot pipeline (binary analysis). The format follows the Go runtime
+The format follows the Go runtime
 (runtime/symtab.go, runtime/symtabinl.go, runtime/traceback.go) for the pcHeader layout
 shared by Go 1.18+ (magic 0xfffffff0 for 1.18/1.19, 0xfffffff1 for 1.20 and newer).
 
@@ -11,6 +11,7 @@ header and the function index, so it costs milliseconds even for large binaries.
 from __future__ import annotations
 
 import bisect
+import functools
 import struct
 from array import array
 from dataclasses import dataclass
@@ -197,15 +198,6 @@ class Symtab:
         self._frames_cache: dict[tuple[int, bool], list[SymFrame]] = {}
         self._raw_cache: dict[int, tuple] = {}
 
-    # ---- construction from an ELF file -------------------------------------------------
-
-    @classmethod
-    def from_elf(cls, elffile) -> "Symtab":
-        """Build from a pyelftools ELFFile (non-PIE or PIE, with or without symbols)."""
-        from pytest_sideeye.binary.info import StaticImage   # the ELF helpers live with the binary stage
-        image = StaticImage(elffile)
-        return image.symtab()
-
     # ---- functions ----------------------------------------------------------------------
 
     def __len__(self) -> int:
@@ -214,7 +206,6 @@ class Symtab:
     def _func_at(self, i: int) -> Func:
         f = self._funcs.get(i)
         if f is None:
-            off = self._func_offs[i]
             (_entry, name_off, _args, _defer, _pcsp, _pcfile, _pcln, _npc, _cu, start_line,
              func_id, _flag, _nfd) = self._raw(i)
             f = Func(_cstring(self._funcnametab, name_off), self.text_start + self._entry_offs[i],
@@ -314,13 +305,6 @@ class Symtab:
         i = self._index_for_pc(pc)
         return None if i < 0 else self._file_line(i, pc)
 
-    def pcdata(self, pc: int, table: int) -> int:
-        """PCDATA value `table` at pc (-1 when absent), as runtime.pcdatavalue."""
-        i = self._index_for_pc(pc)
-        return -1 if i < 0 else self._value(i, 3 + table, pc)
-
-    # ---- inline trees ---------------------------------------------------------------
-
     def _inline_tree(self, i: int) -> bytes | None:
         if i in self._inl_cache:
             return self._inl_cache[i]
@@ -328,7 +312,7 @@ class Symtab:
         raw = self._raw(i)
         npcdata, nfuncdata = raw[7], raw[12]
         # Inline tree entries before Go 1.20 had another layout: those binaries get no
-        # inline expansion (they are refused by gobinary.analyze anyway).
+        # inline expansion (binary.analyze refuses them anyway).
         if nfuncdata > FUNCDATA_INL_TREE and self.gofunc is not None and self._read_mem \
                 and self.magic == MAGIC_GO120:
             at = self._func_offs[i] + _FUNC_HEADER.size + 4 * npcdata + 4 * FUNCDATA_INL_TREE
@@ -387,8 +371,8 @@ class Symtab:
             if idx < 0 or tree is None or (idx + 1) * _INLINED_CALL.size > len(tree):
                 f = self._func_at(i)
                 if not (f.func_id == wrapper and not keep_wrapper):
-                    frames.append(SymFrame(f.print_name, file, line, False, pc, entry,
-                                           f.func_id))
+                    frames.append(SymFrame(f.print_name, file, line, inlined=False, pc=pc, entry=entry,
+                                           func_id=f.func_id))
                 return frames
             func_id, name_off, parent_pc, _start = _INLINED_CALL.unpack_from(
                 tree, idx * _INLINED_CALL.size)
@@ -396,8 +380,8 @@ class Symtab:
             # Inlined wrappers are elided like the runtime does (elideWrapperCalling):
             # kept only when they called gopanic/sigpanic/panicwrap.
             if not (func_id == wrapper and not keep_wrapper):
-                frames.append(SymFrame(func_name_for_print(name), file, line, True, pc, entry,
-                                       func_id))
+                frames.append(SymFrame(func_name_for_print(name), file, line, inlined=True, pc=pc,
+                                       entry=entry, func_id=func_id))
             keep_wrapper = name in _KEEP_WRAPPER_BELOW
             pc = entry + parent_pc
 
@@ -472,7 +456,6 @@ _DAMAGE = (struct.error, IndexError, ValueError, ArithmeticError, TypeError, Rec
 
 
 def _guarded(fn):
-    import functools
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -485,7 +468,7 @@ def _guarded(fn):
 
 
 for _name in ("__init__", "_func_at", "func_for_pc", "func_by_name", "sp_delta", "file_line",
-              "pcdata", "frames_for_pc", "wrapper_func_id"):
+              "frames_for_pc", "wrapper_func_id"):
     _attr = Symtab.__dict__[_name]
     if isinstance(_attr, property):
         setattr(Symtab, _name, property(_guarded(_attr.fget)))

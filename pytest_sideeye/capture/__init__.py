@@ -1,0 +1,23 @@
+"""Stage 2, the capture plan: which variables to read in which frames, and how.
+
+Takes capture specs (`parse_specs`: "main.settle: o, o.ID") and a BinaryInfo; gives a
+`Plan` validated against the binary's DWARF (`make_plan`, CaptureSpecError on anything
+wrong, before any pause), its compilation into BPF read templates (`compile_plan` ->
+ReadTemplates, run by the engine's programs in the pause), the frame jobs of the Python
+path (`run_rounds`), and the decoding of the bytes read into JSON-ready values
+(values.ValueDecoder) after the resume.
+"""
+from pytest_sideeye.capture.plan import FrameJob, Plan, make_plan, run_rounds
+from pytest_sideeye.capture.spec import CaptureSpec, Expr, parse_expr, parse_specs, split_exprs
+from pytest_sideeye.capture.templates import (
+                                              C_FORMATS,
+                                              CaptureOutput,
+                                              ReadTemplates,
+                                              compile_plan,
+                                              parse_output,
+)
+from pytest_sideeye.capture.values import Budget, Limits, Memory
+
+__all__ = ["C_FORMATS", "Budget", "CaptureOutput", "CaptureSpec", "Expr", "FrameJob", "Limits", "Memory",
+           "Plan", "ReadTemplates", "compile_plan", "make_plan", "parse_expr", "parse_output",
+           "parse_specs", "run_rounds", "split_exprs"]

@@ -1,20 +1,13 @@
-"""Capture specs and the capture plan: which variables to read in which frames.
-
-A spec names functions and, for each, expressions over its parameters and locals:
-
-    parse_specs(["main.settle:o,o.ID,attempt"])          # CLI form, repeatable
-    parse_specs({"main.settle": ["o", "o.ID", "attempt"]})
-
-Expressions: `name`, fields `a.b.c` (pointers and interfaces followed implicitly, as Go
-does), `*p`, indexes `xs[0]`, map keys `m["key"]` / `m[42]`.
+"""The capture plan: a capture spec (spec.py) validated against one binary's DWARF, and
+the frame jobs that read and decode the variables during the pause.
 
 `make_plan` checks everything that can be checked before the target is paused (unknown
-function, unknown variable, a field the type does not have, a bad expression ->
-CaptureSpecError, one line) and warms the DWARF indexes. During the pause the engine runs:
+function, unknown variable, a field the type does not have -> CaptureSpecError, one line)
+and warms the DWARF indexes. During the pause the engine runs:
 
-    job = plan.start_frame(function, pc, cfa, is_call_site)   # one per matching frame
-    run_rounds(jobs, read_batch)                               # reads in batched rounds
-    job.variables()                                            # -> [snapshot.Variable]
+    job = plan.start_frame(function, pc, cfa, is_call_site=True)    # one per matching frame
+    run_rounds(jobs, read_batch)                                      # reads in batched rounds
+    job.variables()                                                   # -> [snapshot.Variable]
 
 Per target process, pass `budget=plan.process_budget()` (one Budget shared by all of that
 process's jobs: Limits.total_bytes is per process), and for a PIE target build the plan
@@ -25,156 +18,27 @@ round limit come back as Variable.error / truncated (see values.py for the JSON 
 """
 from __future__ import annotations
 
-import time
-
 import os
-import re
-from dataclasses import dataclass, field
-from typing import Callable, Iterable
+import time
+from typing import Callable
 
-from pytest_sideeye.binary import dwarf as dwarf_types
-from pytest_sideeye.binary.dwarf import BinaryInfo, GoType, Piece, Scope, VarDIE
+from pytest_sideeye.binary import BinaryInfo, DebugInfo, GoType, Piece, Scope, VarDIE, analyze
+from pytest_sideeye.capture.spec import CaptureSpec, Expr, Step, parse_specs
+from pytest_sideeye.capture.values import (
+    PENDING,
+    SYNTHETIC_BASE,
+    Budget,
+    Cut,
+    Limits,
+    Memory,
+    ValueDecoder,
+    is_direct_iface,
+    u,
+)
 from pytest_sideeye.errors import CaptureSpecError
-from pytest_sideeye.snapshot.model import Variable
-from pytest_sideeye.capture.values import (PENDING, SYNTHETIC_BASE, Budget, Cut, Decoder, Limits, Memory,
-                     is_direct_iface, u)
-
-__all__ = ["CaptureSpec", "Limits", "Budget", "Plan", "FrameJob", "parse_specs",
-           "parse_expr", "make_plan", "run_rounds"]
+from pytest_sideeye.snapshot import Variable
 
 ReadBatch = Callable[[list[tuple[int, int]]], dict[tuple[int, int], "bytes | None"]]
-
-
-# --- specs and expressions -------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Step:
-    op: str            # "field", "index", "deref"
-    arg: object = None
-
-
-@dataclass(frozen=True)
-class Expr:
-    text: str
-    root: str
-    steps: tuple[Step, ...]
-
-
-@dataclass
-class CaptureSpec:
-    functions: dict[str, list[Expr]] = field(default_factory=dict)
-
-    def __bool__(self) -> bool:
-        return bool(self.functions)
-
-
-_IDENT = re.compile(r"[A-Za-z_\u00c0-\uffff][\w\u00c0-\uffff]*")
-_INDEX = re.compile(r"\[\s*(-?\d+|0x[0-9a-fA-F]+|\"(?:[^\"\\]|\\.)*\")\s*\]")
-
-
-def parse_expr(text: str) -> Expr:
-    """`**a.b[0]["k"]` -> Expr; a Go-like precedence: `*` applies to the whole rest."""
-    s = text.strip()
-    derefs = 0
-    while s.startswith("*"):
-        derefs += 1
-        s = s[1:].lstrip()
-    m = _IDENT.match(s)
-    if not m:
-        raise CaptureSpecError(f"bad capture expression {text!r}: expected a variable name")
-    root, pos, steps = m.group(0), m.end(), []
-    while pos < len(s):
-        if s[pos] == ".":
-            m = _IDENT.match(s, pos + 1)
-            if not m:
-                raise CaptureSpecError(f"bad capture expression {text!r}: expected a field "
-                                       f"name after '.' at column {pos + 1}")
-            steps.append(Step("field", m.group(0)))
-            pos = m.end()
-        elif s[pos] == "[":
-            m = _INDEX.match(s, pos)
-            if not m:
-                raise CaptureSpecError(f"bad capture expression {text!r}: an index must be an "
-                                       f"integer or a \"string\" literal (column {pos + 1})")
-            lit = m.group(1)
-            steps.append(Step("index", _string_literal(lit) if lit.startswith('"')
-                              else int(lit, 0)))
-            pos = m.end()
-        else:
-            raise CaptureSpecError(f"bad capture expression {text!r}: unexpected "
-                                   f"{s[pos]!r} at column {pos + 1}")
-    steps.extend(Step("deref") for _ in range(derefs))
-    return Expr(text.strip(), root, tuple(steps))
-
-
-def _string_literal(lit: str) -> str:
-    import json
-    try:
-        return json.loads(lit)
-    except ValueError:
-        raise CaptureSpecError(f"bad string literal {lit}") from None
-
-
-def split_exprs(s: str) -> list[str]:
-    """'a, m["x,y"], s[1:2]' -> the expressions: commas inside brackets or quotes (", ',
-    `; backslash escapes inside "...") stay. Shared by every place a spec is written as
-    text: the CLI, the ini option, the marker."""
-    out, cur, depth, quote, esc = [], [], 0, "", False
-    for ch in s:
-        if quote:
-            cur.append(ch)
-            if esc:
-                esc = False
-            elif ch == "\\" and quote == '"':
-                esc = True
-            elif ch == quote:
-                quote = ""
-            continue
-        if ch in "\"'`":
-            quote = ch
-        elif ch in "([{":
-            depth += 1
-        elif ch in ")]}":
-            depth -= 1
-        elif ch == "," and depth == 0:
-            out.append("".join(cur))
-            cur = []
-            continue
-        cur.append(ch)
-    out.append("".join(cur))
-    return [p.strip() for p in out if p.strip()]
-
-
-def parse_specs(specs: "Iterable[str] | dict[str, Iterable[str]] | CaptureSpec | None") -> CaptureSpec:
-    """CLI strings `function:expr,expr` (repeatable) or a {function: [expr]} dict."""
-    if specs is None:
-        return CaptureSpec()
-    if isinstance(specs, CaptureSpec):
-        return specs
-    pairs: list[tuple[str, str]] = []
-    if isinstance(specs, dict):
-        for fn, exprs in specs.items():
-            if isinstance(exprs, str):
-                exprs = split_exprs(exprs)
-            pairs += [(str(fn).strip(), e) for e in exprs]
-    else:
-        if isinstance(specs, str):
-            specs = [specs]
-        for item in specs:
-            fn, sep, rest = item.partition(":")
-            if not sep or not fn.strip() or not rest.strip():
-                raise CaptureSpecError(f"bad capture spec {item!r}: expected "
-                                       "FUNCTION:EXPR[,EXPR...] (e.g. main.settle:o.ID,attempt)")
-            pairs += [(fn.strip(), e) for e in split_exprs(rest)]
-    out = CaptureSpec()
-    for fn, e in pairs:
-        if not fn:
-            raise CaptureSpecError("bad capture spec: empty function name")
-        expr = parse_expr(e)
-        bucket = out.functions.setdefault(fn, [])
-        if expr not in bucket:
-            bucket.append(expr)
-    return out
 
 
 # --- the plan ----------------------------------------------------------------------------
@@ -185,13 +49,13 @@ _UINT8 = GoType(-1, "uint8", "uint", 1)
 class Plan:
     """Validated specs bound to one binary. Cheap to query from the engine's hot path."""
 
-    def __init__(self, binfo: BinaryInfo, spec: CaptureSpec, limits: Limits, bias: int = 0):
-        self.binfo = binfo
+    def __init__(self, debug: DebugInfo, spec: CaptureSpec, limits: Limits, bias: int = 0):
+        self.debug = debug
         self.bias = bias
         self.spec = spec
         self.limits = limits
         self.functions: set[str] = set(spec.functions)
-        self._infos = {fn: binfo.function(fn) for fn in spec.functions}
+        self._infos = {fn: debug.function(fn) for fn in spec.functions}
 
     def wants(self, function_name: str) -> bool:
         return function_name in self.functions
@@ -200,7 +64,7 @@ class Plan:
         """One per target process: the total-bytes limit is shared by all its frames."""
         return Budget(self.limits.total_bytes)
 
-    def start_frame(self, function: str, pc: int, cfa: int, is_call_site: bool,
+    def start_frame(self, function: str, pc: int, cfa: int, *, is_call_site: bool,
                     budget: Budget | None = None) -> "FrameJob":
         lookup_pc = pc - 1 if is_call_site else pc
         bound = self._bindings(function, lookup_pc)
@@ -209,14 +73,14 @@ class Plan:
 
     def _bindings(self, function: str, pc: int) -> dict[str, tuple[VarDIE, int]] | str:
         """Variables in scope at pc: name -> (VarDIE, CU offset); or why there are none."""
-        info = self._infos.get(function) or self.binfo.function(function)
+        info = self._infos.get(function) or self.debug.function(function)
         if info is None:
             return f"no DWARF for {function}"
-        physical = self.binfo.function_at(pc)
+        physical = self.debug.function_at(pc)
         if physical == function and info.concrete is not None:
             scope = info.concrete
         else:
-            outer = self.binfo.concrete_scope(physical) if physical else None
+            outer = self.debug.concrete_scope(physical) if physical else None
             scope = _inlined_instance(outer, info.abstract_offset, pc) if outer else None
             if scope is None:
                 return f"{function} is not at pc {pc:#x} (in {physical or 'unknown code'})"
@@ -273,14 +137,14 @@ def make_plan(binary: "str | os.PathLike | BinaryInfo", spec, limits: Limits | N
     load_bias: for a PIE target, runtime minus link-time addresses. start_frame still takes
     link-time PCs and runtime CFAs; the bias maps the runtime type and code addresses
     found in memory (interfaces, func values) back to the binary."""
-    binfo = _binary_info(binary)
+    debug = _debug_info(binary)
     spec = parse_specs(spec)
     limits = limits or Limits()
     for fn, exprs in spec.functions.items():
-        info = binfo.function(fn)
+        info = debug.function(fn)
         if info is None:
-            hint = _close_names(fn, binfo)
-            raise CaptureSpecError(f"unknown function {fn!r} in {_program_name(binfo.path)}"
+            hint = _close_names(fn, debug)
+            raise CaptureSpecError(f"unknown function {fn!r} in {_program_name(debug.path)}"
                                    + (f" (did you mean {hint}?)" if hint else ""))
         for e in exprs:
             if e.root not in info.variables:
@@ -288,33 +152,27 @@ def make_plan(binary: "str | os.PathLike | BinaryInfo", spec, limits: Limits | N
                                         if n[0].isalpha() or n[0] == "_")) or "none"
                 raise CaptureSpecError(f"unknown variable {e.root!r} in {fn} "
                                        f"(parameters and locals: {have})")
-            _check_steps(binfo, fn, e, binfo.type_at(info.variables[e.root]))
+            _check_steps(debug, fn, e, debug.type_at(info.variables[e.root]))
         if info.concrete is not None:
-            binfo.warm_scope(info.concrete)
-        binfo.warm_inliners(fn)
-    binfo.warm()
-    return Plan(binfo, spec, limits, load_bias)
+            debug.warm_scope(info.concrete)
+        debug.warm_inliners(fn)
+    debug.warm()
+    return Plan(debug, spec, limits, load_bias)
 
 
-def _binary_info(binary) -> BinaryInfo:
-    """A path, a dwarf_types.BinaryInfo, or anything with a .path (gobinary.BinaryInfo)."""
-    if isinstance(binary, BinaryInfo):
-        return binary
-    if isinstance(binary, (str, os.PathLike)):
-        return dwarf_types.load(binary)
-    path = getattr(binary, "path", None)
-    if path is None:
-        raise TypeError(f"make_plan needs a binary path or BinaryInfo, not {type(binary)!r}")
-    return dwarf_types.load(path)
+def _debug_info(binary: "str | os.PathLike | BinaryInfo") -> DebugInfo:
+    """The DWARF side of a binary given by path or BinaryInfo (MissingDebugInfo without)."""
+    info = binary if isinstance(binary, BinaryInfo) else analyze(binary, need_layout=False)
+    return info.debug
 
 
-def _close_names(fn: str, binfo: BinaryInfo) -> str:
+def _close_names(fn: str, debug: DebugInfo) -> str:
     tail = fn.rsplit(".", 1)[-1]
-    near = sorted(n for n in binfo.func_names if n.endswith("." + tail))[:3]
+    near = sorted(n for n in debug.func_names if n.endswith("." + tail))[:3]
     return ", ".join(near)
 
 
-def _check_steps(binfo: BinaryInfo, fn: str, e: Expr, t: GoType) -> None:
+def _check_steps(debug: DebugInfo, fn: str, e: Expr, t: GoType) -> None:
     """Static check of an expression against DWARF types (interfaces stop the check:
     their dynamic type is only known at run time)."""
     where = f"{e.text!r} in {fn}"
@@ -421,7 +279,7 @@ class FrameJob:
         for i, e in enumerate(self.exprs):
             v = self._final.get(i)
             if v is None:
-                dec = Decoder(self.plan.binfo, self.mem, self.plan.limits, self.plan.bias)
+                dec = ValueDecoder(self.plan.debug, self.mem, self.plan.limits, self.plan.bias)
                 v = self._one_safe(dec, e)
                 if dec.pending:
                     pending = True
@@ -430,7 +288,7 @@ class FrameJob:
             out.append(v)
         return out, pending
 
-    def _one_safe(self, dec: Decoder, e: Expr) -> Variable:
+    def _one_safe(self, dec: ValueDecoder, e: Expr) -> Variable:
         """Never let a decoding bug escape into the engine's pause: it becomes this
         variable's error line."""
         try:
@@ -438,19 +296,19 @@ class FrameJob:
         except Exception as ex:  # noqa: BLE001 - the target must be resumed regardless
             return Variable(e.text, "", None, error=f"capture failed: {type(ex).__name__}: {ex}")
 
-    def _one(self, dec: Decoder, e: Expr) -> Variable:
+    def _one(self, dec: ValueDecoder, e: Expr) -> Variable:
         if isinstance(self.bound, str):
             return Variable(e.text, "", None, available=False, error=self.bound)
         b = self.bound.get(e.root)
         if b is None:  # declared in the function, but not in scope at this pc
-            info = self.plan.binfo.function(self.function)
+            info = self.plan.debug.function(self.function)
             off = info.variables.get(e.root) if info else None
-            return Variable(e.text, self.plan.binfo.type_at(off).name if off else "", None,
+            return Variable(e.text, self.plan.debug.type_at(off).name if off else "", None,
                             available=False)
         var, cu_off = b
-        t = self.plan.binfo.type_at(var.type_offset)
+        t = self.plan.debug.type_at(var.type_offset)
         if e.root not in self._locations:
-            self._locations[e.root] = self.plan.binfo.location(var, cu_off, self.pc, self.cfa)
+            self._locations[e.root] = self.plan.debug.location(var, cu_off, self.pc, self.cfa)
         pieces = self._locations[e.root]
         if not pieces or all(p.kind != "mem" for p in pieces):
             return Variable(e.text, t.name, None, available=False)
@@ -490,7 +348,7 @@ class FrameJob:
         return Variable(e.text, type_name, value, truncated=dec.truncated,
                         error=dec.errors[0] if dec.errors else None)
 
-    def _assemble(self, dec: Decoder, root: str, pieces: list[Piece], t: GoType):
+    def _assemble(self, dec: ValueDecoder, root: str, pieces: list[Piece], t: GoType):
         """A composite (DW_OP_piece) location: read the memory pieces and lay them out at a
         synthetic address, register pieces becoming holes."""
         if root in self._synthetic:
@@ -527,7 +385,7 @@ class FrameJob:
         return base
 
     @staticmethod
-    def _struct_with_holes(dec: Decoder, t: GoType, addr: int, holes):
+    def _struct_with_holes(dec: ValueDecoder, t: GoType, addr: int, holes):
         """A struct partly in registers: the fields in memory, the others cut."""
         out, waiting = {}, False
         for f in t.fields:
@@ -541,7 +399,7 @@ class FrameJob:
             waiting = waiting or out[f.name] is PENDING
         return PENDING if waiting else out
 
-    def _walk(self, dec: Decoder, t: GoType, addr: int, steps: tuple[Step, ...]):
+    def _walk(self, dec: ValueDecoder, t: GoType, addr: int, steps: tuple[Step, ...]):
         """Follow the expression's steps to the (type, address) of the value."""
         for st in steps:
             if st.op == "field":
@@ -563,7 +421,7 @@ class FrameJob:
             t, addr = r
         return t, addr
 
-    def _word(self, dec: Decoder, addr: int, size: int = 8):
+    def _word(self, dec: ValueDecoder, addr: int, size: int = 8):
         raw = dec.read(addr, size)
         if raw is PENDING:
             return PENDING
@@ -571,7 +429,7 @@ class FrameJob:
             raise _Fail(f"cannot read memory at {addr:#x} ({raw.why})")
         return raw
 
-    def _deref(self, dec: Decoder, t: GoType, addr: int):
+    def _deref(self, dec: ValueDecoder, t: GoType, addr: int):
         raw = self._word(dec, addr)
         if raw is PENDING:
             return PENDING
@@ -580,7 +438,7 @@ class FrameJob:
             raise _Fail(f"nil pointer ({t.name})")
         return t.elem, ptr
 
-    def _unbox(self, dec: Decoder, t: GoType, addr: int):
+    def _unbox(self, dec: ValueDecoder, t: GoType, addr: int):
         raw = self._word(dec, addr, 16)
         if raw is PENDING:
             return PENDING
@@ -593,7 +451,7 @@ class FrameJob:
             raise _Fail(f"unknown dynamic type in {t.name}")
         return (dyn, addr + 8) if is_direct_iface(dyn) else (dyn, data)
 
-    def _field(self, dec: Decoder, t: GoType, addr: int, name: str):
+    def _field(self, dec: ValueDecoder, t: GoType, addr: int, name: str):
         for _ in range(self.plan.limits.pointer_depth + 4):
             if t.kind == "ptr":
                 r = self._deref(dec, t, addr)
@@ -612,7 +470,7 @@ class FrameJob:
             raise _Fail(f"{t.name} has no field {name!r}")
         return f.type, addr + f.offset
 
-    def _index(self, dec: Decoder, t: GoType, addr: int, key):
+    def _index(self, dec: ValueDecoder, t: GoType, addr: int, key):
         if t.kind == "ptr" and t.elem is not None and t.elem.kind == "array":
             r = self._deref(dec, t, addr)
             if r is PENDING:
@@ -635,7 +493,7 @@ class FrameJob:
             return self._map_lookup(dec, t, addr, key)
         raise _Fail(f"cannot index a {t.name}")
 
-    def _map_lookup(self, dec: Decoder, t: GoType, addr: int, key):
+    def _map_lookup(self, dec: ValueDecoder, t: GoType, addr: int, key):
         raw = self._word(dec, addr)
         if raw is PENDING:
             return PENDING

@@ -1,12 +1,12 @@
-"""Stage 2b: the capture plan compiled for the BPF programs (bpf/snapshot.bpf.c,
+"""The capture plan compiled for the BPF programs (bpf/snapshot.bpf.c,
 pass_capture), so that the reads of captured variables happen in BPF inside the pause,
 frame after frame, and the decoding after the resume.
 
 Each captured function's code is cut into pc ranges within which every variable stays at
 the same place; each range gets a *template*: a short list of reads, the variables' stack
-slots first, then what values.py's Decoder will read from them (strings, slice data,
+slots first, then what values.py's ValueDecoder will read from them (strings, slice data,
 pointees, to the same limits and pointer depth). After the resume the bytes read fill a
-Memory per frame and the Decoder runs as usual, reading nothing more.
+Memory per frame and the ValueDecoder runs as usual, reading nothing more.
 
 What a template cannot express (interfaces, maps and channels, whose layout depends on
 values; index and map-key steps; variables split between registers and memory; functions
@@ -15,16 +15,19 @@ round-based Python path (capture.run_rounds), as before.
 """
 from __future__ import annotations
 
+import bisect
 import struct
 from dataclasses import dataclass, field
 
-from pytest_sideeye.binary.dwarf import GoType, iter_scopes
-from pytest_sideeye.capture.values import Memory
+from pytest_sideeye.binary import GoType, iter_scopes
+from pytest_sideeye.capture.values import Budget, Memory
 
 OP_END, OP_SLOT, OP_PTR, OP_STR, OP_SLICE, OP_EACH_STR, OP_EACH_PTR = range(7)
 OP_FMT = "<BBHiII"            # struct capop: kind, src, count, off, size, limit
 RANGE_FMT = "<QQII"           # struct caprange: lo, hi, tpl, pad
 CAPENT_FMT = "<IIQQ"          # struct capent: gidx, frame, pc, cfa
+# The same structs as the engine's C declares them (checked against it when programs load).
+C_FORMATS = {"capop": OP_FMT, "caprange": RANGE_FMT, "capent": CAPENT_FMT}
 TPL_PYTHON = 0xFFFF
 SCALARS = {"bool", "int", "uint", "float", "complex", "uintptr", "unsafeptr", "void"}
 
@@ -34,7 +37,7 @@ class TooComplex(Exception):
 
 
 @dataclass
-class Tables:
+class ReadTemplates:
     """What the BPF programs get: ranges (runtime pcs) -> template index, and templates."""
     ranges: list[tuple[int, int, int]] = field(default_factory=list)
     templates: list[list[tuple]] = field(default_factory=list)
@@ -83,7 +86,7 @@ class _Loc:
 
 
 class _Template:
-    """Builds one template's ops, mirroring what Decoder.value reads."""
+    """Builds one template's ops, mirroring what ValueDecoder.value reads."""
 
     def __init__(self, limits, max_ops: int, read_max: int):
         self.limits = limits
@@ -111,7 +114,7 @@ class _Template:
     def _elem_limit(self, elem: GoType) -> int:
         return max(1, self.limits.slice_bytes // max(elem.size, 1))
 
-    # --- what Decoder.value(t) reads beyond the value's own bytes -----------------------
+    # --- what ValueDecoder.value(t) reads beyond the value's own bytes -----------------------
     def value(self, t: GoType, loc: _Loc, rel: int, depth: int) -> None:
         k = t.kind
         if k in SCALARS:
@@ -168,7 +171,7 @@ class _Template:
                 self.op(OP_EACH_PTR, data, off, size=elem.size, limit=e.size, count=keep)
 
     def time(self, t: GoType, loc: _Loc, rel: int) -> None:
-        """Decoder.time: the Location, its cached zone, else its zones and transitions."""
+        """ValueDecoder.time: the Location, its cached zone, else its zones and transitions."""
         loc_f = t.field("loc")
         loc_t = loc_f.type.elem if loc_f is not None and loc_f.type.elem else None
         if loc_t is None or loc_t.size == 0:
@@ -218,7 +221,7 @@ def _template_for(plan, function: str, pc: int, max_ops: int, read_max: int):
     bound = plan._bindings(function, pc)
     if isinstance(bound, str):
         return None
-    binfo = plan.binfo
+    debug = plan.debug
     roots = []      # (expr, pieces, type)
     for e in plan.spec.functions.get(function, []):
         if any(st.op not in ("field", "deref") for st in e.steps):
@@ -227,8 +230,8 @@ def _template_for(plan, function: str, pc: int, max_ops: int, read_max: int):
         if b is None:
             continue            # not in scope here: reported unavailable, nothing to read
         var, cu_off = b
-        t = binfo.type_at(var.type_offset)
-        pieces = binfo.location(var, cu_off, pc, 0)
+        t = debug.type_at(var.type_offset)
+        pieces = debug.location(var, cu_off, pc, 0)
         if not pieces or all(p.kind != "mem" for p in pieces):
             continue            # not live here, or in registers only: nothing to read
         roots.append((e, _pieces(pieces, t), t))
@@ -289,12 +292,12 @@ def _boundaries(plan, function: str, scope) -> list[int]:
             points.update((lo, hi))
         for v in sc.variables:
             if v.name in names:
-                for lo, hi, _expr in plan.binfo.location_ranges(v, sc.cu_offset):
+                for lo, hi, _expr in plan.debug.location_ranges(v, sc.cu_offset):
                     points.update((lo, hi))
     return sorted(points)
 
 
-def compile_plan(plan, bias: int, const: dict[str, int], symtab=None) -> Tables | None:
+def compile_plan(plan, bias: int, const: dict[str, int], symtab=None) -> ReadTemplates | None:
     """The plan's BPF tables (runtime addresses), or None when nothing can be templated.
     symtab (pclntab.Symtab): where the functions run inlined, in any package (without it,
     only the inlining sites in the function's own package, from DWARF, are known)."""
@@ -305,10 +308,10 @@ def compile_plan(plan, bias: int, const: dict[str, int], symtab=None) -> Tables 
     templates: list[list[tuple]] = []
     index: dict[tuple, int] = {}
     for function in sorted(plan.functions):
-        info = plan.binfo.function(function)
+        info = plan.debug.function(function)
         if info is None:
             continue
-        inlined += plan.binfo.inlined_ranges(function)
+        inlined += plan.debug.inlined_ranges(function)
         if symtab is not None:
             inlined += symtab.inlined_ranges(function)
         if info.concrete is None:
@@ -330,7 +333,7 @@ def compile_plan(plan, bias: int, const: dict[str, int], symtab=None) -> Tables 
     ranges = _paint(own, inlined)
     if not ranges or len(ranges) > max_ranges:
         return None
-    return Tables([(lo + bias, hi + bias, t) for lo, hi, t in ranges], templates,
+    return ReadTemplates([(lo + bias, hi + bias, t) for lo, hi, t in ranges], templates,
                   ranges[0][0] + bias, ranges[-1][1] + bias)
 
 
@@ -371,7 +374,6 @@ class CaptureOutput:
     def memory(self) -> Memory:
         """Everything read, as one read-only Memory shared by the frames' own (a read is
         done once per snapshot however many frames need it)."""
-        from pytest_sideeye.capture.values import Budget
         mem = Memory(Budget(0))
         failed = []
         for reads in self.reads.values():
@@ -387,12 +389,11 @@ class CaptureOutput:
 
 
 def parse_output(capq: bytes, regions: list[tuple[int, int, int]], buf, used: int,
-                 tables: Tables, region_size: int) -> CaptureOutput:
+                 tables: ReadTemplates, region_size: int) -> CaptureOutput:
     """Decode capq entries and the capbuf records (header: address; entry << 32 | size,
     bit 31 when the read failed; then the data, 8-aligned). regions: (first entry,
     entries queued, entries claimed) of each capq region; an entry not claimed was not
     reached before the capture's deadline."""
-    import bisect
     out = CaptureOutput()
     starts = [lo for lo, _hi, _t in tables.ranges]
     for base, queued, claimed in regions:

@@ -45,7 +45,7 @@ import re
 import struct
 from dataclasses import dataclass
 
-from pytest_sideeye.binary.dwarf import BinaryInfo, GoType
+from pytest_sideeye.binary import DebugInfo, GoType
 
 
 @dataclass
@@ -216,11 +216,11 @@ def i_(b: bytes, off: int, size: int) -> int:
     return int.from_bytes(b[off:off + size], "little", signed=True)
 
 
-class Decoder:
+class ValueDecoder:
     """One decoding pass over a Memory (re-run each round)."""
 
-    def __init__(self, binfo: BinaryInfo, mem: Memory, limits: Limits, bias: int = 0):
-        self.b = binfo
+    def __init__(self, debug: DebugInfo, mem: Memory, limits: Limits, bias: int = 0):
+        self.b = debug
         self.bias = bias  # load bias of a PIE target: runtime address - link-time address
         self.mem = mem
         self.limits = limits
@@ -794,7 +794,7 @@ class Decoded:
     rounds: int
 
 
-def read_value(binfo: BinaryInfo, t: GoType, addr: int, read_batch, limits: Limits | None = None,
+def read_value(debug: DebugInfo, t: GoType, addr: int, read_batch, limits: Limits | None = None,
                max_rounds: int = 8, bias: int = 0) -> Decoded:
     """Decode one value at a known address, reading in rounds through `read_batch`
     (list of (addr, size) -> {(addr, size): bytes | None}). Used for globals and tests."""
@@ -802,7 +802,7 @@ def read_value(binfo: BinaryInfo, t: GoType, addr: int, read_batch, limits: Limi
     mem = Memory(Budget(limits.total_bytes), limits.merge_gap)
     rounds = 0
     while True:
-        dec = Decoder(binfo, mem, limits, bias)
+        dec = ValueDecoder(debug, mem, limits, bias)
         value = dec.at(t, addr)
         if not dec.pending:
             return Decoded(value, dec.truncated, dec.errors, rounds)

@@ -16,8 +16,8 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
-from pytest_sideeye.plugin.attach import sanitise
-from pytest_sideeye.snapshot.model import Snapshot
+from pytest_sideeye.plugin import sanitise
+from pytest_sideeye.snapshot import Snapshot
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 HANGING_TEST = "test_shop.py::test_cancel_during_rush"

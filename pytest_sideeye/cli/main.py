@@ -11,7 +11,9 @@ that found a failing requirement), never a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 
 from pytest_sideeye.errors import SideeyeError
 
@@ -35,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     _snapshot_parser(sub)
     r = sub.add_parser("report", help="render a snapshot JSON file as an HTML report")
     r.add_argument("snapshot")
-    r.add_argument("-o", "--output", required=True)
+    r.add_argument("-o", "--output", help="the .html file (default: the snapshot's name with .html)")
     sub.add_parser("doctor", help="check every requirement of this machine "
                                   "(sideeye doctor [--json] [CHECK ...])")
     pr = sub.add_parser("prune-images", help="remove old images built for go_service "
@@ -47,8 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_snapshot(args) -> int:
-    from pytest_sideeye.engine import take as engine
-    from pytest_sideeye.services.targets import container_targets
+    from pytest_sideeye import engine
+    from pytest_sideeye.services import container_targets
 
     if not args.pid and not args.container:
         raise SideeyeError("nothing to snapshot: give --pid PID or --container NAME")
@@ -62,11 +64,11 @@ def cmd_snapshot(args) -> int:
     if args.json:
         _write(args.json, snap.dumps())
     if args.html:
-        from pytest_sideeye.report.html import write_report
+        from pytest_sideeye.report import write_report
         write_report(snap, args.html)
     if args.text or not (args.json or args.html):
-        from pytest_sideeye.snapshot.textdump import render
-        sys.stdout.write(render(snap))
+        from pytest_sideeye.snapshot import render_text
+        sys.stdout.write(render_text(snap))
     for p in snap.processes:
         if p.error:
             print(f"sideeye: pid {p.pid}: {p.error}", file=sys.stderr)
@@ -74,7 +76,6 @@ def cmd_snapshot(args) -> int:
 
 
 def _check_writable(path: str) -> None:
-    import os
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder) or not os.access(folder, os.W_OK) or \
             (os.path.exists(path) and not os.access(path, os.W_OK)):
@@ -91,8 +92,19 @@ def _write(path: str, text: str) -> None:
 
 
 def cmd_report(args) -> int:
-    from pytest_sideeye.report.html import main_report
-    return main_report([args.snapshot, "-o", args.output])
+    """Write the HTML report of a snapshot (default: the snapshot's name with .html).
+    Errors print one line, as `sideeye report: error: ...`, and return 2."""
+    from pytest_sideeye.report import load_snapshot, write_report
+    out = args.output or str(Path(args.snapshot).with_suffix(".html"))
+    try:
+        if Path(out).resolve() == Path(args.snapshot).resolve():
+            raise SideeyeError(f"refusing to overwrite the input {args.snapshot}")
+        written = write_report(load_snapshot(args.snapshot), out)
+    except SideeyeError as e:
+        print(f"sideeye report: error: {e}", file=sys.stderr)
+        return e.exit_code
+    print(written)
+    return 0
 
 
 def cmd_doctor(args) -> int:
@@ -101,8 +113,8 @@ def cmd_doctor(args) -> int:
 
 
 def cmd_prune_images(args) -> int:
-    from pytest_sideeye.services.images import prune
-    done = prune(args.keep, args.dry_run)
+    from pytest_sideeye.services import prune_images
+    done = prune_images(args.keep, args.dry_run)
     gone = [(t, s) for t, what, s in done if what in ("removed", "would remove")]
     for tag, what, _size in done:
         print(f"{what:<28} {tag}")

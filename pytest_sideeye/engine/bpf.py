@@ -1,4 +1,4 @@
-"""Stage 3 of the pipeline: the BPF programs. Compiles bpf/snapshot.bpf.c twice with bcc
+"""The BPF programs. Compiles bpf/snapshot.bpf.c twice with bcc
 (the target's runtime layout baked in as macros): as a *sleepable* task iterator, loaded
 with plain bpf(2) calls (bcc 0.26 cannot load sleepable programs) and run in passes, and
 as the *stop hook*, a raw tracepoint program on sched_switch that walks the goroutines in
@@ -8,18 +8,52 @@ See ../shared/design/ENGINE-NOTES.md for why each step is done this way.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
+import hashlib
 import mmap
 import os
 import struct
+import sys
+import tempfile
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Callable, Iterator
 
-from pytest_sideeye.errors import BpfUnavailable, NoPermission
+from pytest_sideeye.errors import BpfUnavailable, NoPermission, TargetGone
+from pytest_sideeye.files import JsonCache
 
-BPF_SOURCE = Path(__file__).resolve().parents[2] / "bpf" / "snapshot.bpf.c"
+# The C lives at the top of the checkout (bpf/) and ships in the wheel as pytest_sideeye/bpf/.
+_SOURCE_PLACES = (Path(__file__).resolve().parents[1] / "bpf" / "snapshot.bpf.c",
+                  Path(__file__).resolve().parents[2] / "bpf" / "snapshot.bpf.c")
+
+
+@lru_cache(maxsize=None)
+def bpf_source() -> Path:
+    for place in _SOURCE_PLACES:
+        if place.is_file():
+            return place
+    raise BpfUnavailable("this installation of pytest-sideeye lacks its BPF program "
+                         "(pytest_sideeye/bpf/snapshot.bpf.c): reinstall the package")
+
+
+@contextlib.contextmanager
+def captured_stderr() -> Iterator[Callable[[], list[str]]]:
+    """clang and libbpf print straight to fd 2: keep what they say off the user's one line.
+    Yields a function returning the non-empty lines printed so far."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+") as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            yield lambda: [line.strip() for line in (log.seek(0), log.read())[1].splitlines()
+                           if line.strip()]
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 # bpf(2) commands and constants (uapi/linux/bpf.h).
 BPF_PROG_LOAD = 5
@@ -167,7 +201,7 @@ def _pow2_at_least(n: int) -> int:
 
 
 def layout_macros(layout) -> dict[str, int]:
-    """The -D macros of bpf/snapshot.bpf.c for one runtime layout (runtime_layout.py)."""
+    """The -D macros of bpf/snapshot.bpf.c for one runtime layout (binary/layout.py)."""
     g, m, st = layout.g_offsets, layout.m_offsets, layout.status_values
     need = ["goid", "atomicstatus", "waitreason", "waitsince", "gopc", "m", "stack.lo",
             "stack.hi", "sched.sp", "sched.pc", "sched.bp", "syscallsp", "syscallpc"]
@@ -199,7 +233,7 @@ def layout_macros(layout) -> dict[str, int]:
 def source_constants() -> dict[str, int]:
     """Numeric #defines of the C source, so the Python side reads the same sizes."""
     out = {}
-    for line in BPF_SOURCE.read_text().splitlines():
+    for line in bpf_source().read_text().splitlines():
         parts = line.split()
         if len(parts) >= 3 and parts[0] == "#define" and parts[2].lstrip("-").isdigit():
             out[parts[1]] = int(parts[2])
@@ -213,8 +247,7 @@ MAP_NAMES = ("cfg", "out", "gout", "conts", "todo", "reads", "scratch", "capq", 
 MMAPPED = ("cfg", "out", "gout", "conts", "todo", "reads", "capq", "captab", "capops", "capbuf",
            "cappy")
 BPF_MAP_CREATE = 0
-BPF_F_MMAPABLE = 1 << 10
-CACHE_DIR = Path(os.environ.get("SIDEEYE_BPF_CACHE", Path.home() / ".cache" / "sideeye" / "bpf"))
+CACHE = JsonCache("bpf", schema=1)
 
 
 @dataclass(frozen=True)
@@ -280,7 +313,6 @@ class Program:
             return bpf_syscall(BPF_LINK_CREATE, attr)
         except OSError as e:
             if e.errno == errno.ESRCH:
-                from pytest_sideeye.errors import TargetGone
                 raise TargetGone(f"process {pid} is gone") from None
             raise BpfUnavailable(f"cannot attach the task iterator to pid {pid}: {e.strerror}") \
                 from None
@@ -324,8 +356,7 @@ class Program:
 # map in the spec list; loading creates the maps and puts their fds back (_relocate).
 
 def _cache_key(macros: dict[str, int]) -> str:
-    import hashlib
-    h = hashlib.sha256(BPF_SOURCE.read_bytes())
+    h = hashlib.sha256(bpf_source().read_bytes())
     h.update(repr(sorted(macros.items())).encode())
     h.update(repr(kernel_btf()).encode())
     h.update(os.uname().release.encode())
@@ -378,23 +409,17 @@ def _compile_templates(macros: dict[str, int]) -> tuple[dict[str, str], list[Map
 
 
 def _store_program(macros, templates: dict[str, str], specs: list[MapSpec]) -> None:
-    import json
-    CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    doc = {"programs": templates, "maps": [s.__dict__ for s in specs]}
-    tmp = CACHE_DIR / f".{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(doc))
-    os.replace(tmp, CACHE_DIR / f"{_cache_key(macros)}.json")
+    CACHE.store(_cache_key(macros), {"programs": templates, "maps": [s.__dict__ for s in specs]})
 
 
 def _cached_program(macros) -> tuple[dict[str, str], list[MapSpec]]:
-    import json
+    doc = CACHE.load(_cache_key(macros))
     try:
-        doc = json.loads((CACHE_DIR / f"{_cache_key(macros)}.json").read_text())
         programs = doc["programs"]
         if not isinstance(programs, dict) or "iter" not in programs:
             return {}, []
         return programs, [MapSpec(**m) for m in doc["maps"]]
-    except (OSError, ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError):
         return {}, []
 
 
@@ -436,10 +461,14 @@ def _compile(macros: dict[str, int], in_context: bool):
     cflags.append(f"-DIN_CONTEXT={int(in_context)}")
     if in_context:
         cflags += [f"-D{k}={v}" for k, v in sorted(btf.hook_macros().items())]
-    try:
-        return BPF(text=BPF_SOURCE.read_bytes(), cflags=cflags)
-    except Exception as e:  # bcc raises bare Exceptions for missing headers and the like
-        raise BpfUnavailable(f"bcc could not compile {BPF_SOURCE.name}: {e}") from None
+    text = bpf_source().read_bytes()
+    with captured_stderr() as said:
+        try:
+            return BPF(text=text, cflags=cflags)
+        except Exception as e:  # bcc raises bare Exceptions for missing headers and the like
+            why = said()
+            raise BpfUnavailable(f"bcc could not compile {bpf_source().name}: {e}"
+                                 + (f" ({why[0]})" if why else "")) from None
 
 
 def _prog_load(insns: bytes, log_level: int, prog_type: int = BPF_PROG_TYPE_TRACING,
@@ -475,14 +504,7 @@ def _load_sleepable_iter(insns: bytes) -> int:
     return _prog_load(insns, 1)[0]
 
 
-def verifier_stats(insns: bytes) -> str:
-    """The verifier's closing statistics for a program (for benchmarks and debugging)."""
-    fd, log = _prog_load(insns, 4)
-    os.close(fd)
-    return log.strip().splitlines()[-1]
 
-
-# The open-coded iterator kfuncs as placeholders (see bpf/snapshot.bpf.c), for the trials.
 _KFUNC_DECLS = b"""
 struct bpf_iter_num { u64 opaque; } __attribute__((aligned(8)));
 static int (*iter_new)(struct bpf_iter_num *it, int start, int end) = (void *)0x7ff0001;
@@ -570,7 +592,7 @@ def trial_hook() -> str:
     """Load and attach a tiny program with what the stop hook needs (a raw tracepoint on
     sched_switch, bpf_probe_read_user, open-coded iterators, atomics), and see it run in
     this process's context. Raises BpfUnavailable with one line when it cannot."""
-    import time
+
     from bcc import BPF
     btf = kernel_btf()
     if btf.hook_macros() is None:

@@ -1,70 +1,49 @@
-"""Stage 4b: collecting raw goroutine records from a paused process. The stop hook
-(bpfprog.py) has usually walked the goroutines already, in the target's own context, by
+"""Collecting raw goroutine records from a paused process. The stop hook (bpf.py) has
+usually walked the goroutines already, in the target's own context, by
 the time the stop is complete; passes of the iterator read the threads and do whatever the
 hook could not. Everything here runs while the target is stopped, so it only copies bytes
 out of the programs' maps; decoding waits until after the resume (decode.py)."""
 from __future__ import annotations
 
+import os
 import struct
 import time
 from dataclasses import dataclass, field
 
-from pytest_sideeye.engine.bpf import Program
+from pytest_sideeye.capture import parse_output
+from pytest_sideeye.engine.bpf import Program, source_constants
+from pytest_sideeye.engine.cstructs import c_struct
 
-MODE_THREADS, MODE_GS, MODE_CONT, MODE_READ, MODE_CAPTURE = 1, 2, 4, 8, 16
-OUT_HEADER = 136          # out_t fields before the union
-# allglen allgs nrecs nms errors ntodo nthreads gfails hook_ns gerrors hook_gs, then the
-# capture's ncapq capused capfull ncappy ncapq1
-OUT_WORDS = "<11Q"
-W_NCAPQ, W_CAPUSED, W_CAPFULL, W_NCAPPY, W_NCAPQ1, W_HOOK_WALKED = 11, 12, 13, 14, 15, 16
-CAP_COUNTERS = (W_NCAPQ, W_CAPUSED, W_CAPFULL, W_NCAPPY, W_NCAPQ1)
-CFG_FMT = "<IIIIQQQQ"     # struct config up to the stop hook's fields
-CFG_HOOK = 48             # offset of hook_tgid, hook_count, hook_state
-CFG_CURSOR = 64           # goroutines of a MODE_GS pass claimed so far
-CFG_HOOK_BUDGET = 72      # how long the hook may walk (it runs with interrupts off)
-CFG_CAPTURE = 80          # cap_lo, cap_hi, cap_nranges, cap_cursor, cap_deadline,
-                          # cap_budget_ns, cap_bytes, cap_gen, cap_cursor1
-HOOK_ARMED, HOOK_RUNNING, HOOK_DONE = 1, 2, 3
+_C = source_constants()
+MODE_THREADS, MODE_GS, MODE_CONT, MODE_READ, MODE_CAPTURE = (
+    _C["MODE_THREADS"], _C["MODE_GS"], _C["MODE_CONT"], _C["MODE_READ"], _C["MODE_CAPTURE"])
+HOOK_ARMED, HOOK_RUNNING, HOOK_DONE = _C["HOOK_ARMED"], _C["HOOK_RUNNING"], _C["HOOK_DONE"]
+# The shared structs, by field name (bpf/snapshot.bpf.c declares them; cstructs reads them).
+CFG = c_struct("config")
+OUT = c_struct("out_t")
+CAPENT = c_struct("capent")
+MREC = c_struct("mrec")
+CAP_COUNTERS = ("ncapq", "capused", "capfull", "ncappy", "ncapq1")
 HOOK_WAIT_S = 0.05        # after every thread stopped, how long the hook may still take
 
-F_MORE, F_BADFP, F_READFAIL, F_NOG = 1, 2, 4, 8
+F_MORE, F_BADFP, F_READFAIL, F_NOG = _C["F_MORE"], _C["F_BADFP"], _C["F_READFAIL"], _C["F_NOG"]
+# Words of a goroutine record's header (struct grec.h), as the C numbers them.
 (H_GP, H_GOID, H_STATUS, H_WAITREASON, H_WAITSINCE, H_GOPC, H_PARENT, H_M, H_LO, H_HI,
- H_SP, H_PC, H_BP, H_SYSSP, H_SYSPC, H_SYSBP, H_NFRAMES, H_FLAGS, H_CONT_FP, H_INDEX) = range(20)
+ H_SP, H_PC, H_BP, H_SYSSP, H_SYSPC, H_SYSBP, H_NFRAMES, H_FLAGS, H_CONT_FP, H_INDEX) = (
+    _C[f"H_{n}"] for n in ("GP", "GOID", "STATUS", "WAITREASON", "WAITSINCE", "GOPC",
+                           "PARENT", "M", "LO", "HI", "SP", "PC", "BP", "SYSSP", "SYSPC",
+                           "SYSBP", "NFRAMES", "FLAGS", "CONT_FP", "INDEX"))
 
 MAX_TOTAL_FRAMES = 1024   # deeper stacks are cut (the runtime itself prints 100)
 MAX_CONT_ROUNDS = MAX_TOTAL_FRAMES // 64
 
 
 @dataclass
-class GRecord:
-    """One goroutine as read in the pause (words as in bpf/snapshot.bpf.c)."""
-    h: tuple[int, ...]
-    pcs: list[int]
-    fps: list[int]
-    flags: int
-
-
-@dataclass
-class ThreadRecord:
-    tid: int
-    ip: int
-    sp: int
-    bp: int
-    r14: int
-    pcs: list[int]
-    fps: list[int]
-    flags: int
-
-
-@dataclass
-class RawProcess:
+class Records:
     pid: int
     allglen: int = 0
-    goroutines: list[GRecord] = field(default_factory=list)
-    threads: list[ThreadRecord] = field(default_factory=list)
     ms: list[tuple[int, int, int]] = field(default_factory=list)   # (m, procid, curg)
     notes: list[str] = field(default_factory=list)
-    passes: int = 0
     hook: str = "none"    # what the stop hook did: none, walked, or "fell back: why"
     hook_ns: int = 0      # its walk's duration, as timed in the kernel
     hook_gs: int = 0      # goroutines it walked (a helping iterator pass walked the rest)
@@ -76,22 +55,15 @@ class RawProcess:
     syscall_keys: list[tuple[int, int]] = field(default_factory=list)  # maybe in a syscall
 
 
-def hook_budget_ns() -> int:
-    """How long the stop hook may walk goroutines with interrupts off on its CPU (the
-    iterator takes the rest): SIDEEYE_HOOK_BUDGET_US, default 4 ms."""
-    import os
-    try:
-        return max(0, int(float(os.environ.get("SIDEEYE_HOOK_BUDGET_US", "4000")) * 1000))
-    except ValueError:
-        return 4_000_000
-
-
 class Collector:
     """Drives the passes for one target process (link and config made before the pause)."""
 
-    def __init__(self, program: Program, pid: int, addrs: dict[str, int], bias: int,
-                 sp_delta=None):
+    def __init__(self, program: Program, pid: int, addrs: dict[str, int], bias: int, *,
+                 hook_budget_ns: int = 4_000_000):
         self.p = program
+        # How long the stop hook may walk with interrupts off on its CPU (the iterator
+        # takes the rest): settings' SIDEEYE_HOOK_BUDGET_US.
+        self.hook_budget_ns = hook_budget_ns
         self.pid = pid
         c = program.const
         self.per_pass = c["GS_PER_PASS"]
@@ -99,87 +71,84 @@ class Collector:
         self.todo_max = c["TODO_MAX"]
         self.max_frames = c["MAX_FRAMES"]
         self.hdr_words = c["HDR_WORDS"]
-        self.grec_size = 8 * (self.hdr_words + 2 * self.max_frames)
-        self.trec_size = 8 * (8 + 2 * self.max_frames)
+        self.grec_size = c_struct("grec").size
+        self.trec_size = c_struct("trec").size
         self.max_threads = c["MAX_THREADS"]
         self.reads_per_pass = c["READS_PER_PASS"]
         self.read_max = c["READ_MAX"]
         self.read_out = c["READ_OUT"]
         self.addrs = addrs
         self.bias = bias
-        self.sp_delta = sp_delta   # pc -> frame size, for syscalls without syscallbp
         self.link = program.link(pid)
         self.hook_link = None
         self.buf = bytearray(64)
 
     def close(self) -> None:
-        import os
         self._detach_hook()
         os.close(self.link)
 
-    # --- variable capture in BPF (capture_program.py) ----------------------------------
+    # --- variable capture in BPF (capture/templates.py) ----------------------------------
     def set_capture(self, tables, budget_ns: int = 0, budget_bytes: int = 0) -> None:
         """Before the pause: the capture tables for this snapshot, or None (no capture),
         how long reading captured frames may take in the pause and how many bytes."""
-        struct.pack_into("<QQQ", self.p.cfg, CFG_CAPTURE + 32, 0, budget_ns, budget_bytes)
+        CFG.set(self.p.cfg, cap_deadline=0, cap_budget_ns=budget_ns, cap_bytes=budget_bytes)
         self._new_capture_generation()
-        for word in CAP_COUNTERS:
-            struct.pack_into("<Q", self.p.out, 8 * word, 0)
-        struct.pack_into("<Q", self.p.cfg, CFG_CAPTURE + 64, 0)
+        OUT.set(self.p.out, **dict.fromkeys(CAP_COUNTERS, 0))
+        CFG.set(self.p.cfg, cap_cursor1=0)
         if tables is None:
-            struct.pack_into("<QQQQ", self.p.cfg, CFG_CAPTURE, 0, 0, 0, 0)
+            CFG.set(self.p.cfg, cap_lo=0, cap_hi=0, cap_nranges=0, cap_cursor=0)
             return
         ranges, ops = tables.pack_ranges(), tables.pack_ops(self.p.const["CAP_OPS"])
         self.p.captab[:len(ranges)] = ranges
         self.p.capops[:len(ops)] = ops
-        struct.pack_into("<QQQQ", self.p.cfg, CFG_CAPTURE, tables.lo, tables.hi,
-                         len(tables.ranges), 0)
+        CFG.set(self.p.cfg, cap_lo=tables.lo, cap_hi=tables.hi,
+                cap_nranges=len(tables.ranges), cap_cursor=0)
 
     def _new_capture_generation(self) -> None:
         """What the programs remember of their capture reads (where in capbuf an address
         was copied) is stale once capbuf starts over: a new generation number says so."""
         self.p.cap_gen = getattr(self.p, "cap_gen", 0) + 1
-        struct.pack_into("<Q", self.p.cfg, CFG_CAPTURE + 56, self.p.cap_gen)
+        CFG.set(self.p.cfg, cap_gen=self.p.cap_gen)
 
-    def _out_word(self, word: int) -> int:
-        return struct.unpack_from("<Q", self.p.out, 8 * word)[0]
+    def _out_word(self, name: str) -> int:
+        return OUT.get(self.p.out, name)
 
     def _capture_mode(self) -> int:
         """MODE_CAPTURE when this snapshot captures variables (the helping pass reads the
         frames it walked right after walking them)."""
-        return MODE_CAPTURE if struct.unpack_from("<Q", self.p.cfg, CFG_CAPTURE + 8)[0] else 0
+        return MODE_CAPTURE if CFG.get(self.p.cfg, "cap_hi") else 0
 
-    def capture_pass(self, raw: RawProcess) -> None:
+    def capture_pass(self, raw: Records) -> None:
         """Read the captured frames nobody has read yet (all of them without the hook)."""
         self._configure(MODE_CAPTURE)
         self._run(raw)
 
     def capture_used(self) -> int:
-        return self._out_word(W_CAPUSED)
+        return self._out_word("capused")
 
-    def python_frames(self) -> list[tuple[int, int]]:
+    def python_frames(self, raw: Records) -> list[tuple[int, int]]:
         """(pc, cfa) of the captured frames whose ranges only Python can read."""
-        n = min(self._out_word(W_NCAPPY), self.todo_max)
+        n = min(self._out_word("ncappy"), self.todo_max)
         entries = struct.unpack_from(f"<{n}Q", self.p.cappy, 0)
         out = []
         for q in entries:
-            _gidx, _frame, pc, cfa = struct.unpack_from("<IIQQ", self.p.capq, 24 * q)
+            _gidx, _frame, pc, cfa = struct.unpack_from(CAPENT.format, self.p.capq,
+                                                        CAPENT.size * q)
             out.append((pc, cfa))
-        if self._out_word(W_NCAPPY) > n:
-            self.python_overflow = self._out_word(W_NCAPPY) - n
+        if self._out_word("ncappy") > n:
+            raw.notes.append(f"capture: {self._out_word('ncappy') - n} frames past the first "
+                             f"{n} that need the Python path were not captured")
         return out
 
     def capture_output(self, tables):
         """After the resume: what the BPF capture read, per frame."""
-        from pytest_sideeye.capture.templates import parse_output
-        used = min(self._out_word(W_CAPUSED), self.p.const["CAPBUF"])
-        regions = [(0, self._out_word(W_NCAPQ),
-                    struct.unpack_from("<Q", self.p.cfg, CFG_CAPTURE + 24)[0]),
-                   (self.p.const["CAPQ_REGION"], self._out_word(W_NCAPQ1),
-                    struct.unpack_from("<Q", self.p.cfg, CFG_CAPTURE + 64)[0])]
+        used = min(self._out_word("capused"), self.p.const["CAPBUF"])
+        regions = [(0, self._out_word("ncapq"), CFG.get(self.p.cfg, "cap_cursor")),
+                   (self.p.const["CAPQ_REGION"], self._out_word("ncapq1"),
+                    CFG.get(self.p.cfg, "cap_cursor1"))]
         out = parse_output(self.p.capq, regions, memoryview(self.p.capbuf), used, tables,
                            self.p.const["CAPQ_REGION"])
-        out.dropped = self._out_word(W_CAPFULL)
+        out.dropped = self._out_word("capfull")
         return out
 
     # --- the stop hook ----------------------------------------------------------------
@@ -187,28 +156,27 @@ class Collector:
         """Before the stop: arm the stop hook for this process and attach it. False when
         this kernel has no hook (the iterator then does everything)."""
         self._configure(0)
-        self.p.out[:OUT_HEADER] = bytes(OUT_HEADER)
+        self.p.out[:OUT.union_offset] = bytes(OUT.union_offset)
         self._new_gs_pass()
-        struct.pack_into("<Q", self.p.cfg, CFG_HOOK_BUDGET, hook_budget_ns())
-        struct.pack_into("<IIQ", self.p.cfg, CFG_HOOK, self.pid, self.per_pass, HOOK_ARMED)
+        CFG.set(self.p.cfg, hook_budget_ns=self.hook_budget_ns)
+        CFG.set(self.p.cfg, hook_tgid=self.pid, hook_count=self.per_pass, hook_state=HOOK_ARMED)
         self.hook_link = self.p.attach_hook()
         return self.hook_link is not None
 
     def _detach_hook(self) -> None:
         """Closing the link waits for a run of the hook in progress to finish."""
-        import os
         if self.hook_link is not None:
             os.close(self.hook_link)
             self.hook_link = None
 
     def _hook_state(self) -> int:
-        return struct.unpack_from("<Q", self.p.cfg, CFG_HOOK + 8)[0]
+        return CFG.get(self.p.cfg, "hook_state")
 
     def hook_saw_stop(self) -> bool:
         """True once the hook has started: it starts only when the stop is complete."""
         return self._hook_state() >= HOOK_RUNNING
 
-    def _hook_result(self, raw: RawProcess) -> tuple[int, int, int] | None:
+    def _hook_result(self, raw: Records) -> tuple[int, int, int] | None:
         """(allglen, nrecs, ntodo) of the hook's walk of allgs[0 .. GS_PER_PASS), or None
         when the iterator must do it: no hook, it did not run in time, or some g or stack
         was not resident (the hook never faults pages in; the iterator may)."""
@@ -217,7 +185,7 @@ class Collector:
         deadline = time.perf_counter() + HOOK_WAIT_S
         helping = self._capture_mode()
         while self._hook_state() != HOOK_DONE:
-            if helping and self._out_word(W_HOOK_WALKED):
+            if helping and self._out_word("hook_walked"):
                 # The hook walked; it reads its captured frames now: read them with it.
                 helping = 0
                 self.capture_pass(raw)
@@ -228,10 +196,9 @@ class Collector:
                     raw.hook = "fell back: the hook did not run"
                     return None
             time.sleep(0)
-        allglen, _allgs, nrecs, _nms, _errors, ntodo, _nth, gfails, hook_ns, gerrors, \
-            raw.hook_gs = struct.unpack_from(OUT_WORDS, self.p.out, 0)
-        raw.hook_ns = hook_ns
-        cursor = struct.unpack_from("<Q", self.p.cfg, CFG_CURSOR)[0]
+        allglen, nrecs, ntodo, gfails, gerrors = self._gs_words()
+        raw.hook_ns, raw.hook_gs = OUT.get_many(self.p.out, "hook_ns", "hook_gs")
+        cursor = CFG.get(self.p.cfg, "cursor")
         if cursor < nrecs and not gerrors:
             # The hook kept to its budget and nobody helped it: finish its pass.
             self._shared_pass(raw, MODE_GS)
@@ -244,38 +211,33 @@ class Collector:
 
     # --- passes -------------------------------------------------------------------------
     def _configure(self, mode: int, start: int = 0, count: int = 0) -> None:
-        struct.pack_into(CFG_FMT, self.p.cfg, 0, mode, start, count, 0,
-                         self.addrs["runtime.allgs"] + self.bias,
-                         self.addrs["runtime.allglen"] + self.bias,
-                         self.addrs["runtime.allm"] + self.bias, self.bias)
+        CFG.set(self.p.cfg, mode=mode, start=start, count=count, pad=0,
+                allgs_addr=self.addrs["runtime.allgs"] + self.bias,
+                allglen_addr=self.addrs["runtime.allglen"] + self.bias,
+                allm_addr=self.addrs["runtime.allm"] + self.bias, bias=self.bias)
 
-    def _shared_pass(self, raw: RawProcess, mode: int) -> None:
+    def _shared_pass(self, raw: Records, mode: int) -> None:
         """A pass claiming what is left of the goroutine pass the hook started."""
         self._configure(mode, 0, self.per_pass)
         self._run(raw)
 
     def _gs_words(self) -> tuple[int, int, int, int, int]:
         """(allglen, nrecs, ntodo, gfails, gerrors) of the last goroutine pass."""
-        w = struct.unpack_from(OUT_WORDS, self.p.out, 0)
-        return w[0], w[2], w[5], w[7], w[9]
+        return OUT.get_many(self.p.out, "allglen", "nrecs", "ntodo", "gfails", "gerrors")
 
     def _new_gs_pass(self, start: int = 0) -> None:
         """Zero what a MODE_GS pass counts with atomics (the hook and the iterator may
         share a pass): the claim cursor, nrecs, ntodo, gfails and gerrors; and, when the
         walk starts over, the captured frames queued so far."""
-        struct.pack_into("<Q", self.p.cfg, CFG_CURSOR, 0)
-        for word in (2, 5, 7, 9):
-            struct.pack_into("<Q", self.p.out, 8 * word, 0)
+        CFG.set(self.p.cfg, cursor=0)
+        OUT.set(self.p.out, nrecs=0, ntodo=0, gfails=0, gerrors=0)
         if start == 0:
             self._new_capture_generation()
-            struct.pack_into("<Q", self.p.cfg, CFG_CAPTURE + 24, 0)
-            struct.pack_into("<Q", self.p.cfg, CFG_CAPTURE + 64, 0)
-            for word in CAP_COUNTERS:
-                struct.pack_into("<Q", self.p.out, 8 * word, 0)
+            CFG.set(self.p.cfg, cap_cursor=0, cap_cursor1=0)
+            OUT.set(self.p.out, **dict.fromkeys(CAP_COUNTERS, 0))
 
-    def _run(self, raw: RawProcess) -> None:
+    def _run(self, raw: Records) -> None:
         self.p.run(self.link, self.buf)
-        raw.passes += 1
 
     def prewarm(self) -> None:
         """One goroutine pass over the still-running target, its results discarded: it
@@ -286,24 +248,23 @@ class Collector:
         self._new_gs_pass()
         self.p.run(self.link, self.buf)
 
-    def collect(self, raw: RawProcess) -> None:
+    def collect(self, raw: Records) -> None:
         """All stack passes. Called with the target stopped."""
         self._continue(raw, self._goroutines(raw))
 
-    def _read_threads(self, raw: RawProcess) -> None:
-        nms = struct.unpack_from("<Q", self.p.out, 24)[0]
-        nthreads = struct.unpack_from("<Q", self.p.out, 48)[0]
-        base = OUT_HEADER
+    def _read_threads(self, raw: Records) -> None:
+        nms, nthreads = OUT.get_many(self.p.out, "nms", "nthreads")
+        base = OUT.union_offset
         data = bytes(self.p.out[base:base + self.trec_size * min(nthreads, self.max_threads)])
-        mbase = OUT_HEADER + self.trec_size * self.max_threads
-        mdata = bytes(self.p.out[mbase:mbase + 32 * nms])
+        mbase = OUT.union_offset + self.trec_size * self.max_threads
+        mdata = bytes(self.p.out[mbase:mbase + MREC.size * nms])
         raw.threads_raw = data
-        raw.ms = [struct.unpack_from("<QQQ", mdata, 32 * i) for i in range(nms)]
+        raw.ms = [struct.unpack_from(MREC.format, mdata, MREC.size * i)[:3] for i in range(nms)]
         raw.nthreads = min(nthreads, self.max_threads)
         if nthreads > self.max_threads:
             raw.notes.append(f"only the first {self.max_threads} of {nthreads} threads were read")
 
-    def _goroutines(self, raw: RawProcess) -> list:
+    def _goroutines(self, raw: Records) -> list:
         """The stop hook's walk of the first GS_PER_PASS goroutines, then MODE_GS passes
         over the rest of allgs (over all of it when the hook did not walk). Returns the
         walks to continue (stacks deeper than one pass's frames); syscalls of Go < 1.23 are
@@ -330,8 +291,7 @@ class Collector:
             if mode & MODE_THREADS:
                 self._read_threads(raw)
                 mode = MODE_GS
-            allglen, _allgs, nrecs, _nms, _errors, ntodo, _nth, _gfails, _ns, gerrors, _hg = \
-                struct.unpack_from(OUT_WORDS, self.p.out, 0)
+            allglen, nrecs, ntodo, _gfails, gerrors = self._gs_words()
             if gerrors:
                 raw.notes.append(f"goroutines {start}..{start + self.per_pass} could not be "
                                  "read: the list of goroutines (allgs) was unreadable")
@@ -340,7 +300,7 @@ class Collector:
                 return pending
             start += self.per_pass
 
-    def _take_chunk(self, raw: RawProcess, view, start: int, allglen: int, nrecs: int,
+    def _take_chunk(self, raw: Records, view, start: int, allglen: int, nrecs: int,
                     ntodo: int, pending: list) -> bool:
         """Keep the records of the goroutine pass that began at `start`; True if last."""
         raw.allglen = allglen
@@ -354,7 +314,7 @@ class Collector:
             pending += self._todo(raw, ci, nrecs, ntodo)
         return last
 
-    def _todo(self, raw: RawProcess, ci: int, nrecs: int, ntodo: int) -> list:
+    def _todo(self, raw: Records, ci: int, nrecs: int, ntodo: int) -> list:
         """Records of chunk ci needing a follow-up walk, as listed by the program."""
         if ntodo <= self.todo_max:
             indexes = struct.unpack_from(f"<{ntodo}Q", self.p.todo, 0)
@@ -372,7 +332,7 @@ class Collector:
                 raw.syscall_keys.append((ci, i))
         return pending
 
-    def _continue(self, raw: RawProcess, pending: list) -> None:
+    def _continue(self, raw: Records, pending: list) -> None:
         rounds = 0
         while pending and rounds < MAX_CONT_ROUNDS:
             rounds += 1
@@ -383,7 +343,7 @@ class Collector:
                     struct.pack_into("<QQQQ", self.p.conts, 32 * j, j, fp, lo, hi)
                 self._configure(MODE_CONT, len(batch))
                 self._run(raw)
-                data = bytes(self.p.out[OUT_HEADER:OUT_HEADER + len(batch) * self.grec_size])
+                data = bytes(self.p.out[OUT.union_offset:OUT.union_offset + len(batch) * self.grec_size])
                 for j, (key, fp, lo, hi) in enumerate(batch):
                     off = j * self.grec_size
                     raw.more.setdefault(key, []).append(data[off:off + self.grec_size])
@@ -394,11 +354,11 @@ class Collector:
         if pending:
             raw.notes.append(f"{len(pending)} stacks deeper than {MAX_TOTAL_FRAMES} frames cut")
 
-    def start_syscall_walks(self, raw: RawProcess, starts: list) -> None:
+    def start_syscall_walks(self, raw: Records, starts: list) -> None:
         """Continue walks from computed frame pointers: [(key, fp, lo, hi)]."""
         self._continue(raw, starts)
 
-    def read_many(self, raw: RawProcess, requests: list[tuple[int, int]]) -> dict:
+    def read_many(self, raw: Records, requests: list[tuple[int, int]]) -> dict:
         """Copy (addr, size) ranges out of the target, as {(addr, size): bytes or None}.
 
         A copy costs about the same whatever its size up to a page, so nearby ranges (heap
@@ -423,7 +383,7 @@ class Collector:
                 results[key] = data
         return results
 
-    def _read_spans(self, raw: RawProcess, spans: list[tuple[int, int]]) -> list:
+    def _read_spans(self, raw: Records, spans: list[tuple[int, int]]) -> list:
         """Read each (addr, size) span, any size, in as few passes as fit."""
         pieces = []   # (span index, address, size) of at most READ_MAX bytes each
         for si, (addr, size) in enumerate(spans):
@@ -443,8 +403,8 @@ class Collector:
                 struct.pack_into("<QII", self.p.reads, 16 * j, paddr, psize, off)
             self._configure(MODE_READ, len(batch))
             self._run(raw)
-            data_base = OUT_HEADER + 4 * self.reads_per_pass
-            rcs = struct.unpack_from(f"<{len(batch)}i", self.p.out, OUT_HEADER)
+            data_base = OUT.union_offset + 4 * self.reads_per_pass
+            rcs = struct.unpack_from(f"<{len(batch)}i", self.p.out, OUT.union_offset)
             for ((si, _paddr, psize), off), rc in zip(batch, rcs):
                 if rc != 0:
                     failed.add(si)

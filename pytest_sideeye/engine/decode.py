@@ -1,22 +1,39 @@
-"""Stage 5: decoding raw records (collect.py) into the snapshot model, after the target was
+"""Decoding raw records (collect.py) into the snapshot model, after the target was
 resumed: statuses and wait reasons, running goroutines matched to their threads, frames
 symbolized through pclntab with inlined frames expanded like the runtime's traceback."""
 from __future__ import annotations
 
 import struct
 
-from pytest_sideeye.engine.collect import (F_BADFP, F_MORE, F_NOG, F_READFAIL, H_BP, H_FLAGS, H_GOID, H_GOPC,
-                      H_GP, H_HI, H_LO, H_M, H_NFRAMES, H_PARENT, H_PC, H_SP, H_STATUS,
-                      H_SYSBP, H_SYSPC, H_SYSSP, H_WAITREASON, H_WAITSINCE, RawProcess)
-from pytest_sideeye.snapshot.model import CreatedBy, Frame, Goroutine
+from pytest_sideeye.engine.collect import (
+    F_BADFP,
+    F_MORE,
+    F_NOG,
+    F_READFAIL,
+    H_FLAGS,
+    H_GOID,
+    H_GOPC,
+    H_GP,
+    H_HI,
+    H_LO,
+    H_NFRAMES,
+    H_PARENT,
+    H_SP,
+    H_STATUS,
+    H_SYSPC,
+    H_SYSSP,
+    H_WAITREASON,
+    H_WAITSINCE,
+    Records,
+)
+from pytest_sideeye.snapshot import STATUSES, CreatedBy, Frame, Goroutine
 
-STATUS_NAMES = {"_Gidle": "idle", "_Grunnable": "runnable", "_Grunning": "running",
-                "_Gsyscall": "syscall", "_Gwaiting": "waiting", "_Gdead": "dead",
-                "_Gcopystack": "copystack", "_Gpreempted": "preempted", "_Gleaked": "leaked"}
+# The runtime's status constants (_Grunning ...) by the model's names (running ...).
+STATUS_NAMES = {"_G" + name: name for name in STATUSES}
 STOP_AT = ("runtime.goexit",)
 
 
-class Decoder:
+class RecordDecoder:
     def __init__(self, info, bias: int, const: dict[str, int]):
         self.info = info
         self.symtab = info.symtab
@@ -39,7 +56,7 @@ class Decoder:
         frames = struct.unpack_from(f"<{2 * n}Q", chunk, off + 8 * self.hdr_words)
         return h, list(frames[0::2]), list(frames[1::2])
 
-    def _continuations(self, raw: RawProcess, key) -> tuple[list[int], list[int], int]:
+    def _continuations(self, raw: Records, key) -> tuple[list[int], list[int], int]:
         pcs, fps, flags = [], [], 0
         for rec in raw.more.get(key, []):
             h, p, f = self._record(rec, 0)
@@ -48,7 +65,7 @@ class Decoder:
             flags = h[H_FLAGS]
         return pcs, fps, flags
 
-    def threads(self, raw: RawProcess) -> dict[int, tuple]:
+    def threads(self, raw: Records) -> dict[int, tuple]:
         out = {}
         for i in range(raw.nthreads):
             off = i * self.trec_size
@@ -59,7 +76,7 @@ class Decoder:
         return out
 
     # --- goroutines ---------------------------------------------------------------------
-    def goroutines(self, raw: RawProcess) -> list[Goroutine]:
+    def goroutines(self, raw: Records) -> list[Goroutine]:
         threads = self.threads(raw)
         curg_thread = {curg: procid for _m, procid, curg in raw.ms if curg}
         result = []
@@ -172,9 +189,9 @@ class Decoder:
         if f is None:
             return []
         file, line = self.symtab.file_line(pc - self.bias)
-        return [Frame(f.print_name, file, line, pc, False)]
+        return [Frame(f.print_name, file, line, pc, inlined=False)]
 
-    def frames_for_capture(self, raw: RawProcess, wants, continued_only: bool = False):
+    def frames_for_capture(self, raw: Records, wants, continued_only: bool = False):
         """(key, pc, cfa, function) of every parked frame running a captured function,
         inlined ones included; key = (goid, pc, function, n), n counting repeats of
         (pc, function) from the leaf (recursion). PCs are symbolized once each (cached).
@@ -206,7 +223,7 @@ class Decoder:
         frames = self.symtab.frames_for_pc(pc - self.bias, is_call_site=True)
         return tuple(f.function for f in frames if wants(f.function))
 
-    def syscall_starts(self, raw: RawProcess) -> list:
+    def syscall_starts(self, raw: Records) -> list:
         """Go < 1.23 keeps no frame pointer for a goroutine in a syscall: compute it from
         syscallsp and the pcsp table, as (key, fp, lo, hi) walks to continue."""
         if self.has_syscallbp:

@@ -14,7 +14,8 @@ import signal
 import sys
 import time
 
-MAX_PAUSE_S = float(os.environ.get("SIDEEYE_MAX_PAUSE_S", "2.0"))
+# The hard deadline: argv[1], from settings.max_pause_s() (SIDEEYE_MAX_PAUSE_S).
+MAX_PAUSE_S = float(sys.argv[1]) if len(sys.argv) > 1 else 2.0
 
 
 def resume(pid: int) -> None:

@@ -1,4 +1,4 @@
-"""Stage 4a: pausing a process (SIGSTOP until every thread is stopped) and resuming it,
+"""Pausing a process (SIGSTOP until every thread is stopped) and resuming it,
 with the guardian (guardian.py) standing by to resume it if this process dies."""
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pytest_sideeye import settings
 from pytest_sideeye.errors import NoPermission, SideeyeError, TargetGone
 
 GUARDIAN = Path(__file__).with_name("guardian.py")
@@ -43,7 +44,7 @@ class Guardian:
     def _pipe(cls):
         if cls._proc is None or cls._proc.poll() is not None:
             cls._proc = subprocess.Popen(
-                [sys.executable, "-S", "-I", str(GUARDIAN)], stdin=subprocess.PIPE,
+                [sys.executable, "-S", "-I", str(GUARDIAN), str(settings.max_pause_s())], stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE, start_new_session=True, close_fds=True)
             atexit.register(cls.close)
             if cls._proc.stdout.readline() != b"ready\n":

@@ -15,25 +15,21 @@ import threading
 import time
 from dataclasses import dataclass
 
-from pytest_sideeye.binary import info as gobinary
+from pytest_sideeye import capture as capture_mod
+from pytest_sideeye import settings
+from pytest_sideeye.binary import analyze
+from pytest_sideeye.capture import compile_plan
 from pytest_sideeye.engine.bpf import Program, layout_macros
-from pytest_sideeye.engine.collect import Collector, RawProcess
-from pytest_sideeye.engine.decode import Decoder
-from pytest_sideeye.errors import NoPermission, SideeyeError, TargetGone
-from pytest_sideeye.engine.pause import PauseTimes, paused
-from pytest_sideeye.snapshot.model import Container, Process, Snapshot, now_rfc3339
+from pytest_sideeye.engine.collect import Collector, Records
+from pytest_sideeye.engine.cstructs import check_capture_formats
+from pytest_sideeye.engine.decode import RecordDecoder
+from pytest_sideeye.engine.pause import PauseTimes, paused, proc_state
+from pytest_sideeye.engine.privileges import missing_privileges
+from pytest_sideeye.engine.process import exe_for_pid, load_bias
+from pytest_sideeye.errors import CaptureSpecError, NoPermission, SideeyeError, TargetGone
+from pytest_sideeye.snapshot import Container, Process, Snapshot, now_rfc3339
 
 RUNTIME_ADDRS = ("runtime.allgs", "runtime.allglen", "runtime.allm")
-# Pause time variable capture may take per process (decoding is Python: about 0.2 ms per
-# frame of 4 variables); values not finished by then are marked cut, with a note.
-DEFAULT_CAPTURE_PAUSE_MS = 10.0
-
-
-def capture_pause_s() -> float:
-    try:
-        return float(os.environ.get("SIDEEYE_CAPTURE_PAUSE_MS", DEFAULT_CAPTURE_PAUSE_MS)) / 1000
-    except ValueError:
-        return DEFAULT_CAPTURE_PAUSE_MS / 1000
 
 
 @dataclass
@@ -55,14 +51,9 @@ def program_for(layout) -> Program:
     key = tuple(sorted(macros.items()))
     prog = _programs.get(key)
     if prog is None:
+        check_capture_formats()
         prog = _programs[key] = Program(macros)
     return prog
-
-
-def check_privileges() -> None:
-    if os.geteuid() != 0:
-        raise NoPermission("snapshots need root (or CAP_BPF, CAP_PERFMON and CAP_SYS_PTRACE): "
-                           "run with sudo")
 
 
 def take_snapshot(targets: list[Target] | list[int], capture=None, limits=None, *,
@@ -73,19 +64,21 @@ def take_snapshot(targets: list[Target] | list[int], capture=None, limits=None, 
     no target has is a CaptureSpecError before anything is paused (a typo, most likely);
     with strict_capture=False (the pytest plugin: one spec for all of a test's services)
     it is a note on every process instead."""
-    check_privileges()
+    problem = missing_privileges()
+    if problem:
+        raise NoPermission(problem)
+    cfg = settings.current()
     targets = [t if isinstance(t, Target) else Target(int(t)) for t in targets]
     spec = _parse_capture(capture)
     absent = _functions_in_no_target(targets, spec) if spec else []
     if absent and strict_capture:
-        from pytest_sideeye.errors import CaptureSpecError
         raise CaptureSpecError(f"unknown function {absent[0]!r}: not in the program of any "
                                "target (capture specs name functions as main.settle or "
                                "pkg/path.(*T).Method)")
     snap = Snapshot(taken_at=now_rfc3339())
     with _lock:
         for t in targets:
-            proc = snapshot_process(t, spec, limits)
+            proc = snapshot_process(t, spec, limits, cfg)
             proc.notes += [f"capture: no function {fn} in any target" for fn in absent]
             snap.processes.append(proc)
     return snap
@@ -97,7 +90,7 @@ def _functions_in_no_target(targets: list[Target], spec) -> list[str]:
     left = list(spec.functions)
     for t in targets:
         try:
-            symtab = gobinary.analyze(gobinary.exe_for_pid(t.pid), need_layout=False).symtab
+            symtab = analyze(exe_for_pid(t.pid), need_layout=False).symtab
         except SideeyeError:
             return []
         left = [fn for fn in left if not has_function(symtab, fn)]
@@ -114,43 +107,44 @@ def has_function(symtab, name: str) -> bool:
 def _parse_capture(capture):
     if not capture:
         return None
-    from pytest_sideeye.capture import plan as capture_mod
     return capture_mod.parse_specs(capture)
 
 
-def snapshot_process(target: Target, spec=None, limits=None) -> Process:
+def snapshot_process(target: Target, spec=None, limits=None,
+                     cfg: settings.EngineSettings | None = None) -> Process:
     proc = Process(pid=target.pid, container=target.container, service=target.service)
     try:
-        _snapshot_into(proc, spec, limits)
+        _snapshot_into(proc, spec, limits, cfg or settings.current())
     except SideeyeError as e:
         proc.error = str(e)
     return proc
 
 
-def _snapshot_into(proc: Process, spec, limits) -> None:
+def _snapshot_into(proc: Process, spec, limits, cfg: settings.EngineSettings) -> None:
     pid = proc.pid
-    exe = gobinary.exe_for_pid(pid)
+    exe = exe_for_pid(pid)
     proc.exe = _display_exe(pid, exe)
-    info = gobinary.analyze(exe)
+    info = analyze(exe)
     proc.go_version = info.go_version
-    bias = gobinary.load_bias(pid, info)
+    bias = load_bias(pid, info)
     program = program_for(info.layout)
     plan = _make_plan(info, spec, limits, bias)
     addrs = {k: info.symbols[k] for k in RUNTIME_ADDRS if k in info.symbols}
     missing = [k for k in RUNTIME_ADDRS if k not in addrs]
     if missing:
         raise SideeyeError(f"{exe}: runtime symbols {missing} not found (stripped binary?)")
-    decoder = Decoder(info, bias, program.const)
-    collector = Collector(program, pid, addrs, bias)
-    raw = RawProcess(pid)
+    decoder = RecordDecoder(info, bias, program.const)
+    collector = Collector(program, pid, addrs, bias, hook_budget_ns=cfg.hook_budget_ns)
+    raw = Records(pid)
     times = PauseTimes()
-    tables = _capture_tables(plan, info, bias, program) if plan is not None else None
+    tables = _capture_tables(plan, info, bias, program) \
+        if plan is not None and cfg.bpf_capture else None
     pause_jobs: dict = {}
     try:
-        wanted = stop_hook_wanted()
+        wanted = cfg.stop_hook
         if not wanted or program.hook_fd is None:
             collector.prewarm()
-        collector.set_capture(tables, int(capture_pause_s() * 1e9),
+        collector.set_capture(tables, int(cfg.capture_pause_s * 1e9),
                               plan.limits.total_bytes if plan is not None else 0)
         hooked = wanted and collector.arm_hook()
         with paused(pid, times, collector.hook_saw_stop if hooked else None):
@@ -162,10 +156,11 @@ def _snapshot_into(proc: Process, spec, limits) -> None:
                 collector.start_syscall_walks(raw, starts)
             t1 = time.perf_counter_ns()
             if plan is not None:
-                pause_jobs = _capture_in_pause(plan, decoder, collector, raw, tables)
+                pause_jobs = _capture_in_pause(plan, decoder, collector, raw, tables,
+                                               cfg.capture_pause_s)
             t2 = time.perf_counter_ns()
-        captures = _captures_after(plan, decoder, collector, raw, tables, pause_jobs) \
-            if plan is not None else []
+        captures = _captures_after(plan, decoder, collector, raw, tables, pause_jobs,
+                                   cfg.capture_pause_s) if plan is not None else []
     finally:
         collector.close()
     _check_survived(pid)
@@ -183,12 +178,7 @@ def _snapshot_into(proc: Process, spec, limits) -> None:
         proc.notes.append("no live goroutine could be read")
 
 
-def stop_hook_wanted() -> bool:
-    """SIDEEYE_STOP_HOOK=0 makes the iterator do all the reading (for comparisons)."""
-    return os.environ.get("SIDEEYE_STOP_HOOK", "1") != "0"
-
-
-def _who_collected(raw: RawProcess, program: Program, wanted: bool, hooked: bool) -> str:
+def _who_collected(raw: Records, program: Program, wanted: bool, hooked: bool) -> str:
     """The snapshot's `collector` field: which program walked the goroutines, and why not
     the stop hook when it did not."""
     if hooked and raw.hook == "walked":
@@ -205,7 +195,6 @@ def _who_collected(raw: RawProcess, program: Program, wanted: bool, hooked: bool
 def _check_survived(pid: int) -> None:
     """A target that died while stopped leaves records of memory being torn down: drop
     them and say so rather than return an empty, healthy-looking process."""
-    from pytest_sideeye.engine.pause import proc_state
     try:
         state = proc_state(pid)
     except OSError:
@@ -228,7 +217,6 @@ def _make_plan(info, spec, limits, bias: int):
     else's: take_snapshot already checked that every function is somewhere)."""
     if spec is None:
         return None
-    from pytest_sideeye.capture import plan as capture_mod
     mine = capture_mod.CaptureSpec({fn: exprs for fn, exprs in spec.functions.items()
                                     if has_function(info.symtab, fn)})
     if not mine:
@@ -241,24 +229,19 @@ _tables_cache: dict = {}
 
 
 def _capture_tables(plan, info, bias: int, program):
-    """The plan compiled for the BPF capture (capture_program.py), once per binary, spec,
+    """The plan compiled for the BPF capture (capture/templates.py), once per binary, spec,
     limits and load address; None when nothing of it can be read by BPF."""
-    from pytest_sideeye.capture.templates import compile_plan
-    if os.environ.get("SIDEEYE_BPF_CAPTURE", "1") == "0":
-        return None     # every frame read by the Python rounds (for comparisons)
     key = (info.build_id, info.path, repr(plan.spec), repr(plan.limits), bias)
     if key not in _tables_cache:
         _tables_cache[key] = compile_plan(plan, bias, program.const, info.symtab)
     return _tables_cache[key]
 
 
-def _capture_in_pause(plan, decoder, collector, raw, tables) -> dict:
+def _capture_in_pause(plan, decoder, collector, raw, tables, budget_s: float) -> dict:
     """The reads BPF does not do: the frames whose ranges need Python (interfaces, maps,
     inlined copies, ...) and those of deep stacks past a record's frames, read in batched
     rounds within the capture's pause budget. Everything else was read by pass_capture.
     Returns {(pc, cfa, function): job}."""
-    from pytest_sideeye.capture import plan as capture_mod
-    budget_s = capture_pause_s()
     deadline = time.monotonic() + budget_s
     budget = plan.process_budget()   # the byte limit is per process, shared by its frames
     if tables is None:
@@ -267,7 +250,7 @@ def _capture_in_pause(plan, decoder, collector, raw, tables) -> dict:
     else:
         collector.capture_pass(raw)
         budget.take(collector.capture_used())
-        frames = [(pc, cfa, fn) for pc, cfa in collector.python_frames()
+        frames = [(pc, cfa, fn) for pc, cfa in collector.python_frames(raw)
                   for fn in decoder._wanted_at(pc, plan.wants)]
         frames += [(pc, cfa, fn) for _k, pc, cfa, fn in
                    decoder.frames_for_capture(raw, plan.wants, continued_only=True)]
@@ -276,7 +259,7 @@ def _capture_in_pause(plan, decoder, collector, raw, tables) -> dict:
         if time.monotonic() > deadline:
             skipped += 1
             continue
-        jobs[(pc, cfa, function)] = plan.start_frame(function, pc - decoder.bias, cfa, True,
+        jobs[(pc, cfa, function)] = plan.start_frame(function, pc - decoder.bias, cfa, is_call_site=True,
                                                      budget=budget)
     if jobs:
         capture_mod.run_rounds(list(jobs.values()),
@@ -290,7 +273,8 @@ def _capture_in_pause(plan, decoder, collector, raw, tables) -> dict:
     return jobs
 
 
-def _captures_after(plan, decoder, collector, raw, tables, pause_jobs: dict) -> list:
+def _captures_after(plan, decoder, collector, raw, tables, pause_jobs: dict,
+                    budget_s: float) -> list:
     """After the resume: a job per captured frame, [(key, job)], decoding what was read
     in the pause (by BPF, or by the Python rounds) and nothing more."""
     out = collector.capture_output(tables) if tables is not None else None
@@ -299,7 +283,7 @@ def _captures_after(plan, decoder, collector, raw, tables, pause_jobs: dict) -> 
     for key, pc, cfa, function in decoder.frames_for_capture(raw, plan.wants):
         job = pause_jobs.get((pc, cfa, function))
         if job is None:
-            job = plan.start_frame(function, pc - decoder.bias, cfa, True)
+            job = plan.start_frame(function, pc - decoder.bias, cfa, is_call_site=True)
             entry = out.frames.get((pc, cfa)) if out is not None else None
             if entry is None:
                 missed += 1
@@ -310,7 +294,7 @@ def _captures_after(plan, decoder, collector, raw, tables, pause_jobs: dict) -> 
         captures.append((key, job))
     if out is not None and out.unreached:
         raw.notes.append(
-            f"capture stopped at its pause budget ({capture_pause_s() * 1000:g} ms): "
+            f"capture stopped at its pause budget ({budget_s * 1000:g} ms): "
             f"{out.unreached} frames read in BPF were not reached "
             "(raise SIDEEYE_CAPTURE_PAUSE_MS to wait longer)")
     if out is not None and (missed > out.unreached or out.dropped or out.queued_over):

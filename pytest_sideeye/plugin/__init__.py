@@ -1,0 +1,10 @@
+"""Stage 6, the pytest plugin (entry point: plugin.hooks): options and markers, timers
+(pytest-timeout's, or our own in timeouts.py), snapshots of a test's services on a
+timeout or a failure, and their attachment to the results (attach.py: files, junit,
+pytest-html, the terminal).
+
+Takes a pytest run and its `go_service` services; gives reports attached to test results.
+"""
+from pytest_sideeye.plugin.attach import sanitise
+
+__all__ = ["sanitise"]

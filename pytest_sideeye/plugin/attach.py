@@ -16,7 +16,10 @@ from typing import Any
 
 import pytest
 
-from pytest_sideeye.snapshot.model import Snapshot
+from pytest_sideeye.errors import one_line
+from pytest_sideeye.report import write_report
+from pytest_sideeye.snapshot import Snapshot
+from pytest_sideeye.snapshot import render_text as render
 
 PROPERTY = "sideeye.report"
 REPORTS_ATTR = "sideeye_reports"       # list[dict] on TestReport, read by the controller
@@ -77,7 +80,6 @@ def write_files(snap: Snapshot, base: Path, nodeid: str, stem: str) -> Written:
 
 def _write_text(snap: Snapshot, path: Path, problems: list[str]) -> Path | None:
     try:
-        from pytest_sideeye.snapshot.textdump import render
         path.write_text(_test_header(snap) + render(snap), encoding="utf-8")
         return path
     except Exception as e:  # a renderer bug must not hide the snapshot itself
@@ -97,17 +99,11 @@ def _test_header(snap: Snapshot) -> str:
 
 def _write_html(snap: Snapshot, path: Path, problems: list[str]) -> Path | None:
     try:
-        from pytest_sideeye.report.html import write_report
         write_report(snap, path)
         return path
     except Exception as e:
         problems.append(f"HTML report failed: {one_line(e)}")
         return None
-
-
-def one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__
 
 
 def display_path(path: Path, start: Path) -> str:
@@ -134,7 +130,7 @@ def attachment_line(written: Written, start: Path) -> str:
 
 
 def record_on_report(report: pytest.TestReport, written: Written, start: Path,
-                     html_report: Path | None, junit_attachments: bool) -> None:
+                     html_report: Path | None, *, junit_attachments: bool) -> None:
     """Report-level attachment: plain data for the terminal summary (also under xdist),
     a pytest-html link, and the junit bits when this report is the one junit writes."""
     reports = getattr(report, REPORTS_ATTR, None)

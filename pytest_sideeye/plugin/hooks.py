@@ -16,10 +16,10 @@ from typing import Any, Callable, Iterable, Iterator
 
 import pytest
 
+from pytest_sideeye.errors import CaptureSpecError, NoPermission, SideeyeError, one_line
 from pytest_sideeye.plugin import attach
-from pytest_sideeye.errors import CaptureSpecError, NoPermission, SideeyeError
-from pytest_sideeye.snapshot.model import Process, Snapshot, now_rfc3339
 from pytest_sideeye.plugin.timeouts import OwnTimeout
+from pytest_sideeye.snapshot import Process, Snapshot, now_rfc3339
 
 DEFAULT_DIR = "sideeye-reports"
 DEFAULT_BUDGET_S = 60.0
@@ -117,7 +117,7 @@ def _html_report_path(config: pytest.Config, start: Path) -> Path | None:
 
 
 def parse_capture_lines(lines: Iterable[str]) -> dict[str, list[str]]:
-    from pytest_sideeye.capture.plan import split_exprs
+    from pytest_sideeye.capture import split_exprs
     """'pkg.Func: a, b.c' lines (ini sideeye_capture) -> {"pkg.Func": ["a", "b.c"]}."""
     spec: dict[str, list[str]] = {}
     for line in lines:
@@ -137,7 +137,7 @@ def merge_capture(into: dict[str, list[str]], more: dict[str, Any] | None) -> di
     """Union of capture specs, first-seen order; a value may be a list or 'a, b' text."""
     for func, exprs in (more or {}).items():
         if isinstance(exprs, str):
-            from pytest_sideeye.capture.plan import split_exprs
+            from pytest_sideeye.capture import split_exprs
             exprs = split_exprs(exprs)
         if not isinstance(func, str) or not all(isinstance(e, str) for e in exprs):
             raise CaptureSpecError(f"capture spec for {func!r}: want a list of expressions")
@@ -197,7 +197,7 @@ def settings_of(config: pytest.Config) -> Settings:
 
 def services_of(nodeid: str) -> list[Any]:
     try:
-        from pytest_sideeye.services.fixture import services_for
+        from pytest_sideeye.services import services_for
     except ImportError:
         return []
     return list(services_for(nodeid))
@@ -208,31 +208,10 @@ def _pids(service: Any) -> list[int]:
     return list(pids() if callable(pids) else pids)
 
 
-# Capability bits (linux/capability.h): reading another process's memory and its
-# /proc/PID/exe, loading BPF programs.
-_CAPS = {"CAP_SYS_PTRACE": 19, "CAP_SYS_ADMIN": 21, "CAP_PERFMON": 38, "CAP_BPF": 39}
-
-
-def missing_privileges() -> str | None:
-    """One line when this process cannot take snapshots (checked before any container is
-    touched: without CAP_SYS_PTRACE the services' processes are not even visible)."""
-    try:
-        status = Path("/proc/self/status").read_text()
-        eff = int(next(l.split()[1] for l in status.splitlines() if l.startswith("CapEff:")), 16)
-    except (OSError, StopIteration, ValueError):
-        return None  # not Linux-like: let the engine decide
-    has = {name for name, bit in _CAPS.items() if eff >> bit & 1}
-    bpf_ok = "CAP_SYS_ADMIN" in has or {"CAP_BPF", "CAP_PERFMON"} <= has
-    if "CAP_SYS_PTRACE" in has and bpf_ok:
-        return None
-    return ("snapshots need root (CAP_SYS_PTRACE, CAP_BPF and CAP_PERFMON); this pytest "
-            "runs without them: run it with sudo")
-
-
 def build_targets(services: list[Any]) -> tuple[list[Any], list[Process]]:
     """Targets for the engine, and an errored Process for every service that has none
     (its container gone, never started): the report says so instead of omitting it."""
-    from pytest_sideeye.engine.take import Target
+    from pytest_sideeye.engine import Target
     targets: list[Any] = []
     gone: list[Process] = []
     for svc in services:
@@ -241,7 +220,7 @@ def build_targets(services: list[Any]) -> tuple[list[Any], list[Process]]:
             pids = _pids(svc)
         except Exception as e:
             gone.append(Process(pid=0, service=svc.name,
-                                error=f"service {svc.name}: {attach.one_line(e)}"))
+                                error=f"service {svc.name}: {one_line(e)}"))
             continue
         if not pids:
             gone.append(Process(pid=0, container=container, service=svc.name,
@@ -276,7 +255,7 @@ def _take_one_at_a_time(targets: list[Any], capture: dict[str, list[str]]) -> Sn
     runs in a helper thread: the engine takes one at a time. One capture spec serves every
     service of a test: the engine gives each process the functions its program has, and
     notes those that none has (strict_capture=False)."""
-    from pytest_sideeye.engine.take import take_snapshot
+    from pytest_sideeye.engine import take_snapshot
     return take_snapshot(targets, capture or None, strict_capture=False)
 
 
@@ -286,6 +265,7 @@ def take(services: list[Any], capture: dict[str, list[str]], budget_s: float,
     be read at all, the one-line reason. Logs are read after the pause, so the snapshot
     is as close to the moment as possible."""
     problem: str | None = None
+    from pytest_sideeye.engine import missing_privileges
     try:
         lacking = missing_privileges()
         if lacking:
@@ -302,12 +282,12 @@ def take(services: list[Any], capture: dict[str, list[str]], budget_s: float,
     except SideeyeError as e:
         if raise_errors:
             raise
-        problem = attach.one_line(e)
+        problem = one_line(e)
         snap = Snapshot(processes=_errored(services, problem), taken_at=now_rfc3339())
     except Exception as e:  # an engine bug: still one line and a report with the logs
         if raise_errors:
-            raise SideeyeError(f"snapshot failed: {type(e).__name__}: {attach.one_line(e)}") from e
-        problem = f"snapshot failed: {type(e).__name__}: {attach.one_line(e)}"
+            raise SideeyeError(f"snapshot failed: {type(e).__name__}: {one_line(e)}") from e
+        problem = f"snapshot failed: {type(e).__name__}: {one_line(e)}"
         snap = Snapshot(processes=_errored(services, problem), taken_at=now_rfc3339())
     _add_logs(snap, services, budget_s)
     return snap, problem
@@ -329,7 +309,7 @@ def _add_logs(snap: Snapshot, services: list[Any], budget_s: float) -> None:
         try:
             logs = run_bounded(svc.logs, min(budget_s, 10.0), f"logs of {svc.name}")
         except Exception as e:
-            logs = f"(logs unavailable: {attach.one_line(e)})"
+            logs = f"(logs unavailable: {one_line(e)})"
         procs = [p for p in snap.processes if p.service == svc.name]
         for p in procs:
             p.logs = logs
@@ -381,7 +361,7 @@ def on_own_timeout(item: pytest.Item, seconds: float) -> str:
             _, written, problem = snapshot_item(item, st.phase, "timeout", "timeout", message)
             st.timeout_written, st.timeout_problem = written, problem
         except Exception as e:  # even writing failed (disk full...): one line, in the message
-            problem = f"sideeye: {attach.one_line(e)}"
+            problem = f"sideeye: {one_line(e)}"
     return timeout_message(seconds, written, settings.start_dir, problem)
 
 
@@ -396,7 +376,7 @@ def pre_timeout_snapshot(item: pytest.Item, seconds: float, method: str) -> None
     try:
         _, written, problem = snapshot_item(item, st.phase, "timeout", "timeout", message)
     except Exception as e:
-        st.timeout_problem = f"sideeye: {attach.one_line(e)}"
+        st.timeout_problem = f"sideeye: {one_line(e)}"
         return
     st.timeout_written, st.timeout_problem = written, problem
     if method == "thread":  # no report will follow os._exit: say where the file is now
@@ -554,7 +534,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     try:
         _after_report(item, report)
     except Exception as e:  # never a traceback from us in the user's run
-        attach.add_section(report, "sideeye", f"sideeye: {attach.one_line(e)}")
+        attach.add_section(report, "sideeye", f"sideeye: {one_line(e)}")
 
 
 def _after_report(item: pytest.Item, report: pytest.TestReport) -> None:
@@ -628,7 +608,7 @@ def _record(item: pytest.Item, report: pytest.TestReport, written: attach.Writte
     attach.record_on_item(item, written, report.when, settings.start_dir,
                           settings.junit_attachments)
     attach.record_on_report(report, written, settings.start_dir, settings.html_report,
-                            settings.junit_attachments)
+                            junit_attachments=settings.junit_attachments)
     _describe(report, written, settings.start_dir)
 
 
@@ -651,7 +631,7 @@ def _flush_pending(item: pytest.Item, report: pytest.TestReport, st: ItemState,
     """Fixture snapshots taken during this phase reach this phase's report."""
     while st.pending:
         attach.record_on_report(report, st.pending.pop(0), settings.start_dir,
-                                settings.html_report, False)
+                                settings.html_report, junit_attachments=False)
 
 
 class SummaryCollector:
@@ -697,7 +677,7 @@ def sideeye_snapshot(request: pytest.FixtureRequest) -> Callable[..., Snapshot]:
                                                  services=chosen, capture=capture,
                                                  raise_errors=True)
         except SideeyeError as e:
-            pytest.fail(f"sideeye_snapshot: {attach.one_line(e)}", pytrace=False)
+            pytest.fail(f"sideeye_snapshot: {one_line(e)}", pytrace=False)
         settings = settings_of(item.config)
         attach.record_on_item(item, written, st.phase, settings.start_dir,
                               settings.junit_attachments)

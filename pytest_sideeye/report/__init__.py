@@ -1,0 +1,11 @@
+"""Stage 4, the report: a snapshot as one self-contained HTML page that explains a hang.
+
+Takes a snapshot.Snapshot; gives HTML (`render_html`, `write_report`): a view model of
+grouped stacks and captured variables (view.py), a flame graph per process
+(flamegraph.py), the jinja2 templates (templates/), and the snapshot embedded in the page
+so that a report is also its own data (embed.py: `snapshot_from_report`, `load_snapshot`).
+"""
+from pytest_sideeye.report.embed import load_snapshot, snapshot_from_report
+from pytest_sideeye.report.html import render_html, write_report
+
+__all__ = ["load_snapshot", "render_html", "snapshot_from_report", "write_report"]

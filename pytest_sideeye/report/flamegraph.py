@@ -11,8 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable
 
+from pytest_sideeye.report.text import clean
+from pytest_sideeye.snapshot import Goroutine
 from pytest_sideeye.snapshot import buckets as bk
-from pytest_sideeye.snapshot.model import Goroutine
 
 WIDTH = 1200          # viewBox units across
 ROW = 17              # units per frame, down
@@ -69,8 +70,9 @@ def layout(root: Node, width: float = WIDTH) -> tuple[list[Bar], int]:
             continue
         depth = max(depth, level + 1)
         share = 100.0 * node.count / root.count
-        bars.append(Bar(round(x, 2), level * ROW, round(w, 2), _fit(node.name, w),
-                        f"{node.name} \u2014 {node.count} goroutine"
+        name = clean(node.name)
+        bars.append(Bar(round(x, 2), level * ROW, round(w, 2), _fit(name, w),
+                        f"{name} \u2014 {node.count} goroutine"
                         f"{'s' if node.count != 1 else ''} ({share:.3g}%)",
                         node.origin or "all"))
         cx = x

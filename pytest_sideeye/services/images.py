@@ -14,8 +14,8 @@ import tarfile
 import threading
 from pathlib import Path
 
+from pytest_sideeye.errors import DockerUnavailable, SideeyeError, one_line
 from pytest_sideeye.services import toolchains
-from pytest_sideeye.errors import DockerUnavailable, SideeyeError
 
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 IMAGE_LABEL = "pytest-sideeye"
@@ -62,7 +62,7 @@ def exe_name(name: str) -> str:
 
 def go_image(name: str, source: Path, go_version: str | None = None) -> str:
     """Build the Go main package in `source` statically and wrap it in a scratch image."""
-    version = go_version or toolchains.DEFAULT_GO
+    version = go_version or toolchains.default_version()
     binary = toolchains.build(source, version, static=True)
     key = ("go", name, str(binary))
     if key in _tags:
@@ -108,7 +108,7 @@ def prebuilt_image(name: str, image: str) -> str:
         return image
     except docker.errors.APIError as e:
         raise SideeyeError(f"go_service {name!r}: image {image!r} is not present locally and "
-                           f"could not be pulled ({_one_line(e)})") from None
+                           f"could not be pulled ({one_line(e)})") from None
 
 
 def forget(tag: str) -> None:
@@ -151,7 +151,7 @@ def prune(keep: int = 1, dry_run: bool = False,
                     forget(tag)
                     done.append((tag, "removed", size))
                 except docker.errors.APIError as e:
-                    done.append((tag, f"kept: {_one_line(e)}", size))
+                    done.append((tag, f"kept: {one_line(e)}", size))
     return done
 
 
@@ -175,7 +175,7 @@ def _build(tag: str, **kw) -> None:
         last = [l.strip() for l in lines if l.strip()][-1:] or [str(e)]
         raise SideeyeError(f"docker build of {tag} failed: {last[0]}") from None
     except docker.errors.APIError as e:
-        raise SideeyeError(f"docker build of {tag} failed: {_one_line(e)}") from None
+        raise SideeyeError(f"docker build of {tag} failed: {one_line(e)}") from None
 
 
 def _tar_context(files: dict[str, tuple[bytes, int]]) -> io.BytesIO:
@@ -195,7 +195,3 @@ def _dir_digest(folder: Path) -> str:
         h.update(str(p.relative_to(folder)).encode() + b"\0")
         h.update(p.read_bytes())
     return h.hexdigest()[:16]
-
-
-def _one_line(e: Exception) -> str:
-    return (str(getattr(e, "explanation", None) or e).strip().splitlines() or ["?"])[0]

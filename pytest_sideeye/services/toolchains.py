@@ -7,33 +7,41 @@ import os
 import subprocess
 from pathlib import Path
 
+from pytest_sideeye import settings
 from pytest_sideeye.errors import SideeyeError
 
-TOOLCHAINS_DIR = Path(os.environ.get("SIDEEYE_TOOLCHAINS", "/opt/sideeye/toolchains"))
-DEFAULT_GO = os.environ.get("SIDEEYE_GO_VERSION", "1.24.11")
-BUILD_CACHE = Path(os.environ.get("SIDEEYE_BUILD_CACHE",
-                                  Path.home() / ".cache" / "sideeye" / "builds"))
+
+def default_version() -> str:
+    """The Go version builds use unless told otherwise (SIDEEYE_GO_VERSION)."""
+    return settings.default_go()
 
 
 def installed_versions() -> list[str]:
-    if not TOOLCHAINS_DIR.is_dir():
+    folder = settings.toolchains_dir()
+    if not folder.is_dir():
         return []
-    found = [p.name[2:] for p in TOOLCHAINS_DIR.iterdir()
+    found = [p.name[2:] for p in folder.iterdir()
              if p.name.startswith("go") and (p / "go" / "bin" / "go").is_file()]
     return sorted(found, key=lambda v: tuple(int(x) for x in v.split(".")))
 
 
-def go_binary(version: str = DEFAULT_GO) -> Path:
-    go = TOOLCHAINS_DIR / f"go{version}" / "go" / "bin" / "go"
+def go_binary(version: str | None = None) -> Path:
+    version = version or default_version()
+    go = settings.toolchains_dir() / f"go{version}" / "go" / "bin" / "go"
     if not go.is_file():
         have = ", ".join(installed_versions()) or "none"
-        raise SideeyeError(f"Go {version} is not installed under {TOOLCHAINS_DIR} "
+        raise SideeyeError(f"Go {version} is not installed under {settings.toolchains_dir()} "
                            f"(installed: {have}); run scripts/setup.sh")
     return go
 
 
-def goroot(version: str = DEFAULT_GO) -> Path:
+def goroot(version: str | None = None) -> Path:
     return go_binary(version).parent.parent
+
+
+def gocache(version: str) -> Path:
+    """Go's own build cache for one toolchain, beside ours."""
+    return settings.build_cache().parent / "gocache" / version
 
 
 def _source_digest(src: Path, extra: str) -> str:
@@ -45,7 +53,7 @@ def _source_digest(src: Path, extra: str) -> str:
     return h.hexdigest()[:20]
 
 
-def build(src: str | os.PathLike, version: str = DEFAULT_GO, *, flags: tuple[str, ...] = (),
+def build(src: str | os.PathLike, version: str | None = None, *, flags: tuple[str, ...] = (),
           ldflags: str = "", gcflags: str = "", static: bool = True,
           output: str | os.PathLike | None = None) -> Path:
     """Build the main package in `src` (a folder, or one .go file) with Go `version`.
@@ -53,16 +61,18 @@ def build(src: str | os.PathLike, version: str = DEFAULT_GO, *, flags: tuple[str
     Cached by the content of the sources, the version and the flags; returns the binary.
     Builds run with GOFLAGS=-mod=mod off the network (standard library only)."""
     src = Path(src).resolve()
+    version = version or default_version()
+    cache = settings.build_cache()
     key = _source_digest(src, f"{version}|{flags}|{ldflags}|{gcflags}|{static}")
-    out = Path(output) if output else BUILD_CACHE / f"{src.stem}-go{version}-{key}"
+    out = Path(output) if output else cache / f"{src.stem}-go{version}-{key}"
     if out.is_file():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     go = go_binary(version)
     env = dict(os.environ, GOROOT=str(go.parent.parent), GOPROXY="off", GOFLAGS="-mod=mod",
                GOTOOLCHAIN="local", GO111MODULE="auto",
-               GOCACHE=str(BUILD_CACHE.parent / "gocache" / version),
-               GOPATH=str(BUILD_CACHE.parent / "gopath"),
+               GOCACHE=str(gocache(version)),
+               GOPATH=str(cache.parent / "gopath"),
                CGO_ENABLED="0" if static else "1")
     cmd = [str(go), "build", "-o", str(out) + ".tmp", *flags]
     if ldflags:

@@ -71,10 +71,6 @@ def stack_key(g: Goroutine) -> StackKey:
     return tuple((f.function, f.file, f.line) for f in g.frames)
 
 
-def function_key(g: Goroutine) -> tuple[str, ...]:
-    return tuple(f.function for f in g.frames)
-
-
 def tier(frames: Iterable[Frame]) -> int:
     origins = {origin(f.function, f.file) for f in frames}
     if origins & {MAIN, USER, DEPENDENCY}:

@@ -30,13 +30,11 @@ import json
 import re
 from dataclasses import dataclass, field
 
-from pytest_sideeye.snapshot.model import CreatedBy, Frame, Goroutine, Process, Variable
+from pytest_sideeye.snapshot.model import STATUSES, CreatedBy, Frame, Goroutine, Process, Variable
 
 # Status words the runtime prints when a goroutine has no wait reason (gStatusStrings).
 _STATUS_WORDS = {
-    "idle": "idle", "runnable": "runnable", "running": "running", "syscall": "syscall",
-    "waiting": "waiting", "dead": "dead", "copystack": "copystack",
-    "preempted": "preempted", "leaked": "leaked",
+    **{name: name for name in STATUSES},
     # _Gdeadextra (1.25+): an extra M's g waiting for a cgo callback; never printed by
     # tracebackothers, mapped for completeness.
     "waiting for cgo callback": "dead",

@@ -40,6 +40,7 @@ def _list(d, key: str, item_kind=None) -> list:
         raise ValueError(f"field {key!r} should list {item_kind.__name__} values")
     return v
 
+# A goroutine's `state`: the runtime's status names (gStatusStrings, _Gscan masked).
 STATUSES = ("idle", "runnable", "running", "syscall", "waiting", "dead", "copystack",
             "preempted", "leaked")
 
@@ -63,8 +64,9 @@ class Variable:
     @classmethod
     def from_json(cls, d: dict) -> "Variable":
         return cls(_get(d, "name", str), _get(d, "type", str, ""), _get(d, "value", object, None),
-                   _get(d, "available", bool, True), _get(d, "truncated", bool, False),
-                   _get(d, "error", str, None))
+                   available=_get(d, "available", bool, default=True),
+                   truncated=_get(d, "truncated", bool, default=False),
+                   error=_get(d, "error", str, None))
 
 
 @dataclass
@@ -84,8 +86,8 @@ class Frame:
     @classmethod
     def from_json(cls, d: dict) -> "Frame":
         return cls(_get(d, "function", str), _get(d, "file", str), _get(d, "line", int),
-                   _get(d, "pc", int, 0), _get(d, "inlined", bool, False),
-                   [Variable.from_json(v) for v in _list(d, "variables", dict)])
+                   _get(d, "pc", int, 0), inlined=_get(d, "inlined", bool, default=False),
+                   variables=[Variable.from_json(v) for v in _list(d, "variables", dict)])
 
 
 @dataclass

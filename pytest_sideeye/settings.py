@@ -1,0 +1,111 @@
+"""Every SIDEEYE_* environment variable, declared once, read in one place and validated.
+
+The engine reads the settings at the start of each snapshot (`current()`), so a test or a
+user may change them between snapshots; nothing reads them at import time. A bad value is
+one line naming the variable and what it takes (pytest-timeout's style), never a traceback.
+
+| variable                  | default                         | meaning |
+| SIDEEYE_CAPTURE_PAUSE_MS  | 10                              | pause time variable capture may take per process |
+| SIDEEYE_HOOK_BUDGET_US    | 4000                            | how long the stop hook may walk (interrupts off) |
+| SIDEEYE_STOP_HOOK         | 1                               | 0: the iterator does all the reading |
+| SIDEEYE_BPF_CAPTURE       | 1                               | 0: every captured frame goes through the Python path |
+| SIDEEYE_MAX_PAUSE_S       | 2.0                             | the guardian resumes a target paused longer than this |
+| SIDEEYE_CACHE             | ~/.cache/sideeye                | root of the disk caches below |
+| SIDEEYE_BINARY_CACHE      | $SIDEEYE_CACHE/binaries         | binary analysis by build id |
+| SIDEEYE_DWARF_CACHE       | $SIDEEYE_CACHE/dwarf            | DWARF type indexes by build id |
+| SIDEEYE_BPF_CACHE         | $SIDEEYE_CACHE/bpf              | compiled BPF programs by layout |
+| SIDEEYE_BUILD_CACHE       | $SIDEEYE_CACHE/builds           | Go builds of go_service sources |
+| SIDEEYE_TOOLCHAINS        | /opt/sideeye/toolchains         | Go toolchains installed by scripts/setup.sh |
+| SIDEEYE_GO_VERSION        | 1.24.11                         | the Go version go_service builds with |
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from pytest_sideeye.errors import SideeyeError
+
+
+class SettingError(SideeyeError):
+    pass
+
+
+def _number(name: str, default: float, *, minimum: float = 0.0) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingError(f"{name}={raw!r} (from the environment) is not a number") from None
+    if value != value or value < minimum:  # NaN or below the floor
+        raise SettingError(f"{name}={raw!r} (from the environment) must be a number >= {minimum:g}")
+    return value
+
+
+def _switch(name: str, *, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    word = raw.strip().lower()
+    if word in ("1", "true", "yes", "on"):
+        return True
+    if word in ("0", "false", "no", "off"):
+        return False
+    raise SettingError(f"{name}={raw!r} (from the environment) takes 1 or 0")
+
+
+def _folder(name: str, default: Path) -> Path:
+    raw = os.environ.get(name)
+    return Path(raw).expanduser() if raw else default
+
+
+def cache_root() -> Path:
+    return _folder("SIDEEYE_CACHE", Path.home() / ".cache" / "sideeye")
+
+
+# Each disk cache: its own variable, else a folder of SIDEEYE_CACHE.
+CACHES = {"binary": ("SIDEEYE_BINARY_CACHE", "binaries"),
+          "dwarf": ("SIDEEYE_DWARF_CACHE", "dwarf"),
+          "bpf": ("SIDEEYE_BPF_CACHE", "bpf")}
+
+
+def cache_dir(kind: str) -> Path:
+    variable, folder = CACHES[kind]
+    return _folder(variable, cache_root() / folder)
+
+
+def build_cache() -> Path:
+    return _folder("SIDEEYE_BUILD_CACHE", cache_root() / "builds")
+
+
+def toolchains_dir() -> Path:
+    return _folder("SIDEEYE_TOOLCHAINS", Path("/opt/sideeye/toolchains"))
+
+
+def default_go() -> str:
+    return os.environ.get("SIDEEYE_GO_VERSION") or "1.24.11"
+
+
+def max_pause_s() -> float:
+    return _number("SIDEEYE_MAX_PAUSE_S", 2.0, minimum=0.01)
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """What one snapshot runs with."""
+    capture_pause_s: float
+    hook_budget_ns: int
+    stop_hook: bool
+    bpf_capture: bool
+
+
+def current() -> EngineSettings:
+    """The engine's settings as the environment says now (read once per snapshot)."""
+    return EngineSettings(
+        capture_pause_s=_number("SIDEEYE_CAPTURE_PAUSE_MS", 10.0) / 1000,
+        hook_budget_ns=int(_number("SIDEEYE_HOOK_BUDGET_US", 4000.0) * 1000),
+        stop_hook=_switch("SIDEEYE_STOP_HOOK", default=True),
+        bpf_capture=_switch("SIDEEYE_BPF_CAPTURE", default=True),
+    )

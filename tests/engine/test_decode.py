@@ -1,0 +1,35 @@
+"""decode.py on real binaries, without a process: symbolization edge cases."""
+from __future__ import annotations
+
+from pytest_sideeye.binary import analyze
+from pytest_sideeye.engine.bpf import source_constants
+from pytest_sideeye.engine.decode import RecordDecoder
+
+
+def decoder_for(binary) -> RecordDecoder:
+    return RecordDecoder(analyze(binary), 0, source_constants())
+
+
+def test_goroutine_at_a_wrapper_entry_still_shows_a_frame(go_build):
+    """A goroutine that has not started yet sits at its go-statement wrapper's entry,
+    which tracebacks elide: the snapshot must not come out with an empty stack."""
+    d = decoder_for(go_build("parkzoo", "1.24.11"))
+    wrappers = [f for f in d.symtab.funcs() if ".gowrap" in f.name]
+    assert wrappers, "parkzoo has go statements with arguments: gowrap functions expected"
+    w = wrappers[0]
+    assert d.symtab.frames_for_pc(w.entry, is_call_site=True) == []   # what tracebacks do
+    frames, cut = d.symbolize([w.entry])
+    assert cut is None
+    assert [f.function for f in frames] == [w.print_name]
+    assert frames[0].line > 0 and frames[0].file.endswith(".go")
+
+
+def test_stack_stops_at_goexit_and_unknown_pcs_are_marked(go_build):
+    d = decoder_for(go_build("parkzoo", "1.24.11"))
+    main = d.symtab.func_by_name("main.main")
+    goexit = d.symtab.func_by_name("runtime.goexit")
+    frames, cut = d.symbolize([main.entry + 8, goexit.entry + 1, main.entry + 8])
+    assert [f.function for f in frames] == ["main.main"] and cut is None
+    frames, cut = d.symbolize([main.entry + 8, 0x10])
+    assert [f.function for f in frames] == ["main.main"]
+    assert cut and "0x10" in cut

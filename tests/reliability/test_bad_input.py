@@ -1,0 +1,237 @@
+"""The bad input matrix (issue 7, docs/bad-input.md): every input a user can get wrong gives
+exit code 2 and exactly one line on stderr, never a traceback.
+
+Each case runs the real `sideeye` command against a real process, binary, Docker daemon or
+file. The rows of docs/bad-input.md are checked to name every case here, so the document
+cannot drift from what is tested.
+"""
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import re
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from pytest_sideeye.binary.elf import BUILDINFO_MAGIC
+from pytest_sideeye.errors import BpfUnavailable
+
+ROOT = Path(__file__).resolve().parents[2]
+SIDEEYE = Path(sys.executable).parent / "sideeye"
+DOC = ROOT / "docs" / "bad-input.md"
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
+def sideeye(*args: str, env: dict | None = None, prefix: list[str] = (), preexec=None,
+            timeout: float = 180) -> tuple[int, str]:
+    r = subprocess.run([*prefix, str(SIDEEYE), *args], capture_output=True, text=True,
+                       env=dict(os.environ, **(env or {})), preexec_fn=preexec,
+                       timeout=timeout)
+    return r.returncode, r.stderr
+
+
+def one_line(rc: int, stderr: str, *words: str) -> str:
+    """Asserts the contract; returns the line for further checks."""
+    if os.environ.get("SIDEEYE_SHOW_LINES"):
+        print(f"\nSHOWN: {stderr.strip()}")
+    assert "Traceback" not in stderr, stderr
+    lines = stderr.splitlines()
+    assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}:\n{stderr}"
+    assert rc == 2, f"exit code {rc}: {stderr}"
+    for w in words:
+        assert w.lower() in lines[0].lower(), f"{w!r} not in {lines[0]!r}"
+    return lines[0]
+
+
+# --- processes to point the CLI at ---------------------------------------------------------
+
+class Running:
+    """A started program, killed at the end; READY/ready lines are waited for."""
+
+    def __init__(self, path, *args: str):
+        self.p = subprocess.Popen([str(path), *args], stdout=subprocess.PIPE, text=True)
+        if "sleep" not in str(path):
+            self.p.stdout.readline()
+
+    @property
+    def pid(self) -> str:
+        return str(self.p.pid)
+
+    def __enter__(self) -> "Running":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.p.kill()
+        self.p.wait()
+
+
+@pytest.fixture(scope="module")
+def parked(go_build):
+    with Running(go_build("manyparked"), "-n", "10") as r:
+        yield r
+
+
+def patched_go_version(binary: Path, old_version: str, new_version: str, out: Path) -> Path:
+    """A copy of `binary` whose build info claims `new_version` (same length): what an
+    older toolchain would have written, for lack of one here. Only that string changes;
+    the program still runs."""
+    data = bytearray(binary.read_bytes())
+    start = data.find(BUILDINFO_MAGIC)
+    at = data.find(old_version.encode(), start, start + 64)
+    assert start >= 0 and at > 0 and len(old_version) == len(new_version)
+    data[at:at + len(old_version)] = new_version.encode()
+    out.write_bytes(bytes(data))
+    out.chmod(0o755)
+    return out
+
+
+# --- seccomp: the bpf(2) syscall refused, as Docker's default profile does -----------------
+
+def deny_bpf_syscall() -> None:
+    """preexec_fn: a seccomp filter making bpf(2) fail with EPERM for the child (the
+    situation of a container started without CAP_SYS_ADMIN under Docker's default
+    seccomp profile). Root stays root: the kernel just refuses BPF."""
+    class SockFilter(ctypes.Structure):
+        _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte), ("jf", ctypes.c_ubyte),
+                    ("k", ctypes.c_uint)]
+
+    class SockFprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(SockFilter))]
+
+    ld, jeq, ret = 0x20, 0x15, 0x06
+    insns = [(ld, 0, 0, 4), (jeq, 0, 3, 0xC000003E),      # not x86-64: allow
+             (ld, 0, 0, 0), (jeq, 0, 1, 321),              # syscall nr == bpf?
+             (ret, 0, 0, 0x00050000 | 1),                  # SECCOMP_RET_ERRNO | EPERM
+             (ret, 0, 0, 0x7FFF0000)]                      # SECCOMP_RET_ALLOW
+    filters = (SockFilter * len(insns))(*[SockFilter(*i) for i in insns])
+    prog = SockFprog(len(insns), filters)
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(38, 1, 0, 0, 0) != 0 or \
+            libc.prctl(22, 2, ctypes.byref(prog), 0, 0) != 0:   # NO_NEW_PRIVS; SECCOMP filter
+        os._exit(97)
+
+
+# --- the matrix --------------------------------------------------------------------------------
+
+def test_not_a_go_program():
+    with Running("/usr/bin/sleep", "30") as r:
+        one_line(*sideeye("snapshot", "--pid", r.pid), "not a Go")
+
+
+def test_no_such_process():
+    p = subprocess.Popen(["true"])
+    p.wait()
+    one_line(*sideeye("snapshot", "--pid", str(p.pid)), str(p.pid))
+
+
+def test_go_binary_without_dwarf(needs_root, go_build):
+    with Running(go_build("hello", ldflags="-w")) as r:
+        one_line(*sideeye("snapshot", "--pid", r.pid), "DWARF")
+
+
+def test_go_binary_without_symbols(needs_root, go_build):
+    with Running(go_build("hello", ldflags="-s -w")) as r:
+        one_line(*sideeye("snapshot", "--pid", r.pid), "stripped", "-s -w")
+
+
+def test_error_line_names_the_process_it_is_about(needs_root, go_build):
+    """Two processes of one binary without DWARF, one after the other: each line may only
+    name its own /proc/PID, not the one analysed first."""
+    binary = go_build("hello", ldflags="-w")
+    with Running(binary) as first, Running(binary) as second:
+        for r in (first, second):
+            line = one_line(*sideeye("snapshot", "--pid", r.pid), "DWARF")
+            named = set(re.findall(r"/proc/(\d+)/", line))
+            assert named <= {r.pid}, f"pid {r.pid}'s line names {sorted(named)}: {line}"
+
+
+def test_go_version_older_than_supported(needs_root, go_build, tmp_path):
+    from pytest_sideeye.services import toolchains
+    built = go_build("hello", toolchains.default_version())
+    old = patched_go_version(built, f"go{toolchains.default_version()}",
+                             "go1.17." + toolchains.default_version().split(".", 2)[2], tmp_path / "old")
+    with Running(old) as r:
+        one_line(*sideeye("snapshot", "--pid", r.pid), "Go 1.17 is not supported")
+
+
+def test_no_root(parked):
+    line = one_line(*sideeye("snapshot", "--pid", parked.pid, prefix=NOBODY), "root")
+    assert "sudo" in line
+
+
+def test_bpf_refused_by_seccomp(needs_root, parked):
+    rc, err = sideeye("snapshot", "--pid", parked.pid, preexec=deny_bpf_syscall)
+    assert rc != 97, "could not install the seccomp filter"
+    one_line(rc, err, "BPF")
+
+
+def test_kernel_without_btf(tmp_path):
+    """A kernel without CONFIG_DEBUG_INFO_BTF cannot be made here (the running one has it):
+    the reader of the BTF file is given a missing and a non-BTF path instead."""
+    from pytest_sideeye.engine.bpf import kernel_btf
+    for path in (tmp_path / "missing", Path(__file__)):
+        with pytest.raises(BpfUnavailable) as e:
+            kernel_btf(str(path))
+        assert "\n" not in str(e.value) and ("BTF" in str(e.value))
+
+
+def test_docker_not_running():
+    rc, err = sideeye("snapshot", "--container", "whatever",
+                      env={"DOCKER_HOST": "unix:///nonexistent"})
+    one_line(rc, err, "Docker")
+
+
+def test_unknown_container(needs_docker):
+    name = f"sideeye-no-such-{uuid.uuid4().hex[:8]}"
+    one_line(*sideeye("snapshot", "--container", name), name)
+
+
+@pytest.mark.parametrize("spec, words", [
+    ("main.noSuchFunction:i", ("unknown function", "main.noSuchFunction")),
+    ("main.parkedLeaf:noSuchVariable", ("unknown variable", "noSuchVariable")),
+    ("main.parkedLeaf:i[", ("bad capture expression",)),
+    ("no-colon-here", ("bad capture spec",)),
+], ids=["unknown-function", "unknown-variable", "bad-expression", "bad-spec"])
+def test_bad_capture_spec(needs_root, parked, spec, words):
+    one_line(*sideeye("snapshot", "--pid", parked.pid, "--capture", spec), *words)
+
+
+def test_json_path_not_writable(needs_root, parked, tmp_path):
+    path = tmp_path / "no-such-dir" / "snap.json"
+    one_line(*sideeye("snapshot", "--pid", parked.pid, "--json", str(path)), "cannot write",
+             str(path))
+
+
+def test_report_path_not_writable(tmp_path):
+    snap = tmp_path / "snap.json"
+    snap.write_text(json.dumps({"format": "sideeye.snapshot/v1", "processes": []}))
+    (tmp_path / "a-file").write_text("")
+    out = tmp_path / "a-file" / "report.html"   # its "directory" is a file: no mkdir helps
+    one_line(*sideeye("report", str(snap), "-o", str(out)), str(out))
+
+
+def test_report_of_a_file_that_is_not_a_snapshot(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"format": "sideeye.snapshot/v1", "processes": [{"pid": 1,
+                                                                               "goroutines": 3}]}))
+    one_line(*sideeye("report", str(bad), "-o", str(tmp_path / "r.html")), "not a")
+
+
+# --- the document -------------------------------------------------------------------------------
+
+def test_every_case_has_a_row_in_the_doc():
+    """docs/bad-input.md names the test of each row; every test of this module has one,
+    and every test a row names exists (here or in test_reliability.py)."""
+    named = set(re.findall(r"`(test_\w+)`", DOC.read_text()))
+    tests = {name for name in globals() if name.startswith("test_")}
+    tests.discard("test_every_case_has_a_row_in_the_doc")
+    named.discard("test_every_case_has_a_row_in_the_doc")
+    reliability = (Path(__file__).with_name("test_reliability.py")).read_text()
+    existing = tests | set(re.findall(r"^def (test_\w+)", reliability, re.M))
+    assert tests <= named, f"tests without a row in {DOC.name}: {sorted(tests - named)}"
+    assert named <= existing, f"rows naming no test: {sorted(named - existing)}"

@@ -1,0 +1,29 @@
+"""What the tests share besides fixtures (those are in conftest.py): where things are, the
+Go versions CI checks, and `missing()`, which skips locally but fails under CI.
+
+A module of its own, not conftest.py, so that `from support import ...` means this file
+whichever folder's conftest.py is loaded too.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+GOAPPS = ROOT / "fixtures" / "goapps"
+DATA = ROOT / "tests" / "data"
+IN_CI = bool(os.environ.get("CI"))
+# Correctness tests of variable capture must not depend on how loaded the machine is: give
+# capture a generous pause budget (the product default is 10 ms; its own test lowers it).
+os.environ.setdefault("SIDEEYE_CAPTURE_PAUSE_MS", "3000")
+# The Go versions the engine is checked against in CI (installed by scripts/setup.sh).
+GO_VERSIONS = ("1.21.13", "1.24.11", "1.27.3")
+
+
+def missing(reason: str) -> None:
+    """Skip locally, fail in CI."""
+    if IN_CI:
+        pytest.fail(f"required capability missing under CI: {reason}", pytrace=False)
+    pytest.skip(reason)
