@@ -5,9 +5,11 @@ hook could not. Everything here runs while the target is stopped, so it only cop
 out of the programs' maps; decoding waits until after the resume (decode.py)."""
 from __future__ import annotations
 
+import base64
 import os
 import struct
 import time
+import zlib
 from dataclasses import dataclass, field
 
 from pytest_sideeye.capture import parse_output
@@ -40,6 +42,12 @@ MAX_CONT_ROUNDS = MAX_TOTAL_FRAMES // 64
 
 @dataclass
 class Records:
+    """What the pause produced for one process: raw goroutine, thread and M records as the
+    programs wrote them (bpf/snapshot.bpf.c's struct grec, trec, mrec), decoded after the
+    resume (decode.py). The last goroutine chunk is left as a view into a program's map (no
+    copy in the pause); `freeze()` copies it, after which Records is a plain value that
+    `to_json`/`from_json` record and replay (tests/data/records: decoding is tested from
+    recorded runs per Go version, without root)."""
     pid: int
     allglen: int = 0
     ms: list[tuple[int, int, int]] = field(default_factory=list)   # (m, procid, curg)
@@ -53,6 +61,39 @@ class Records:
     chunks: list = field(default_factory=list)   # MODE_GS outputs (bytes or map views), in order
     more: dict[tuple[int, int], list[bytes]] = field(default_factory=dict)  # continuations
     syscall_keys: list[tuple[int, int]] = field(default_factory=list)  # maybe in a syscall
+
+    def freeze(self) -> Records:
+        """Copy what still lives in a program's map: the map is reused by the next pause."""
+        self.chunks = [bytes(c) for c in self.chunks]
+        return self
+
+    def to_json(self) -> dict:
+        self.freeze()
+        return {"pid": self.pid, "allglen": self.allglen, "ms": [list(m) for m in self.ms],
+                "notes": list(self.notes), "hook": self.hook, "hook_ns": self.hook_ns,
+                "hook_gs": self.hook_gs, "threads": _pack(self.threads_raw),
+                "nthreads": self.nthreads, "chunks": [_pack(c) for c in self.chunks],
+                "more": [[ci, i, [_pack(r) for r in recs]]
+                         for (ci, i), recs in sorted(self.more.items())],
+                "syscall_keys": [list(k) for k in self.syscall_keys]}
+
+    @classmethod
+    def from_json(cls, d: dict) -> Records:
+        return cls(pid=d["pid"], allglen=d["allglen"], ms=[tuple(m) for m in d["ms"]],
+                   notes=list(d["notes"]), hook=d["hook"], hook_ns=d["hook_ns"],
+                   hook_gs=d["hook_gs"], threads_raw=_unpack(d["threads"]),
+                   nthreads=d["nthreads"], chunks=[_unpack(c) for c in d["chunks"]],
+                   more={(ci, i): [_unpack(r) for r in recs] for ci, i, recs in d["more"]},
+                   syscall_keys=[tuple(k) for k in d["syscall_keys"]])
+
+
+def _pack(data: bytes) -> str:
+    """Records are mostly zeros (unused frame slots): compressed, then base64."""
+    return base64.b64encode(zlib.compress(bytes(data), 9)).decode("ascii")
+
+
+def _unpack(text: str) -> bytes:
+    return zlib.decompress(base64.b64decode(text))
 
 
 class Collector:

@@ -26,6 +26,7 @@ from pytest_sideeye.engine.collect import (
     H_WAITSINCE,
     Records,
 )
+from pytest_sideeye.engine.cstructs import c_struct
 from pytest_sideeye.snapshot import STATUSES, CreatedBy, Frame, Goroutine
 
 # The runtime's status constants (_Grunning ...) by the model's names (running ...).
@@ -44,8 +45,8 @@ class RecordDecoder:
         self.wait_reasons = layout.wait_reasons
         self.hdr_words = const["HDR_WORDS"]
         self.max_frames = const["MAX_FRAMES"]
-        self.grec_size = 8 * (self.hdr_words + 2 * self.max_frames)
-        self.trec_size = 8 * (8 + 2 * self.max_frames)
+        self.grec_size = c_struct("grec").size
+        self.trec_size = c_struct("trec").size
         self.has_syscallbp = "syscallbp" in layout.g_offsets
 
     # --- records ------------------------------------------------------------------------

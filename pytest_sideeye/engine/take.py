@@ -111,16 +111,20 @@ def _parse_capture(capture):
 
 
 def snapshot_process(target: Target, spec=None, limits=None,
-                     cfg: settings.EngineSettings | None = None) -> Process:
+                     cfg: settings.EngineSettings | None = None, *,
+                     records_out: list[Records] | None = None) -> Process:
+    """One process's snapshot. `records_out` receives the raw records it was decoded from
+    (frozen: a plain value), for recording (tests/record_records.py)."""
     proc = Process(pid=target.pid, container=target.container, service=target.service)
     try:
-        _snapshot_into(proc, spec, limits, cfg or settings.current())
+        _snapshot_into(proc, spec, limits, cfg or settings.current(), records_out)
     except SideeyeError as e:
         proc.error = str(e)
     return proc
 
 
-def _snapshot_into(proc: Process, spec, limits, cfg: settings.EngineSettings) -> None:
+def _snapshot_into(proc: Process, spec, limits, cfg: settings.EngineSettings,
+                   records_out: list[Records] | None = None) -> None:
     pid = proc.pid
     exe = exe_for_pid(pid)
     proc.exe = _display_exe(pid, exe)
@@ -171,6 +175,8 @@ def _snapshot_into(proc: Process, spec, limits, cfg: settings.EngineSettings) ->
         proc.pause_parts_ns["hook_walk"] = raw.hook_ns
     proc.collector = _who_collected(raw, program, wanted, hooked)
     proc.goroutines = decoder.goroutines(raw)
+    if records_out is not None:
+        records_out.append(raw.freeze())
     if captures:
         _attach_variables(proc, captures)
     proc.notes += raw.notes
