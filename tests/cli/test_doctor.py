@@ -102,17 +102,17 @@ def test_unknown_check_is_a_user_error(capsys):
 
 
 @pytest.mark.parametrize("release, version", [
-    ("6.18.44-fc-v657", (6, 18)), ("6.1.0-28-amd64", (6, 1)), ("5.15.0", (5, 15)),
+    ("6.18.44-fc-v657", (6, 18)), ("6.1.0-28-amd64", (6, 1)), ("6.4.0", (6, 4)), ("5.15.0", (5, 15)),
     ("6.10", (6, 10)), ("7", (7, 0)),
 ])
 def test_kernel_release_parsing(release, version):
     assert doctor._kernel_version(release) == version
-    assert (version >= doctor.MIN_KERNEL) == (version >= (6, 1))
+    assert (version >= doctor.MIN_KERNEL) == (version >= (6, 4))
 
 
 def test_old_kernel_fails_with_fix():
     with pytest.raises(doctor._Failed) as e:
-        doctor.check_kernel("5.15.0-91-generic")
-    assert e.value.detail.startswith("Linux 5.15.0-91-generic is older than 6.1")
-    assert e.value.fix.startswith("run on a kernel >= 6.1")
-    assert doctor.check_kernel("6.1.0-28-amd64") == "Linux 6.1.0-28-amd64"
+        doctor.check_kernel("6.1.0-28-amd64")
+    assert e.value.detail.startswith("Linux 6.1.0-28-amd64 is older than 6.4")
+    assert e.value.fix.startswith("run on a kernel >= 6.4")
+    assert doctor.check_kernel("6.4.16-amd64") == "Linux 6.4.16-amd64"
