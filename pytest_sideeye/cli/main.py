@@ -1,8 +1,11 @@
-"""The `sideeye` command line: snapshot, report, doctor.
+"""The `sideeye` command line: snapshot, report, diff, export, doctor, prune-images.
 
     sideeye snapshot --pid PID [--pid PID ...] [--container NAME_OR_ID ...]
-                     [--json FILE] [--text] [--html FILE] [--capture 'pkg.Func:a,b.c' ...]
-    sideeye report SNAPSHOT.json -o FILE
+                     [--json FILE] [--text] [--html FILE] [--sqlite FILE]
+                     [--capture 'pkg.Func:a,b.c' ...]
+    sideeye report SNAPSHOT.json [-o FILE]
+    sideeye diff BEFORE.json AFTER.json [--html FILE] [--json FILE]
+    sideeye export SNAPSHOT.json --sqlite FILE
     sideeye doctor
 
 Every problem the user can act on is one line on stderr and exit code 2 (1 for a doctor
@@ -11,11 +14,15 @@ that found a failing requirement), never a traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import sqlite3
 import sys
 from pathlib import Path
 
 from pytest_sideeye.errors import SideeyeError
+from pytest_sideeye.report import load_snapshot, write_diff_html, write_report
+from pytest_sideeye.snapshot import render_diff_text, render_text, write_sqlite
 
 
 def _snapshot_parser(sub) -> None:
@@ -27,6 +34,7 @@ def _snapshot_parser(sub) -> None:
     p.add_argument("--text", action="store_true",
                    help="print goroutines like /debug/pprof/goroutine?debug=2")
     p.add_argument("--html", metavar="FILE", help="write the HTML report")
+    p.add_argument("--sqlite", metavar="FILE", help="write the snapshot as SQLite tables")
     p.add_argument("--capture", action="append", default=[], metavar="FUNC:EXPR,...",
                    help="capture variables of a function's frames, e.g. 'main.settle:o,o.ID'")
 
@@ -38,6 +46,15 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="render a snapshot JSON file as an HTML report")
     r.add_argument("snapshot")
     r.add_argument("-o", "--output", help="the .html file (default: the snapshot's name with .html)")
+    d = sub.add_parser("diff", help="what changed between two snapshots (JSON files or "
+                                    "reports): goroutines that appeared, vanished or changed")
+    d.add_argument("before")
+    d.add_argument("after")
+    d.add_argument("--html", metavar="FILE", help="also write the diff as an HTML page")
+    d.add_argument("--json", metavar="FILE", help="also write the diff as JSON")
+    e = sub.add_parser("export", help="a snapshot (JSON file or report) as SQLite tables")
+    e.add_argument("snapshot")
+    e.add_argument("--sqlite", metavar="FILE", required=True)
     sub.add_parser("doctor", help="check every requirement of this machine "
                                   "(sideeye doctor [--json] [CHECK ...])")
     pr = sub.add_parser("prune-images", help="remove old images built for go_service "
@@ -55,7 +72,7 @@ def cmd_snapshot(args) -> int:
     if not args.pid and not args.container:
         raise SideeyeError("nothing to snapshot: give --pid PID or --container NAME")
     # Outputs are checked before any target is paused: a pause for nothing is a cost.
-    for path in filter(None, (args.json, args.html)):
+    for path in filter(None, (args.json, args.html, args.sqlite)):
         _check_writable(path)
     targets = [engine.Target(pid) for pid in args.pid]
     for name in args.container:
@@ -64,10 +81,10 @@ def cmd_snapshot(args) -> int:
     if args.json:
         _write(args.json, snap.dumps())
     if args.html:
-        from pytest_sideeye.report import write_report
         write_report(snap, args.html)
-    if args.text or not (args.json or args.html):
-        from pytest_sideeye.snapshot import render_text
+    if args.sqlite:
+        write_sqlite(snap, args.sqlite)
+    if args.text or not (args.json or args.html or args.sqlite):
         sys.stdout.write(render_text(snap))
     for p in snap.processes:
         if p.error:
@@ -94,7 +111,6 @@ def _write(path: str, text: str) -> None:
 def cmd_report(args) -> int:
     """Write the HTML report of a snapshot (default: the snapshot's name with .html).
     Errors print one line, as `sideeye report: error: ...`, and return 2."""
-    from pytest_sideeye.report import load_snapshot, write_report
     out = args.output or str(Path(args.snapshot).with_suffix(".html"))
     try:
         if Path(out).resolve() == Path(args.snapshot).resolve():
@@ -104,6 +120,29 @@ def cmd_report(args) -> int:
         print(f"sideeye report: error: {e}", file=sys.stderr)
         return e.exit_code
     print(written)
+    return 0
+
+
+def cmd_diff(args) -> int:
+    """`sideeye diff A B`: the text diff on stdout (counts first), optionally HTML/JSON."""
+    for path in filter(None, (args.html, args.json)):
+        _check_writable(path)
+    before, after = load_snapshot(args.before), load_snapshot(args.after)
+    d = after.diff(before)
+    sys.stdout.write(render_diff_text(d))
+    if args.html:
+        write_diff_html(d, args.before, args.after, args.html)
+    if args.json:
+        _write(args.json, json.dumps(d.to_json(), indent=1))
+    return 0
+
+
+def cmd_export(args) -> int:
+    _check_writable(args.sqlite)
+    try:
+        print(write_sqlite(load_snapshot(args.snapshot), args.sqlite))
+    except sqlite3.Error as e:
+        raise SideeyeError(f"cannot write {args.sqlite}: {e}") from None
     return 0
 
 
@@ -124,7 +163,8 @@ def cmd_prune_images(args) -> int:
     return 0
 
 
-COMMANDS = {"snapshot": cmd_snapshot, "report": cmd_report, "doctor": cmd_doctor,
+COMMANDS = {"snapshot": cmd_snapshot, "report": cmd_report, "diff": cmd_diff,
+            "export": cmd_export, "doctor": cmd_doctor,
             "prune-images": cmd_prune_images}
 
 

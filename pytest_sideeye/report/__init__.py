@@ -5,7 +5,9 @@ grouped stacks and captured variables (view.py), a flame graph per process
 (flamegraph.py), the jinja2 templates (templates/), and the snapshot embedded in the page
 so that a report is also its own data (embed.py: `snapshot_from_report`, `load_snapshot`).
 """
+from pytest_sideeye.report.diff import render_diff_html, write_diff_html
 from pytest_sideeye.report.embed import load_snapshot, snapshot_from_report
 from pytest_sideeye.report.html import render_html, write_report
 
-__all__ = ["load_snapshot", "render_html", "snapshot_from_report", "write_report"]
+__all__ = ["load_snapshot", "render_diff_html", "render_html", "snapshot_from_report",
+           "write_diff_html", "write_report"]

@@ -30,7 +30,7 @@ from pytest_sideeye.snapshot import Snapshot
 _ENV: jinja2.Environment | None = None
 
 
-def _environment() -> jinja2.Environment:
+def environment() -> jinja2.Environment:
     global _ENV
     if _ENV is None:
         _ENV = jinja2.Environment(
@@ -41,7 +41,7 @@ def _environment() -> jinja2.Environment:
     return _ENV
 
 
-def _asset(name: str) -> str:
+def asset(name: str) -> str:
     return resources.files("pytest_sideeye.report").joinpath("templates", name).read_text("utf-8")
 
 
@@ -53,7 +53,8 @@ def content_security_policy(style: str, script: str) -> str:
     """No network at all; only this page's own style and script, pinned by hash (a hash,
     unlike 'unsafe-inline', cannot be matched by markup injected from captured data)."""
     return ("default-src 'none'; "
-            f"style-src '{_sha256(style)}'; script-src '{_sha256(script)}'; "
+            f"style-src '{_sha256(style)}'; "
+            f"script-src {repr(_sha256(script)) if script else repr('none')}; "
             "img-src 'none'; font-src 'none'; connect-src 'none'; "
             "base-uri 'none'; form-action 'none'")
 
@@ -61,11 +62,11 @@ def content_security_policy(style: str, script: str) -> str:
 def render_html(snapshot: Snapshot, *, max_table_rows: int = MAX_TABLE_ROWS) -> str:
     """The report page for a snapshot, as one self-contained HTML string."""
     opts = Options(max_table_rows=max_table_rows)
-    style, script = _asset("report.css"), _asset("report.js")
+    style, script = asset("report.css"), asset("report.js")
     if "</script" in script.lower() or "</style" in style.lower():
         raise AssertionError("report assets must not contain closing tags")
     view = page_view(snapshot, opts)
-    return _environment().get_template("report.html.j2").render(
+    return environment().get_template("report.html.j2").render(
         page=view, style=style, script=script,
         csp=content_security_policy(style, script), embed_id=EMBED_ID,
         embedded=json_for_script(embed_document(snapshot)))

@@ -6,6 +6,8 @@ goroutine dumps (`godump`, the tests' oracle).
 Takes nothing of ours: every other stage imports it, it imports no other stage.
 """
 from pytest_sideeye.snapshot import buckets
+from pytest_sideeye.snapshot.diff import SnapshotDiff, diff
+from pytest_sideeye.snapshot.diff import render_text as render_diff_text
 from pytest_sideeye.snapshot.godump import parse_dump
 from pytest_sideeye.snapshot.model import (
                                            FORMAT,
@@ -19,7 +21,9 @@ from pytest_sideeye.snapshot.model import (
                                            Variable,
                                            now_rfc3339,
 )
+from pytest_sideeye.snapshot.sqlite import write_sqlite
 from pytest_sideeye.snapshot.textdump import render as render_text
 
 __all__ = ["FORMAT", "STATUSES", "Container", "CreatedBy", "Frame", "Goroutine", "Process",
-           "Snapshot", "Variable", "now_rfc3339", "buckets", "render_text", "parse_dump"]
+           "Snapshot", "SnapshotDiff", "Variable", "buckets", "diff", "now_rfc3339", "parse_dump",
+           "render_diff_text", "render_text", "write_sqlite"]

@@ -11,6 +11,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
+from pytest_sideeye.snapshot.diff import SnapshotDiff
+from pytest_sideeye.snapshot.diff import diff as diff_snapshots
+
 FORMAT = "sideeye.snapshot/v1"
 
 
@@ -253,6 +256,11 @@ class Snapshot:
                 if blocked_in is not None and not g.blocked_in(blocked_in):
                     continue
                 yield g
+
+    def diff(self, before: Snapshot) -> SnapshotDiff:
+        """What changed since `before`: goroutines that appeared, vanished or changed state,
+        per process, grouped by creation site and stack (snapshot/diff.py)."""
+        return diff_snapshots(before, self)
 
     def frames(self, function: str) -> Iterator[tuple[Goroutine, Frame]]:
         for g in self.goroutines():

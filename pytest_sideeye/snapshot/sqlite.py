@@ -1,0 +1,177 @@
+"""A snapshot as SQLite tables, for queries a report does not answer (`sideeye snapshot
+--sqlite FILE`, `sideeye export SNAP.json --sqlite FILE`, the plugin's `--sideeye-sqlite`).
+
+Tables (documented in docs/snapshot-format.md):
+    snapshot   (key, value)                      format, taken_at, test (JSON)
+    processes  (pid, service, container_id, container_name, image, exe, go_version,
+                goroutines, pause_ns, collector, error, notes)
+    goroutines (pid, id, state, wait_reason, wait_since_ns, created_by_function,
+                created_by_file, created_by_line, created_by_goroutine, thread, truncated,
+                top_function)
+    frames     (pid, goroutine, depth, function, file, line, pc, inlined)   depth 0: the leaf
+    variables  (pid, goroutine, depth, function, name, type, value, available, truncated,
+                error)                           value: JSON text
+    and one table per captured function, named as the function ("main.settle"), one row per
+    frame, one column per expression (JSON text): what Side-Eye's users query.
+
+JSON columns work with SQLite's JSON functions (`json_extract(value, '$.ID')`). Every
+identifier is quoted, so hostile function or expression names stay names.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import tempfile
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE snapshot (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE processes (
+  pid INTEGER PRIMARY KEY, service TEXT, container_id TEXT, container_name TEXT, image TEXT,
+  exe TEXT, go_version TEXT, goroutines INTEGER, pause_ns INTEGER, collector TEXT,
+  error TEXT, notes TEXT);
+CREATE TABLE goroutines (
+  pid INTEGER, id INTEGER, state TEXT, wait_reason TEXT, wait_since_ns INTEGER,
+  created_by_function TEXT, created_by_file TEXT, created_by_line INTEGER,
+  created_by_goroutine INTEGER, thread INTEGER, truncated TEXT, top_function TEXT,
+  PRIMARY KEY (pid, id));
+CREATE TABLE frames (
+  pid INTEGER, goroutine INTEGER, depth INTEGER, function TEXT, file TEXT, line INTEGER,
+  pc INTEGER, inlined INTEGER, PRIMARY KEY (pid, goroutine, depth));
+CREATE TABLE variables (
+  pid INTEGER, goroutine INTEGER, depth INTEGER, function TEXT, name TEXT, type TEXT,
+  value TEXT, available INTEGER, truncated INTEGER, error TEXT);
+CREATE INDEX frames_by_function ON frames (function);
+CREATE INDEX variables_by_function ON variables (function, name);
+"""
+# Columns every per-function table starts with; the expressions follow.
+FRAME_COLUMNS = ("pid", "goroutine", "depth")
+
+
+def quote(name: str) -> str:
+    """An SQL identifier for any text (a captured name may hold quotes or worse)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _json(value) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _text(s: str | None) -> str | None:
+    """SQLite stores UTF-8: keep what Python carries as lone surrogates, replaced."""
+    return s.encode("utf-8", "replace").decode("utf-8") if isinstance(s, str) else s
+
+
+def write_sqlite(snapshot, path: str | os.PathLike) -> Path:
+    """Write the snapshot's tables to a new SQLite file at `path` (replaced atomically)."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        db = sqlite3.connect(tmp)
+        try:
+            db.executescript(SCHEMA)
+            _fill(db, snapshot)
+            db.commit()
+        finally:
+            db.close()
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return target
+
+
+def _fill(db: sqlite3.Connection, snap) -> None:
+    meta = {"format": "sideeye.snapshot/v1", "taken_at": snap.taken_at,
+            "test": _json(snap.test) if snap.test is not None else None}
+    db.executemany("INSERT INTO snapshot VALUES (?, ?)", [(k, _text(v)) for k, v in meta.items()])
+    captured: dict[str, list[str]] = {}   # function -> expressions, in capture order
+    for p in snap.processes:
+        _process(db, p)
+        for g in p.goroutines:
+            _goroutine(db, p.pid, g, captured)
+    for function, names in captured.items():
+        _function_table(db, snap, function, names)
+
+
+def _process(db, p) -> None:
+    c = p.container
+    db.execute("INSERT INTO processes VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+               (p.pid, _text(p.service), _text(c.id) if c else None, _text(c.name) if c else None,
+                _text(c.image) if c else None, _text(p.exe), _text(p.go_version),
+                len(p.goroutines), p.pause_ns, _text(p.collector), _text(p.error),
+                _text(_json(p.notes)) if p.notes else None))
+
+
+def _goroutine(db, pid: int, g, captured: dict[str, list[str]]) -> None:
+    cb = g.created_by
+    top = next((f.function for f in g.frames if not f.function.startswith("runtime.")),
+               g.frames[0].function if g.frames else None)
+    db.execute("INSERT OR REPLACE INTO goroutines VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+               (pid, g.id, g.status, _text(g.wait_reason), g.wait_since_ns,
+                _text(cb.function) if cb else None, _text(cb.file) if cb else None,
+                cb.line if cb else None, cb.goroutine if cb else None, g.thread,
+                _text(g.truncated), _text(top)))
+    db.executemany("INSERT OR REPLACE INTO frames VALUES (?,?,?,?,?,?,?,?)",
+                   [(pid, g.id, depth, _text(f.function), _text(f.file), f.line, f.pc,
+                     int(f.inlined)) for depth, f in enumerate(g.frames)])
+    for depth, f in enumerate(g.frames):
+        if not f.variables:
+            continue
+        names = captured.setdefault(f.function, [])
+        names += [v.name for v in f.variables if v.name not in names]
+        db.executemany("INSERT INTO variables VALUES (?,?,?,?,?,?,?,?,?,?)",
+                       [(pid, g.id, depth, _text(f.function), _text(v.name), _text(v.type),
+                         _text(_json(v.value)), int(v.available), int(v.truncated),
+                         _text(v.error)) for v in f.variables])
+
+
+def _function_table(db, snap, function: str, names: list[str]) -> None:
+    """One table per captured function: a row per frame, a column per expression."""
+    table = _table_name(db, function)
+    columns = [*FRAME_COLUMNS, *_column_names(names)]
+    db.execute(f"CREATE TABLE {quote(table)} ("
+               + ", ".join(f"{quote(c)} {'INTEGER' if i < len(FRAME_COLUMNS) else 'TEXT'}"
+                           for i, c in enumerate(columns)) + ")")
+    rows = []
+    for p in snap.processes:
+        for g in p.goroutines:
+            for depth, f in enumerate(g.frames):
+                if f.function != function or not f.variables:
+                    continue
+                values = {v.name: v for v in f.variables}
+                rows.append((p.pid, g.id, depth,
+                             *(_text(_json(values[n].value)) if n in values and
+                               values[n].available else None for n in names)))
+    marks = ",".join("?" * len(columns))
+    db.executemany(f"INSERT INTO {quote(table)} VALUES ({marks})", rows)
+
+
+def _column_names(names: list[str]) -> list[str]:
+    """Expression names as column names: SQLite's are case-insensitive and the frame
+    columns come first, so a clash gets a `#2` suffix rather than breaking the table."""
+    taken = {c.lower() for c in FRAME_COLUMNS}
+    out = []
+    for n in names:
+        name, k = _text(n), 2
+        while name.lower() in taken:
+            name, k = f"{_text(n)}#{k}", k + 1
+        taken.add(name.lower())
+        out.append(name)
+    return out
+
+
+def _table_name(db, function: str) -> str:
+    """The function's own name, unless it collides with a fixed table."""
+    name = _text(function)
+    taken = {r[0].lower() for r in db.execute("SELECT name FROM sqlite_master")}
+    while name.lower() in taken:
+        name = "fn:" + name
+    return name
