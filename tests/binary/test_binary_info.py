@@ -16,7 +16,7 @@ import pytest
 from elftools.elf.elffile import ELFFile
 from support import GO_VERSIONS
 
-from pytest_sideeye.binary import elf
+from pytest_sideeye.binary import elf as binelf
 from pytest_sideeye.binary import info as gobinary
 from pytest_sideeye.binary.layout import DwarfIndex, RuntimeLayout, variable_address
 from pytest_sideeye.engine.process import exe_for_pid, load_bias
@@ -61,10 +61,10 @@ def test_analyze_matches_go_tool_nm(go_build, version):
     assert info.symbols["runtime.goexit"] == nm["runtime.goexit.abi0"]
     with open(binary, "rb") as f:
         elf = ELFFile(f)
-        image = elf.StaticImage(elf)
+        image = binelf.StaticImage(elf)
         # The moduledata offsets used when there is no symbol table.
         md = info.symbols["runtime.firstmoduledata"]
-        assert image.u64(md + elf.MODULEDATA_TEXT) == nm["runtime.text"]
+        assert image.u64(md + binelf.MODULEDATA_TEXT) == nm["runtime.text"]
         assert image.gofunc_from_moduledata(md) == nm["go:func.*"]
         index = DwarfIndex(elf)
         # The DWARF fallback for binaries without .symtab gives the same addresses.
@@ -145,7 +145,7 @@ def test_stripped_binary(go_build):
     assert info.go_version == "go1.27.3" and not info.has_symtab
     # Found without any symbol table: moduledata by its pointer to the pcHeader.
     with open(binary, "rb") as f:
-        image = elf.StaticImage(ELFFile(f))
+        image = binelf.StaticImage(ELFFile(f))
         pcln_addr, _ = image.pclntab_section()
         assert image.u64(info.symbols["runtime.firstmoduledata"]) == pcln_addr
     assert info.symbols["runtime.goexit"] == info.symtab.func_by_name("runtime.goexit").entry
@@ -206,8 +206,8 @@ def test_buildinfo_both_formats(go_build):
     # out as debug/buildinfo reads it, with its data at made-up addresses).
     memory = {0x1000: struct.pack("<QQ", 0x2000, 8), 0x2000: b"go1.17.1",
               0x1010: struct.pack("<QQ", 0x3000, 4), 0x3000: b"path"}
-    blob = elf.BUILDINFO_MAGIC + bytes([8, 0]) + struct.pack("<QQ", 0x1000, 0x1010)
-    assert elf.parse_buildinfo(blob, lambda a, n: memory[a][:n]) == ("go1.17.1", "path")
+    blob = binelf.BUILDINFO_MAGIC + bytes([8, 0]) + struct.pack("<QQ", 0x1000, 0x1010)
+    assert binelf.parse_buildinfo(blob, lambda a, n: memory[a][:n]) == ("go1.17.1", "path")
 
 
 # ---- a live process as the oracle of the runtime.g layout -------------------------------
@@ -356,7 +356,7 @@ def test_external_linking_without_symbols(go_build, version):
     kw = {"static": False}
     full = go_build("inlines", version, ldflags="-linkmode=external", **kw)
     with open(full, "rb") as f:
-        text_section = elf.StaticImage(ELFFile(f)).section(".text")[0]
+        text_section = binelf.StaticImage(ELFFile(f)).section(".text")[0]
     assert gobinary.analyze(full).text_start > text_section
     stripped = go_build("inlines", version, ldflags="-linkmode=external -s -w", **kw)
     info = gobinary.analyze(stripped, need_layout=False)

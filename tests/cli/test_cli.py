@@ -66,12 +66,11 @@ def test_not_a_go_program_is_one_line(tmp_path):
 
 
 def test_container_resolves_to_its_go_process(needs_docker, go_build, tmp_path):
-    from pytest_sideeye.services import fixture as services
-    from pytest_sideeye.services import images
+    from pytest_sideeye.services import containers, images
     client = images.docker_client()
     tag = images.go_image("clihello", Path(__file__).parents[2] / "fixtures/goapps/hello")
     # Owner labels: a concurrent run's sweep must not take this container for a leftover.
-    c = client.containers.run(tag, detach=True, labels=services.owner_labels())
+    c = client.containers.run(tag, detach=True, labels=containers.owner_labels())
     try:
         for _ in range(100):
             c.reload()
