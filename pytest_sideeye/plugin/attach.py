@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from pytest_sideeye.errors import one_line
-from pytest_sideeye.report import write_report
+from pytest_sideeye.report import write_diff_html, write_report
 from pytest_sideeye.snapshot import Snapshot
 from pytest_sideeye.snapshot import render_text as render
 
@@ -76,6 +76,19 @@ def write_files(snap: Snapshot, base: Path, nodeid: str, stem: str) -> Written:
     html_path = _write_html(snap, folder / f"{stem}.html", problems)
     return Written(nodeid, snap.test.get("phase", stem) if snap.test else stem,
                    html_path, json_path, txt_path, problems, stem)
+
+
+def write_leak_report(verdict, base: Path, nodeid: str) -> Written:
+    """<test>/leaks.{json,txt,html} (the snapshot after the test) and leaks-diff.html, the
+    page to open first: what the test left behind, grouped."""
+    written = write_files(verdict.after, base, nodeid, "leaks")
+    diff_page = written.json.with_name("leaks-diff.html")
+    try:
+        write_diff_html(verdict.diff, "before the test", "after the test", diff_page)
+        written.html = diff_page
+    except Exception as e:   # the snapshot's own report is still there
+        written.problems.append(f"leak diff page failed: {one_line(e)}")
+    return written
 
 
 def _write_text(snap: Snapshot, path: Path, problems: list[str]) -> Path | None:

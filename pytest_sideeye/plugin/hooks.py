@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable, Iterator
 import pytest
 
 from pytest_sideeye.errors import CaptureSpecError, NoPermission, SideeyeError, one_line
-from pytest_sideeye.plugin import attach
+from pytest_sideeye.plugin import attach, leaks
 from pytest_sideeye.plugin.timeouts import OwnTimeout
 from pytest_sideeye.snapshot import Process, Snapshot, now_rfc3339
 
@@ -52,6 +52,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                   "'pkg.Func: var, var.field'", type="linelist")
     parser.addini("sideeye_snapshot_budget", "longest a snapshot may take, seconds "
                   f"(default {DEFAULT_BUDGET_S:g})")
+    g.addoption("--sideeye-leaks", action="store_true", default=None,
+                help="fail a test that leaves goroutines behind in the services it uses "
+                     "(snapshots before and after the test body)")
+    parser.addini("sideeye_leaks", "like --sideeye-leaks", type="bool", default=False)
+    parser.addini("sideeye_leaks_settle", "how long leaked goroutines may take to end, "
+                  f"seconds (default {leaks.DEFAULT_SETTLE_S:g})")
+    parser.addini("sideeye_leaks_ignore_top_function", "goroutines with this function "
+                  "anywhere on the stack are not leaks (one a line)", type="linelist")
+    parser.addini("sideeye_leaks_ignore_created_by", "goroutines created by this function "
+                  "are not leaks (one a line)", type="linelist")
 
 
 @dataclass
@@ -66,6 +76,10 @@ class Settings:
     budget_s: float
     junit_attachments: bool
     html_report: Path | None
+    leaks: bool = False
+    leaks_settle_s: float | None = None
+    leaks_ignore_top_function: list[str] = field(default_factory=list)
+    leaks_ignore_created_by: list[str] = field(default_factory=list)
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> "Settings":
@@ -87,6 +101,11 @@ class Settings:
                               "sideeye_snapshot_budget") or DEFAULT_BUDGET_S,
             junit_attachments=_junit_wants_stdout(config),
             html_report=_html_report_path(config, start),
+            leaks=bool(config.getoption("sideeye_leaks") or config.getini("sideeye_leaks")),
+            leaks_settle_s=_seconds(None, config.getini("sideeye_leaks_settle"),
+                                    "sideeye_leaks_settle"),
+            leaks_ignore_top_function=list(config.getini("sideeye_leaks_ignore_top_function")),
+            leaks_ignore_created_by=list(config.getini("sideeye_leaks_ignore_created_by")),
         )
 
 
@@ -487,6 +506,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "sideeye(timeout=None, capture=None): per-test sideeye timeout (seconds) "
                    "and variables to capture ({'pkg.Func': ['var', ...]})")
+    config.addinivalue_line(
+        "markers", "sideeye_leaks(enabled=True, settle=1.0, ignore_top_function=(), "
+                   "ignore_created_by=()): fail the test when it leaves goroutines behind "
+                   "in its services")
     config.stash[_SETTINGS] = Settings.from_config(config)
     config.pluginmanager.register(SummaryCollector(), "sideeye-summary")
 
@@ -502,10 +525,51 @@ def pytest_runtest_setup(item: pytest.Item):
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
 def pytest_runtest_call(item: pytest.Item):
     state_of(item).phase = "call"
+    leak_check = _start_leak_check(item)
     with _in_phase(item):
-        yield
+        outcome = yield
+    if leak_check is not None and outcome.excinfo is None:
+        problem = _finish_leak_check(item, *leak_check)
+        if problem:
+            outcome.force_exception(pytest.fail.Exception(problem, pytrace=False))
     # The timeout covers setup and call; teardown must be free to clean up.
     disarm_own_timeout(item)
+
+
+def _start_leak_check(item: pytest.Item):
+    """(services, options, before) when this test checks for leaks, else None. A snapshot
+    that cannot be taken fails the test: a leak check that was asked for never passes
+    silently."""
+    settings = settings_of(item.config)
+    opts = leaks.options_for(item, settings.leaks, settings.leaks_settle_s,
+                             settings.leaks_ignore_top_function,
+                             settings.leaks_ignore_created_by)
+    services = services_of(item.nodeid) if opts is not None else []
+    if not services:
+        return None
+    try:
+        before, _ = take(services, {}, settings.budget_s, raise_errors=True)
+    except SideeyeError as e:
+        pytest.fail(f"sideeye leak check: no snapshot before the test: {one_line(e)}",
+                    pytrace=False)
+    return services, opts, before
+
+
+def _finish_leak_check(item: pytest.Item, services, opts, before: Snapshot) -> str | None:
+    settings = settings_of(item.config)
+    try:
+        verdict = leaks.check(lambda: take(services, {}, settings.budget_s,
+                                           raise_errors=True)[0], services, before, opts)
+    except SideeyeError as e:
+        return f"sideeye leak check: no snapshot after the test: {one_line(e)}"
+    if not verdict.leaks:
+        return None
+    message = verdict.message()
+    verdict.after.test = {"nodeid": item.nodeid, "phase": "call", "outcome": "failed",
+                          "message": message.splitlines()[0]}
+    written = attach.write_leak_report(verdict, settings.base_dir, item.nodeid)
+    state_of(item).pending.append(written)
+    return message + f"\nreport: {attach.display_path(written.main, settings.start_dir)}"
 
 
 @contextlib.contextmanager

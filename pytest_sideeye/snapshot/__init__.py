@@ -6,24 +6,31 @@ goroutine dumps (`godump`, the tests' oracle).
 Takes nothing of ours: every other stage imports it, it imports no other stage.
 """
 from pytest_sideeye.snapshot import buckets
-from pytest_sideeye.snapshot.diff import SnapshotDiff, diff
+from pytest_sideeye.snapshot.diff import (
+                                          GoroutineGroup,
+                                          ProcessDiff,
+                                          SnapshotDiff,
+                                          diff,
+                                          group_goroutines,
+                                          process_name,
+)
 from pytest_sideeye.snapshot.diff import render_text as render_diff_text
 from pytest_sideeye.snapshot.godump import parse_dump
 from pytest_sideeye.snapshot.model import (
-                                           FORMAT,
-                                           STATUSES,
-                                           Container,
-                                           CreatedBy,
-                                           Frame,
-                                           Goroutine,
-                                           Process,
-                                           Snapshot,
-                                           Variable,
-                                           now_rfc3339,
+                                          FORMAT,
+                                          STATUSES,
+                                          Container,
+                                          CreatedBy,
+                                          Frame,
+                                          Goroutine,
+                                          Process,
+                                          Snapshot,
+                                          Variable,
+                                          now_rfc3339,
 )
 from pytest_sideeye.snapshot.sqlite import write_sqlite
 from pytest_sideeye.snapshot.textdump import render as render_text
 
 __all__ = ["FORMAT", "STATUSES", "Container", "CreatedBy", "Frame", "Goroutine", "Process",
-           "Snapshot", "SnapshotDiff", "Variable", "buckets", "diff", "now_rfc3339", "parse_dump",
+           "GoroutineGroup", "ProcessDiff", "Snapshot", "SnapshotDiff", "Variable", "buckets", "diff", "group_goroutines", "now_rfc3339", "parse_dump", "process_name",
            "render_diff_text", "render_text", "write_sqlite"]

@@ -35,7 +35,7 @@ class GroupKey:
 
 
 @dataclass
-class Group:
+class GoroutineGroup:
     key: GroupKey
     count: int
     ids: list[int] = field(default_factory=list)
@@ -63,8 +63,8 @@ class ProcessDiff:
     name: str                       # the service, container or executable it was matched by
     pid_before: int | None
     pid_after: int | None
-    appeared: list[Group] = field(default_factory=list)
-    vanished: list[Group] = field(default_factory=list)
+    appeared: list[GoroutineGroup] = field(default_factory=list)
+    vanished: list[GoroutineGroup] = field(default_factory=list)
     changed: list[Change] = field(default_factory=list)
     count_before: int = 0
     count_after: int = 0
@@ -128,8 +128,8 @@ def diff_process(name: str, old, new) -> ProcessDiff:
     olds = {g.id: g for g in old.goroutines} if old else {}
     news = {g.id: g for g in new.goroutines} if new else {}
     if old is not None and new is not None and old.pid == new.pid:
-        d.appeared = _groups(g for i, g in news.items() if i not in olds)
-        d.vanished = _groups(g for i, g in olds.items() if i not in news)
+        d.appeared = group_goroutines(g for i, g in news.items() if i not in olds)
+        d.vanished = group_goroutines(g for i, g in olds.items() if i not in news)
         d.changed = sorted((Change(i, _where(olds[i]), _where(g)) for i, g in news.items()
                             if i in olds and _where(olds[i]) != _where(g)),
                            key=lambda c: c.id)
@@ -146,22 +146,22 @@ def _where(g) -> str:
     return state_of(g) + at
 
 
-def _groups(goroutines) -> list[Group]:
-    by_key: dict[GroupKey, Group] = {}
+def group_goroutines(goroutines) -> list[GoroutineGroup]:
+    by_key: dict[GroupKey, GoroutineGroup] = {}
     for g in goroutines:
         k = group_key(g)
-        grp = by_key.setdefault(k, Group(k, 0))
+        grp = by_key.setdefault(k, GoroutineGroup(k, 0))
         grp.count += 1
         grp.ids.append(g.id)
         grp.states[state_of(g)] += 1
     return sorted(by_key.values(), key=lambda x: (-x.count, x.key.top, x.key.created_by))
 
 
-def _group_balance(olds, news) -> tuple[list[Group], list[Group]]:
+def _group_balance(olds, news) -> tuple[list[GoroutineGroup], list[GoroutineGroup]]:
     """Without common ids: groups that grew (appeared) and groups that shrank (vanished),
     each by the difference."""
-    before = {g.key: g for g in _groups(olds)}
-    after = {g.key: g for g in _groups(news)}
+    before = {g.key: g for g in group_goroutines(olds)}
+    after = {g.key: g for g in group_goroutines(news)}
     appeared, vanished = [], []
     for k in set(before) | set(after):
         n_old = before[k].count if k in before else 0
@@ -174,8 +174,8 @@ def _group_balance(olds, news) -> tuple[list[Group], list[Group]]:
     return sorted(appeared, key=order), sorted(vanished, key=order)
 
 
-def _delta(g: Group, n: int) -> Group:
-    return Group(g.key, n, list(g.ids), Counter(g.states))
+def _delta(g: GoroutineGroup, n: int) -> GoroutineGroup:
+    return GoroutineGroup(g.key, n, list(g.ids), Counter(g.states))
 
 
 def render_text(d: SnapshotDiff) -> str:
