@@ -18,7 +18,7 @@ import pytest
 
 from pytest_sideeye.errors import one_line
 from pytest_sideeye.report import write_diff_html, write_report
-from pytest_sideeye.snapshot import Snapshot
+from pytest_sideeye.snapshot import Snapshot, write_sqlite
 from pytest_sideeye.snapshot import render_text as render
 
 PROPERTY = "sideeye.report"
@@ -64,7 +64,8 @@ def test_dir(base: Path, nodeid: str) -> Path:
     return base / sanitise(nodeid)
 
 
-def write_files(snap: Snapshot, base: Path, nodeid: str, stem: str) -> Written:
+def write_files(snap: Snapshot, base: Path, nodeid: str, stem: str, *,
+                sqlite: bool = False) -> Written:
     """Write <base>/<test>/<stem>.{json,txt,html}. The JSON goes first: it is the record
     the other two are rendered from, and it must exist even when a renderer fails."""
     folder = test_dir(base, nodeid)
@@ -74,14 +75,19 @@ def write_files(snap: Snapshot, base: Path, nodeid: str, stem: str) -> Written:
     snap.save(json_path)
     txt_path = _write_text(snap, folder / f"{stem}.txt", problems)
     html_path = _write_html(snap, folder / f"{stem}.html", problems)
+    if sqlite:   # --sideeye-sqlite: the same snapshot as tables, next to the JSON
+        try:
+            write_sqlite(snap, folder / f"{stem}.db")
+        except Exception as e:
+            problems.append(f"SQLite tables failed: {one_line(e)}")
     return Written(nodeid, snap.test.get("phase", stem) if snap.test else stem,
                    html_path, json_path, txt_path, problems, stem)
 
 
-def write_leak_report(verdict, base: Path, nodeid: str) -> Written:
+def write_leak_report(verdict, base: Path, nodeid: str, *, sqlite: bool = False) -> Written:
     """<test>/leaks.{json,txt,html} (the snapshot after the test) and leaks-diff.html, the
     page to open first: what the test left behind, grouped."""
-    written = write_files(verdict.after, base, nodeid, "leaks")
+    written = write_files(verdict.after, base, nodeid, "leaks", sqlite=sqlite)
     diff_page = written.json.with_name("leaks-diff.html")
     try:
         write_diff_html(verdict.diff, "before the test", "after the test", diff_page)

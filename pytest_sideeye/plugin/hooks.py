@@ -56,6 +56,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="fail a test that leaves goroutines behind in the services it uses "
                      "(snapshots before and after the test body)")
     parser.addini("sideeye_leaks", "like --sideeye-leaks", type="bool", default=False)
+    g.addoption("--sideeye-sqlite", action="store_true", default=None,
+                help="also write each snapshot as SQLite tables (<stem>.db beside the JSON)")
+    parser.addini("sideeye_sqlite", "like --sideeye-sqlite", type="bool", default=False)
     parser.addini("sideeye_leaks_settle", "how long leaked goroutines may take to end, "
                   f"seconds (default {leaks.DEFAULT_SETTLE_S:g})")
     parser.addini("sideeye_leaks_ignore_top_function", "goroutines with this function "
@@ -77,6 +80,7 @@ class Settings:
     junit_attachments: bool
     html_report: Path | None
     leaks: bool = False
+    sqlite: bool = False
     leaks_settle_s: float | None = None
     leaks_ignore_top_function: list[str] = field(default_factory=list)
     leaks_ignore_created_by: list[str] = field(default_factory=list)
@@ -102,6 +106,7 @@ class Settings:
             junit_attachments=_junit_wants_stdout(config),
             html_report=_html_report_path(config, start),
             leaks=bool(config.getoption("sideeye_leaks") or config.getini("sideeye_leaks")),
+            sqlite=bool(config.getoption("sideeye_sqlite") or config.getini("sideeye_sqlite")),
             leaks_settle_s=_seconds(None, config.getini("sideeye_leaks_settle"),
                                     "sideeye_leaks_settle"),
             leaks_ignore_top_function=list(config.getini("sideeye_leaks_ignore_top_function")),
@@ -347,7 +352,8 @@ def snapshot_item(item: pytest.Item, phase: str, stem: str, outcome: str, messag
     snap, problem = take(services, spec, settings.budget_s, raise_errors)
     snap.test = {"nodeid": item.nodeid, "phase": phase, "outcome": outcome,
                  "message": message}
-    written = attach.write_files(snap, settings.base_dir, item.nodeid, stem)
+    written = attach.write_files(snap, settings.base_dir, item.nodeid, stem,
+                                 sqlite=settings.sqlite)
     if problem:
         written.problems.insert(0, f"no snapshot: {problem}")
     else:  # partial: say which processes are missing and why, one line each
@@ -567,7 +573,8 @@ def _finish_leak_check(item: pytest.Item, services, opts, before: Snapshot) -> s
     message = verdict.message()
     verdict.after.test = {"nodeid": item.nodeid, "phase": "call", "outcome": "failed",
                           "message": message.splitlines()[0]}
-    written = attach.write_leak_report(verdict, settings.base_dir, item.nodeid)
+    written = attach.write_leak_report(verdict, settings.base_dir, item.nodeid,
+                                       sqlite=settings.sqlite)
     state_of(item).pending.append(written)
     return message + f"\nreport: {attach.display_path(written.main, settings.start_dir)}"
 
@@ -659,7 +666,7 @@ def _refresh_outcome(written: attach.Written, report: pytest.TestReport) -> None
     if line:
         snap.test["message"] = line
     fresh = attach.write_files(snap, written.json.parent.parent, snap.test["nodeid"],
-                               written.json.stem)
+                               written.json.stem, sqlite=written.json.with_suffix(".db").exists())
     rendering = ("text rendering failed", "HTML report failed")
     written.problems = [p for p in written.problems if not p.startswith(rendering)] + \
         fresh.problems

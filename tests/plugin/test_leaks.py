@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -77,7 +78,8 @@ def run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_leaks_fail_and_clean_endpoints_pass_50_times(tmp_path):
-    r = run(tmp_path, "--sideeye-leaks")
+    """Also --sideeye-sqlite, which writes each snapshot's tables beside its JSON."""
+    r = run(tmp_path, "--sideeye-leaks", "--sideeye-sqlite")
     out = r.stdout
     assert "FAILED test_l.py::test_leaks" in out
     assert "2 goroutines leaked by this test" in out
@@ -96,6 +98,10 @@ def test_leaks_fail_and_clean_endpoints_pass_50_times(tmp_path):
     after = json.loads((folder / "leaks.json").read_text())
     assert sum("main.waitForReply" in [f["function"] for f in g["frames"]]
                for g in after["processes"][0]["goroutines"]) >= 2
+    # --sideeye-sqlite: the same snapshot as tables beside the JSON
+    db = sqlite3.connect(folder / "leaks.db")
+    assert db.execute("SELECT count(*) FROM goroutines WHERE created_by_function = "
+                      "'main.(*server).leak'").fetchone()[0] >= 2
     # the report is attached like the others: junit property and the terminal summary
     assert "leaks-diff.html" in (tmp_path / "junit.xml").read_text()
 
