@@ -102,9 +102,16 @@ class EngineSettings:
 
 
 def current() -> EngineSettings:
-    """The engine's settings as the environment says now (read once per snapshot)."""
+    """The engine's settings as the environment says now (read once per snapshot). The
+    capture budget must fit in the guardian's hard limit on a pause: past it the guardian
+    resumes the target and the capture would read a running process."""
+    capture_pause_s = _number("SIDEEYE_CAPTURE_PAUSE_MS", 10.0) / 1000
+    if capture_pause_s >= max_pause_s() / 2:
+        raise SettingError(f"SIDEEYE_CAPTURE_PAUSE_MS={capture_pause_s * 1000:g} (from the "
+                           "environment) must stay under half of SIDEEYE_MAX_PAUSE_S "
+                           f"({max_pause_s():g} s), the longest any pause may last")
     return EngineSettings(
-        capture_pause_s=_number("SIDEEYE_CAPTURE_PAUSE_MS", 10.0) / 1000,
+        capture_pause_s=capture_pause_s,
         hook_budget_ns=int(_number("SIDEEYE_HOOK_BUDGET_US", 4000.0) * 1000),
         stop_hook=_switch("SIDEEYE_STOP_HOOK", default=True),
         bpf_capture=_switch("SIDEEYE_BPF_CAPTURE", default=True),
