@@ -1,6 +1,7 @@
-"""Fuzzing the decoders for a bounded time (issue 7): snapshot JSON documents, the Go
-function table (.gopclntab), the DWARF runtime layouts and the text dump parser, each fed
-mutations of real inputs. The only exceptions allowed out are the project's own
+"""Fuzzing the decoders for a bounded time: snapshot JSON documents, the Go
+function table (.gopclntab), the DWARF runtime layouts, the text dump parser, and the two
+decoders of what a pause reads from the target (raw records, typed values), each fed
+mutations of real inputs or random memory images. The only exceptions allowed out are the project's own
 (SideeyeError: one line for the user) and those an API documents.
 
 Hypothesis runs a fixed number of examples per target (~20 s in all on the project
@@ -158,7 +159,7 @@ class Seed(SimpleNamespace):
 def pclntab_seed(go_build):
     from elftools.elf.elffile import ELFFile
 
-    from pytest_sideeye.binary.info import StaticImage
+    from pytest_sideeye.binary.elf import StaticImage
     data = go_build("hello").read_bytes()
     image = StaticImage(ELFFile(io.BytesIO(data)), data)
     _addr, tab = image.pclntab_section()
@@ -217,7 +218,7 @@ def test_mutated_dwarf_runtime_layout(dwarf_seed, data):
     ELF whose .debug_info or .debug_abbrev is damaged."""
     from elftools.elf.elffile import ELFFile
 
-    from pytest_sideeye.binary.info import StaticImage
+    from pytest_sideeye.binary.elf import StaticImage
     from pytest_sideeye.binary.layout import load_layout
 
     sections = dwarf_seed.sections
@@ -230,6 +231,86 @@ def test_mutated_dwarf_runtime_layout(dwarf_seed, data):
         load_layout(elf, image.read, image.symbols())
     except SideeyeError as e:
         assert "\n" not in str(e)
+
+
+# --- decoding what a pause read: raw records and typed values ----------------------------
+
+RECORDS = DATA / "records" / "parkzoo-go1.24.11.json"
+
+
+@pytest.fixture(scope="module")
+def records_seed(go_build):
+    from pytest_sideeye.binary import analyze
+    doc = json.loads(RECORDS.read_text())
+    info = analyze(go_build(doc["app"], doc["go"], flags=tuple(doc["flags"])))
+    return Seed(name=RECORDS.name, doc=doc, info=info)
+
+
+@fuzz(200)
+@given(data=st.data())
+def test_damaged_records_decode_without_raising(records_seed, data):
+    """engine.decode over a real pause's records with bytes changed anywhere (a goroutine
+    list changing under us, garbage pointers and PCs): a partial snapshot, never an
+    exception."""
+    from pytest_sideeye.engine.bpf import source_constants
+    from pytest_sideeye.engine.collect import Records
+    from pytest_sideeye.engine.decode import RecordDecoder
+
+    records = Records.from_json(records_seed.doc["records"])
+    chunk = records.chunks[0]
+    records.chunks[0] = apply_edits(chunk, data.draw(byte_edits(len(chunk), len(chunk)),
+                                                     label="chunk edits"))
+    if records.threads_raw:
+        records.threads_raw = apply_edits(records.threads_raw, data.draw(
+            byte_edits(len(records.threads_raw), 64), label="thread edits"))
+    records.ms = [tuple(data.draw(st.integers(0, 2**64 - 1)) for _ in m) for m in records.ms]
+    decoder = RecordDecoder(records_seed.info, 0, source_constants())
+    for g in decoder.goroutines(records):
+        assert g.status and isinstance(g.frames, list)
+
+
+@pytest.fixture(scope="module")
+def varzoo_seed(go_build):
+    from pytest_sideeye.binary import analyze
+    debug = analyze(go_build("varzoo")).debug
+    zoo = debug.type_by_name("main.Zoo")
+    return Seed(name="varzoo main.Zoo", debug=debug, types=[f.type for f in zoo.fields] + [zoo])
+
+
+@fuzz(300)
+@given(data=st.data())
+def test_values_decode_random_memory(varzoo_seed, data):
+    """capture.values over random memory images: every field type of varzoo's Zoo (maps,
+    interfaces, channels, slices, strings, pointers, time) decoded from bytes that are
+    garbage, partly unreadable, or pointing back into themselves. Always a value, within
+    the limits; never an exception or an endless read."""
+    import random
+
+    from pytest_sideeye.capture.values import Limits, read_value
+
+    seed = data.draw(st.integers(0, 2**32), label="memory seed")
+    unreadable = data.draw(st.floats(0, 0.5), label="share unreadable")
+    base = 0xc000000000
+    pointers = [base + 8 * k for k in range(64)]
+
+    def read_batch(reqs):
+        out = {}
+        for addr, size in reqs:
+            rnd = random.Random(seed ^ addr)
+            if rnd.random() < unreadable:
+                out[(addr, size)] = None
+                continue
+            # words that look like pointers into the same image, small counts, or noise
+            words = [rnd.choice((rnd.choice(pointers), rnd.randrange(0, 40),
+                                 rnd.getrandbits(64))) for _ in range((size + 7) // 8)]
+            out[(addr, size)] = b"".join(w.to_bytes(8, "little") for w in words)[:size]
+        return out
+
+    t = data.draw(st.sampled_from(varzoo_seed.types), label="type")
+    limits = Limits()
+    d = read_value(varzoo_seed.debug, t, base, read_batch, limits, max_rounds=8)
+    assert d.rounds <= 8
+    json.dumps(d.value, default=str)   # a JSON-ready value
 
 
 # --- the text dump parser ----------------------------------------------------------------------
