@@ -1,5 +1,7 @@
-"""Pause benchmark of the snapshot engine (issue 3): for N parked goroutines ~10 frames
-deep, the pause (SIGSTOP sent -> SIGCONT sent) and its parts, next to the target's own
+"""Pause benchmark of the snapshot engine: for N parked goroutines ~10 frames deep, the
+pause (SIGSTOP sent -> SIGCONT sent) and its parts, the pause as the target felt it (the
+largest gap between the 100 us wake-ups of one of its goroutines across the snapshot, and
+in brackets the largest gap over as long without one), next to the target's own
 runtime.Stack(buf, true) time measured in the same run.
 
     .venv/bin/python benchmarks/engine_bench.py [--sizes 1000,10000,100000] [--reps 5]
@@ -9,7 +11,7 @@ Prints a table (medians over --reps snapshots; min in brackets). With --capture,
 same target is also snapshotted capturing 4 variables in every parked frame of
 main.parkedLeaf (an int, a string, a pointer to a struct with a string and a slice of
 strings, a time.Time), alternating with plain snapshots: the table then gives that
-pause too and what capture adds to the median pause (issue 4's column).
+pause too and what capture adds to the median pause.
 """
 from __future__ import annotations
 
@@ -37,14 +39,17 @@ def ms(ns: float) -> str:
 
 def run_size(n: int, reps: int, version: str, capture: bool) -> dict:
     binary = toolchains.build(ROOT / "fixtures" / "goapps" / "manyparked", version)
-    with start_app(binary, "-n", str(n)) as app:
+    with start_app(binary, "-n", str(n), "-felt") as app:
         time.sleep(0.5)
         engine.take_snapshot([app.pid])  # warm-up: compile and load the program
         if capture:
             engine.take_snapshot([app.pid], capture=CAPTURE)
-        rows, with_capture = [], []
+        rows, with_capture, felt, idle = [], [], [], []
         for _ in range(reps):
+            time.sleep(0.05)
+            idle.append(int(app.get("/gap")))      # the largest gap with no snapshot
             rows.append(_one(app.pid, None))
+            felt.append(int(app.get("/gap")))      # ... and across one snapshot
             time.sleep(0.05)
             if capture:
                 with_capture.append(_one(app.pid, CAPTURE))
@@ -55,7 +60,8 @@ def run_size(n: int, reps: int, version: str, capture: bool) -> dict:
     rt = statistics.median(stack["stack_ns"] if "stack_ns" in stack else stack["StackNs"])
     out = {"n": n, "goroutines": rows[0][2], "pause": statistics.median(pauses),
            "pause_min": min(pauses), "stop": part("stop"), "collect": part("collect"),
-           "resume": part("resume"), "runtime_stack": rt}
+           "resume": part("resume"), "runtime_stack": rt,
+           "felt": statistics.median(felt), "idle_gap": statistics.median(idle)}
     if capture:
         cap = [r[0] for r in with_capture]
         out["capture_pause"] = statistics.median(cap)
@@ -83,7 +89,7 @@ def main() -> None:
     ap.add_argument("--capture", action="store_true")
     args = ap.parse_args()
     head = ["parked", "read", "pause ms (min)", "stop", "collect", "resume",
-            "runtime.Stack ms", "Stack/pause"]
+            "felt by the target (idle gap)", "runtime.Stack ms", "Stack/pause"]
     if args.capture:
         head += ["frames captured", "pause with capture (min)", "capture adds"]
     print(f"Go {args.go}, {args.reps} snapshots per size, medians; times in ms")
@@ -93,7 +99,7 @@ def main() -> None:
         r = run_size(n, args.reps, args.go, args.capture)
         row = (f"| {r['n']:,} | {r['goroutines']:,} | {ms(r['pause'])} ({ms(r['pause_min'])}) | "
                f"{ms(r['stop'])} | {ms(r['collect'])} | {ms(r['resume'])} | "
-               f"{ms(r['runtime_stack'])} | {r['runtime_stack'] / r['pause']:.1f}x |")
+               f"{ms(r['felt'])} ({ms(r['idle_gap'])}) | {ms(r['runtime_stack'])} | {r['runtime_stack'] / r['pause']:.1f}x |")
         if args.capture:
             row += (f" {r['captured']:,} | {ms(r['capture_pause'])} ({ms(r['capture_min'])}) | "
                     f"{ms(r['capture_pause'] - r['pause'])} |")
