@@ -102,6 +102,9 @@ def test_snapshots_of_churn_are_consistent(go_build):
     assert r.snapshots == 100
     assert not r.problems, "\n".join(r.problems[:10])
     assert r.goroutines_seen >= 100 * 5
+    # The consistency check passes over stacks marked truncated: those must stay rare, or
+    # the check would be checking next to nothing.
+    assert r.truncated <= max(10, r.goroutines_seen // 100), (r.truncated, r.goroutines_seen)
     assert r.target_alive
 
 
