@@ -214,7 +214,21 @@ def test_capture_stops_at_its_pause_budget(go_build, monkeypatch):
     assert "SIDEEYE_CAPTURE_PAUSE_MS" in note
     leaves = [f for _, f in snap.frames("main.parkedLeaf")]
     assert len(leaves) == 300
-    # Frames not reached carry no values; none carries a wrong one.
+    # Frames not reached carry no values; none carries a wrong one: manyparked's leaf i
+    # holds j = &job{ID: i, Name: names[i%4], Tags: ["batch", name]}, each i once.
+    names = ["ada", "grace", "barbara", "frances"]
+    seen = []
     for f in leaves:
-        for v in f.variables:
-            assert v.name in ("i", "j")
+        got = {v.name: v for v in f.variables}
+        assert set(got) <= {"i", "j"}
+        i, j = got.get("i"), got.get("j")
+        if i is None or not i.available or i.value is None:
+            continue
+        if not isinstance(i.value, int):   # cut by the budget: marked as such, nothing else
+            assert isinstance(i.value, dict) and "$cut" in i.value, i.value
+            continue
+        seen.append(i.value)
+        if j is not None and j.available and isinstance(j.value, dict) and "ID" in j.value:
+            assert j.value["ID"] == i.value and j.value["Name"] == names[i.value % 4]
+            assert j.value["Tags"] == ["batch", names[i.value % 4]]
+    assert len(seen) == len(set(seen)) and all(0 <= i < 300 for i in seen)
