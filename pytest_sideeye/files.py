@@ -8,23 +8,25 @@ correctness, so both directions swallow OSError and bad JSON.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from pytest_sideeye import settings
 
 
-def atomic_write(path: Path, data: bytes | str, mode: int = 0o600) -> None:
-    """Write `data` to `path` through a temporary file in the same folder and a rename.
-    Raises OSError (callers that cache ignore it)."""
+@contextlib.contextmanager
+def replacing(path: Path, mode: int = 0o600) -> Iterator[Path]:
+    """A temporary path beside `path` to write the new file at; on success it replaces
+    `path` in one rename, on any error it is removed. Raises OSError."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
+        yield Path(tmp)
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
@@ -33,6 +35,13 @@ def atomic_write(path: Path, data: bytes | str, mode: int = 0o600) -> None:
         except OSError:
             pass
         raise
+
+
+def atomic_write(path: Path, data: bytes | str, mode: int = 0o600) -> None:
+    """Write `data` to `path` so that no reader ever sees half of it. Raises OSError
+    (callers that cache ignore it)."""
+    with replacing(path, mode) as tmp:
+        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
 
 
 class JsonCache:

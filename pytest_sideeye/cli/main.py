@@ -21,8 +21,8 @@ import sys
 from pathlib import Path
 
 from pytest_sideeye.errors import SideeyeError
-from pytest_sideeye.report import load_snapshot, write_diff_html, write_report
-from pytest_sideeye.snapshot import render_diff_text, render_text, write_sqlite
+from pytest_sideeye.report import load_snapshot, write_diff_html, write_report, write_sqlite
+from pytest_sideeye.snapshot import render_diff_text, render_text
 
 
 def _snapshot_parser(sub) -> None:

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from pytest_sideeye.errors import one_line
-from pytest_sideeye.report import write_diff_html, write_report
-from pytest_sideeye.snapshot import Snapshot, write_sqlite
+from pytest_sideeye.report import write_diff_html, write_report, write_sqlite
+from pytest_sideeye.snapshot import Snapshot
 from pytest_sideeye.snapshot import render_text as render
 
 PROPERTY = "sideeye.report"

@@ -28,9 +28,8 @@ from pytest_sideeye.snapshot.model import (
                                           Variable,
                                           now_rfc3339,
 )
-from pytest_sideeye.snapshot.sqlite import write_sqlite
 from pytest_sideeye.snapshot.textdump import render as render_text
 
 __all__ = ["FORMAT", "STATUSES", "Container", "CreatedBy", "Frame", "Goroutine", "Process",
            "GoroutineGroup", "ProcessDiff", "Snapshot", "SnapshotDiff", "Variable", "buckets", "diff", "group_goroutines", "now_rfc3339", "parse_dump", "process_name",
-           "render_diff_text", "render_text", "write_sqlite"]
+           "render_diff_text", "render_text"]

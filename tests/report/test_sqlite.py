@@ -10,7 +10,8 @@ import subprocess
 from samples import RECORDED, hostile_snapshot
 from support import missing
 
-from pytest_sideeye.snapshot import Frame, Goroutine, Process, Snapshot, Variable, write_sqlite
+from pytest_sideeye.report import write_sqlite
+from pytest_sideeye.snapshot import Frame, Goroutine, Process, Snapshot, Variable
 
 
 def test_goroutines_per_wait_reason(tmp_path):

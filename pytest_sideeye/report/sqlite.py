@@ -22,8 +22,9 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import tempfile
 from pathlib import Path
+
+from pytest_sideeye.files import replacing
 
 SCHEMA = """
 CREATE TABLE snapshot (key TEXT PRIMARY KEY, value TEXT);
@@ -66,10 +67,7 @@ def _text(s: str | None) -> str | None:
 def write_sqlite(snapshot, path: str | os.PathLike) -> Path:
     """Write the snapshot's tables to a new SQLite file at `path` (replaced atomically)."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    try:
+    with replacing(target, 0o644) as tmp:
         db = sqlite3.connect(tmp)
         try:
             db.executescript(SCHEMA)
@@ -77,14 +75,6 @@ def write_sqlite(snapshot, path: str | os.PathLike) -> Path:
             db.commit()
         finally:
             db.close()
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
     return target
 
 
