@@ -259,7 +259,9 @@ def frozen_trials(target_pid: int, n: int, max_pause_s: float) -> list[float | N
     open, so only the guardian's deadline can help). Seconds until the target runs again
     per trial (None: still stopped 2 s past the deadline)."""
     out: list[float | None] = []
-    env = {"SIDEEYE_MAX_PAUSE_S": str(max_pause_s)}
+    # The capture budget must fit in the shortened hard limit (settings refuses otherwise).
+    env = {"SIDEEYE_MAX_PAUSE_S": str(max_pause_s),
+           "SIDEEYE_CAPTURE_PAUSE_MS": str(min(10.0, max_pause_s * 1000 / 4))}
     with Zygote([target_pid], env) as zygote:
         for _ in range(n):
             child = zygote.fork()
