@@ -15,10 +15,11 @@ from pytest_sideeye.services.containers import (
                                                 live_services,
                                                 services_for,
 )
-from pytest_sideeye.services.fixture import go_service
+from pytest_sideeye.services.fixture import go_service, specs_of_items
 from pytest_sideeye.services.images import connect as connect_docker
 from pytest_sideeye.services.images import docker_host
 from pytest_sideeye.services.images import prune as prune_images
+from pytest_sideeye.services.prebuild import build_images
 
-__all__ = ["Service", "ServiceSpec", "connect_docker", "container_targets", "docker_host",
-           "go_service", "live_services", "prune_images", "services_for", "toolchains"]
+__all__ = ["Service", "ServiceSpec", "build_images", "connect_docker", "container_targets", "docker_host",
+           "go_service", "live_services", "prune_images", "services_for", "specs_of_items", "toolchains"]

@@ -8,7 +8,7 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 import pytest
 
@@ -22,6 +22,7 @@ from pytest_sideeye.services.containers import (
     start,
     wait_ready,
 )
+from pytest_sideeye.services.prebuild import build_error
 
 
 def go_service(name: str, *, source: str | os.PathLike | None = None, image: str | None = None,
@@ -58,7 +59,22 @@ def go_service(name: str, *, source: str | os.PathLike | None = None, image: str
     service_fixture.__name__ = service_fixture.__qualname__ = name
     service_fixture.__doc__ = f"Go service {name!r} in Docker ({scope} scope)."
     service_fixture.__module__ = sys._getframe(1).f_globals.get("__name__", __name__)
+    service_fixture.sideeye_spec = spec   # what the plugin builds before the first test
     return pytest.fixture(scope=scope, name=name)(service_fixture)
+
+
+def specs_of_items(items: Iterable[Any]) -> list[ServiceSpec]:
+    """The go_service specs the collected test items use, directly or through other
+    fixtures, in first-use order."""
+    found: dict[ServiceSpec, None] = {}
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        for defs in (info.name2fixturedefs.values() if info is not None else ()):
+            for fd in defs:
+                spec = getattr(fd.func, "sideeye_spec", None)
+                if spec is not None:
+                    found.setdefault(spec, None)
+    return list(found)
 
 
 def _caller_dir() -> Path:
@@ -108,6 +124,9 @@ def _make_spec(name: str, base: Path, *, source, image, dockerfile, ports, args,
 def _start_for_request(spec: ServiceSpec, request: pytest.FixtureRequest) -> Service:
     import docker
 
+    failed = build_error(spec)
+    if failed:   # the build before the first test failed: its message, not a rebuild
+        pytest.fail(failed, pytrace=False)
     try:
         once_per_process()
         image = spec.image_tag()
