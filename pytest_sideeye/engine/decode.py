@@ -174,8 +174,10 @@ class RecordDecoder:
                 return frames, f"return address {pc:#x} is in no Go function"
             if f.name in STOP_AT:
                 return frames, None
-            for sf in self.symtab.frames_for_pc(link_pc, is_call_site=call_site, callee=callee):
-                frames.append(Frame(sf.function, sf.file, sf.line, pc, sf.inlined))
+            for sf in self.symtab.frames_for_pc(link_pc, is_call_site=call_site, callee=callee,
+                                                keep_wrappers=True):
+                frames.append(Frame(sf.function, sf.file, sf.line, pc, inlined=sf.inlined,
+                                    wrapper=sf.wrapper))
             callee = f.name
             call_site = not self.symtab.is_injected_call(f)
         if not frames and pcs:

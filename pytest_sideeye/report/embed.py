@@ -52,12 +52,15 @@ def embed_document(snapshot: Snapshot) -> dict:
         pj = _process_fields(p)
         gs = []
         for g in p.goroutines:
-            key = tuple((f.function, f.file, f.line, f.pc, f.inlined) for f in g.frames)
+            key = tuple((f.function, f.file, f.line, f.pc, f.inlined, f.wrapper)
+                        for f in g.frames)
             si = stacks.get(key)
             if si is None:
                 si = stacks[key] = len(stack_list)
                 stack_list.append([{"function": f.function, "file": f.file, "line": f.line,
-                                    "pc": f.pc, "inlined": f.inlined} for f in g.frames])
+                                    "pc": f.pc, "inlined": f.inlined,
+                                    **({"wrapper": True} if f.wrapper else {})}
+                                   for f in g.frames])
             # (status, wait reason) pairs are few: stored once, referenced by index.
             state = states.setdefault((g.status, g.wait_reason), len(states))
             gj: dict[str, Any] = {"id": g.id, "state": state, "stack": si}
@@ -145,7 +148,8 @@ def expand_embedded(doc: dict) -> dict:
         for gj in pj["goroutines"]:
             frames = [{"function": f["function"], "file": f["file"], "line": f["line"],
                        "pc": f["pc"], "inlined": f["inlined"],
-                       "variables": _expand_variables(gj, i, f)}
+                       "variables": _expand_variables(gj, i, f),
+                       **({"wrapper": True} if f.get("wrapper") else {})}
                       for i, f in enumerate(stacks[gj["stack"]])]
             status, wait_reason = states[gj["state"]]
             g = {"id": gj["id"], "status": status, "wait_reason": wait_reason,

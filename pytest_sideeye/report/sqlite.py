@@ -8,7 +8,7 @@ Tables (documented in docs/snapshot-format.md):
     goroutines (pid, id, state, wait_reason, wait_since_ns, created_by_function,
                 created_by_file, created_by_line, created_by_goroutine, thread, truncated,
                 top_function)
-    frames     (pid, goroutine, depth, function, file, line, pc, inlined)   depth 0: the leaf
+    frames     (pid, goroutine, depth, function, file, line, pc, inlined, wrapper)  depth 0: leaf
     variables  (pid, goroutine, depth, function, name, type, value, available, truncated,
                 error)                           value: JSON text
     and one table per captured function, named as the function ("main.settle"), one row per
@@ -39,7 +39,7 @@ CREATE TABLE goroutines (
   PRIMARY KEY (pid, id));
 CREATE TABLE frames (
   pid INTEGER, goroutine INTEGER, depth INTEGER, function TEXT, file TEXT, line INTEGER,
-  pc INTEGER, inlined INTEGER, PRIMARY KEY (pid, goroutine, depth));
+  pc INTEGER, inlined INTEGER, wrapper INTEGER, PRIMARY KEY (pid, goroutine, depth));
 CREATE TABLE variables (
   pid INTEGER, goroutine INTEGER, depth INTEGER, function TEXT, name TEXT, type TEXT,
   value TEXT, available INTEGER, truncated INTEGER, error TEXT);
@@ -109,9 +109,9 @@ def _goroutine(db, pid: int, g, captured: dict[str, list[str]]) -> None:
                 _text(cb.function) if cb else None, _text(cb.file) if cb else None,
                 cb.line if cb else None, cb.goroutine if cb else None, g.thread,
                 _text(g.truncated), _text(top)))
-    db.executemany("INSERT OR REPLACE INTO frames VALUES (?,?,?,?,?,?,?,?)",
+    db.executemany("INSERT OR REPLACE INTO frames VALUES (?,?,?,?,?,?,?,?,?)",
                    [(pid, g.id, depth, _text(f.function), _text(f.file), f.line, f.pc,
-                     int(f.inlined)) for depth, f in enumerate(g.frames)])
+                     int(f.inlined), int(f.wrapper)) for depth, f in enumerate(g.frames)])
     for depth, f in enumerate(g.frames):
         if not f.variables:
             continue

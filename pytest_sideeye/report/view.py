@@ -202,11 +202,13 @@ def frame_variable_sets(bucket: bk.Bucket, index: int) -> tuple[list[dict], int]
 
 def frame_view(bucket: bk.Bucket, index: int) -> dict:
     f = bucket.frames[index]
-    org = bk.origin(f.function, f.file)
+    # A compiler-generated wrapper is plumbing: dimmed like the runtime's own frames.
+    org = bk.RUNTIME if f.wrapper else bk.origin(f.function, f.file)
     sets, more = frame_variable_sets(bucket, index)
     return {"function": clean(f.function), "file": clean(f.file),
             "short": clean(short_path(f.file, org)), "line": f.line, "inlined": f.inlined,
             "origin": org, "own": org in (bk.MAIN, bk.USER), "var_sets": sets,
+            "wrapper": f.wrapper,
             "more_sets": more}
 
 

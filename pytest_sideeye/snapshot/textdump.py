@@ -111,6 +111,8 @@ def render_goroutine(g: Goroutine, *, now_monotonic_ns: int | None = None) -> st
     for i, f in enumerate(g.frames):
         if info.elided and info.elided_at == i:
             lines.append(f"...{info.elided} frames elided...")
+        if f.wrapper:   # debug=2 does not print compiler-generated wrappers
+            continue
         lines += render_frame(f)
     lines += _truncation_lines(g, info)
     if g.created_by:
