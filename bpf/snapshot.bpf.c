@@ -48,6 +48,7 @@
 #define GWIN 4096            // g structs copied at once: consecutive gs share it (power of two)
 #define HDR_WORDS 20         // u64 words of a goroutine record before its frames
 #define MAX_THREADS 64
+#define STK_WORDS 64         // words of a thread's stack copied from its sp (a leaf's frame)
 #define MAX_MS 256
 #define READS_PER_PASS 256
 #define TODO_MAX 1024       // records needing a follow-up walk, listed per MODE_GS pass
@@ -179,6 +180,10 @@ struct grec {
 struct trec {
   u64 tid, ip, sp, bp, r14, nframes, flags, pad;
   u64 f[2 * MAX_FRAMES];
+  // The top of the stack: a frameless leaf (no frame pointer pushed) keeps its return
+  // address at sp + its frame size, which the frame-pointer walk skips; decode.py finds it
+  // here with the function's SP delta, as the runtime's own unwinder does.
+  u64 stk[STK_WORDS];
 };
 
 struct mrec { u64 m, procid, curg, pad; };
@@ -783,6 +788,8 @@ static __always_inline int pass_thread(struct bpf_iter__task *ctx, struct task_s
   t->ip = s->regs[16];
   t->sp = s->regs[19];
   t->flags = 0;
+  if (COPY_USER(t->stk, sizeof(t->stk), (void *)t->sp, task) != 0)
+    __builtin_memset(t->stk, 0, sizeof(t->stk));
   t->f[0] = t->ip;
   t->f[1] = t->bp;
   // A thread's stack bounds are unknown here: accept frames within 1 MiB above sp.

@@ -27,6 +27,7 @@ from pytest_sideeye.engine.collect import (
     Records,
 )
 from pytest_sideeye.engine.cstructs import c_struct
+from pytest_sideeye.errors import NotGoBinary
 from pytest_sideeye.snapshot import STATUSES, CreatedBy, Frame, Goroutine
 
 # The runtime's status constants (_Grunning ...) by the model's names (running ...).
@@ -68,13 +69,34 @@ class RecordDecoder:
 
     def threads(self, raw: Records) -> dict[int, tuple]:
         out = {}
+        trec = c_struct("trec")
+        frames_at, stk = trec.offset("f"), trec.fields["stk"]
         for i in range(raw.nthreads):
             off = i * self.trec_size
             tid, ip, sp, bp, _r14, n, flags, _ = struct.unpack_from("<8Q", raw.threads_raw, off)
             n = min(n, self.max_frames)
-            pcs = list(struct.unpack_from(f"<{2 * n}Q", raw.threads_raw, off + 64)[0::2])
-            out[tid] = (ip, sp, bp, pcs, flags)
+            pcs = list(struct.unpack_from(f"<{2 * n}Q", raw.threads_raw, off + frames_at)[0::2])
+            top = struct.unpack_from(f"<{stk.count}Q", raw.threads_raw, off + stk.offset)
+            out[tid] = (ip, sp, bp, self._with_leaf_caller(ip, pcs, top), flags)
         return out
+
+    def _with_leaf_caller(self, ip: int, pcs: list[int], top: tuple[int, ...]) -> list[int]:
+        """A thread stopped in a leaf that pushed no frame pointer (a small frameless
+        function, or any function before its prologue): the frame-pointer walk goes from
+        the caller's frame pointer and skips the caller. Its return address is at sp + the
+        leaf's frame size (pcsp), as runtime/traceback.go unwinds the innermost frame."""
+        try:
+            delta = self.symtab.sp_delta(ip - self.bias)
+        except (KeyError, NotGoBinary):
+            return pcs
+        if delta < 0 or delta % 8 or delta // 8 >= len(top):
+            return pcs
+        ret = top[delta // 8]
+        if not ret or (len(pcs) > 1 and pcs[1] == ret):
+            return pcs
+        if self.symtab.func_for_pc(ret - self.bias) is None:
+            return pcs
+        return pcs[:1] + [ret] + pcs[1:]
 
     # --- goroutines ---------------------------------------------------------------------
     def goroutines(self, raw: Records) -> list[Goroutine]:
