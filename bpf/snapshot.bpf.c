@@ -209,6 +209,7 @@ struct out_t {
   u64 ncappy;           // capq entries listed in cappy (may exceed TODO_MAX)
   u64 ncapq1;           // frames in capq's second region (ncapq: the first)
   u64 hook_walked;      // set once the stop hook's walk (so its capq region) is complete
+  u64 capfail;          // capture reads that failed (not resident, or a bad pointer)
   union {
     struct grec cg[CONT_PER_PASS];   // MODE_CONT results
     struct { struct trec t[MAX_THREADS]; struct mrec m[MAX_MS]; } th;
@@ -572,8 +573,12 @@ static __always_inline u64 cap_read(struct task_struct *task, struct config *c,
   sz = ((sz - 1) & (CAP_READ_MAX - 1)) + 1;
   long rc = COPY_USER(b->d + ((pos + 16) & (CAPBUF - 1)), sz, (void *)addr, task);
   hdr[1] = ((u64)entry << 32) | sz | (rc ? 0x80000000ull : 0);
-  if (rc)
+  if (rc) {
+    // Often only not resident (the stop hook never faults pages in): the collector reads
+    // these frames again through the iterator, which may, before the resume.
+    __sync_fetch_and_add(&o->capfail, 1);
     return 0;
+  }
   s->seen_addr[slot] = addr;
   s->seen_val[slot] = gen << 34 | ((pos + 16) & 0x3fffff) << 12 | sz;
   return ((pos + 16) << 32) | sz;

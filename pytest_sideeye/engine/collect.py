@@ -25,7 +25,7 @@ CFG = c_struct("config")
 OUT = c_struct("out_t")
 CAPENT = c_struct("capent")
 MREC = c_struct("mrec")
-CAP_COUNTERS = ("ncapq", "capused", "capfull", "ncappy", "ncapq1")
+CAP_COUNTERS = ("ncapq", "capused", "capfull", "ncappy", "ncapq1", "capfail")
 HOOK_WAIT_S = 0.05        # after every thread stopped, how long the hook may still take
 
 F_MORE, F_BADFP, F_READFAIL, F_NOG = _C["F_MORE"], _C["F_BADFP"], _C["F_READFAIL"], _C["F_NOG"]
@@ -163,6 +163,16 @@ class Collector:
         """Read the captured frames nobody has read yet (all of them without the hook)."""
         self._configure(MODE_CAPTURE)
         self._run(raw)
+
+    def failed_capture_frames(self, tables) -> list[tuple[int, int]]:
+        """(pc, cfa) of the frames BPF read with at least one failed read; empty (and
+        free) when none failed, the common case."""
+        if not self._out_word("capfail"):
+            return []
+        out = self.capture_output(tables)
+        by_entry = {q: key for key, q in out.frames.items()}
+        return sorted({by_entry[q] for q, reads in out.reads.items()
+                       if q in by_entry and any(data is None for _a, data, _s in reads)})
 
     def capture_used(self) -> int:
         return self._out_word("capused")

@@ -260,6 +260,11 @@ def _capture_in_pause(plan, decoder, collector, raw, tables, budget_s: float) ->
                   for fn in decoder._wanted_at(pc, plan.wants)]
         frames += [(pc, cfa, fn) for _k, pc, cfa, fn in
                    decoder.frames_for_capture(raw, plan.wants, continued_only=True)]
+        # A value the target could read is never cut for residency: frames with a read
+        # BPF could not make are read again by the Python rounds, through the iterator,
+        # which faults pages in (the stop hook cannot).
+        frames += [(pc, cfa, fn) for pc, cfa in collector.failed_capture_frames(tables)
+                   for fn in decoder._wanted_at(pc, plan.wants)]
     jobs, skipped = {}, 0
     for pc, cfa, function in frames:
         if time.monotonic() > deadline:
