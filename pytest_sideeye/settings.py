@@ -17,6 +17,8 @@ one line naming the variable and what it takes (pytest-timeout's style), never a
 | SIDEEYE_BUILD_CACHE       | $SIDEEYE_CACHE/builds           | Go builds of go_service sources |
 | SIDEEYE_TOOLCHAINS        | /opt/sideeye/toolchains         | Go toolchains installed by scripts/setup.sh |
 | SIDEEYE_GO_VERSION        | 1.24.11                         | the Go version go_service builds with |
+| SIDEEYE_AGENT_SOCKET      | /run/sideeye/agent.sock         | where the sideeye agent listens (and clients ask) |
+| SIDEEYE_AGENT             | 1                               | 0: never ask the agent, snapshot in this process |
 """
 from __future__ import annotations
 
@@ -86,6 +88,14 @@ def toolchains_dir() -> Path:
 
 def default_go() -> str:
     return os.environ.get("SIDEEYE_GO_VERSION") or "1.24.11"
+
+
+def agent_socket() -> Path:
+    return _folder("SIDEEYE_AGENT_SOCKET", Path("/run/sideeye/agent.sock"))
+
+
+def use_agent() -> bool:
+    return _switch("SIDEEYE_AGENT", default=True)
 
 
 def max_pause_s() -> float:

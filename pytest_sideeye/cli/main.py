@@ -7,6 +7,7 @@
     sideeye diff BEFORE.json AFTER.json [--html FILE] [--json FILE]
     sideeye export SNAPSHOT.json --sqlite FILE
     sideeye doctor
+    sideeye agent [--socket PATH] [--group NAME] [--log FILE]
 
 Every problem the user can act on is one line on stderr and exit code 2 (1 for a doctor
 that found a failing requirement), never a traceback.
@@ -55,6 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("export", help="a snapshot (JSON file or report) as SQLite tables")
     e.add_argument("snapshot")
     e.add_argument("--sqlite", metavar="FILE", required=True)
+    a = sub.add_parser("agent", help="serve snapshot requests on a Unix socket (run as root, "
+                                     "one per machine)")
+    a.add_argument("--socket", metavar="PATH",
+                   help="where to listen (default $SIDEEYE_AGENT_SOCKET or /run/sideeye/agent.sock)")
+    a.add_argument("--group", default="sideeye",
+                   help="the socket's group: its members may ask (default sideeye)")
+    a.add_argument("--log", metavar="FILE", help="append the log here (default stderr)")
     sub.add_parser("doctor", help="check every requirement of this machine "
                                   "(sideeye doctor [--json] [CHECK ...])")
     pr = sub.add_parser("prune-images", help="remove old images built for go_service "
@@ -66,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_snapshot(args) -> int:
-    from pytest_sideeye import engine
+    from pytest_sideeye import agent, engine
     from pytest_sideeye.services import container_targets
 
     if not args.pid and not args.container:
@@ -77,7 +85,7 @@ def cmd_snapshot(args) -> int:
     targets = [engine.Target(pid) for pid in args.pid]
     for name in args.container:
         targets += container_targets(name)
-    snap = engine.take_snapshot(targets, capture=args.capture or None)
+    snap = agent.take_snapshot(targets, capture=args.capture or None)  # the agent, else here
     if args.json:
         _write(args.json, snap.dumps())
     if args.html:
@@ -146,6 +154,21 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_agent(args) -> int:
+    from pytest_sideeye import agent, settings
+    path = Path(args.socket) if args.socket else settings.agent_socket()
+    if not args.log:
+        agent.serve(path, args.group)
+        return 0
+    try:
+        log = open(args.log, "a", encoding="utf-8")
+    except OSError as e:
+        raise SideeyeError(f"cannot write {args.log}: {e.strerror}") from None
+    with log:
+        agent.serve(path, args.group, log)
+    return 0
+
+
 def cmd_doctor(args) -> int:
     from pytest_sideeye.cli.doctor import main_doctor
     return main_doctor(args.extra)
@@ -164,7 +187,7 @@ def cmd_prune_images(args) -> int:
 
 
 COMMANDS = {"snapshot": cmd_snapshot, "report": cmd_report, "diff": cmd_diff,
-            "export": cmd_export, "doctor": cmd_doctor,
+            "export": cmd_export, "doctor": cmd_doctor, "agent": cmd_agent,
             "prune-images": cmd_prune_images}
 
 

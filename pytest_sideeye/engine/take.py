@@ -56,6 +56,11 @@ def program_for(layout) -> Program:
     return prog
 
 
+def loaded_layouts() -> int:
+    """How many runtime layouts have their programs loaded in this process (kept warm)."""
+    return len(_programs)
+
+
 def take_snapshot(targets: list[Target] | list[int], capture=None, limits=None, *,
                   strict_capture: bool = True) -> Snapshot:
     """Snapshot every target, one after the other (each is paused on its own).

@@ -1,0 +1,179 @@
+"""Asking the agent, and choosing who takes a snapshot: the agent whenever its socket
+answers, else the engine in this process when it is privileged, else the one-line reason
+(which says how to get either).
+"""
+from __future__ import annotations
+
+import errno
+import json
+import socket
+from dataclasses import dataclass
+
+from pytest_sideeye import engine, settings
+from pytest_sideeye.agent.protocol import (
+                                           SnapshotRequest,
+                                           TargetSpec,
+                                           request_bytes,
+)
+from pytest_sideeye.errors import CaptureSpecError, NoPermission, SideeyeError
+from pytest_sideeye.snapshot import Snapshot
+
+CONNECT_TIMEOUT_S = 1.0
+SNAPSHOT_TIMEOUT_S = 120.0   # queued behind others, each bounded by the engine's own limits
+MAX_ANSWER_BYTES = 512 * 1024 * 1024
+
+
+class AgentUnavailable(SideeyeError):
+    """No agent answers on the socket (absent, dead, or this user may not connect)."""
+
+
+class AgentAnswered(SideeyeError):
+    """The agent answered with an error: its one line."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def _connect(path: str, timeout: float) -> socket.socket:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(CONNECT_TIMEOUT_S)
+    try:
+        s.connect(path)
+    except OSError as e:
+        s.close()
+        if e.errno == errno.EACCES:
+            raise AgentUnavailable(f"the sideeye agent's socket {path} does not let this user "
+                                   "in (join its group, e.g. usermod -aG sideeye $USER, then log "
+                                   "in again)") from None
+        raise AgentUnavailable(f"no sideeye agent answers on {path} "
+                               f"({e.strerror or type(e).__name__})") from None
+    s.settimeout(timeout)
+    return s
+
+
+def ask(method: str, path: str, doc: dict | None = None, *, timeout: float = 10.0,
+        socket_path: str | None = None) -> tuple[int, bytes]:
+    """One request; returns (status, body). AgentUnavailable when nobody answers."""
+    where = str(socket_path or settings.agent_socket())
+    s = _connect(where, timeout)
+    try:
+        s.sendall(request_bytes(method, path, doc))
+        data = bytearray()
+        while chunk := s.recv(1 << 20):
+            data += chunk
+            if len(data) > MAX_ANSWER_BYTES:
+                raise SideeyeError(f"the agent's answer is over {MAX_ANSWER_BYTES >> 20} MiB")
+    except socket.timeout:
+        raise SideeyeError(f"the sideeye agent on {where} did not answer within "
+                           f"{timeout:g} s") from None
+    except OSError as e:
+        raise AgentUnavailable(f"the sideeye agent on {where} dropped the connection "
+                               f"({e.strerror})") from None
+    finally:
+        s.close()
+    return _split_response(bytes(data), where)
+
+
+def _split_response(data: bytes, where: str) -> tuple[int, bytes]:
+    head, sep, body = data.partition(b"\r\n\r\n")
+    parts = head.split(b" ", 2)
+    if not sep or len(parts) < 2 or not parts[1].isdigit():
+        raise AgentUnavailable(f"what answers on {where} is not a sideeye agent")
+    return int(parts[1]), body
+
+
+def health(socket_path: str | None = None) -> dict:
+    """The agent's health document; AgentUnavailable when no agent answers."""
+    status, body = ask("GET", "/v1/health", timeout=5.0, socket_path=socket_path)
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        doc = None
+    if status != 200 or not isinstance(doc, dict) or doc.get("agent") != "sideeye":
+        raise AgentUnavailable("what answers on the agent socket is not a sideeye agent")
+    return doc
+
+
+def snapshot_via_agent(targets: list, capture=None, *, strict_capture: bool = True,
+                       socket_path: str | None = None,
+                       timeout: float = SNAPSHOT_TIMEOUT_S) -> Snapshot:
+    """A snapshot taken by the agent. Errors it answers with are one line (the refusal
+    rules, busy, a bad capture spec), raised as AgentAnswered / CaptureSpecError."""
+    req = SnapshotRequest([_target_spec(t) for t in targets], _capture_json(capture),
+                          strict_capture)
+    status, body = ask("POST", "/v1/snapshot", req.to_json(), timeout=timeout,
+                       socket_path=socket_path)
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        raise SideeyeError(f"the sideeye agent answered {status} with a body that is not "
+                           "JSON") from None
+    if status != 200:
+        message = doc.get("error") if isinstance(doc, dict) else None
+        line = f"sideeye agent: {message or f'status {status}'}"
+        raise CaptureSpecError(line) if status == 422 else AgentAnswered(status, line)
+    try:
+        return Snapshot.from_json(doc)
+    except ValueError as e:
+        raise SideeyeError(f"the sideeye agent's snapshot is not valid: {e}") from None
+
+
+def _target_spec(t) -> TargetSpec:
+    if isinstance(t, int):
+        return TargetSpec(pid=t)
+    return TargetSpec(pid=t.pid, service=t.service, container=t.container)
+
+
+def _capture_json(capture):
+    if not capture:
+        return None
+    if isinstance(capture, str):
+        return [capture]
+    if isinstance(capture, dict):
+        return {str(k): [v] if isinstance(v, str) else list(v) for k, v in capture.items()}
+    return list(capture)
+
+
+# --- who takes the snapshot ----------------------------------------------------------
+
+@dataclass(frozen=True)
+class Route:
+    """Who takes snapshots from this process: "agent", "engine" (in this process), or
+    None with `reason`, the one line to show."""
+    kind: str | None
+    detail: str
+
+
+def route() -> Route:
+    """The agent when its socket answers (and SIDEEYE_AGENT is not 0), else the engine
+    here when this process is privileged, else why neither."""
+    why_not_agent = "SIDEEYE_AGENT=0"
+    if settings.use_agent():
+        try:
+            doc = health()
+            return Route("agent", f"sideeye agent pid {doc.get('pid')} on {settings.agent_socket()}")
+        except AgentUnavailable as e:
+            why_not_agent = str(e)
+        except SideeyeError as e:   # it answered, badly: still not usable
+            why_not_agent = str(e)
+    lacking = engine.missing_privileges()
+    if lacking is None:
+        return Route("engine", "in this process (privileged)")
+    return Route(None, f"{lacking}; or ask a sideeye agent ({why_not_agent})")
+
+
+def take_snapshot(targets: list, capture=None, *, strict_capture: bool = True) -> Snapshot:
+    """engine.take_snapshot's signature, through whoever route() names."""
+    chosen = route()
+    if chosen.kind == "agent":
+        return snapshot_via_agent(targets, capture, strict_capture=strict_capture)
+    if chosen.kind == "engine":
+        return engine.take_snapshot(targets, capture, strict_capture=strict_capture)
+    raise NoPermission(chosen.detail)
+
+
+def missing_privileges() -> str | None:
+    """None when snapshots can be taken (by the agent or here), else the one line."""
+    chosen = route()
+    return chosen.detail if chosen.kind is None else None
