@@ -13,7 +13,9 @@ from pytest_sideeye.agent.authorize import Caller, Refused
 from pytest_sideeye.agent.client import (
                                          AgentAnswered,
                                          AgentUnavailable,
+                                         ContainerTarget,
                                          Route,
+                                         container_target,
                                          health,
                                          missing_privileges,
                                          route,
@@ -24,6 +26,6 @@ from pytest_sideeye.agent.protocol import MAX_BODY_BYTES, MAX_TARGETS, REQUEST_T
 from pytest_sideeye.agent.server import MAX_CONNECTIONS, QUEUE_SIZE, Agent, serve
 
 __all__ = ["MAX_BODY_BYTES", "MAX_CONNECTIONS", "MAX_TARGETS", "QUEUE_SIZE",
-           "REQUEST_TIMEOUT_S", "Agent", "AgentAnswered", "AgentUnavailable", "Caller",
-           "Refused", "Route", "health", "missing_privileges", "route", "serve",
+           "REQUEST_TIMEOUT_S", "Agent", "AgentAnswered", "AgentUnavailable", "Caller", "ContainerTarget",
+           "Refused", "Route", "container_target", "health", "missing_privileges", "route", "serve",
            "snapshot_via_agent", "take_snapshot"]

@@ -53,7 +53,8 @@ def peer_of(sock: socket.socket) -> Caller:
     pid, uid, gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
                                                         struct.calcsize("3i")))
     try:
-        raw = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, 4 * 4096)
+        # Python caps the buffer at 1024 bytes: 256 groups (more is ERANGE, below).
+        raw = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, 1024)
         groups = struct.unpack(f"{len(raw) // 4}I", raw)
     except OSError:
         groups = ()   # no supplementary groups known: only the primary gid counts

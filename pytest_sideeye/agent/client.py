@@ -119,10 +119,41 @@ def snapshot_via_agent(targets: list, capture=None, *, strict_capture: bool = Tr
         raise SideeyeError(f"the sideeye agent's snapshot is not valid: {e}") from None
 
 
+@dataclass
+class ContainerTarget:
+    """Every Go process of a container, found by whoever takes the snapshot: the agent
+    can see into a root-owned container's processes when this user cannot."""
+    name_or_id: str
+    service: str | None = None
+
+
 def _target_spec(t) -> TargetSpec:
     if isinstance(t, int):
         return TargetSpec(pid=t)
+    if isinstance(t, ContainerTarget):
+        return TargetSpec(container_name=t.name_or_id, service=t.service)
     return TargetSpec(pid=t.pid, service=t.service, container=t.container)
+
+
+def _resolved_here(targets: list) -> list:
+    """ContainerTargets turned into the engine's Targets, in this process."""
+    from pytest_sideeye.services import container_targets
+    out = []
+    for t in targets:
+        if isinstance(t, ContainerTarget):
+            found = container_targets(t.name_or_id)
+            for f in found:
+                f.service = t.service or f.service
+            out += found
+        else:
+            out.append(t)
+    return out
+
+
+def container_target(name_or_id: str, service: str | None = None) -> ContainerTarget | None:
+    """A target for a container whose processes this user cannot list, when an agent
+    answers to list them; None otherwise (nobody could snapshot it)."""
+    return ContainerTarget(name_or_id, service) if route().kind == "agent" else None
 
 
 def _capture_json(capture):
@@ -169,7 +200,8 @@ def take_snapshot(targets: list, capture=None, *, strict_capture: bool = True) -
     if chosen.kind == "agent":
         return snapshot_via_agent(targets, capture, strict_capture=strict_capture)
     if chosen.kind == "engine":
-        return engine.take_snapshot(targets, capture, strict_capture=strict_capture)
+        return engine.take_snapshot(_resolved_here(targets), capture,
+                                    strict_capture=strict_capture)
     raise NoPermission(chosen.detail)
 
 

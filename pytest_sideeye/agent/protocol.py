@@ -154,7 +154,8 @@ class TargetSpec:
 
     def to_json(self) -> dict:
         if self.pid is None:
-            return {"container": self.container_name}
+            return {"container": self.container_name, **({"service": self.service}
+                                                         if self.service is not None else {})}
         d: dict = {"pid": self.pid}
         if self.service is not None:
             d["service"] = self.service
@@ -200,16 +201,16 @@ def _target(t) -> TargetSpec:
     if not isinstance(t, dict):
         raise HttpError(400, "each target must be an object")
     pid = t.get("pid")
+    service = t.get("service")
+    if service is not None and not isinstance(service, str):
+        raise HttpError(400, "a target's 'service' must be a string")
     if pid is None:
         name = t.get("container")
         if not isinstance(name, str) or not name or len(name) > 256:
             raise HttpError(400, "a target needs a 'pid' (integer) or a 'container' (name or id)")
-        return TargetSpec(container_name=name)
+        return TargetSpec(container_name=name, service=service)
     if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
         raise HttpError(400, f"target pid {str(pid)[:20]!r} is not a positive integer")
-    service = t.get("service")
-    if service is not None and not isinstance(service, str):
-        raise HttpError(400, "a target's 'service' must be a string")
     return TargetSpec(pid=pid, service=service, container=_container_label(t.get("container")))
 
 

@@ -239,7 +239,10 @@ class Agent:
                 targets.append(engine.Target(spec.pid, container=spec.container,
                                              service=spec.service))
             else:
-                targets += self.resolve_container(spec.container_name)
+                found = self.resolve_container(spec.container_name)
+                for t in found:
+                    t.service = spec.service or t.service
+                targets += found
         for t in targets:
             self.authorizer.check_target(job.caller, t.pid)
         return targets

@@ -83,8 +83,9 @@ def cmd_snapshot(args) -> int:
     for path in filter(None, (args.json, args.html, args.sqlite)):
         _check_writable(path)
     targets = [engine.Target(pid) for pid in args.pid]
-    for name in args.container:
-        targets += container_targets(name)
+    via_agent = args.container and agent.route().kind == "agent"
+    for name in args.container:   # the agent finds a container's processes itself
+        targets += [agent.ContainerTarget(name)] if via_agent else container_targets(name)
     snap = agent.take_snapshot(targets, capture=args.capture or None)  # the agent, else here
     if args.json:
         _write(args.json, snap.dumps())

@@ -247,6 +247,11 @@ def build_targets(services: list[Any]) -> tuple[list[Any], list[Process]]:
                                 error=f"service {svc.name}: {one_line(e)}"))
             continue
         if not pids:
+            from pytest_sideeye.agent import container_target  # the agent sees what we cannot
+            found = container_target(container.id, svc.name) if container else None
+            if found is not None:
+                targets.append(found)
+                continue
             gone.append(Process(pid=0, container=container, service=svc.name,
                                 error=f"service {svc.name}: no running process"))
         targets.extend(Target(pid=p, container=container, service=svc.name) for p in pids)
@@ -279,7 +284,7 @@ def _take_one_at_a_time(targets: list[Any], capture: dict[str, list[str]]) -> Sn
     runs in a helper thread: the engine takes one at a time. One capture spec serves every
     service of a test: the engine gives each process the functions its program has, and
     notes those that none has (strict_capture=False)."""
-    from pytest_sideeye.engine import take_snapshot
+    from pytest_sideeye.agent import take_snapshot  # the agent when it answers, else here
     return take_snapshot(targets, capture or None, strict_capture=False)
 
 
@@ -289,7 +294,7 @@ def take(services: list[Any], capture: dict[str, list[str]], budget_s: float,
     be read at all, the one-line reason. Logs are read after the pause, so the snapshot
     is as close to the moment as possible."""
     problem: str | None = None
-    from pytest_sideeye.engine import missing_privileges
+    from pytest_sideeye.agent import missing_privileges  # none with an agent to ask
     try:
         lacking = missing_privileges()
         if lacking:
