@@ -180,12 +180,14 @@ class Agent:
         return job.status, job.answer
 
     def _answer_quietly(self, conn: socket.socket, status: int, answer: dict | str) -> None:
-        """Answer and close; a client that has gone costs nothing."""
+        """Answer and close; a client that has gone costs nothing. Closing a socket with
+        unread bytes (a refused body) resets it and the client loses the answer, so what
+        it still sends is read and dropped for a moment first (bounded: DRAIN_*)."""
         with contextlib.suppress(OSError):
             conn.settimeout(5.0)
             conn.sendall(response_bytes(status, answer))
-        with contextlib.suppress(OSError):
-            conn.shutdown(socket.SHUT_RDWR)
+            conn.shutdown(socket.SHUT_WR)
+            _drain(conn)
         conn.close()
 
     def health(self) -> dict:
@@ -260,6 +262,22 @@ def _snapshot_line(caller: Caller, snap: Snapshot, seconds: float) -> str:
                          f"pause={(p.pause_ns or 0) / 1e6:.2f}ms")
     return (f"snapshot for uid {caller.uid} (pid {caller.pid}): {'; '.join(parts)}; "
             f"took {seconds * 1000:.0f} ms")
+
+
+DRAIN_S = 1.0
+DRAIN_BYTES = 64 << 20
+
+
+def _drain(conn: socket.socket) -> None:
+    """Read and drop until the client closes, for at most DRAIN_S and DRAIN_BYTES."""
+    deadline = time.monotonic() + DRAIN_S
+    left = DRAIN_BYTES
+    while left > 0 and (wait := deadline - time.monotonic()) > 0:
+        conn.settimeout(wait)
+        chunk = conn.recv(1 << 20)
+        if not chunk:
+            return
+        left -= len(chunk)
 
 
 def _client_gone(conn: socket.socket) -> bool:
