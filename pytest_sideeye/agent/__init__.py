@@ -1,6 +1,6 @@
-"""Stage 6 (between the engine and services on one side, the plugin and the CLI on the
-other), the sideeye agent: one long-lived privileged process per machine that takes
-snapshots for whoever may ask, and the client side that asks it.
+"""Stage 5b (after the engine and services, before the plugin and the CLI), the sideeye
+agent: one long-lived privileged process per machine that takes snapshots for whoever may
+ask (docs/agent.md), and the client side that asks it.
 
 Takes snapshot requests on a Unix socket (HTTP/1.1 + JSON, protocol.py), authorizes them
 by the caller's kernel-verified credentials (authorize.py), takes them one at a time with
