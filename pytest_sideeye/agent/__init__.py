@@ -19,13 +19,25 @@ from pytest_sideeye.agent.client import (
                                          health,
                                          missing_privileges,
                                          route,
+                                         snapshot_document,
                                          snapshot_via_agent,
                                          take_snapshot,
 )
 from pytest_sideeye.agent.protocol import MAX_BODY_BYTES, MAX_TARGETS, REQUEST_TIMEOUT_S
-from pytest_sideeye.agent.server import MAX_CONNECTIONS, QUEUE_SIZE, Agent, serve
+
+# The server side (and with it the engine) is imported on first use: a client asking the
+# agent must start fast (the CLI's whole run is timed in benchmarks/agent_bench.py).
+_SERVER_NAMES = ("MAX_CONNECTIONS", "QUEUE_SIZE", "Agent", "serve")
+
+
+def __getattr__(name: str):
+    if name in _SERVER_NAMES:
+        from pytest_sideeye.agent import server
+        return getattr(server, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["MAX_BODY_BYTES", "MAX_CONNECTIONS", "MAX_TARGETS", "QUEUE_SIZE",
            "REQUEST_TIMEOUT_S", "Agent", "AgentAnswered", "AgentUnavailable", "Caller", "ContainerTarget",
            "Refused", "Route", "container_target", "health", "missing_privileges", "route", "serve",
-           "snapshot_via_agent", "take_snapshot"]
+           "snapshot_document", "snapshot_via_agent", "take_snapshot"]

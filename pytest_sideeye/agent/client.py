@@ -8,15 +8,18 @@ import errno
 import json
 import socket
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from pytest_sideeye import engine, settings
+from pytest_sideeye import settings
 from pytest_sideeye.agent.protocol import (
                                            SnapshotRequest,
                                            TargetSpec,
                                            request_bytes,
 )
 from pytest_sideeye.errors import CaptureSpecError, NoPermission, SideeyeError
-from pytest_sideeye.snapshot import Snapshot
+
+if TYPE_CHECKING:
+    from pytest_sideeye.snapshot import Snapshot
 
 CONNECT_TIMEOUT_S = 1.0
 SNAPSHOT_TIMEOUT_S = 120.0   # queued behind others, each bounded by the engine's own limits
@@ -95,11 +98,12 @@ def health(socket_path: str | None = None) -> dict:
     return doc
 
 
-def snapshot_via_agent(targets: list, capture=None, *, strict_capture: bool = True,
-                       socket_path: str | None = None,
-                       timeout: float = SNAPSHOT_TIMEOUT_S) -> Snapshot:
-    """A snapshot taken by the agent. Errors it answers with are one line (the refusal
-    rules, busy, a bad capture spec), raised as AgentAnswered / CaptureSpecError."""
+def snapshot_document(targets: list, capture=None, *, strict_capture: bool = True,
+                      socket_path: str | None = None,
+                      timeout: float = SNAPSHOT_TIMEOUT_S) -> tuple[bytes, dict]:
+    """The agent's sideeye.snapshot/v1 document: its bytes as sent, and parsed. Errors it
+    answers with are one line (the refusal rules, busy, a bad capture spec), raised as
+    AgentAnswered / CaptureSpecError."""
     req = SnapshotRequest([_target_spec(t) for t in targets], _capture_json(capture),
                           strict_capture)
     status, body = ask("POST", "/v1/snapshot", req.to_json(), timeout=timeout,
@@ -113,6 +117,16 @@ def snapshot_via_agent(targets: list, capture=None, *, strict_capture: bool = Tr
         message = doc.get("error") if isinstance(doc, dict) else None
         line = f"sideeye agent: {message or f'status {status}'}"
         raise CaptureSpecError(line) if status == 422 else AgentAnswered(status, line)
+    return body, doc
+
+
+def snapshot_via_agent(targets: list, capture=None, *, strict_capture: bool = True,
+                       socket_path: str | None = None,
+                       timeout: float = SNAPSHOT_TIMEOUT_S) -> Snapshot:
+    """A snapshot taken by the agent, as the model (every field checked)."""
+    _body, doc = snapshot_document(targets, capture, strict_capture=strict_capture,
+                                   socket_path=socket_path, timeout=timeout)
+    from pytest_sideeye.snapshot import Snapshot
     try:
         return Snapshot.from_json(doc)
     except ValueError as e:
@@ -188,7 +202,8 @@ def route() -> Route:
             why_not_agent = str(e)
         except SideeyeError as e:   # it answered, badly: still not usable
             why_not_agent = str(e)
-    lacking = engine.missing_privileges()
+    from pytest_sideeye.engine import missing_privileges as lacking_here
+    lacking = lacking_here()
     if lacking is None:
         return Route("engine", "in this process (privileged)")
     return Route(None, f"{lacking}; or ask a sideeye agent ({why_not_agent})")
@@ -200,6 +215,7 @@ def take_snapshot(targets: list, capture=None, *, strict_capture: bool = True) -
     if chosen.kind == "agent":
         return snapshot_via_agent(targets, capture, strict_capture=strict_capture)
     if chosen.kind == "engine":
+        from pytest_sideeye import engine
         return engine.take_snapshot(_resolved_here(targets), capture,
                                     strict_capture=strict_capture)
     raise NoPermission(chosen.detail)

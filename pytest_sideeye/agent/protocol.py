@@ -20,9 +20,12 @@ import json
 import socket
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from pytest_sideeye.errors import SideeyeError
-from pytest_sideeye.snapshot import Container
+
+if TYPE_CHECKING:
+    from pytest_sideeye.snapshot import Container
 
 MAX_HEADER_BYTES = 16 * 1024
 MAX_BODY_BYTES = 1024 * 1024
@@ -219,6 +222,7 @@ def _container_label(c) -> Container | None:
         return None
     if not isinstance(c, dict) or not all(isinstance(c.get(k), str) for k in ("id", "name", "image")):
         raise HttpError(400, "a pid target's 'container' must be {id, name, image} strings")
+    from pytest_sideeye.snapshot import Container  # the agent's side only: clients start light
     return Container(c["id"], c["name"], c["image"])
 
 

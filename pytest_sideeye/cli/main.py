@@ -22,8 +22,10 @@ import sys
 from pathlib import Path
 
 from pytest_sideeye.errors import SideeyeError
-from pytest_sideeye.report import load_snapshot, write_diff_html, write_report
-from pytest_sideeye.snapshot import render_diff_text, render_text, write_sqlite
+
+# Stages are imported by the commands that use them: `sideeye snapshot` through a warm
+# agent is timed end to end (benchmarks/agent_bench.py), and jinja2, Docker and the
+# engine's imports are most of a cold start.
 
 
 def _snapshot_parser(sub) -> None:
@@ -74,31 +76,63 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_snapshot(args) -> int:
-    from pytest_sideeye import agent, engine
-    from pytest_sideeye.services import container_targets
+    from pytest_sideeye import agent
 
     if not args.pid and not args.container:
         raise SideeyeError("nothing to snapshot: give --pid PID or --container NAME")
     # Outputs are checked before any target is paused: a pause for nothing is a cost.
     for path in filter(None, (args.json, args.html, args.sqlite)):
         _check_writable(path)
-    targets = [engine.Target(pid) for pid in args.pid]
+    targets: list = list(args.pid)
     via_agent = args.container and agent.route().kind == "agent"
     for name in args.container:   # the agent finds a container's processes itself
-        targets += [agent.ContainerTarget(name)] if via_agent else container_targets(name)
+        if via_agent:
+            targets.append(agent.ContainerTarget(name))
+        else:
+            from pytest_sideeye.services import container_targets
+            targets += container_targets(name)
+    if args.json and not (args.text or args.html or args.sqlite) and \
+            agent.route().kind == "agent":
+        return _agent_json_only(targets, args)
     snap = agent.take_snapshot(targets, capture=args.capture or None)  # the agent, else here
     if args.json:
         _write(args.json, snap.dumps())
     if args.html:
+        from pytest_sideeye.report import write_report
         write_report(snap, args.html)
     if args.sqlite:
+        from pytest_sideeye.snapshot import write_sqlite
         write_sqlite(snap, args.sqlite)
     if args.text or not (args.json or args.html or args.sqlite):
+        from pytest_sideeye.snapshot import render_text
         sys.stdout.write(render_text(snap))
     for p in snap.processes:
         if p.error:
             print(f"sideeye: pid {p.pid}: {p.error}", file=sys.stderr)
     return 0 if any(p.error is None for p in snap.processes) else 2
+
+
+def _agent_json_only(targets: list, args) -> int:
+    """`--json` alone through the agent: its document is written as it came (checking it
+    into the model and writing it out again would double the command's time)."""
+    from pytest_sideeye import agent
+    body, doc = agent.snapshot_document(targets, args.capture or None)
+    processes = doc.get("processes") if doc.get("format") == "sideeye.snapshot/v1" else None
+    if not isinstance(processes, list) or not all(isinstance(p, dict) for p in processes):
+        raise SideeyeError("the sideeye agent's answer is not a sideeye.snapshot/v1 document")
+    _write_bytes(args.json, body)
+    for p in processes:
+        if p.get("error"):
+            print(f"sideeye: pid {p.get('pid')}: {p['error']}", file=sys.stderr)
+    return 0 if any(p.get("error") is None for p in processes) else 2
+
+
+def _write_bytes(path: str, data: bytes) -> None:
+    try:
+        with open(path, "wb") as f:
+            f.write(data)
+    except OSError as e:
+        raise SideeyeError(f"cannot write {path}: {e.strerror}") from None
 
 
 def _check_writable(path: str) -> None:
@@ -120,6 +154,7 @@ def _write(path: str, text: str) -> None:
 def cmd_report(args) -> int:
     """Write the HTML report of a snapshot (default: the snapshot's name with .html).
     Errors print one line, as `sideeye report: error: ...`, and return 2."""
+    from pytest_sideeye.report import load_snapshot, write_report
     out = args.output or str(Path(args.snapshot).with_suffix(".html"))
     try:
         if Path(out).resolve() == Path(args.snapshot).resolve():
@@ -134,6 +169,8 @@ def cmd_report(args) -> int:
 
 def cmd_diff(args) -> int:
     """`sideeye diff A B`: the text diff on stdout (counts first), optionally HTML/JSON."""
+    from pytest_sideeye.report import load_snapshot, write_diff_html
+    from pytest_sideeye.snapshot import render_diff_text
     for path in filter(None, (args.html, args.json)):
         _check_writable(path)
     before, after = load_snapshot(args.before), load_snapshot(args.after)
@@ -147,6 +184,8 @@ def cmd_diff(args) -> int:
 
 
 def cmd_export(args) -> int:
+    from pytest_sideeye.report import load_snapshot
+    from pytest_sideeye.snapshot import write_sqlite
     _check_writable(args.sqlite)
     try:
         print(write_sqlite(load_snapshot(args.snapshot), args.sqlite))
