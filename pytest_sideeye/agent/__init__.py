@@ -22,6 +22,7 @@ from pytest_sideeye.agent.client import (
                                          snapshot_document,
                                          snapshot_via_agent,
                                          take_snapshot,
+                                         warm,
 )
 from pytest_sideeye.agent.protocol import MAX_BODY_BYTES, MAX_TARGETS, REQUEST_TIMEOUT_S
 
@@ -40,4 +41,4 @@ def __getattr__(name: str):
 __all__ = ["MAX_BODY_BYTES", "MAX_CONNECTIONS", "MAX_TARGETS", "QUEUE_SIZE",
            "REQUEST_TIMEOUT_S", "Agent", "AgentAnswered", "AgentUnavailable", "Caller", "ContainerTarget",
            "Refused", "Route", "container_target", "health", "missing_privileges", "route", "serve",
-           "snapshot_document", "snapshot_via_agent", "take_snapshot"]
+           "snapshot_document", "snapshot_via_agent", "take_snapshot", "warm"]

@@ -193,7 +193,7 @@ class Route:
 def route() -> Route:
     """The agent when its socket answers (and SIDEEYE_AGENT is not 0), else the engine
     here when this process is privileged, else why neither."""
-    why_not_agent = "SIDEEYE_AGENT=0"
+    why_not_agent = "not asked: SIDEEYE_AGENT=0"
     if settings.use_agent():
         try:
             doc = health()
@@ -219,6 +219,22 @@ def take_snapshot(targets: list, capture=None, *, strict_capture: bool = True) -
         return engine.take_snapshot(_resolved_here(targets), capture,
                                     strict_capture=strict_capture)
     raise NoPermission(chosen.detail)
+
+
+def warm(targets: list) -> None:
+    """Have whoever will take these targets' snapshots load their programs now (the agent
+    keeps them; this process keeps its own). Quiet: a failure here is the snapshot's to
+    report, later."""
+    try:
+        chosen = route()
+        if chosen.kind == "agent":
+            req = SnapshotRequest([_target_spec(t) for t in targets])
+            ask("POST", "/v1/warm", req.to_json(), timeout=SNAPSHOT_TIMEOUT_S)
+        elif chosen.kind == "engine":
+            from pytest_sideeye import engine
+            engine.warm(_resolved_here(targets))
+    except SideeyeError:
+        pass
 
 
 def missing_privileges() -> str | None:

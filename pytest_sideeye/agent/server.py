@@ -52,6 +52,7 @@ class Job:
     caller: Caller
     request: SnapshotRequest
     conn: socket.socket
+    warm_only: bool = False   # /v1/warm: load the targets' programs, snapshot nothing
     done: threading.Event = field(default_factory=threading.Event)
     status: int = 500
     answer: dict | str = field(default_factory=dict)
@@ -162,13 +163,14 @@ class Agent:
             req = read_request(conn)
             if req.path == "/v1/health":
                 return 200, self.health()
-            if req.path != "/v1/snapshot":
+            if req.path not in ("/v1/snapshot", "/v1/warm"):
                 raise HttpError(404, f"no such endpoint {req.path[:60]!r} "
-                                     "(GET /v1/health, POST /v1/snapshot)")
+                                     "(GET /v1/health, POST /v1/snapshot, POST /v1/warm)")
             if req.method != "POST":
-                raise HttpError(405, "POST a snapshot request to /v1/snapshot")
+                raise HttpError(405, f"POST a request to {req.path}")
             self.authorizer.rule_for(caller)
-            job = Job(caller, parse_snapshot_request(req.body), conn)
+            job = Job(caller, parse_snapshot_request(req.body), conn,
+                      warm_only=req.path == "/v1/warm")
         except HttpError as e:
             return e.status, {"error": str(e)}
         try:
@@ -219,6 +221,12 @@ class Agent:
         t0 = time.perf_counter()
         try:
             targets = self._authorized_targets(job)
+            if job.warm_only:
+                loaded = engine.warm(targets)
+                self.log(f"warmed for {job.caller.describe()}: "
+                         f"{', '.join(str(t.pid) for t in targets)}; {loaded} layouts loaded; "
+                         f"took {(time.perf_counter() - t0) * 1000:.0f} ms")
+                return 200, {"layouts_loaded": loaded}
             snap = self.take(targets, capture=job.request.capture,
                              strict_capture=job.request.strict_capture)
         except Refused as e:

@@ -61,6 +61,22 @@ def loaded_layouts() -> int:
     return len(_programs)
 
 
+def warm(targets: list[Target] | list[int]) -> int:
+    """Load the programs of each target's runtime layout (and analyse its binary) now, so
+    that a snapshot later pays no kernel verifier: the plugin does it when a test's
+    services are up, the agent when asked. Targets that cannot be read are skipped (their
+    snapshot will say why). Returns how many layouts are loaded in this process."""
+    for t in targets:
+        pid = t.pid if isinstance(t, Target) else int(t)
+        try:
+            layout = analyze(exe_for_pid(pid)).layout
+            with _lock:
+                program_for(layout)
+        except SideeyeError:
+            continue
+    return len(_programs)
+
+
 def take_snapshot(targets: list[Target] | list[int], capture=None, limits=None, *,
                   strict_capture: bool = True) -> Snapshot:
     """Snapshot every target, one after the other (each is paused on its own).

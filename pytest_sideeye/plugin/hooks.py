@@ -531,6 +531,24 @@ def pytest_runtest_setup(item: pytest.Item):
     arm_own_timeout(item)
     with _in_phase(item):
         yield
+    _warm_engine(item)
+
+
+_warmed_images: set[str] = set()
+
+
+def _warm_engine(item: pytest.Item) -> None:
+    """Once a test's services are up, whoever will snapshot them (the agent, or this
+    process) loads their programs in the background, once per image: a timeout's snapshot
+    then pays no kernel verifier (seconds) before the timeout it precedes."""
+    settings = settings_of(item.config)
+    fresh = [s for s in services_of(item.nodeid) if getattr(s, "image", None) not in _warmed_images]
+    if not (settings.on_timeout or settings.on_failure or settings.leaks) or not fresh:
+        return
+    _warmed_images.update(getattr(s, "image", None) for s in fresh)
+    from pytest_sideeye.agent import warm
+    threading.Thread(target=lambda: warm(build_targets(fresh)[0]), daemon=True,
+                     name="sideeye warm").start()
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)

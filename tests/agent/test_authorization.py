@@ -132,7 +132,8 @@ def test_member_runs_pytest_without_sudo_and_gets_full_snapshots(agent, users, n
         os.chown(path, member.uid, member.gid)
     r = subprocess.run([*member.prefix(), sys.executable, "-m", "pytest", "-p",
                         "no:cacheprovider", "-p", "no:hypothesispytest", "-q",
-                        "--sideeye-dir=reports", "-W", "ignore::DeprecationWarning"],
+                        "--sideeye-dir=reports", "--sideeye-on-failure",
+                        "-W", "ignore::DeprecationWarning"],
                        cwd=project, env=agent.client_env(member), capture_output=True,
                        text=True, timeout=300)
     print(r.stdout, r.stderr)
@@ -140,3 +141,6 @@ def test_member_runs_pytest_without_sudo_and_gets_full_snapshots(agent, users, n
     assert "1 passed" in r.stdout
     assert (project / "reports").is_dir()
     assert sum(f"snapshot for uid {member.uid} " in line for line in agent.log_lines()) >= 2
+    # With snapshots on failure, the plugin had the agent load the service's programs
+    # as soon as the service was up.
+    assert any(f"warmed for uid {member.uid} " in line for line in agent.log_lines())
