@@ -1,6 +1,7 @@
 """The sideeye agent's benchmark (issue 14): wall time of the whole command
 `sideeye snapshot --pid P --json FILE` for a 1,000-goroutine target (manyparked), through
-a warm agent and without one (each command loads and verifies the BPF programs itself).
+a warm agent, without one (programs pinned in bpffs by an earlier command), and without
+either (each command loads and verifies the BPF programs itself).
 
     .venv/bin/python benchmarks/agent_bench.py [--reps 9] [--n 1000] [--go 1.24.11]
 
@@ -73,7 +74,10 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="sideeye-agent-bench-"))
     sock = folder / "agent.sock"
     env = {**os.environ, "SIDEEYE_AGENT_SOCKET": str(sock), "SIDEEYE_AGENT": "1"}
-    alone = {**env, "SIDEEYE_AGENT": "0"}
+    pins = folder / "pins"   # bpffs must be mounted (scripts/setup.sh)
+    alone = {**env, "SIDEEYE_AGENT": "0", "SIDEEYE_BPF_PINS": "0"}
+    pinned = {**env, "SIDEEYE_AGENT": "0", "SIDEEYE_BPF_PINS": f"/sys/fs/bpf/{pins.parent.name}"}
+    env["SIDEEYE_BPF_PINS"] = "0"   # the agent's first snapshot loads: nothing pinned helps it
     out = folder / "s.json"
     with start_app(binary, "-n", str(args.n)) as app:
         time.sleep(0.5)
@@ -85,12 +89,16 @@ def main() -> None:
             agent.terminate()
             agent.wait(10)
         without = [timed_snapshot(app.pid, out, alone) for _ in range(max(3, args.reps // 3))]
+        timed_snapshot(app.pid, out, pinned)   # loads and pins
+        from_pins = [timed_snapshot(app.pid, out, pinned) for _ in range(args.reps)]
+    subprocess.run(["rm", "-rf", pinned["SIDEEYE_BPF_PINS"]], check=False)
     print(f"`sideeye snapshot --pid P --json FILE`, {args.n} parked goroutines "
           f"(manyparked, Go {args.go}), wall time of the whole command:\n")
     print("| way | runs | median | min | max |\n| --- | ---: | ---: | ---: | ---: |")
     print(row("through a warm agent", warm))
     print(row("through a fresh agent (its first snapshot: loads the programs)", [cold]))
-    print(row("without an agent (each command loads the programs)", without))
+    print(row("without an agent, programs pinned by an earlier command", from_pins))
+    print(row("without an agent or pins (each command loads the programs)", without))
 
 
 if __name__ == "__main__":

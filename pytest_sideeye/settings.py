@@ -17,6 +17,7 @@ one line naming the variable and what it takes (pytest-timeout's style), never a
 | SIDEEYE_BUILD_CACHE       | $SIDEEYE_CACHE/builds           | Go builds of go_service sources |
 | SIDEEYE_TOOLCHAINS        | /opt/sideeye/toolchains         | Go toolchains installed by scripts/setup.sh |
 | SIDEEYE_GO_VERSION        | 1.24.11                         | the Go version go_service builds with |
+| SIDEEYE_BPF_PINS          | /sys/fs/bpf/sideeye             | where loaded programs are pinned (0: nowhere) |
 | SIDEEYE_AGENT_SOCKET      | /run/sideeye/agent.sock         | where the sideeye agent listens (and clients ask) |
 | SIDEEYE_AGENT             | 1                               | 0: never ask the agent, snapshot in this process |
 """
@@ -88,6 +89,14 @@ def toolchains_dir() -> Path:
 
 def default_go() -> str:
     return os.environ.get("SIDEEYE_GO_VERSION") or "1.24.11"
+
+
+def bpf_pins() -> Path | None:
+    """The bpffs folder of pinned programs, or None when pinning is off."""
+    raw = os.environ.get("SIDEEYE_BPF_PINS")
+    if raw is not None and raw.strip().lower() in ("0", "off", "no", "false"):
+        return None
+    return Path(raw).expanduser() if raw and raw.strip() else Path("/sys/fs/bpf/sideeye")
 
 
 def agent_socket() -> Path:

@@ -50,6 +50,13 @@ mount_tracefs() {
   mount -t tracefs nodev /sys/kernel/tracing
 }
 
+# bpffs: where loaded BPF programs are pinned, so that without an agent no process pays
+# the kernel verifier twice for the same layout (pytest_sideeye/engine/pins.py).
+mount_bpffs() {
+  mountpoint -q /sys/fs/bpf && return 0
+  mount -t bpf bpf /sys/fs/bpf
+}
+
 docker_answers() { timeout 5 docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }
 
 start_dockerd() {
@@ -128,6 +135,7 @@ main() {
   local go_pid=$!
   link_kernel_headers
   mount_tracefs
+  mount_bpffs
   start_dockerd
   make_venv
   start_agent
