@@ -8,7 +8,7 @@ import json
 import textwrap
 
 import pytest
-from conftest import sideeye
+from agent_support import sideeye
 from support import GOAPPS
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("needs_root")]

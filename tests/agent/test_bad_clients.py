@@ -18,7 +18,7 @@ import threading
 import time
 
 import pytest
-from conftest import RunningAgent
+from agent_support import RunningAgent
 
 from pytest_sideeye.agent import MAX_BODY_BYTES, QUEUE_SIZE, REQUEST_TIMEOUT_S, health
 

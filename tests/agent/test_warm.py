@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import RunningAgent
+from agent_support import RunningAgent
 
 from pytest_sideeye.agent import health
 
