@@ -26,6 +26,8 @@ RULE_ROOT = "rule 1 (root: any process)"
 RULE_GROUP = ("rule 2 (members of group {group}: processes in Docker containers and "
               "their own uid's processes)")
 RULE_OTHERS = "rule 3 (everyone else is refused)"
+RULE_REMOTE = ("rule 4 (remote callers, over TLS with the agent's token: processes in "
+               "Docker containers)")
 # A process in a Docker container sits in a cgroup named after the container's id, under
 # /docker/<id> (cgroupfs driver) or docker-<id>.scope (systemd driver). Moving a process
 # there takes root, so the cgroup is as trustworthy as the kernel's own credentials.
@@ -43,9 +45,16 @@ class Caller:
     uid: int
     gid: int
     groups: tuple[int, ...]
+    remote: str | None = None   # "ADDR:PORT" of a caller on the TLS listener
 
     def describe(self) -> str:
-        return f"uid {self.uid} (pid {self.pid})"
+        return f"remote {self.remote}" if self.remote else f"uid {self.uid} (pid {self.pid})"
+
+
+def remote_caller(address: str) -> Caller:
+    """A caller on the TLS listener: no uid to go by; its token (checked before any rule)
+    is all it has."""
+    return Caller(0, -1, -1, (), remote=address)
 
 
 def peer_of(sock: socket.socket) -> Caller:
@@ -78,6 +87,8 @@ class Authorizer:
 
     def rule_for(self, caller: Caller) -> str:
         """The rule the caller falls under; Refused for everyone else (rule 3)."""
+        if caller.remote:
+            return RULE_REMOTE
         if caller.uid == 0:
             return RULE_ROOT
         if caller.gid == self.gid or self.gid in caller.groups:
@@ -87,6 +98,11 @@ class Authorizer:
 
     def check_target(self, caller: Caller, pid: int) -> None:
         """Refused unless the caller may snapshot `pid` (the caller passed rule_for)."""
+        if caller.remote:
+            if not self.in_docker(pid):
+                raise Refused(f"refused by {RULE_REMOTE}: pid {pid} is not in a Docker "
+                              "container")
+            return
         if caller.uid == 0:
             return
         rule = RULE_GROUP.format(group=group_name(self.gid))

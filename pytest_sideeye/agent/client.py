@@ -7,6 +7,8 @@ from __future__ import annotations
 import errno
 import json
 import socket
+import ssl
+import urllib.parse
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -55,13 +57,47 @@ def _connect(path: str, timeout: float) -> socket.socket:
     return s
 
 
+def _connect_remote(url: str, timeout: float) -> tuple[socket.socket, str]:
+    """A TLS connection to a remote agent (SIDEEYE_AGENT_URL), and its token."""
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme != "https" or not parsed.hostname or not parsed.port:
+        raise SideeyeError(f"SIDEEYE_AGENT_URL={url!r}: expected https://HOST:PORT")
+    token_file = settings.agent_token_file()
+    try:
+        token = token_file.read_text().strip() if token_file else ""
+    except OSError as e:
+        raise SideeyeError(f"cannot read SIDEEYE_AGENT_TOKEN_FILE {token_file}: "
+                           f"{e.strerror}") from None
+    ctx = ssl.create_default_context(cafile=settings.agent_ca())
+    try:
+        raw = socket.create_connection((parsed.hostname, parsed.port), CONNECT_TIMEOUT_S * 5)
+    except OSError as e:
+        raise AgentUnavailable(f"no sideeye agent answers at {url} "
+                               f"({e.strerror or type(e).__name__})") from None
+    try:
+        s = ctx.wrap_socket(raw, server_hostname=parsed.hostname)
+    except (OSError, ssl.SSLError) as e:
+        raw.close()
+        raise AgentUnavailable(f"TLS with the sideeye agent at {url} failed: "
+                               f"{getattr(e, 'reason', None) or e}") from None
+    s.settimeout(timeout)
+    return s, token
+
+
 def ask(method: str, path: str, doc: dict | None = None, *, timeout: float = 10.0,
         socket_path: str | None = None) -> tuple[int, bytes]:
-    """One request; returns (status, body). AgentUnavailable when nobody answers."""
-    where = str(socket_path or settings.agent_socket())
-    s = _connect(where, timeout)
+    """One request to the agent on the Unix socket, or to the remote agent of
+    SIDEEYE_AGENT_URL; returns (status, body). AgentUnavailable when nobody answers."""
+    url = None if socket_path else settings.agent_url()
+    token = None
+    if url:
+        where = url
+        s, token = _connect_remote(url, timeout)
+    else:
+        where = str(socket_path or settings.agent_socket())
+        s = _connect(where, timeout)
     try:
-        s.sendall(request_bytes(method, path, doc))
+        s.sendall(request_bytes(method, path, doc, token))
         data = bytearray()
         while chunk := s.recv(1 << 20):
             data += chunk
@@ -191,13 +227,19 @@ class Route:
 
 
 def route() -> Route:
-    """The agent when its socket answers (and SIDEEYE_AGENT is not 0), else the engine
-    here when this process is privileged, else why neither."""
+    """The remote agent of SIDEEYE_AGENT_URL when set, else the agent when its socket
+    answers (SIDEEYE_AGENT=0: never), else the engine here when this process is
+    privileged, else why neither."""
     why_not_agent = "not asked: SIDEEYE_AGENT=0"
+    if settings.use_agent() and settings.agent_url():
+        # A remote agent is asked whatever: its targets are on another machine, which
+        # nothing here could snapshot; its own answer is the one line to show.
+        return Route("agent", f"the sideeye agent at {settings.agent_url()}")
     if settings.use_agent():
         try:
             doc = health()
-            return Route("agent", f"sideeye agent pid {doc.get('pid')} on {settings.agent_socket()}")
+            return Route("agent", f"sideeye agent pid {doc.get('pid')} on "
+                                  f"{settings.agent_url() or settings.agent_socket()}")
         except AgentUnavailable as e:
             why_not_agent = str(e)
         except SideeyeError as e:   # it answered, badly: still not usable

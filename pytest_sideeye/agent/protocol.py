@@ -137,9 +137,11 @@ def response_bytes(status: int, doc: dict | str) -> bytes:
     return head.encode() + body
 
 
-def request_bytes(method: str, path: str, doc: dict | None = None) -> bytes:
+def request_bytes(method: str, path: str, doc: dict | None = None,
+                  token: str | None = None) -> bytes:
     body = json.dumps(doc).encode() if doc is not None else b""
-    head = (f"{method} {path} HTTP/1.1\r\nHost: sideeye-agent\r\n"
+    auth = f"Authorization: Bearer {token}\r\n" if token else ""
+    head = (f"{method} {path} HTTP/1.1\r\nHost: sideeye-agent\r\n{auth}"
             "Content-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n")
     return head.encode() + body

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import contextlib
 import grp
+import hmac
 import os
 import queue
 import select
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -30,7 +32,15 @@ from pathlib import Path
 from typing import Callable, TextIO
 
 from pytest_sideeye import engine
-from pytest_sideeye.agent.authorize import Authorizer, Caller, Refused, docker_check, peer_of
+from pytest_sideeye.agent.authorize import (
+                                            RULE_REMOTE,
+                                            Authorizer,
+                                            Caller,
+                                            Refused,
+                                            docker_check,
+                                            peer_of,
+                                            remote_caller,
+)
 from pytest_sideeye.agent.protocol import (
                                            HttpError,
                                            SnapshotRequest,
@@ -78,6 +88,9 @@ class Agent:
         self.started = time.time()
         self.served = 0
         self.listener: socket.socket | None = None
+        self.token = ""
+        self.tls: ssl.SSLContext | None = None
+        self.tcp_listener: socket.socket | None = None
         self.stopping = threading.Event()
         self._log_lock = threading.Lock()
 
@@ -129,12 +142,75 @@ class Agent:
             threading.Thread(target=self._serve_connection, args=(conn,), daemon=True,
                              name="sideeye-agent connection").start()
 
+    # --- the remote listener: TCP + TLS, callers identified by the agent's token ----
+
+    def listen_tls(self, address: str, certfile: str, keyfile: str, token: str) -> None:
+        """Also serve `tcp://HOST:PORT` over TLS (rule 4: a caller with the token may
+        snapshot processes in Docker containers), in a thread of its own."""
+        host, port = _host_port(address)
+        if len(token) < 16:
+            raise SideeyeError("the agent's token must be at least 16 characters")
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        try:
+            ctx.load_cert_chain(certfile, keyfile)
+        except (OSError, ssl.SSLError) as e:
+            raise SideeyeError(f"cannot load the TLS certificate {certfile} / key {keyfile}: "
+                               f"{one_line(e)}") from None
+        try:
+            listener = socket.create_server((host, port), backlog=128)
+        except OSError as e:
+            raise SideeyeError(f"cannot listen on {address}: {e.strerror}") from None
+        self.token, self.tls, self.tcp_listener = token, ctx, listener
+        threading.Thread(target=self._accept_remote, name="sideeye-agent tls", daemon=True).start()
+        self.log(f"listening on {address} (TLS, token)")
+
+    def _accept_remote(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                conn, addr = self.tcp_listener.accept()
+            except OSError:
+                continue
+            if not self.slots.acquire(blocking=False):
+                conn.close()
+                continue
+            threading.Thread(target=self._serve_remote, args=(conn, f"{addr[0]}:{addr[1]}"),
+                             daemon=True, name="sideeye-agent remote").start()
+
+    def _serve_remote(self, conn: socket.socket, address: str) -> None:
+        try:
+            conn.settimeout(5.0)
+            try:
+                tls = self.tls.wrap_socket(conn, server_side=True)
+            except (OSError, ssl.SSLError):
+                conn.close()   # not TLS, or a handshake that never finished
+                return
+            caller = remote_caller(address)
+            status, answer = self._handle(tls, caller)
+            if status == 403:
+                self.log(f"refused {caller.describe()}: {answer['error']}")
+            self._answer_quietly(tls, status, answer)
+        except Exception as e:  # noqa: BLE001 - one connection must never end the agent
+            self.log(f"remote connection from {address} failed: {one_line(e)}")
+        finally:
+            self.slots.release()
+
+    def _check_token(self, caller: Caller, headers: dict[str, str]) -> None:
+        if caller.remote is None:
+            return
+        kind, _, given = headers.get("authorization", "").partition(" ")
+        if kind.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(),
+                                                               self.token.encode()):
+            raise Refused(f"refused by {RULE_REMOTE}: wrong or missing token")
+
     def stop(self) -> None:
         self.stopping.set()
         if self.listener is not None:
             with contextlib.suppress(OSError):
                 self.listener.shutdown(socket.SHUT_RDWR)
             self.listener.close()
+        if self.tcp_listener is not None:
+            self.tcp_listener.close()
         with contextlib.suppress(OSError):
             self.path.unlink()
 
@@ -161,6 +237,7 @@ class Agent:
     def _handle(self, conn: socket.socket, caller: Caller) -> tuple[int, dict | str]:
         try:
             req = read_request(conn)
+            self._check_token(caller, req.headers)
             if req.path == "/v1/health":
                 return 200, self.health()
             if req.path not in ("/v1/snapshot", "/v1/warm"):
@@ -188,8 +265,9 @@ class Agent:
         with contextlib.suppress(OSError):
             conn.settimeout(5.0)
             conn.sendall(response_bytes(status, answer))
-            conn.shutdown(socket.SHUT_WR)
-            _drain(conn)
+            if not isinstance(conn, ssl.SSLSocket):   # TLS closes with its own alert
+                conn.shutdown(socket.SHUT_WR)
+                _drain(conn)
         conn.close()
 
     def health(self) -> dict:
@@ -229,8 +307,7 @@ class Agent:
                 return 200, {"layouts_loaded": loaded}
             snap = self.take(targets, capture=job.request.capture,
                              strict_capture=job.request.strict_capture)
-        except Refused as e:
-            self.log(f"refused {job.caller.describe()}: {e}")
+        except Refused as e:   # logged with the answer, as every refusal
             return 403, {"error": str(e)}
         except CaptureSpecError as e:
             return 422, {"error": str(e)}
@@ -268,7 +345,7 @@ def _snapshot_line(caller: Caller, snap: Snapshot, seconds: float) -> str:
         else:
             parts.append(f"{label} goroutines={len(p.goroutines)} "
                          f"pause={(p.pause_ns or 0) / 1e6:.2f}ms")
-    return (f"snapshot for uid {caller.uid} (pid {caller.pid}): {'; '.join(parts)}; "
+    return (f"snapshot for {caller.describe()}: {'; '.join(parts)}; "
             f"took {seconds * 1000:.0f} ms")
 
 
@@ -289,7 +366,10 @@ def _drain(conn: socket.socket) -> None:
 
 
 def _client_gone(conn: socket.socket) -> bool:
-    """The client closed its end (it sent everything before, so readable means EOF)."""
+    """The client closed its end (it sent everything before, so readable means EOF).
+    Not known for TLS connections (no peeking under TLS): those count as present."""
+    if isinstance(conn, ssl.SSLSocket):
+        return False
     try:
         readable, _, _ = select.select([conn], [], [], 0)
         return bool(readable) and conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
@@ -314,9 +394,19 @@ def _resolve_container(name: str) -> list:
     return container_targets(name)
 
 
-def serve(path: Path, group: str, log: TextIO | None = None) -> None:
+def _host_port(address: str) -> tuple[str, int]:
+    rest = address.removeprefix("tcp://")
+    host, sep, port = rest.rpartition(":")
+    if not address.startswith("tcp://") or not sep or not port.isdigit() or not host:
+        raise SideeyeError(f"--listen {address!r}: expected tcp://ADDR:PORT")
+    return host.strip("[]"), int(port)
+
+
+def serve(path: Path, group: str, log: TextIO | None = None, *, listen: str | None = None,
+          tls_cert: str | None = None, tls_key: str | None = None,
+          token_file: str | None = None) -> None:
     """Run the agent until SIGTERM/SIGINT: refuse to start without the engine's
-    privileges (a root agent is the point), then serve."""
+    privileges (a root agent is the point), then serve (also over TLS with `listen`)."""
     import signal
 
     problem = engine.missing_privileges()
@@ -324,6 +414,14 @@ def serve(path: Path, group: str, log: TextIO | None = None) -> None:
         raise SideeyeError(f"the agent must be privileged: {problem}")
     agent = Agent(path, group, log)
     agent.bind()
+    if listen:
+        if not (tls_cert and tls_key and token_file):
+            raise SideeyeError("--listen needs --tls-cert, --tls-key and --token-file")
+        try:
+            token = Path(token_file).read_text().strip()
+        except OSError as e:
+            raise SideeyeError(f"cannot read the token file {token_file}: {e.strerror}") from None
+        agent.listen_tls(listen, tls_cert, tls_key, token)
 
     def stop(_signum, _frame) -> None:
         agent.log("stopping")

@@ -8,6 +8,7 @@
     sideeye export SNAPSHOT.json --sqlite FILE
     sideeye doctor
     sideeye agent [--socket PATH] [--group NAME] [--log FILE]
+                  [--listen tcp://ADDR:PORT --tls-cert F --tls-key F --token-file F]
 
 Every problem the user can act on is one line on stderr and exit code 2 (1 for a doctor
 that found a failing requirement), never a traceback.
@@ -65,6 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--group", default="sideeye",
                    help="the socket's group: its members may ask (default sideeye)")
     a.add_argument("--log", metavar="FILE", help="append the log here (default stderr)")
+    a.add_argument("--listen", metavar="tcp://ADDR:PORT",
+                   help="also serve remote callers over TLS (with --tls-cert, --tls-key, "
+                        "--token-file)")
+    a.add_argument("--tls-cert", metavar="FILE")
+    a.add_argument("--tls-key", metavar="FILE")
+    a.add_argument("--token-file", metavar="FILE",
+                   help="the token remote callers must present (Authorization: Bearer)")
     sub.add_parser("doctor", help="check every requirement of this machine "
                                   "(sideeye doctor [--json] [CHECK ...])")
     pr = sub.add_parser("prune-images", help="remove old images built for go_service "
@@ -197,15 +205,17 @@ def cmd_export(args) -> int:
 def cmd_agent(args) -> int:
     from pytest_sideeye import agent, settings
     path = Path(args.socket) if args.socket else settings.agent_socket()
+    remote = {"listen": args.listen, "tls_cert": args.tls_cert, "tls_key": args.tls_key,
+              "token_file": args.token_file}
     if not args.log:
-        agent.serve(path, args.group)
+        agent.serve(path, args.group, **remote)
         return 0
     try:
         log = open(args.log, "a", encoding="utf-8")
     except OSError as e:
         raise SideeyeError(f"cannot write {args.log}: {e.strerror}") from None
     with log:
-        agent.serve(path, args.group, log)
+        agent.serve(path, args.group, log, **remote)
     return 0
 
 
