@@ -17,6 +17,12 @@ one line naming the variable and what it takes (pytest-timeout's style), never a
 | SIDEEYE_BUILD_CACHE       | $SIDEEYE_CACHE/builds           | Go builds of go_service sources |
 | SIDEEYE_TOOLCHAINS        | /opt/sideeye/toolchains         | Go toolchains installed by scripts/setup.sh |
 | SIDEEYE_GO_VERSION        | 1.24.11                         | the Go version go_service builds with |
+| SIDEEYE_BPF_PINS          | /sys/fs/bpf/sideeye             | where loaded programs are pinned (0: nowhere) |
+| SIDEEYE_AGENT_SOCKET      | /run/sideeye/agent.sock         | where the sideeye agent listens (and clients ask) |
+| SIDEEYE_AGENT_URL         | (none)                          | https://HOST:PORT of a remote agent (instead of the socket) |
+| SIDEEYE_AGENT_TOKEN_FILE  | (none)                          | the remote agent's token, for SIDEEYE_AGENT_URL |
+| SIDEEYE_AGENT_CA          | (system CAs)                    | the CA file that signed the remote agent's certificate |
+| SIDEEYE_AGENT             | 1                               | 0: never ask the agent, snapshot in this process |
 """
 from __future__ import annotations
 
@@ -86,6 +92,35 @@ def toolchains_dir() -> Path:
 
 def default_go() -> str:
     return os.environ.get("SIDEEYE_GO_VERSION") or "1.24.11"
+
+
+def bpf_pins() -> Path | None:
+    """The bpffs folder of pinned programs, or None when pinning is off."""
+    raw = os.environ.get("SIDEEYE_BPF_PINS")
+    if raw is not None and raw.strip().lower() in ("0", "off", "no", "false"):
+        return None
+    return Path(raw).expanduser() if raw and raw.strip() else Path("/sys/fs/bpf/sideeye")
+
+
+def agent_socket() -> Path:
+    return _folder("SIDEEYE_AGENT_SOCKET", Path("/run/sideeye/agent.sock"))
+
+
+def agent_url() -> str | None:
+    return os.environ.get("SIDEEYE_AGENT_URL") or None
+
+
+def agent_token_file() -> Path | None:
+    raw = os.environ.get("SIDEEYE_AGENT_TOKEN_FILE")
+    return Path(raw).expanduser() if raw else None
+
+
+def agent_ca() -> str | None:
+    return os.environ.get("SIDEEYE_AGENT_CA") or None
+
+
+def use_agent() -> bool:
+    return _switch("SIDEEYE_AGENT", default=True)
 
 
 def max_pause_s() -> float:

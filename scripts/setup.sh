@@ -50,6 +50,13 @@ mount_tracefs() {
   mount -t tracefs nodev /sys/kernel/tracing
 }
 
+# bpffs: where loaded BPF programs are pinned, so that without an agent no process pays
+# the kernel verifier twice for the same layout (pytest_sideeye/engine/pins.py).
+mount_bpffs() {
+  mountpoint -q /sys/fs/bpf && return 0
+  mount -t bpf bpf /sys/fs/bpf
+}
+
 docker_answers() { timeout 5 docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }
 
 start_dockerd() {
@@ -63,6 +70,32 @@ start_dockerd() {
   done
   log "dockerd did not answer within 30 s; see /var/log/sideeye-dockerd.log"
   tail -20 /var/log/sideeye-dockerd.log >&2 || true
+  exit 1
+}
+
+# The sideeye agent (`sideeye agent`): one privileged process per machine that takes
+# snapshots for members of group sideeye (docs/agent.md). Started as dockerd is: only when
+# nothing answers on its socket. Real hosts use scripts/systemd/sideeye-agent.service.
+AGENT_SOCKET=${SIDEEYE_AGENT_SOCKET:-/run/sideeye/agent.sock}
+
+agent_answers() {
+  SIDEEYE_AGENT_SOCKET=$AGENT_SOCKET timeout 10 "$ROOT/.venv/bin/python" -c \
+    'from pytest_sideeye.agent import health; health()' >/dev/null 2>&1
+}
+
+start_agent() {
+  getent group sideeye >/dev/null || groupadd --system sideeye
+  agent_answers && return 0
+  log "starting the sideeye agent on $AGENT_SOCKET (log: /var/log/sideeye-agent.log)"
+  # setsid: the agent outlives this shell; its guardian (own session) outlives the agent.
+  setsid nohup "$ROOT/.venv/bin/sideeye" agent --socket "$AGENT_SOCKET" \
+    --log /var/log/sideeye-agent.log </dev/null >>/var/log/sideeye-agent.log 2>&1 &
+  for _ in $(seq 1 80); do
+    agent_answers && return 0
+    sleep 0.25
+  done
+  log "the sideeye agent did not answer within 20 s; see /var/log/sideeye-agent.log"
+  tail -5 /var/log/sideeye-agent.log >&2 || true
   exit 1
 }
 
@@ -102,8 +135,10 @@ main() {
   local go_pid=$!
   link_kernel_headers
   mount_tracefs
+  mount_bpffs
   start_dockerd
   make_venv
+  start_agent
   wait "$go_pid"
 }
 

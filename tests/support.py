@@ -19,6 +19,9 @@ IN_CI = bool(os.environ.get("CI"))
 # capture a generous pause budget (the product default is 10 ms; its own test lowers it).
 # (under half the guardian's 2 s hard limit on any pause, which settings enforces).
 os.environ.setdefault("SIDEEYE_CAPTURE_PAUSE_MS", "900")
+# The suite checks the engine in the test process, whatever agent this machine runs (the
+# agent's own tests start theirs, on their own socket, and turn this back on for it).
+os.environ.setdefault("SIDEEYE_AGENT", "0")
 # The Go versions the engine is checked against in CI (installed by scripts/setup.sh).
 GO_VERSIONS = ("1.21.13", "1.24.11", "1.27.3")
 

@@ -7,6 +7,8 @@
     sideeye diff BEFORE.json AFTER.json [--html FILE] [--json FILE]
     sideeye export SNAPSHOT.json --sqlite FILE
     sideeye doctor
+    sideeye agent [--socket PATH] [--group NAME] [--log FILE]
+                  [--listen tcp://ADDR:PORT --tls-cert F --tls-key F --token-file F]
 
 Every problem the user can act on is one line on stderr and exit code 2 (1 for a doctor
 that found a failing requirement), never a traceback.
@@ -21,8 +23,10 @@ import sys
 from pathlib import Path
 
 from pytest_sideeye.errors import SideeyeError
-from pytest_sideeye.report import load_snapshot, write_diff_html, write_report, write_sqlite
-from pytest_sideeye.snapshot import render_diff_text, render_text
+
+# Stages are imported by the commands that use them: `sideeye snapshot` through a warm
+# agent is timed end to end (benchmarks/agent_bench.py), and jinja2, Docker and the
+# engine's imports are most of a cold start.
 
 
 def _snapshot_parser(sub) -> None:
@@ -55,6 +59,20 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("export", help="a snapshot (JSON file or report) as SQLite tables")
     e.add_argument("snapshot")
     e.add_argument("--sqlite", metavar="FILE", required=True)
+    a = sub.add_parser("agent", help="serve snapshot requests on a Unix socket (run as root, "
+                                     "one per machine)")
+    a.add_argument("--socket", metavar="PATH",
+                   help="where to listen (default $SIDEEYE_AGENT_SOCKET or /run/sideeye/agent.sock)")
+    a.add_argument("--group", default="sideeye",
+                   help="the socket's group: its members may ask (default sideeye)")
+    a.add_argument("--log", metavar="FILE", help="append the log here (default stderr)")
+    a.add_argument("--listen", metavar="tcp://ADDR:PORT",
+                   help="also serve remote callers over TLS (with --tls-cert, --tls-key, "
+                        "--token-file)")
+    a.add_argument("--tls-cert", metavar="FILE")
+    a.add_argument("--tls-key", metavar="FILE")
+    a.add_argument("--token-file", metavar="FILE",
+                   help="the token remote callers must present (Authorization: Bearer)")
     sub.add_parser("doctor", help="check every requirement of this machine "
                                   "(sideeye doctor [--json] [CHECK ...])")
     pr = sub.add_parser("prune-images", help="remove old images built for go_service "
@@ -66,30 +84,63 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_snapshot(args) -> int:
-    from pytest_sideeye import engine
-    from pytest_sideeye.services import container_targets
+    from pytest_sideeye import agent
 
     if not args.pid and not args.container:
         raise SideeyeError("nothing to snapshot: give --pid PID or --container NAME")
     # Outputs are checked before any target is paused: a pause for nothing is a cost.
     for path in filter(None, (args.json, args.html, args.sqlite)):
         _check_writable(path)
-    targets = [engine.Target(pid) for pid in args.pid]
-    for name in args.container:
-        targets += container_targets(name)
-    snap = engine.take_snapshot(targets, capture=args.capture or None)
+    targets: list = list(args.pid)
+    via_agent = args.container and agent.route().kind == "agent"
+    for name in args.container:   # the agent finds a container's processes itself
+        if via_agent:
+            targets.append(agent.ContainerTarget(name))
+        else:
+            from pytest_sideeye.services import container_targets
+            targets += container_targets(name)
+    if args.json and not (args.text or args.html or args.sqlite) and \
+            agent.route().kind == "agent":
+        return _agent_json_only(targets, args)
+    snap = agent.take_snapshot(targets, capture=args.capture or None)  # the agent, else here
     if args.json:
         _write(args.json, snap.dumps())
     if args.html:
+        from pytest_sideeye.report import write_report
         write_report(snap, args.html)
     if args.sqlite:
+        from pytest_sideeye.report import write_sqlite
         write_sqlite(snap, args.sqlite)
     if args.text or not (args.json or args.html or args.sqlite):
+        from pytest_sideeye.snapshot import render_text
         sys.stdout.write(render_text(snap))
     for p in snap.processes:
         if p.error:
             print(f"sideeye: pid {p.pid}: {p.error}", file=sys.stderr)
     return 0 if any(p.error is None for p in snap.processes) else 2
+
+
+def _agent_json_only(targets: list, args) -> int:
+    """`--json` alone through the agent: its document is written as it came (checking it
+    into the model and writing it out again would double the command's time)."""
+    from pytest_sideeye import agent
+    body, doc = agent.snapshot_document(targets, args.capture or None)
+    processes = doc.get("processes") if doc.get("format") == "sideeye.snapshot/v1" else None
+    if not isinstance(processes, list) or not all(isinstance(p, dict) for p in processes):
+        raise SideeyeError("the sideeye agent's answer is not a sideeye.snapshot/v1 document")
+    _write_bytes(args.json, body)
+    for p in processes:
+        if p.get("error"):
+            print(f"sideeye: pid {p.get('pid')}: {p['error']}", file=sys.stderr)
+    return 0 if any(p.get("error") is None for p in processes) else 2
+
+
+def _write_bytes(path: str, data: bytes) -> None:
+    try:
+        with open(path, "wb") as f:
+            f.write(data)
+    except OSError as e:
+        raise SideeyeError(f"cannot write {path}: {e.strerror}") from None
 
 
 def _check_writable(path: str) -> None:
@@ -111,6 +162,7 @@ def _write(path: str, text: str) -> None:
 def cmd_report(args) -> int:
     """Write the HTML report of a snapshot (default: the snapshot's name with .html).
     Errors print one line, as `sideeye report: error: ...`, and return 2."""
+    from pytest_sideeye.report import load_snapshot, write_report
     out = args.output or str(Path(args.snapshot).with_suffix(".html"))
     try:
         if Path(out).resolve() == Path(args.snapshot).resolve():
@@ -125,6 +177,8 @@ def cmd_report(args) -> int:
 
 def cmd_diff(args) -> int:
     """`sideeye diff A B`: the text diff on stdout (counts first), optionally HTML/JSON."""
+    from pytest_sideeye.report import load_snapshot, write_diff_html
+    from pytest_sideeye.snapshot import render_diff_text
     for path in filter(None, (args.html, args.json)):
         _check_writable(path)
     before, after = load_snapshot(args.before), load_snapshot(args.after)
@@ -138,11 +192,29 @@ def cmd_diff(args) -> int:
 
 
 def cmd_export(args) -> int:
+    from pytest_sideeye.report import load_snapshot, write_sqlite
     _check_writable(args.sqlite)
     try:
         print(write_sqlite(load_snapshot(args.snapshot), args.sqlite))
     except sqlite3.Error as e:
         raise SideeyeError(f"cannot write {args.sqlite}: {e}") from None
+    return 0
+
+
+def cmd_agent(args) -> int:
+    from pytest_sideeye import agent, settings
+    path = Path(args.socket) if args.socket else settings.agent_socket()
+    remote = {"listen": args.listen, "tls_cert": args.tls_cert, "tls_key": args.tls_key,
+              "token_file": args.token_file}
+    if not args.log:
+        agent.serve(path, args.group, **remote)
+        return 0
+    try:
+        log = open(args.log, "a", encoding="utf-8")
+    except OSError as e:
+        raise SideeyeError(f"cannot write {args.log}: {e.strerror}") from None
+    with log:
+        agent.serve(path, args.group, log, **remote)
     return 0
 
 
@@ -164,7 +236,7 @@ def cmd_prune_images(args) -> int:
 
 
 COMMANDS = {"snapshot": cmd_snapshot, "report": cmd_report, "diff": cmd_diff,
-            "export": cmd_export, "doctor": cmd_doctor,
+            "export": cmd_export, "doctor": cmd_doctor, "agent": cmd_agent,
             "prune-images": cmd_prune_images}
 
 

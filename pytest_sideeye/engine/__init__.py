@@ -9,7 +9,13 @@ collect the raw records (collect.py) -> resume -> decode them into goroutines
 from pytest_sideeye.engine import privileges
 from pytest_sideeye.engine.bpf import captured_stderr, trial_hook, trial_load
 from pytest_sideeye.engine.privileges import missing_privileges
-from pytest_sideeye.engine.take import Target, snapshot_process, take_snapshot
+from pytest_sideeye.engine.take import (
+                                        Target,
+                                        loaded_layouts,
+                                        snapshot_process,
+                                        take_snapshot,
+                                        warm,
+)
 
-__all__ = ["Target", "captured_stderr", "missing_privileges", "privileges", "snapshot_process", "take_snapshot", "trial_hook",
-           "trial_load"]
+__all__ = ["Target", "captured_stderr", "loaded_layouts", "missing_privileges", "privileges", "snapshot_process", "take_snapshot", "trial_hook",
+           "trial_load", "warm"]

@@ -23,6 +23,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Iterator
 
+from pytest_sideeye.engine import pins
 from pytest_sideeye.errors import BpfUnavailable, NoPermission, TargetGone
 from pytest_sideeye.files import JsonCache
 
@@ -265,7 +266,9 @@ class Program:
     the iterator (always) and the stop hook (when this kernel allows it).
 
     The bytecode is cached on disk per (source, layout, kernel): a cached program is loaded
-    without bcc, its maps created here and their fds patched into the instructions."""
+    without bcc, its maps created here and their fds patched into the instructions. Loaded
+    programs and their maps are pinned in bpffs (pins.py): a later process opens them
+    instead of loading (`from_pins`), and shares their maps (take.py holds pins.lock)."""
 
     def __init__(self, macros: dict[str, int]):
         self.macros = dict(macros)
@@ -276,12 +279,41 @@ class Program:
             templates, specs = _compile_templates(self.macros)
             _store_program(self.macros, templates, specs)
         self.specs = {s.name: s for s in specs}
+        self.pin_key = _cache_key(self.macros)
+        self.from_pins = self._open_pins(specs)
+        if not self.from_pins:
+            self._load(templates, specs)
+            pins.pin(bpf_syscall, self.pin_key, self._fds_to_pin())
+        for name in MMAPPED:
+            setattr(self, name, self._mmap(name))
+
+    def _open_pins(self, specs: list[MapSpec]) -> bool:
+        """Take the maps and programs another process pinned (pins.py), if complete."""
+        fds = pins.open_pinned(bpf_syscall, self.pin_key,
+                               [s.name for s in specs] + ["iter", "hook"])
+        if fds is None:
+            return False
+        self.map_fds = {s.name: fds[s.name] for s in specs}
+        self.prog_fd = fds["iter"]
+        self.hook_fd = fds.get("hook")
+        self.hook_error = None if self.hook_fd is not None else \
+            "the pinned programs have no stop hook (this kernel refused it when they were loaded)"
+        return True
+
+    def _fds_to_pin(self) -> dict[str, int]:
+        out = {**self.map_fds, "iter": self.prog_fd}
+        if self.hook_fd is not None:
+            out["hook"] = self.hook_fd
+        return out
+
+    def _load(self, templates: dict[str, str], specs: list[MapSpec]) -> None:
+        """Create the maps and load the programs: BPF_PROG_LOAD runs the verifier (seconds)."""
         for spec in specs:
             self.map_fds[spec.name] = _map_create(spec)
         fds = [self.map_fds[s.name] for s in specs]
         kfuncs = kernel_btf().kfunc_ids
-        self.insns = patch_kfunc_calls(_relocate(bytes.fromhex(templates["iter"]), fds), kfuncs)
-        self.prog_fd = _load_sleepable_iter(self.insns)
+        insns = patch_kfunc_calls(_relocate(bytes.fromhex(templates["iter"]), fds), kfuncs)
+        self.prog_fd = _load_sleepable_iter(insns)
         self.hook_fd = None
         self.hook_error = "this kernel's BTF lacks the fields the stop hook reads"
         if "hook" in templates:
@@ -292,8 +324,6 @@ class Program:
                 self.hook_error = None
             except (BpfUnavailable, NoPermission) as e:
                 self.hook_error = str(e)
-        for name in MMAPPED:
-            setattr(self, name, self._mmap(name))
 
     def _mmap(self, name: str) -> mmap.mmap:
         spec = self.specs[name]

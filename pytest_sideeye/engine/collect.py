@@ -147,9 +147,9 @@ class Collector:
 
     def _new_capture_generation(self) -> None:
         """What the programs remember of their capture reads (where in capbuf an address
-        was copied) is stale once capbuf starts over: a new generation number says so."""
-        self.p.cap_gen = getattr(self.p, "cap_gen", 0) + 1
-        CFG.set(self.p.cfg, cap_gen=self.p.cap_gen)
+        was copied) is stale once capbuf starts over: a new generation number says so.
+        Counted in the map itself: pinned programs share it with other processes."""
+        CFG.set(self.p.cfg, cap_gen=CFG.get(self.p.cfg, "cap_gen") + 1)
 
     def _out_word(self, name: str) -> int:
         return OUT.get(self.p.out, name)

@@ -19,6 +19,7 @@ from pytest_sideeye import capture as capture_mod
 from pytest_sideeye import settings
 from pytest_sideeye.binary import analyze
 from pytest_sideeye.capture import compile_plan
+from pytest_sideeye.engine import pins
 from pytest_sideeye.engine.bpf import Program, layout_macros
 from pytest_sideeye.engine.collect import Collector, Records
 from pytest_sideeye.engine.cstructs import check_capture_formats
@@ -54,6 +55,27 @@ def program_for(layout) -> Program:
         check_capture_formats()
         prog = _programs[key] = Program(macros)
     return prog
+
+
+def loaded_layouts() -> int:
+    """How many runtime layouts have their programs loaded in this process (kept warm)."""
+    return len(_programs)
+
+
+def warm(targets: list[Target] | list[int]) -> int:
+    """Load the programs of each target's runtime layout (and analyse its binary) now, so
+    that a snapshot later pays no kernel verifier: the plugin does it when a test's
+    services are up, the agent when asked. Targets that cannot be read are skipped (their
+    snapshot will say why). Returns how many layouts are loaded in this process."""
+    for t in targets:
+        pid = t.pid if isinstance(t, Target) else int(t)
+        try:
+            layout = analyze(exe_for_pid(pid)).layout
+            with _lock:
+                program_for(layout)
+        except SideeyeError:
+            continue
+    return len(_programs)
 
 
 def take_snapshot(targets: list[Target] | list[int], capture=None, limits=None, *,
@@ -138,35 +160,37 @@ def _snapshot_into(proc: Process, spec, limits, cfg: settings.EngineSettings,
     if missing:
         raise SideeyeError(f"{exe}: runtime symbols {missing} not found (stripped binary?)")
     decoder = RecordDecoder(info, bias, program.const)
-    collector = Collector(program, pid, addrs, bias, hook_budget_ns=cfg.hook_budget_ns)
-    raw = Records(pid)
-    times = PauseTimes()
-    tables = _capture_tables(plan, info, bias, program) \
-        if plan is not None and cfg.bpf_capture else None
-    pause_jobs: dict = {}
-    try:
-        wanted = cfg.stop_hook
-        if not wanted or program.hook_fd is None:
-            collector.prewarm()
-        collector.set_capture(tables, int(cfg.capture_pause_s * 1e9),
-                              plan.limits.total_bytes if plan is not None else 0)
-        hooked = wanted and collector.arm_hook()
-        with paused(pid, times, collector.hook_saw_stop if hooked else None):
-            proc.monotonic_ns = time.monotonic_ns()
-            t0 = time.perf_counter_ns()
-            collector.collect(raw)
-            starts = decoder.syscall_starts(raw)
-            if starts:
-                collector.start_syscall_walks(raw, starts)
-            t1 = time.perf_counter_ns()
-            if plan is not None:
-                pause_jobs = _capture_in_pause(plan, decoder, collector, raw, tables,
-                                               cfg.capture_pause_s)
-            t2 = time.perf_counter_ns()
-        captures = _captures_after(plan, decoder, collector, raw, tables, pause_jobs,
-                                   cfg.capture_pause_s) if plan is not None else []
-    finally:
-        collector.close()
+    # Pinned programs share their maps with every process using them (pins.py).
+    with pins.lock(program.pin_key):
+        collector = Collector(program, pid, addrs, bias, hook_budget_ns=cfg.hook_budget_ns)
+        raw = Records(pid)
+        times = PauseTimes()
+        tables = _capture_tables(plan, info, bias, program) \
+            if plan is not None and cfg.bpf_capture else None
+        pause_jobs: dict = {}
+        try:
+            wanted = cfg.stop_hook
+            if not wanted or program.hook_fd is None:
+                collector.prewarm()
+            collector.set_capture(tables, int(cfg.capture_pause_s * 1e9),
+                                  plan.limits.total_bytes if plan is not None else 0)
+            hooked = wanted and collector.arm_hook()
+            with paused(pid, times, collector.hook_saw_stop if hooked else None):
+                proc.monotonic_ns = time.monotonic_ns()
+                t0 = time.perf_counter_ns()
+                collector.collect(raw)
+                starts = decoder.syscall_starts(raw)
+                if starts:
+                    collector.start_syscall_walks(raw, starts)
+                t1 = time.perf_counter_ns()
+                if plan is not None:
+                    pause_jobs = _capture_in_pause(plan, decoder, collector, raw, tables,
+                                                   cfg.capture_pause_s)
+                t2 = time.perf_counter_ns()
+            captures = _captures_after(plan, decoder, collector, raw, tables, pause_jobs,
+                                       cfg.capture_pause_s) if plan is not None else []
+        finally:
+            collector.close()
     _check_survived(pid)
     proc.pause_ns = times.pause_ns
     proc.pause_parts_ns = {"stop": times.stop_ns, "collect": t1 - t0, "capture": t2 - t1,

@@ -247,6 +247,11 @@ def build_targets(services: list[Any]) -> tuple[list[Any], list[Process]]:
                                 error=f"service {svc.name}: {one_line(e)}"))
             continue
         if not pids:
+            from pytest_sideeye.agent import container_target  # the agent sees what we cannot
+            found = container_target(container.id, svc.name) if container else None
+            if found is not None:
+                targets.append(found)
+                continue
             gone.append(Process(pid=0, container=container, service=svc.name,
                                 error=f"service {svc.name}: no running process"))
         targets.extend(Target(pid=p, container=container, service=svc.name) for p in pids)
@@ -279,7 +284,7 @@ def _take_one_at_a_time(targets: list[Any], capture: dict[str, list[str]]) -> Sn
     runs in a helper thread: the engine takes one at a time. One capture spec serves every
     service of a test: the engine gives each process the functions its program has, and
     notes those that none has (strict_capture=False)."""
-    from pytest_sideeye.engine import take_snapshot
+    from pytest_sideeye.agent import take_snapshot  # the agent when it answers, else here
     return take_snapshot(targets, capture or None, strict_capture=False)
 
 
@@ -289,7 +294,7 @@ def take(services: list[Any], capture: dict[str, list[str]], budget_s: float,
     be read at all, the one-line reason. Logs are read after the pause, so the snapshot
     is as close to the moment as possible."""
     problem: str | None = None
-    from pytest_sideeye.engine import missing_privileges
+    from pytest_sideeye.agent import missing_privileges  # none with an agent to ask
     try:
         lacking = missing_privileges()
         if lacking:
@@ -547,6 +552,24 @@ def pytest_runtest_setup(item: pytest.Item):
     arm_own_timeout(item)
     with _in_phase(item):
         yield
+    _warm_engine(item)
+
+
+_warmed_images: set[str] = set()
+
+
+def _warm_engine(item: pytest.Item) -> None:
+    """Once a test's services are up, whoever will snapshot them (the agent, or this
+    process) loads their programs in the background, once per image: a timeout's snapshot
+    then pays no kernel verifier (seconds) before the timeout it precedes."""
+    settings = settings_of(item.config)
+    fresh = [s for s in services_of(item.nodeid) if getattr(s, "image", None) not in _warmed_images]
+    if not (settings.on_timeout or settings.on_failure or settings.leaks) or not fresh:
+        return
+    _warmed_images.update(getattr(s, "image", None) for s in fresh)
+    from pytest_sideeye.agent import warm
+    threading.Thread(target=lambda: warm(build_targets(fresh)[0]), daemon=True,
+                     name="sideeye warm").start()
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)

@@ -14,7 +14,8 @@ PKG = Path(__file__).resolve().parents[2] / "pytest_sideeye"
 # Earlier first. The foundation (errors, then settings, then files) imports nothing of ours
 # but itself; the model (snapshot) imports nothing of ours at all.
 FOUNDATION = ("errors", "settings", "files")
-STAGES = ("snapshot", "binary", "capture", "engine", "report", "services", "plugin", "cli")
+STAGES = ("snapshot", "binary", "capture", "engine", "report", "services", "agent", "plugin",
+          "cli")
 
 
 def module_name(path: Path) -> str:

@@ -76,7 +76,8 @@ def test_the_engine_and_doctor_agree_on_privileges(needs_root):
     assert r.stderr.splitlines() == [
         "sideeye: snapshots need root, or CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE, CAP_KILL; "
         "this process (root) lacks CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE: run it as root "
-        "(sudo), or grant those (setcap, or docker run --cap-add)"]
+        "(sudo), or grant those (setcap, or docker run --cap-add); or ask a sideeye agent "
+        "(not asked: SIDEEYE_AGENT=0)"]
 
 
 @pytest.mark.parametrize("caps, lacking", [

@@ -1,0 +1,285 @@
+"""Asking the agent, and choosing who takes a snapshot: the agent whenever its socket
+answers, else the engine in this process when it is privileged, else the one-line reason
+(which says how to get either).
+"""
+from __future__ import annotations
+
+import errno
+import json
+import socket
+import ssl
+import urllib.parse
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from pytest_sideeye import settings
+from pytest_sideeye.agent.protocol import (
+                                           SnapshotRequest,
+                                           TargetSpec,
+                                           request_bytes,
+)
+from pytest_sideeye.errors import CaptureSpecError, NoPermission, SideeyeError
+
+if TYPE_CHECKING:
+    from pytest_sideeye.snapshot import Snapshot
+
+CONNECT_TIMEOUT_S = 1.0
+SNAPSHOT_TIMEOUT_S = 120.0   # queued behind others, each bounded by the engine's own limits
+MAX_ANSWER_BYTES = 512 * 1024 * 1024
+
+
+class AgentUnavailable(SideeyeError):
+    """No agent answers on the socket (absent, dead, or this user may not connect)."""
+
+
+class AgentAnswered(SideeyeError):
+    """The agent answered with an error: its one line."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def _connect(path: str, timeout: float) -> socket.socket:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(CONNECT_TIMEOUT_S)
+    try:
+        s.connect(path)
+    except OSError as e:
+        s.close()
+        if e.errno == errno.EACCES:
+            raise AgentUnavailable(f"the sideeye agent's socket {path} does not let this user "
+                                   "in (join its group, e.g. usermod -aG sideeye $USER, then log "
+                                   "in again)") from None
+        raise AgentUnavailable(f"no sideeye agent answers on {path} "
+                               f"({e.strerror or type(e).__name__})") from None
+    s.settimeout(timeout)
+    return s
+
+
+def _connect_remote(url: str, timeout: float) -> tuple[socket.socket, str]:
+    """A TLS connection to a remote agent (SIDEEYE_AGENT_URL), and its token."""
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme != "https" or not parsed.hostname or not parsed.port:
+        raise SideeyeError(f"SIDEEYE_AGENT_URL={url!r}: expected https://HOST:PORT")
+    token_file = settings.agent_token_file()
+    try:
+        token = token_file.read_text().strip() if token_file else ""
+    except OSError as e:
+        raise SideeyeError(f"cannot read SIDEEYE_AGENT_TOKEN_FILE {token_file}: "
+                           f"{e.strerror}") from None
+    ctx = ssl.create_default_context(cafile=settings.agent_ca())
+    try:
+        raw = socket.create_connection((parsed.hostname, parsed.port), CONNECT_TIMEOUT_S * 5)
+    except OSError as e:
+        raise AgentUnavailable(f"no sideeye agent answers at {url} "
+                               f"({e.strerror or type(e).__name__})") from None
+    try:
+        s = ctx.wrap_socket(raw, server_hostname=parsed.hostname)
+    except (OSError, ssl.SSLError) as e:
+        raw.close()
+        raise AgentUnavailable(f"TLS with the sideeye agent at {url} failed: "
+                               f"{getattr(e, 'reason', None) or e}") from None
+    s.settimeout(timeout)
+    return s, token
+
+
+def ask(method: str, path: str, doc: dict | None = None, *, timeout: float = 10.0,
+        socket_path: str | None = None) -> tuple[int, bytes]:
+    """One request to the agent on the Unix socket, or to the remote agent of
+    SIDEEYE_AGENT_URL; returns (status, body). AgentUnavailable when nobody answers."""
+    url = None if socket_path else settings.agent_url()
+    token = None
+    if url:
+        where = url
+        s, token = _connect_remote(url, timeout)
+    else:
+        where = str(socket_path or settings.agent_socket())
+        s = _connect(where, timeout)
+    try:
+        s.sendall(request_bytes(method, path, doc, token))
+        data = bytearray()
+        while chunk := s.recv(1 << 20):
+            data += chunk
+            if len(data) > MAX_ANSWER_BYTES:
+                raise SideeyeError(f"the agent's answer is over {MAX_ANSWER_BYTES >> 20} MiB")
+    except socket.timeout:
+        raise SideeyeError(f"the sideeye agent on {where} did not answer within "
+                           f"{timeout:g} s") from None
+    except OSError as e:
+        raise AgentUnavailable(f"the sideeye agent on {where} dropped the connection "
+                               f"({e.strerror})") from None
+    finally:
+        s.close()
+    return _split_response(bytes(data), where)
+
+
+def _split_response(data: bytes, where: str) -> tuple[int, bytes]:
+    head, sep, body = data.partition(b"\r\n\r\n")
+    parts = head.split(b" ", 2)
+    if not sep or len(parts) < 2 or not parts[1].isdigit():
+        raise AgentUnavailable(f"what answers on {where} is not a sideeye agent")
+    return int(parts[1]), body
+
+
+def health(socket_path: str | None = None) -> dict:
+    """The agent's health document; AgentUnavailable when no agent answers."""
+    status, body = ask("GET", "/v1/health", timeout=5.0, socket_path=socket_path)
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        doc = None
+    if status != 200 or not isinstance(doc, dict) or doc.get("agent") != "sideeye":
+        raise AgentUnavailable("what answers on the agent socket is not a sideeye agent")
+    return doc
+
+
+def snapshot_document(targets: list, capture=None, *, strict_capture: bool = True,
+                      socket_path: str | None = None,
+                      timeout: float = SNAPSHOT_TIMEOUT_S) -> tuple[bytes, dict]:
+    """The agent's sideeye.snapshot/v1 document: its bytes as sent, and parsed. Errors it
+    answers with are one line (the refusal rules, busy, a bad capture spec), raised as
+    AgentAnswered / CaptureSpecError."""
+    req = SnapshotRequest([_target_spec(t) for t in targets], _capture_json(capture),
+                          strict_capture)
+    status, body = ask("POST", "/v1/snapshot", req.to_json(), timeout=timeout,
+                       socket_path=socket_path)
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        raise SideeyeError(f"the sideeye agent answered {status} with a body that is not "
+                           "JSON") from None
+    if status != 200:
+        message = doc.get("error") if isinstance(doc, dict) else None
+        line = f"sideeye agent: {message or f'status {status}'}"
+        raise CaptureSpecError(line) if status == 422 else AgentAnswered(status, line)
+    return body, doc
+
+
+def snapshot_via_agent(targets: list, capture=None, *, strict_capture: bool = True,
+                       socket_path: str | None = None,
+                       timeout: float = SNAPSHOT_TIMEOUT_S) -> Snapshot:
+    """A snapshot taken by the agent, as the model (every field checked)."""
+    _body, doc = snapshot_document(targets, capture, strict_capture=strict_capture,
+                                   socket_path=socket_path, timeout=timeout)
+    from pytest_sideeye.snapshot import Snapshot
+    try:
+        return Snapshot.from_json(doc)
+    except ValueError as e:
+        raise SideeyeError(f"the sideeye agent's snapshot is not valid: {e}") from None
+
+
+@dataclass
+class ContainerTarget:
+    """Every Go process of a container, found by whoever takes the snapshot: the agent
+    can see into a root-owned container's processes when this user cannot."""
+    name_or_id: str
+    service: str | None = None
+
+
+def _target_spec(t) -> TargetSpec:
+    if isinstance(t, int):
+        return TargetSpec(pid=t)
+    if isinstance(t, ContainerTarget):
+        return TargetSpec(container_name=t.name_or_id, service=t.service)
+    return TargetSpec(pid=t.pid, service=t.service, container=t.container)
+
+
+def _resolved_here(targets: list) -> list:
+    """ContainerTargets turned into the engine's Targets, in this process."""
+    from pytest_sideeye.services import container_targets
+    out = []
+    for t in targets:
+        if isinstance(t, ContainerTarget):
+            found = container_targets(t.name_or_id)
+            for f in found:
+                f.service = t.service or f.service
+            out += found
+        else:
+            out.append(t)
+    return out
+
+
+def container_target(name_or_id: str, service: str | None = None) -> ContainerTarget | None:
+    """A target for a container whose processes this user cannot list, when an agent
+    answers to list them; None otherwise (nobody could snapshot it)."""
+    return ContainerTarget(name_or_id, service) if route().kind == "agent" else None
+
+
+def _capture_json(capture):
+    if not capture:
+        return None
+    if isinstance(capture, str):
+        return [capture]
+    if isinstance(capture, dict):
+        return {str(k): [v] if isinstance(v, str) else list(v) for k, v in capture.items()}
+    return list(capture)
+
+
+# --- who takes the snapshot ----------------------------------------------------------
+
+@dataclass(frozen=True)
+class Route:
+    """Who takes snapshots from this process: "agent", "engine" (in this process), or
+    None with `reason`, the one line to show."""
+    kind: str | None
+    detail: str
+
+
+def route() -> Route:
+    """The remote agent of SIDEEYE_AGENT_URL when set, else the agent when its socket
+    answers (SIDEEYE_AGENT=0: never), else the engine here when this process is
+    privileged, else why neither."""
+    why_not_agent = "not asked: SIDEEYE_AGENT=0"
+    if settings.use_agent() and settings.agent_url():
+        # A remote agent is asked whatever: its targets are on another machine, which
+        # nothing here could snapshot; its own answer is the one line to show.
+        return Route("agent", f"the sideeye agent at {settings.agent_url()}")
+    if settings.use_agent():
+        try:
+            doc = health()
+            return Route("agent", f"sideeye agent pid {doc.get('pid')} on "
+                                  f"{settings.agent_url() or settings.agent_socket()}")
+        except AgentUnavailable as e:
+            why_not_agent = str(e)
+        except SideeyeError as e:   # it answered, badly: still not usable
+            why_not_agent = str(e)
+    from pytest_sideeye.engine import missing_privileges as lacking_here
+    lacking = lacking_here()
+    if lacking is None:
+        return Route("engine", "in this process (privileged)")
+    return Route(None, f"{lacking}; or ask a sideeye agent ({why_not_agent})")
+
+
+def take_snapshot(targets: list, capture=None, *, strict_capture: bool = True) -> Snapshot:
+    """engine.take_snapshot's signature, through whoever route() names."""
+    chosen = route()
+    if chosen.kind == "agent":
+        return snapshot_via_agent(targets, capture, strict_capture=strict_capture)
+    if chosen.kind == "engine":
+        from pytest_sideeye import engine
+        return engine.take_snapshot(_resolved_here(targets), capture,
+                                    strict_capture=strict_capture)
+    raise NoPermission(chosen.detail)
+
+
+def warm(targets: list) -> None:
+    """Have whoever will take these targets' snapshots load their programs now (the agent
+    keeps them; this process keeps its own). Quiet: a failure here is the snapshot's to
+    report, later."""
+    try:
+        chosen = route()
+        if chosen.kind == "agent":
+            req = SnapshotRequest([_target_spec(t) for t in targets])
+            ask("POST", "/v1/warm", req.to_json(), timeout=SNAPSHOT_TIMEOUT_S)
+        elif chosen.kind == "engine":
+            from pytest_sideeye import engine
+            engine.warm(_resolved_here(targets))
+    except SideeyeError:
+        pass
+
+
+def missing_privileges() -> str | None:
+    """None when snapshots can be taken (by the agent or here), else the one line."""
+    chosen = route()
+    return chosen.detail if chosen.kind is None else None

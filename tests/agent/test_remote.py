@@ -1,0 +1,141 @@
+"""The remote agent: `sideeye agent --listen tcp://ADDR:PORT` with TLS and a token, tested
+with the agent inside a network namespace of its own joined to this one by a veth pair
+(the "other machine"; it shares the host's processes and Docker, as a node's agent
+would). The CLI here reaches it with SIDEEYE_AGENT_URL; a wrong token, and a process
+outside any container, are refused in one line (rule 4)."""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+
+import pytest
+from support import GOAPPS, ROOT, missing
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("needs_root", "needs_docker")]
+
+PORT = 7443
+
+
+def run(*cmd: str) -> None:
+    subprocess.run(cmd, check=True, capture_output=True, timeout=30)
+
+
+@pytest.fixture
+def other_machine(shared_dir):
+    """(namespace name, its address): a network namespace linked by a veth pair."""
+    tag = secrets.token_hex(3)
+    ns, here, there = f"sideeye-{tag}", f"se{tag}a", f"se{tag}b"
+    net = f"10.{200 + int(tag[:2], 16) % 50}.{int(tag[2:4], 16)}"
+    try:
+        run("ip", "netns", "add", ns)
+    except (subprocess.CalledProcessError, FileNotFoundError) as e:
+        missing(f"cannot make a network namespace: {e}")
+    try:
+        run("ip", "link", "add", here, "type", "veth", "peer", "name", there)
+        run("ip", "link", "set", there, "netns", ns)
+        run("ip", "addr", "add", f"{net}.1/24", "dev", here)
+        run("ip", "link", "set", here, "up")
+        run("ip", "netns", "exec", ns, "ip", "addr", "add", f"{net}.2/24", "dev", there)
+        run("ip", "netns", "exec", ns, "ip", "link", "set", there, "up")
+        run("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
+        yield ns, f"{net}.2"
+    finally:
+        subprocess.run(["ip", "link", "del", here], capture_output=True)
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+@pytest.fixture
+def remote_agent(other_machine, shared_dir):
+    ns, address = other_machine
+    folder = shared_dir / f"remote-{ns}"
+    folder.mkdir()
+    cert, key, token = folder / "agent.crt", folder / "agent.key", folder / "token"
+    run("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+        "-out", str(cert), "-days", "1", "-subj", f"/CN={address}",
+        "-addext", f"subjectAltName=IP:{address}")
+    token.write_text(secrets.token_hex(24) + "\n")
+    token.chmod(0o600)
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", ns, sys.executable, "-m", "pytest_sideeye.cli.main", "agent",
+         "--socket", str(folder / "agent.sock"), "--log", str(folder / "agent.log"),
+         "--listen", f"tcp://{address}:{PORT}", "--tls-cert", str(cert), "--tls-key", str(key),
+         "--token-file", str(token)], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    env = {**os.environ, "SIDEEYE_AGENT": "1", "SIDEEYE_AGENT_URL": f"https://{address}:{PORT}",
+           "SIDEEYE_AGENT_TOKEN_FILE": str(token), "SIDEEYE_AGENT_CA": str(cert)}
+    deadline = time.monotonic() + 30
+    ask = [sys.executable, "-c", "from pytest_sideeye.agent import health; health()"]
+    while subprocess.run(ask, env=env, capture_output=True, cwd="/").returncode != 0:
+        assert proc.poll() is None, proc.stderr.read()
+        assert time.monotonic() < deadline, "the remote agent did not answer"
+        time.sleep(0.1)
+    yield env, folder
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture
+def hello_container():
+    from pytest_sideeye.services import connect_docker
+    from pytest_sideeye.services.images import go_image  # the image go_service would run
+    tag = go_image("hello", GOAPPS / "hello")
+    client = connect_docker()
+    container = client.containers.run(tag, detach=True, auto_remove=False,
+                                      labels={"sideeye-agent-test": "remote"})
+    try:
+        deadline = time.monotonic() + 30
+        while b"ready" not in container.logs():
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        container.reload()
+        yield container, container.attrs["State"]["Pid"]
+    finally:
+        container.remove(force=True)
+        client.close()
+
+
+def snapshot(env: dict, pid: int) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pytest_sideeye.cli.main", "snapshot",
+                           "--pid", str(pid), "--json", "/dev/stdout"], env=env, cwd="/",
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_the_cli_snapshots_a_container_through_the_remote_agent(remote_agent, hello_container,
+                                                                 start_target):
+    env, folder = remote_agent
+    _container, pid = hello_container
+    r = snapshot(env, pid)
+    assert r.returncode == 0, r.stderr
+    proc, = json.loads(r.stdout)["processes"]
+    assert proc["error"] is None
+    assert any(f["function"] == "main.main" for g in proc["goroutines"] for f in g["frames"])
+    log = (folder / "agent.log").read_text()
+    assert "listening on tcp://" in log and "snapshot for uid -1" not in log
+    assert "snapshot for remote " in log
+    # Rule 4: with the token, only processes in Docker containers.
+    outside = start_target()
+    r = snapshot(env, outside.pid)
+    assert r.returncode == 2
+    assert r.stderr.strip() == (
+        "sideeye: sideeye agent: refused by rule 4 (remote callers, over TLS with the agent's "
+        f"token: processes in Docker containers): pid {outside.pid} is not in a Docker "
+        "container")
+
+
+def test_a_wrong_token_is_refused(remote_agent, hello_container, shared_dir):
+    env, _folder = remote_agent
+    _container, pid = hello_container
+    wrong = shared_dir / "wrong-token"
+    wrong.write_text(secrets.token_hex(24))
+    r = snapshot({**env, "SIDEEYE_AGENT_TOKEN_FILE": str(wrong)}, pid)
+    assert r.returncode == 2
+    assert r.stderr.strip() == (
+        "sideeye: sideeye agent: refused by rule 4 (remote callers, over TLS with the agent's "
+        "token: processes in Docker containers): wrong or missing token")
+    # Without the agent's CA, TLS itself fails: the one line says so.
+    r = snapshot({**env, "SIDEEYE_AGENT_CA": ""}, pid)
+    assert r.returncode == 2 and "TLS with the sideeye agent at https://" in r.stderr
+    assert len(r.stderr.splitlines()) == 1

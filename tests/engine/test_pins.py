@@ -1,0 +1,83 @@
+"""Pinned programs: the first process to load a layout's programs pins them in bpffs, the
+next process opens the pins instead of paying the kernel verifier, and its snapshots are
+as full as ever; stale pins (another version or key) are replaced; processes sharing the
+pinned maps take turns."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+from oracle import start_app
+from support import missing
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("needs_root")]
+
+BPFFS = Path("/sys/fs/bpf")
+
+# One process: snapshot `pid` `reps` times; print whether its programs came from pins and
+# the number of parked goroutines each snapshot saw.
+SNAPSHOTS = """
+import json, sys
+from pytest_sideeye import engine
+from pytest_sideeye.engine.take import _programs
+pid, reps = int(sys.argv[1]), int(sys.argv[2])
+counts = []
+for _ in range(reps):
+    p = engine.take_snapshot([pid]).processes[0]
+    assert p.error is None, p.error
+    counts.append(sum(any(f.function == "main.parkedLeaf" for f in g.frames)
+                      for g in p.goroutines))
+print(json.dumps({"from_pins": [prog.from_pins for prog in _programs.values()],
+                  "parked": counts}))
+"""
+
+
+@pytest.fixture
+def pins_root():
+    if not os.path.ismount(BPFFS):
+        missing("bpffs is not mounted at /sys/fs/bpf (scripts/setup.sh mounts it)")
+    root = BPFFS / f"sideeye-test-{uuid.uuid4().hex[:8]}"
+    yield root
+    subprocess.run(["rm", "-rf", str(root)], check=False)
+
+
+@pytest.fixture
+def parked(go_build):
+    with start_app(go_build("manyparked"), "-n", "1000") as app:
+        yield app
+
+
+def snapshots(pid: int, reps: int, pins_root: Path) -> subprocess.Popen:
+    env = {**os.environ, "SIDEEYE_BPF_PINS": str(pins_root), "SIDEEYE_AGENT": "0"}
+    return subprocess.Popen([sys.executable, "-c", SNAPSHOTS, str(pid), str(reps)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def result(proc: subprocess.Popen) -> dict:
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    return json.loads(out)
+
+
+def test_a_second_process_opens_the_pins_instead_of_loading(pins_root, parked):
+    pins_root.mkdir()
+    (pins_root / "v0_0_1-stale").mkdir()       # an older version's pins
+    first = result(snapshots(parked.pid, 1, pins_root))
+    assert first == {"from_pins": [False], "parked": [1000]}
+    assert not (pins_root / "v0_0_1-stale").exists()
+    pinned, = pins_root.iterdir()
+    assert {"iter", "cfg", "out"} <= {p.name for p in pinned.iterdir()}
+    second = result(snapshots(parked.pid, 2, pins_root))
+    assert second == {"from_pins": [True], "parked": [1000, 1000]}
+
+
+def test_processes_sharing_pinned_maps_take_turns(pins_root, parked):
+    result(snapshots(parked.pid, 1, pins_root))   # loads and pins
+    both = [snapshots(parked.pid, 6, pins_root) for _ in range(2)]
+    for r in map(result, both):
+        assert r == {"from_pins": [True], "parked": [1000] * 6}
