@@ -69,7 +69,7 @@ def build(src: str | os.PathLike, version: str | None = None, *, flags: tuple[st
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     go = go_binary(version)
-    env = dict(os.environ, GOROOT=str(go.parent.parent), GOPROXY="off", GOFLAGS="-mod=mod",
+    env = dict(os.environ, GOROOT=str(go.parent.parent), GOPROXY="off", GOFLAGS="-mod=mod -buildvcs=false",
                GOTOOLCHAIN="local", GO111MODULE="auto",
                GOCACHE=str(gocache(version)),
                GOPATH=str(cache.parent / "gopath"),
