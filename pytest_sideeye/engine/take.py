@@ -14,6 +14,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from pytest_sideeye import capture as capture_mod
 from pytest_sideeye import settings
@@ -229,8 +230,21 @@ def _check_survived(pid: int) -> None:
         state = proc_state(pid)
     except OSError:
         state = "X"
-    if state in "ZXx":
+    if state in "ZXx" or _kill_pending(pid):
         raise TargetGone(f"process {pid} exited during the snapshot")
+
+
+def _kill_pending(pid: int) -> bool:
+    """A SIGKILL sent while the target was stopped may not have taken effect yet when the
+    resume returns: the process is dying all the same (SIGKILL is bit 8 of the masks)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return True
+    for line in status.splitlines():
+        if line.startswith(("SigPnd:", "ShdPnd:")) and int(line.split()[1], 16) >> 8 & 1:
+            return True
+    return False
 
 
 def _display_exe(pid: int, exe: str) -> str:
