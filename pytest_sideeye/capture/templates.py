@@ -267,6 +267,10 @@ def _expression(tpl: _Template, e, t: GoType, loc: _Loc, limits) -> None:
                 if p is None:
                     return
                 loc, rel, t = _Loc(p), 0, t.elem
+            if t.kind in ("iface", "eface"):
+                # Which struct the field is in depends on the dynamic type, read from the
+                # itab: only the Python rounds can follow that.
+                raise TooComplex(f"field of an {t.kind}")
             f = t.field(st.arg) if t.kind == "struct" else None
             if f is None:
                 return          # the decoder reports the error; it reads nothing more

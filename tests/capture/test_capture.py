@@ -407,3 +407,21 @@ def test_function_inlined_into_another_package_is_captured(captured):
     assert ch.available and ch.type == "chan int"
     assert ch.value == {"len": 0, "cap": 0, "closed": False, "items": []}, ch.value
     assert (n.name, n.available, n.error) == ("n", False, None)
+
+
+def test_fields_behind_an_interface_in_a_bpf_read_frame(varzoo_124, needs_root):
+    """Only field steps, so the function's frames are read by BPF templates: a field behind
+    an interface needs the itab read first, which only the Python rounds can follow. (The
+    template once stopped at the interface silently, and the decoder found no itab.)"""
+    from pytest_sideeye.engine import take as engine
+    p, expected = start_varzoo(varzoo_124)
+    try:
+        snap = engine.take_snapshot([engine.Target(p.pid)],
+                                    capture={"main.lookup": ["err.Msg", "e.SKU"]})
+    finally:
+        p.kill()
+        p.wait()
+    [f] = variables(snap, "main.lookup")
+    v = by_name(f)
+    assert v["err.Msg"].value == "not found", v["err.Msg"]
+    assert v["e.SKU"].value == "IFACE", v["e.SKU"]
