@@ -9,6 +9,7 @@ one line naming the variable and what it takes (pytest-timeout's style), never a
 | SIDEEYE_HOOK_BUDGET_US    | 4000                            | how long the stop hook may walk (interrupts off) |
 | SIDEEYE_STOP_HOOK         | 1                               | 0: the iterator does all the reading |
 | SIDEEYE_BPF_CAPTURE       | 1                               | 0: every captured frame goes through the Python path |
+| SIDEEYE_LINKS             | 1                               | 0: no built-in links (no socket reads in the pause)  |
 | SIDEEYE_MAX_PAUSE_S       | 2.0                             | the guardian resumes a target paused longer than this |
 | SIDEEYE_CACHE             | ~/.cache/sideeye                | root of the disk caches below |
 | SIDEEYE_BINARY_CACHE      | $SIDEEYE_CACHE/binaries         | binary analysis by build id |
@@ -134,6 +135,7 @@ class EngineSettings:
     hook_budget_ns: int
     stop_hook: bool
     bpf_capture: bool
+    links: bool
 
 
 def current() -> EngineSettings:
@@ -150,4 +152,5 @@ def current() -> EngineSettings:
         hook_budget_ns=int(_number("SIDEEYE_HOOK_BUDGET_US", 4000.0) * 1000),
         stop_hook=_switch("SIDEEYE_STOP_HOOK", default=True),
         bpf_capture=_switch("SIDEEYE_BPF_CAPTURE", default=True),
+        links=_switch("SIDEEYE_LINKS", default=True),
     )

@@ -135,13 +135,13 @@ def health(socket_path: str | None = None) -> dict:
 
 
 def snapshot_document(targets: list, capture=None, *, strict_capture: bool = True,
-                      socket_path: str | None = None,
+                      links=None, socket_path: str | None = None,
                       timeout: float = SNAPSHOT_TIMEOUT_S) -> tuple[bytes, dict]:
     """The agent's sideeye.snapshot/v1 document: its bytes as sent, and parsed. Errors it
     answers with are one line (the refusal rules, busy, a bad capture spec), raised as
     AgentAnswered / CaptureSpecError."""
     req = SnapshotRequest([_target_spec(t) for t in targets], _capture_json(capture),
-                          strict_capture)
+                          strict_capture, _links_json(links))
     status, body = ask("POST", "/v1/snapshot", req.to_json(), timeout=timeout,
                        socket_path=socket_path)
     try:
@@ -157,11 +157,11 @@ def snapshot_document(targets: list, capture=None, *, strict_capture: bool = Tru
 
 
 def snapshot_via_agent(targets: list, capture=None, *, strict_capture: bool = True,
-                       socket_path: str | None = None,
+                       links=None, socket_path: str | None = None,
                        timeout: float = SNAPSHOT_TIMEOUT_S) -> Snapshot:
     """A snapshot taken by the agent, as the model (every field checked)."""
     _body, doc = snapshot_document(targets, capture, strict_capture=strict_capture,
-                                   socket_path=socket_path, timeout=timeout)
+                                   links=links, socket_path=socket_path, timeout=timeout)
     from pytest_sideeye.snapshot import Snapshot
     try:
         return Snapshot.from_json(doc)
@@ -204,6 +204,12 @@ def container_target(name_or_id: str, service: str | None = None) -> ContainerTa
     """A target for a container whose processes this user cannot list, when an agent
     answers to list them; None otherwise (nobody could snapshot it)."""
     return ContainerTarget(name_or_id, service) if route().kind == "agent" else None
+
+
+def _links_json(links) -> list[str] | None:
+    if not links:
+        return None
+    return [links] if isinstance(links, str) else [str(x) for x in links]
 
 
 def _capture_json(capture):
@@ -251,15 +257,17 @@ def route() -> Route:
     return Route(None, f"{lacking}; or ask a sideeye agent ({why_not_agent})")
 
 
-def take_snapshot(targets: list, capture=None, *, strict_capture: bool = True) -> Snapshot:
+def take_snapshot(targets: list, capture=None, *, strict_capture: bool = True,
+                  links=None) -> Snapshot:
     """engine.take_snapshot's signature, through whoever route() names."""
     chosen = route()
     if chosen.kind == "agent":
-        return snapshot_via_agent(targets, capture, strict_capture=strict_capture)
+        return snapshot_via_agent(targets, capture, strict_capture=strict_capture,
+                                  links=links)
     if chosen.kind == "engine":
         from pytest_sideeye import engine
         return engine.take_snapshot(_resolved_here(targets), capture,
-                                    strict_capture=strict_capture)
+                                    strict_capture=strict_capture, links=links)
     raise NoPermission(chosen.detail)
 
 

@@ -7,7 +7,8 @@ the whole request may take to arrive).
                                       "container": {"id", "name", "image"}},
                                      {"container": "ledger"}],
                          "capture": ["main.settle: o, o.ID"] | {"main.settle": ["o"]},
-                         "strict_capture": true}
+                         "strict_capture": true,
+                         "links": ["gateway.handle: req.ID == main.place: o.ID"]}
                         -> the sideeye.snapshot/v1 document
 
 A target is a pid (with optional labels for the report: service, container) or a Docker
@@ -174,11 +175,15 @@ class SnapshotRequest:
     targets: list[TargetSpec]
     capture: list[str] | dict[str, list[str]] | None = None
     strict_capture: bool = True
+    links: list[str] | None = None
     extra: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
-        return {"targets": [t.to_json() for t in self.targets], "capture": self.capture,
-                "strict_capture": self.strict_capture}
+        d = {"targets": [t.to_json() for t in self.targets], "capture": self.capture,
+             "strict_capture": self.strict_capture}
+        if self.links:
+            d["links"] = list(self.links)
+        return d
 
 
 def parse_snapshot_request(body: bytes) -> SnapshotRequest:
@@ -199,7 +204,14 @@ def parse_snapshot_request(body: bytes) -> SnapshotRequest:
     strict = doc.get("strict_capture", True)
     if not isinstance(strict, bool):
         raise HttpError(400, "'strict_capture' must be true or false")
-    return SnapshotRequest([_target(t) for t in raw_targets], capture or None, strict)
+    links = doc.get("links")
+    if links is not None and (not isinstance(links, list)
+                              or not all(isinstance(x, str) for x in links)):
+        raise HttpError(400, "'links' must be a list of 'pkg.F: expr == pkg.G: expr' strings")
+    if links and len(json.dumps(links)) > MAX_CAPTURE_BYTES:
+        raise HttpError(413, f"links over the limit of {MAX_CAPTURE_BYTES} bytes")
+    return SnapshotRequest([_target(t) for t in raw_targets], capture or None, strict,
+                           links or None)
 
 
 def _target(t) -> TargetSpec:

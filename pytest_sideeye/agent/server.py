@@ -306,7 +306,8 @@ class Agent:
                          f"took {(time.perf_counter() - t0) * 1000:.0f} ms")
                 return 200, {"layouts_loaded": loaded}
             snap = self.take(targets, capture=job.request.capture,
-                             strict_capture=job.request.strict_capture)
+                             strict_capture=job.request.strict_capture,
+                             links=job.request.links)
         except Refused as e:   # logged with the answer, as every refusal
             return 403, {"error": str(e)}
         except CaptureSpecError as e:

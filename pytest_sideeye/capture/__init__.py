@@ -8,7 +8,17 @@ path (`run_rounds`), and the decoding of the bytes read into JSON-ready values
 (values.ValueDecoder) after the resume.
 """
 from pytest_sideeye.capture.plan import FrameJob, Plan, make_plan, run_rounds
-from pytest_sideeye.capture.spec import CaptureSpec, Expr, parse_expr, parse_specs, split_exprs
+from pytest_sideeye.capture.spec import (
+    CaptureSpec,
+    Expr,
+    UserLink,
+    parse_expr,
+    parse_link,
+    parse_links,
+    parse_specs,
+    split_exprs,
+    with_links,
+)
 from pytest_sideeye.capture.templates import (
                                               C_FORMATS,
                                               CaptureOutput,
@@ -19,5 +29,5 @@ from pytest_sideeye.capture.templates import (
 from pytest_sideeye.capture.values import Budget, Limits, Memory
 
 __all__ = ["C_FORMATS", "Budget", "CaptureOutput", "CaptureSpec", "Expr", "FrameJob", "Limits", "Memory",
-           "Plan", "ReadTemplates", "compile_plan", "make_plan", "parse_expr", "parse_output",
-           "parse_specs", "run_rounds", "split_exprs"]
+           "Plan", "ReadTemplates", "UserLink", "compile_plan", "make_plan", "parse_expr", "parse_link",
+           "parse_links", "parse_output", "parse_specs", "run_rounds", "split_exprs", "with_links"]

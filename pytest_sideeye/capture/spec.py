@@ -146,3 +146,59 @@ def parse_specs(specs: "Iterable[str] | dict[str, Iterable[str]] | CaptureSpec |
         if expr not in bucket:
             bucket.append(expr)
     return out
+
+
+# --- user-defined links: two captured expressions whose equal values link their frames ---
+
+@dataclass(frozen=True)
+class UserLink:
+    """`gateway.handle:req.ID == main.place:o.ID`: a frame of the left function (the
+    waiting side) links to a frame of the right one (the serving side) when the two
+    expressions captured there hold equal values."""
+    text: str
+    client_function: str
+    client_expr: Expr
+    server_function: str
+    server_expr: Expr
+
+
+def parse_link(text: str) -> UserLink:
+    left, sep, right = str(text).partition("==")
+    sides = []
+    for side in (left, right):
+        fn, colon, expr = side.strip().partition(":")
+        if not sep or not colon or not fn.strip() or not expr.strip() or "==" in right:
+            raise CaptureSpecError(f"bad link {text!r}: expected FUNCTION:EXPR == FUNCTION:EXPR "
+                                   "(e.g. gateway.handle:req.ID == main.place:o.ID)")
+        sides.append((fn.strip(), parse_expr(expr)))
+    (cf, ce), (sf, se) = sides
+    return UserLink(f"{cf}:{ce.text} == {sf}:{se.text}", cf, ce, sf, se)
+
+
+def parse_links(links: "Iterable[str] | str | None") -> list[UserLink]:
+    """Link specs from the CLI (--link, repeatable), the ini option (one per line) or the
+    marker's links= (a string or a list)."""
+    if not links:
+        return []
+    if isinstance(links, str):
+        links = [ln for ln in links.splitlines() if ln.strip()]
+    out: list[UserLink] = []
+    for item in links:
+        ln = item if isinstance(item, UserLink) else parse_link(item)
+        if ln not in out:
+            out.append(ln)
+    return out
+
+
+def with_links(spec: CaptureSpec | None, links: list[UserLink]) -> CaptureSpec | None:
+    """The capture spec plus every expression the links compare (they are shown on their
+    frames like any captured variable)."""
+    if not links:
+        return spec
+    out = CaptureSpec({fn: list(exprs) for fn, exprs in (spec.functions if spec else {}).items()})
+    for ln in links:
+        for fn, e in ((ln.client_function, ln.client_expr), (ln.server_function, ln.server_expr)):
+            bucket = out.functions.setdefault(fn, [])
+            if e not in bucket:
+                bucket.append(e)
+    return out

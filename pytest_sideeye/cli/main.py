@@ -41,6 +41,10 @@ def _snapshot_parser(sub) -> None:
     p.add_argument("--sqlite", metavar="FILE", help="write the snapshot as SQLite tables")
     p.add_argument("--capture", action="append", default=[], metavar="FUNC:EXPR,...",
                    help="capture variables of a function's frames, e.g. 'main.settle:o,o.ID'")
+    p.add_argument("--link", action="append", default=[], metavar="'F:EXPR == G:EXPR'",
+                   help="link the frames of F and G whose expressions hold equal values "
+                        "(HTTP and TCP links need nothing), e.g. "
+                        "'gateway.handle:req.ID == main.place:o.ID'")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,7 +106,8 @@ def cmd_snapshot(args) -> int:
     if args.json and not (args.text or args.html or args.sqlite) and \
             agent.route().kind == "agent":
         return _agent_json_only(targets, args)
-    snap = agent.take_snapshot(targets, capture=args.capture or None)  # the agent, else here
+    snap = agent.take_snapshot(targets, capture=args.capture or None,  # the agent, else here
+                               links=args.link or None)
     if args.json:
         _write(args.json, snap.dumps())
     if args.html:
@@ -124,7 +129,7 @@ def _agent_json_only(targets: list, args) -> int:
     """`--json` alone through the agent: its document is written as it came (checking it
     into the model and writing it out again would double the command's time)."""
     from pytest_sideeye import agent
-    body, doc = agent.snapshot_document(targets, args.capture or None)
+    body, doc = agent.snapshot_document(targets, args.capture or None, links=args.link or None)
     processes = doc.get("processes") if doc.get("format") == "sideeye.snapshot/v1" else None
     if not isinstance(processes, list) or not all(isinstance(p, dict) for p in processes):
         raise SideeyeError("the sideeye agent's answer is not a sideeye.snapshot/v1 document")

@@ -20,6 +20,7 @@ from pytest_sideeye import capture as capture_mod
 from pytest_sideeye import settings
 from pytest_sideeye.binary import analyze
 from pytest_sideeye.capture import compile_plan
+from pytest_sideeye.engine import links as links_mod
 from pytest_sideeye.engine import pins
 from pytest_sideeye.engine.bpf import Program, layout_macros
 from pytest_sideeye.engine.collect import Collector, Records
@@ -80,30 +81,36 @@ def warm(targets: list[Target] | list[int]) -> int:
 
 
 def take_snapshot(targets: list[Target] | list[int], capture=None, limits=None, *,
-                  strict_capture: bool = True) -> Snapshot:
-    """Snapshot every target, one after the other (each is paused on its own).
+                  strict_capture: bool = True, links=None) -> Snapshot:
+    """Snapshot every target, one after the other (each is paused on its own), and link
+    the goroutines waiting on each other across them (engine/links.py).
 
     A capture spec applies to each process with the functions its program has. A function
     no target has is a CaptureSpecError before anything is paused (a typo, most likely);
     with strict_capture=False (the pytest plugin: one spec for all of a test's services)
-    it is a note on every process instead."""
+    it is a note on every process instead. `links` are user links
+    ("FUNC:EXPR == FUNC:EXPR"): their expressions are captured like the spec's."""
     problem = missing_privileges()
     if problem:
         raise NoPermission(problem)
     cfg = settings.current()
     targets = [t if isinstance(t, Target) else Target(int(t)) for t in targets]
-    spec = _parse_capture(capture)
+    user_links = capture_mod.parse_links(links)
+    spec = capture_mod.with_links(_parse_capture(capture), user_links)
     absent = _functions_in_no_target(targets, spec) if spec else []
     if absent and strict_capture:
         raise CaptureSpecError(f"unknown function {absent[0]!r}: not in the program of any "
                                "target (capture specs name functions as main.settle or "
                                "pkg/path.(*T).Method)")
     snap = Snapshot(taken_at=now_rfc3339())
+    facts: dict[int, links_mod.ProcessFacts] = {}
     with _lock:
         for t in targets:
-            proc = snapshot_process(t, spec, limits, cfg)
+            proc = snapshot_process(t, spec, limits, cfg, facts_out=facts)
             proc.notes += [f"capture: no function {fn} in any target" for fn in absent]
             snap.processes.append(proc)
+    if cfg.links or user_links:
+        snap.links = links_mod.find_links(snap, facts, user_links)
     return snap
 
 
@@ -135,19 +142,23 @@ def _parse_capture(capture):
 
 def snapshot_process(target: Target, spec=None, limits=None,
                      cfg: settings.EngineSettings | None = None, *,
-                     records_out: list[Records] | None = None) -> Process:
+                     records_out: list[Records] | None = None,
+                     facts_out: dict | None = None) -> Process:
     """One process's snapshot. `records_out` receives the raw records it was decoded from
-    (frozen: a plain value), for recording (tests/record_records.py)."""
+    (frozen: a plain value), for recording (tests/record_records.py); `facts_out[pid]`
+    what the built-in link probes read (links.ProcessFacts)."""
     proc = Process(pid=target.pid, container=target.container, service=target.service)
     try:
-        _snapshot_into(proc, spec, limits, cfg or settings.current(), records_out)
+        facts = _snapshot_into(proc, spec, limits, cfg or settings.current(), records_out)
+        if facts_out is not None:
+            facts_out[proc.pid] = facts
     except SideeyeError as e:
         proc.error = str(e)
     return proc
 
 
 def _snapshot_into(proc: Process, spec, limits, cfg: settings.EngineSettings,
-                   records_out: list[Records] | None = None) -> None:
+                   records_out: list[Records] | None = None) -> links_mod.ProcessFacts:
     pid = proc.pid
     exe = exe_for_pid(pid)
     proc.exe = _display_exe(pid, exe)
@@ -155,7 +166,8 @@ def _snapshot_into(proc: Process, spec, limits, cfg: settings.EngineSettings,
     proc.go_version = info.go_version
     bias = load_bias(pid, info)
     program = program_for(info.layout)
-    plan = _make_plan(info, spec, limits, bias)
+    probes = links_mod.probe_spec(info) if cfg.links else capture_mod.CaptureSpec()
+    plan = _make_plan(info, links_mod.merged(spec, probes), limits, bias)
     addrs = {k: info.symbols[k] for k in RUNTIME_ADDRS if k in info.symbols}
     missing = [k for k in RUNTIME_ADDRS if k not in addrs]
     if missing:
@@ -204,9 +216,11 @@ def _snapshot_into(proc: Process, spec, limits, cfg: settings.EngineSettings,
         records_out.append(raw.freeze())
     if captures:
         _attach_variables(proc, captures)
+    facts = links_mod.take_facts(proc, probes, spec)
     proc.notes += raw.notes
     if raw.allglen and not proc.goroutines:
         proc.notes.append("no live goroutine could be read")
+    return facts
 
 
 def _who_collected(raw: Records, program: Program, wanted: bool, hooked: bool) -> str:

@@ -50,6 +50,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("sideeye_dir", "default for --sideeye-dir")
     parser.addini("sideeye_capture", "variables to capture, one function a line: "
                   "'pkg.Func: var, var.field'", type="linelist")
+    parser.addini("sideeye_link", "user links, one a line: 'pkg.F: expr == pkg.G: expr' "
+                  "links the frames whose values are equal (HTTP, TCP: built in)",
+                  type="linelist")
     parser.addini("sideeye_snapshot_budget", "longest a snapshot may take, seconds "
                   f"(default {DEFAULT_BUDGET_S:g})")
     g.addoption("--sideeye-leaks", action="store_true", default=None,
@@ -84,6 +87,7 @@ class Settings:
     leaks_settle_s: float | None = None
     leaks_ignore_top_function: list[str] = field(default_factory=list)
     leaks_ignore_created_by: list[str] = field(default_factory=list)
+    links: list[str] = field(default_factory=list)
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> "Settings":
@@ -111,6 +115,7 @@ class Settings:
                                     "sideeye_leaks_settle"),
             leaks_ignore_top_function=list(config.getini("sideeye_leaks_ignore_top_function")),
             leaks_ignore_created_by=list(config.getini("sideeye_leaks_ignore_created_by")),
+            links=_ini_links(config),
         )
 
 
@@ -177,6 +182,40 @@ def item_capture(item: pytest.Item, settings: Settings,
     for marker in reversed(list(item.iter_markers("sideeye"))):
         merge_capture(spec, marker.kwargs.get("capture"))
     return merge_capture(spec, extra)
+
+
+def _ini_links(config: pytest.Config) -> list[str]:
+    try:
+        return _checked_links(config.getini("sideeye_link"), "sideeye_link")
+    except CaptureSpecError as e:
+        raise pytest.UsageError(str(e)) from None
+
+
+def _checked_links(lines: Iterable[str] | str | None, where: str) -> list[str]:
+    """Link specs as text, each checked now (CaptureSpecError naming where it was
+    written)."""
+    from pytest_sideeye.capture import parse_link
+    if not lines:
+        return []
+    if isinstance(lines, str):
+        lines = [lines]
+    out = []
+    for line in lines:
+        try:
+            out.append(parse_link(line).text)
+        except CaptureSpecError as e:
+            raise CaptureSpecError(f"{where}: {e}") from None
+    return out
+
+
+def item_links(item: pytest.Item, settings: Settings, extra=None) -> list[str]:
+    """ini + every sideeye marker's links= + the caller's, first-seen order."""
+    out = list(settings.links)
+    for marker in reversed(list(item.iter_markers("sideeye"))):
+        out += [x for x in _checked_links(marker.kwargs.get("links"), "sideeye marker links=")
+                if x not in out]
+    out += [x for x in _checked_links(extra, "links=") if x not in out]
+    return out
 
 
 def item_timeout(item: pytest.Item, settings: Settings) -> float | None:
@@ -279,17 +318,19 @@ def run_bounded(fn: Callable[[], Any], seconds: float, what: str) -> Any:
     return box.get("value")
 
 
-def _take_one_at_a_time(targets: list[Any], capture: dict[str, list[str]]) -> Snapshot:
+def _take_one_at_a_time(targets: list[Any], capture: dict[str, list[str]],
+                        links: list[str] | None = None) -> Snapshot:
     """A timer's snapshot can start while another one (a fixture's, a failure's) still
     runs in a helper thread: the engine takes one at a time. One capture spec serves every
     service of a test: the engine gives each process the functions its program has, and
     notes those that none has (strict_capture=False)."""
     from pytest_sideeye.agent import take_snapshot  # the agent when it answers, else here
-    return take_snapshot(targets, capture or None, strict_capture=False)
+    return take_snapshot(targets, capture or None, strict_capture=False, links=links or None)
 
 
 def take(services: list[Any], capture: dict[str, list[str]], budget_s: float,
-         raise_errors: bool = False) -> tuple[Snapshot, str | None]:
+         raise_errors: bool = False, links: list[str] | None = None
+         ) -> tuple[Snapshot, str | None]:
     """Snapshot the services' processes. Returns the snapshot and, when no goroutines could
     be read at all, the one-line reason. Logs are read after the pause, so the snapshot
     is as close to the moment as possible."""
@@ -301,7 +342,7 @@ def take(services: list[Any], capture: dict[str, list[str]], budget_s: float,
             raise NoPermission(lacking)
         targets, gone = build_targets(services)
         if targets:
-            snap = run_bounded(lambda: _take_one_at_a_time(targets, capture), budget_s,
+            snap = run_bounded(lambda: _take_one_at_a_time(targets, capture, links), budget_s,
                                "snapshot")
         else:
             snap = Snapshot(taken_at=now_rfc3339())
@@ -349,12 +390,14 @@ def _add_logs(snap: Snapshot, services: list[Any], budget_s: float) -> None:
 
 def snapshot_item(item: pytest.Item, phase: str, stem: str, outcome: str, message: str,
                   services: list[Any] | None = None, capture: dict[str, Any] | None = None,
-                  raise_errors: bool = False) -> tuple[Snapshot, attach.Written, str | None]:
+                  raise_errors: bool = False, links=None
+                  ) -> tuple[Snapshot, attach.Written, str | None]:
     settings = settings_of(item.config)
     if services is None:
         services = services_of(item.nodeid)
     spec = item_capture(item, settings, capture)
-    snap, problem = take(services, spec, settings.budget_s, raise_errors)
+    snap, problem = take(services, spec, settings.budget_s, raise_errors,
+                         links=item_links(item, settings, links))
     snap.test = {"nodeid": item.nodeid, "phase": phase, "outcome": outcome,
                  "message": message}
     written = attach.write_files(snap, settings.base_dir, item.nodeid, stem,
@@ -515,8 +558,9 @@ def disarm_own_timeout(item: pytest.Item) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "sideeye(timeout=None, capture=None): per-test sideeye timeout (seconds) "
-                   "and variables to capture ({'pkg.Func': ['var', ...]})")
+        "markers", "sideeye(timeout=None, capture=None, links=None): per-test sideeye timeout "
+                   "(seconds), variables to capture ({'pkg.Func': ['var', ...]}) and user "
+                   "links (['pkg.F: expr == pkg.G: expr'])")
     config.addinivalue_line(
         "markers", "sideeye_leaks(enabled=True, settle=1.0, ignore_top_function=(), "
                    "ignore_created_by=()): fail the test when it leaves goroutines behind "
@@ -773,13 +817,13 @@ class SummaryCollector:
 
 @pytest.fixture
 def sideeye_snapshot(request: pytest.FixtureRequest) -> Callable[..., Snapshot]:
-    """sideeye_snapshot(capture=None, services=None) -> Snapshot of the test's services
+    """sideeye_snapshot(capture=None, services=None, links=None) -> Snapshot of the test's services
     (or of the given services / service names), for assertions; each one also writes a
     report attached to the test."""
     item = request.node
 
     def take_one(capture: dict[str, Any] | None = None,
-                 services: Iterable[Any] | None = None) -> Snapshot:
+                 services: Iterable[Any] | None = None, links=None) -> Snapshot:
         __tracebackhide__ = True
         chosen = _choose_services(item.nodeid, services)
         st = state_of(item)
@@ -790,7 +834,7 @@ def sideeye_snapshot(request: pytest.FixtureRequest) -> Callable[..., Snapshot]:
             with clock:
                 snap, written, _ = snapshot_item(item, st.phase, stem, "snapshot", "",
                                                  services=chosen, capture=capture,
-                                                 raise_errors=True)
+                                                 raise_errors=True, links=links)
         except SideeyeError as e:
             pytest.fail(f"sideeye_snapshot: {one_line(e)}", pytrace=False)
         settings = settings_of(item.config)

@@ -16,6 +16,7 @@ from pytest_sideeye.snapshot.diff import (
 )
 from pytest_sideeye.snapshot.diff import render_text as render_diff_text
 from pytest_sideeye.snapshot.godump import parse_dump
+from pytest_sideeye.snapshot.links import Chain, Endpoint, Link
 from pytest_sideeye.snapshot.model import (
                                           FORMAT,
                                           STATUSES,
@@ -30,6 +31,6 @@ from pytest_sideeye.snapshot.model import (
 )
 from pytest_sideeye.snapshot.textdump import render as render_text
 
-__all__ = ["FORMAT", "STATUSES", "Container", "CreatedBy", "Frame", "Goroutine", "Process",
+__all__ = ["FORMAT", "STATUSES", "Chain", "Container", "Endpoint", "Link", "CreatedBy", "Frame", "Goroutine", "Process",
            "GoroutineGroup", "ProcessDiff", "Snapshot", "SnapshotDiff", "Variable", "buckets", "diff", "group_goroutines", "now_rfc3339", "parse_dump", "process_name",
            "render_diff_text", "render_text"]

@@ -13,6 +13,10 @@ from typing import Any, Iterator
 
 from pytest_sideeye.snapshot.diff import SnapshotDiff
 from pytest_sideeye.snapshot.diff import diff as diff_snapshots
+from pytest_sideeye.snapshot.links import Chain, Link
+from pytest_sideeye.snapshot.links import chains as _chains
+from pytest_sideeye.snapshot.links import serving as _serving
+from pytest_sideeye.snapshot.links import waiting_on as _waiting_on
 
 FORMAT = "sideeye.snapshot/v1"
 
@@ -220,10 +224,12 @@ class Snapshot:
     processes: list[Process] = field(default_factory=list)
     taken_at: str = ""
     test: dict | None = None   # {"nodeid", "phase", "outcome", "message"} when from pytest
+    links: list[Link] = field(default_factory=list)   # who waits on whom (links.py)
 
     def to_json(self) -> dict:
         d = {"format": FORMAT, "taken_at": self.taken_at,
-             "processes": [p.to_json() for p in self.processes]}
+             "processes": [p.to_json() for p in self.processes],
+             "links": [ln.to_json() for ln in self.links]}
         if self.test is not None:
             d["test"] = dict(self.test)
         return d
@@ -240,7 +246,8 @@ class Snapshot:
         if test is not None and not all(isinstance(v, (str, type(None))) for v in test.values()):
             raise ValueError("field 'test' should map names to strings")
         return cls([Process.from_json(p) for p in _list(d, "processes", dict)],
-                   _get(d, "taken_at", str, ""), test)
+                   _get(d, "taken_at", str, ""), test,
+                   [Link.from_json(ln) for ln in _list(d, "links", dict)])
 
     @classmethod
     def load(cls, path) -> "Snapshot":
@@ -268,6 +275,37 @@ class Snapshot:
         """What changed since `before`: goroutines that appeared, vanished or changed state,
         per process, grouped by creation site and stack (snapshot/diff.py)."""
         return diff_snapshots(before, self)
+
+    # --- links across processes (links.py) ---
+    def goroutine(self, pid: int, goroutine: int) -> Goroutine | None:
+        for p in self.processes:
+            if p.pid == pid:
+                return next((g for g in p.goroutines if g.id == goroutine), None)
+        return None
+
+    def waiting_on(self, g: Goroutine, pid: int | None = None) -> list[Link]:
+        """The links on which goroutine g (of process pid: needed only when two processes
+        have a goroutine of that id) waits on a peer."""
+        return _waiting_on(self.links, self._pid_of(g, pid), g.id)
+
+    def serving(self, g: Goroutine, pid: int | None = None) -> list[Link]:
+        """The links on which goroutine g serves a peer."""
+        return _serving(self.links, self._pid_of(g, pid), g.id)
+
+    def chains(self) -> list[Chain]:
+        """Wait chains across processes, longest first (links.chains)."""
+        return _chains(self.links, lambda k: self.goroutine(*k) is not None)
+
+    def process(self, pid: int) -> Process | None:
+        return next((p for p in self.processes if p.pid == pid), None)
+
+    def _pid_of(self, g: Goroutine, pid: int | None) -> int:
+        if pid is not None:
+            return pid
+        for p in self.processes:
+            if any(x is g for x in p.goroutines):
+                return p.pid
+        raise ValueError(f"goroutine {g.id} is not one of this snapshot's")
 
     def frames(self, function: str) -> Iterator[tuple[Goroutine, Frame]]:
         for g in self.goroutines():

@@ -29,6 +29,7 @@ import json
 from typing import Iterable
 
 from pytest_sideeye.snapshot.godump import dump_info
+from pytest_sideeye.snapshot.links import Chain, Endpoint
 from pytest_sideeye.snapshot.model import Frame, Goroutine, Process, Snapshot, Variable
 
 _MINUTE_NS = 60_000_000_000
@@ -45,7 +46,77 @@ def render(target: Snapshot | Process | Iterable[Process], *,
     else:
         processes = list(target)
     blocks = [render_process(p, now_monotonic_ns=now_monotonic_ns) for p in processes]
+    if isinstance(target, Snapshot) and target.links:
+        blocks.insert(0, render_links(target))
     return "\n".join(blocks)
+
+
+# --- links and wait chains ------------------------------------------------------------------
+
+def render_links(snap: Snapshot) -> str:
+    """The `links:` section: wait chains first, then every link, as comment lines (a
+    debug=2 reader skips them)."""
+    lines = []
+    chains = snap.chains()
+    if chains:
+        lines.append("# wait chains:")
+        lines += [f"#   {chain_text(snap, c)}" for c in chains]
+    lines.append("# links:")
+    for ln in snap.links:
+        req = f"  {ln.request}" if ln.request else ""
+        addrs = f"  ({ln.client_addr} -> {ln.server_addr})" \
+            if ln.client_addr and ln.server_addr else ""
+        lines.append(f"#   {ln.kind:4} {side_text(snap, ln.client, ln.client_addr)} -> "
+                     f"{side_text(snap, ln.server, ln.server_addr)}{req}{addrs}")
+    return "\n".join(lines) + "\n"
+
+
+def process_label(snap: Snapshot, pid: int) -> str:
+    """How a process is named to a reader: its service, else its executable's name."""
+    p = snap.process(pid)
+    if p is None:
+        return f"pid {pid}"
+    name = p.service or (p.container.name if p.container else None) or \
+        (p.exe.rsplit("/", 1)[-1] if p.exe else None)
+    return f"{name} (pid {pid})" if name else f"pid {pid}"
+
+
+def side_text(snap: Snapshot, ep: Endpoint | None, addr: str | None) -> str:
+    """`orders (pid 13) goroutine 31`, `orders (pid 13), no goroutine waiting`, or the
+    address of a peer outside the snapshot."""
+    if ep is None:
+        return addr or "?"
+    who = process_label(snap, ep.pid)
+    if ep.goroutine is None:
+        return f"{who}, no goroutine waiting"
+    return f"{who} goroutine {ep.goroutine}"
+
+
+def chain_text(snap: Snapshot, chain: Chain) -> str:
+    """`gateway g7 -> orders g31 [sync.Mutex.Lock] in main.(*service).cancel`."""
+    parts = []
+    for pid, gid in chain.goroutines:
+        p = snap.process(pid)
+        parts.append(f"{p.service if p and p.service else f'pid {pid}'} g{gid}")
+    text = " -> ".join(parts)
+    if chain.cycle:
+        return text + " (a cycle)"
+    last = snap.goroutine(*chain.goroutines[-1])
+    if last is not None:
+        where = own_frame(last)
+        text += f" [{_status_text(last)}]" + (f" in {where.function}" if where else "")
+    return text
+
+
+def own_frame(g: Goroutine) -> Frame | None:
+    """The goroutine's innermost frame outside Go's own library: where its code is
+    waiting (the library's files are those beside the runtime's)."""
+    goroot = next((f.file.rsplit("/src/runtime/", 1)[0] + "/src/" for f in g.frames
+                   if "/src/runtime/" in f.file), None)
+    for f in g.frames:
+        if goroot is None or not f.file.startswith(goroot):
+            return f
+    return g.frames[0] if g.frames else None
 
 
 def render_process(p: Process, *, now_monotonic_ns: int | None = None) -> str:
