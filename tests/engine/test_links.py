@@ -1,0 +1,177 @@
+"""Links across processes, on the host's loopback: fixture `peers` runs a server and a
+client process; the client has an HTTP request parked in a handler on a kept-alive
+connection (order 42), another on a fresh connection (order 7), and a raw TCP connection
+both ends of which wait to read. Every link must join the goroutines whose own stacks say
+they are the two ends, for three Go versions."""
+from __future__ import annotations
+
+import time
+
+import pytest
+from oracle import start_app
+from support import GO_VERSIONS
+
+from pytest_sideeye.engine import Target, take_snapshot
+
+USER_LINK = "main.call:order == main.parkHandler:order"
+
+
+def wait_parked(server, n: int = 2, timeout: float = 30.0) -> None:
+    """The client's requests reached their handlers (the server prints a line each)."""
+    deadline = time.monotonic() + timeout
+    while sum(line.startswith("parked") for line in server.output) < n:
+        assert time.monotonic() < deadline, f"handlers not reached: {server.output}"
+        time.sleep(0.05)
+
+
+def start_peers(exe):
+    server = start_app(exe, "server")
+    http_port, tcp_port = server.ready_line.split()[1:3]
+    client = start_app(exe, "client", f"127.0.0.1:{http_port}", f"127.0.0.1:{tcp_port}")
+    wait_parked(server)
+    return server, client, int(http_port), int(tcp_port)
+
+
+@pytest.fixture(scope="module", params=GO_VERSIONS)
+def peers(request, go_build, needs_root):
+    exe = go_build("peers", request.param)
+    server, client, http_port, tcp_port = start_peers(exe)
+    try:
+        snap = take_snapshot([Target(server.pid), Target(client.pid)], links=[USER_LINK],
+                             capture={"main.parkHandler": ["order"]})
+    finally:
+        client.stop()
+        server.stop()
+    for p in snap.processes:
+        assert p.error is None, p.error
+    return snap, server.pid, client.pid, http_port, tcp_port
+
+
+def functions(snap, pid, gid) -> list[str]:
+    g = snap.goroutine(pid, gid)
+    assert g is not None, f"link names goroutine {gid} of pid {pid}, not in the snapshot"
+    return [f.function for f in g.frames]
+
+
+def captured(snap, pid, gid, function, name):
+    g = snap.goroutine(pid, gid)
+    for f in g.frames:
+        if f.function == function:
+            for v in f.variables:
+                if v.name == name:
+                    return v.value
+    return None
+
+
+def test_http_links_join_the_waiting_client_to_its_handler(peers):
+    snap, spid, cpid, http_port, _ = peers
+    http = sorted((ln for ln in snap.links if ln.kind == "http"), key=lambda ln: ln.path)
+    assert [ln.path for ln in http] == ["/park?order=42", "/park?order=7"], snap.links
+    for ln, caller, order in zip(http, ("main.keepAliveCall", "main.freshCall"), (42, 7)):
+        assert ln.method == "GET"
+        assert (ln.client.pid, ln.server.pid) == (cpid, spid)
+        client_stack = functions(snap, cpid, ln.client.goroutine)
+        assert "net/http.(*persistConn).roundTrip" in client_stack and caller in client_stack
+        server_stack = functions(snap, spid, ln.server.goroutine)
+        assert "main.parkHandler" in server_stack and "net/http.(*conn).serve" in server_stack
+        assert captured(snap, spid, ln.server.goroutine, "main.parkHandler", "order") == order
+        assert ln.server_addr == f"127.0.0.1:{http_port}"
+        assert ln.client_addr.startswith("127.0.0.1:") and ln.client_addr != ln.server_addr
+
+
+def test_tcp_link_joins_the_two_readers(peers):
+    snap, spid, cpid, _, tcp_port = peers
+    [tcp] = [ln for ln in snap.links if ln.kind == "tcp"]
+    assert (tcp.client.pid, tcp.server.pid) == (cpid, spid)
+    assert tcp.server_addr == f"127.0.0.1:{tcp_port}"
+    client_stack = functions(snap, cpid, tcp.client.goroutine)
+    server_stack = functions(snap, spid, tcp.server.goroutine)
+    assert "main.tcpWait" in client_stack and "main.readForever" in client_stack
+    assert "main.readForever" in server_stack and "main.tcpWait" not in server_stack
+    assert snap.goroutine(spid, tcp.server.goroutine).created_by.function == "main.serveTCP"
+
+
+def test_no_link_for_what_http_already_explains(peers):
+    """The HTTP connections also have their transport's reader goroutines waiting on them
+    (the client's readLoop, the server's background read): one link per connection."""
+    snap = peers[0]
+    assert sorted(ln.kind for ln in snap.links if ln.kind != "user") == ["http", "http", "tcp"]
+
+
+def test_user_links_pair_equal_values(peers):
+    snap, spid, cpid, *_ = peers
+    user = [ln for ln in snap.links if ln.kind == "user"]
+    http = {ln.path: ln for ln in snap.links if ln.kind == "http"}
+    assert sorted(ln.value for ln in user) == ["42", "7"]
+    for ln in user:
+        same = http[f"/park?order={ln.value}"]
+        assert ln.client == same.client and ln.server == same.server
+
+
+def test_chains_and_the_api(peers):
+    snap, spid, cpid, *_ = peers
+    chains = snap.chains()
+    assert len(chains) == 3 and all(len(c.goroutines) == 2 for c in chains)
+    for ln in snap.links:
+        g = snap.goroutine(cpid, ln.client.goroutine)
+        assert ln in snap.waiting_on(g)
+        s = snap.goroutine(spid, ln.server.goroutine)
+        assert ln in snap.serving(s)
+    ends = {snap.goroutine(*c.goroutines[-1]).wait_reason for c in chains}
+    assert ends == {"chan receive", "IO wait"}
+
+
+def test_probe_values_stay_off_the_frames(peers):
+    """The built-in probes' reads are not the user's captures: no frame shows them."""
+    snap = peers[0]
+    shown = {(f.function, v.name) for g in snap.goroutines() for f in g.frames for v in f.variables}
+    assert shown == {("main.parkHandler", "order"), ("main.call", "order")}, shown
+
+
+def test_json_round_trip_keeps_links(peers):
+    from pytest_sideeye.snapshot import Snapshot
+    snap = peers[0]
+    again = Snapshot.from_json(snap.to_json())
+    assert again.links == snap.links and again.to_json() == snap.to_json()
+
+
+def test_text_names_the_chain(peers):
+    from pytest_sideeye.snapshot import render_text
+    snap, spid, cpid, *_ = peers
+    text = render_text(snap)
+    assert text.startswith("# wait chains:\n")
+    assert f"pid {cpid} g" in text and "[chan receive] in main.parkHandler" in text
+    assert "GET /park?order=42" in text
+
+
+@pytest.mark.parametrize("env", [{"SIDEEYE_BPF_CAPTURE": "0"}, {"SIDEEYE_STOP_HOOK": "0"}],
+                         ids=["python-reads", "iterator-only"])
+def test_links_on_every_read_path(env, go_build, needs_root, monkeypatch):
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    server, client, *_ = start_peers(go_build("peers", "1.24.11"))
+    try:
+        snap = take_snapshot([server.pid, client.pid])
+    finally:
+        client.stop()
+        server.stop()
+    assert sorted(ln.kind for ln in snap.links) == ["http", "http", "tcp"]
+    assert all(ln.client.goroutine and ln.server.goroutine for ln in snap.links)
+
+
+def test_links_off_and_a_lone_side(go_build, needs_root, monkeypatch):
+    """SIDEEYE_LINKS=0: no probe, no link. Snapshotting the client alone: its links name
+    the server by address, the server side absent."""
+    server, client, http_port, tcp_port = start_peers(go_build("peers", "1.24.11"))
+    try:
+        alone = take_snapshot([client.pid])
+        monkeypatch.setenv("SIDEEYE_LINKS", "0")
+        off = take_snapshot([server.pid, client.pid])
+    finally:
+        client.stop()
+        server.stop()
+    assert off.links == []
+    assert sorted(ln.kind for ln in alone.links) == ["http", "http", "tcp"]
+    for ln in alone.links:
+        assert ln.server is None and ln.client.pid == client.pid
+        assert ln.server_addr in (f"127.0.0.1:{http_port}", f"127.0.0.1:{tcp_port}")
