@@ -1,0 +1,54 @@
+"""Links across containers on a Docker network, through the plugin: fixture `peers` runs
+as two go_service containers (linkserver, linkclient) that find each other by name. The
+snapshot the test asks for must link the client's goroutines to the server's, with the
+addresses each container sees on the test's network."""
+from __future__ import annotations
+
+import time
+
+from support import GOAPPS
+
+from pytest_sideeye import go_service
+
+PEERS = str(GOAPPS / "peers")
+
+linkserver = go_service("linkserver", source=PEERS, args=["server", "0.0.0.0", "8080", "9090"],
+                        ports=[8080, 9090], ready_tcp=[8080, 9090], ready_timeout=30)
+linkclient = go_service("linkclient", source=PEERS,
+                        args=["client", "linkserver:8080", "linkserver:9090"],
+                        ready_log="READY", ready_timeout=30)
+
+
+def wait_parked(svc, n: int = 2, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while svc.logs().count("parked /park") < n:
+        assert time.monotonic() < deadline, svc.logs()
+        time.sleep(0.1)
+
+
+def test_links_across_containers(linkserver, linkclient, sideeye_snapshot, needs_root):
+    wait_parked(linkserver)
+    snap = sideeye_snapshot(links=["main.call:order == main.parkHandler:order"])
+    by_service = {p.service: p for p in snap.processes}
+    server, client = by_service["linkserver"], by_service["linkclient"]
+    assert server.error is None and client.error is None
+    server_ip, client_ip = linkserver.ip_address(), linkclient.ip_address()
+    kinds = sorted(ln.kind for ln in snap.links)
+    assert kinds == ["http", "http", "tcp", "user", "user"], snap.links
+    for ln in snap.links:
+        assert (ln.client.pid, ln.server.pid) == (client.pid, server.pid)
+        assert ln.client.goroutine is not None and ln.server.goroutine is not None
+        if ln.kind == "user":
+            continue
+        port = 9090 if ln.kind == "tcp" else 8080
+        assert ln.server_addr == f"{server_ip}:{port}", (ln, server_ip)
+        assert ln.client_addr.startswith(f"{client_ip}:"), (ln, client_ip)
+    http = {ln.path: ln for ln in snap.links if ln.kind == "http"}
+    assert set(http) == {"/park?order=42", "/park?order=7"}
+    g = snap.goroutine(server.pid, http["/park?order=42"].server.goroutine)
+    assert "main.parkHandler" in [f.function for f in g.frames]
+    texts = [f"linkclient g{ln.client.goroutine} -> linkserver g{ln.server.goroutine}"
+             for ln in http.values()]
+    from pytest_sideeye.snapshot import render_text
+    rendered = render_text(snap)
+    assert all(t in rendered for t in texts), rendered[:2000]
