@@ -73,3 +73,25 @@ def test_installed_sideeye_snapshots_and_reports(installed, go_build, tmp_path):
     embedded = snapshot_from_report(html)
     assert embedded.to_json() == Snapshot.from_json(doc).to_json()
     assert "main.parkedLeaf" in html
+
+
+def test_installation_without_its_bpf_source_says_so_in_one_line(installed, go_build,
+                                                                 tmp_path):
+    """The installed package with its snapshot.bpf.c taken away (put back after): the
+    installed `sideeye snapshot` prints one line saying so, exit code 2, no traceback."""
+    r = run_in(installed, tmp_path, installed.python, "-c",
+               "import pytest_sideeye, pathlib; "
+               "print(pathlib.Path(pytest_sideeye.__file__).parent / 'bpf' / 'snapshot.bpf.c')")
+    source = Path(r.stdout.strip())
+    aside = source.with_suffix(".aside")
+    source.rename(aside)
+    try:
+        with start_app(go_build("manyparked"), "-n", "10") as app:
+            r = run_in(installed, tmp_path, installed.sideeye, "snapshot", "--pid", app.pid)
+            assert app.alive()
+    finally:
+        aside.rename(source)
+    assert "Traceback" not in r.stderr, r.stderr
+    assert r.returncode == 2, r.stderr
+    (line,) = r.stderr.splitlines()
+    assert "lacks its BPF program" in line and "reinstall" in line, line
