@@ -7,7 +7,10 @@ import os
 from pathlib import Path
 
 from pytest_sideeye.binary import BinaryInfo
-from pytest_sideeye.errors import NoPermission, SideeyeError, TargetGone
+from pytest_sideeye.errors import NoPermission, NotGoBinary, SideeyeError, TargetGone
+
+# task_struct flags of a kernel thread (include/linux/sched.h), field 9 of /proc/PID/stat.
+PF_KTHREAD = 0x00200000
 
 
 def exe_for_pid(pid: int) -> str:
@@ -16,12 +19,43 @@ def exe_for_pid(pid: int) -> str:
     exe = f"/proc/{pid}/exe"
     try:
         os.stat(exe)
-    except FileNotFoundError:
-        raise TargetGone(f"process {pid} is gone") from None
-    except PermissionError:
-        raise NoPermission(f"cannot read the executable of process {pid}: run as root") \
-            from None
+    except OSError as e:
+        raise unreadable_exe(pid, e) from None
     return exe
+
+
+def unreadable_exe(pid: int, e: OSError) -> SideeyeError:
+    """The one line for a /proc/PID/exe that cannot be read: a kernel thread has none, a
+    process that exited has none; "run as root" only to who is not root (root is refused
+    for another reason: a security module, or missing capabilities, so say what the kernel
+    said)."""
+    kthread = kernel_thread_name(pid)
+    if kthread is not None:
+        return NotGoBinary(f"process {pid} is a kernel thread ({kthread}), not a Go program")
+    if isinstance(e, FileNotFoundError):
+        return TargetGone(f"process {pid} is gone")
+    if isinstance(e, PermissionError) and os.geteuid() != 0:
+        return NoPermission(f"cannot read the executable of process {pid}: run as root")
+    return SideeyeError(f"cannot read /proc/{pid}/exe: {e.strerror or e}")
+
+
+def kernel_thread_name(pid: int) -> str | None:
+    """The name of process pid when it is a kernel thread (PF_KTHREAD in its flags), else
+    None (also when it is gone). Not an empty cmdline: a zombie has one too."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    close = data.rindex(b")")
+    fields = data[close + 2:].split()   # from field 3 (state) on: flags is field 9
+    try:
+        flags = int(fields[6])
+    except (IndexError, ValueError):
+        return None
+    if not flags & PF_KTHREAD:
+        return None
+    return data[data.index(b"(") + 1:close].decode(errors="replace")
 
 
 def load_bias(pid: int, info: BinaryInfo) -> int:

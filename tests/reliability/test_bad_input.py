@@ -13,10 +13,12 @@ import os
 import re
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
 import pytest
+from support import missing
 
 from pytest_sideeye.binary.elf import BUILDINFO_MAGIC
 from pytest_sideeye.errors import BpfUnavailable
@@ -25,6 +27,10 @@ ROOT = Path(__file__).resolve().parents[2]
 SIDEEYE = Path(sys.executable).parent / "sideeye"
 DOC = ROOT / "docs" / "bad-input.md"
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+# Still uid 0, but without a single capability (what a security module refusing root
+# looks like to the process: uid 0, and the kernel says no).
+ROOT_WITHOUT_CAPS = ["setpriv", "--bounding-set=-all", "--inh-caps=-all"]
+PF_KTHREAD = 0x00200000   # include/linux/sched.h
 
 
 def sideeye(*args: str, env: dict | None = None, prefix: list[str] = (), preexec=None,
@@ -90,6 +96,42 @@ def patched_go_version(binary: Path, old_version: str, new_version: str, out: Pa
     return out
 
 
+def kernel_thread_pid() -> str:
+    """pid 2 (kthreadd) when this PID namespace shows it, else any kernel thread: flags
+    (field 9 of /proc/PID/stat) with PF_KTHREAD."""
+    for pid in ["2", *sorted(filter(str.isdigit, os.listdir("/proc")), key=int)]:
+        try:
+            data = Path(f"/proc/{pid}/stat").read_bytes()
+        except OSError:
+            continue
+        if int(data[data.rindex(b")") + 2:].split()[6]) & PF_KTHREAD:
+            return pid
+    missing("no kernel thread in this PID namespace")
+
+
+# exe_for_pid in a process of its own (run as another user, or without capabilities):
+# prints the one line it raises, or OK.
+EXE_PROBE = """
+import sys
+from pytest_sideeye.engine.process import exe_for_pid
+from pytest_sideeye.errors import SideeyeError
+try:
+    exe_for_pid(int(sys.argv[1]))
+    print("OK")
+except SideeyeError as e:
+    print(e)
+"""
+
+
+def probe_exe(pid: int, prefix: list[str]) -> str:
+    r = subprocess.run([*prefix, sys.executable, "-c", EXE_PROBE, str(pid)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    if os.environ.get("SIDEEYE_SHOW_LINES"):
+        print(f"\nSHOWN: {r.stdout.strip()}")
+    return r.stdout.strip()
+
+
 # --- seccomp: the bpf(2) syscall refused, as Docker's default profile does -----------------
 
 def deny_bpf_syscall() -> None:
@@ -127,6 +169,39 @@ def test_no_such_process():
     p = subprocess.Popen(["true"])
     p.wait()
     one_line(*sideeye("snapshot", "--pid", str(p.pid)), str(p.pid))
+
+
+def test_kernel_thread_is_not_a_go_program():
+    """A kernel thread has no /proc/PID/exe (ENOENT, as for a process that is gone): the
+    line says what it is, not that it is gone."""
+    pid = kernel_thread_pid()
+    line = one_line(*sideeye("snapshot", "--pid", pid), f"process {pid} is a kernel thread",
+                    "not a Go program")
+    assert "gone" not in line
+
+
+def test_unreadable_exe_as_root_says_why(needs_root):
+    """Root (uid 0) refused /proc/PID/exe gets the kernel's reason, not "run as root". The
+    refusal is real: uid 0 without capabilities reading the exe of another user's process
+    (EACCES). (The CLI itself stops earlier there, on the missing capabilities: this is
+    what root refused by a security module would see.)"""
+    p = subprocess.Popen([*NOBODY, "/usr/bin/sleep", "30"])
+    try:
+        for _ in range(200):   # until setpriv has become nobody and exec'd sleep
+            if os.readlink(f"/proc/{p.pid}/exe") == "/usr/bin/sleep":
+                break
+            time.sleep(0.01)
+        line = probe_exe(p.pid, ROOT_WITHOUT_CAPS)
+    finally:
+        p.kill()
+        p.wait()
+    assert line == f"cannot read /proc/{p.pid}/exe: Permission denied"
+
+
+def test_unreadable_exe_as_another_user_says_run_as_root():
+    """Who is not root and may not read another user's /proc/PID/exe is told to be root."""
+    line = probe_exe(os.getpid(), NOBODY)
+    assert line == f"cannot read the executable of process {os.getpid()}: run as root"
 
 
 def test_go_binary_without_dwarf(needs_root, go_build):
