@@ -5,20 +5,24 @@ string tries to break out of the page."""
 from __future__ import annotations
 
 import importlib.util
+import json
 
 from support import DATA, ROOT
 
 from pytest_sideeye.snapshot import (
     Container,
     CreatedBy,
+    Endpoint,
     Frame,
     Goroutine,
+    Link,
     Process,
     Snapshot,
     Variable,
 )
 
 RECORDED = DATA / "snapshots" / "go1.24-worker-hang.json"
+RECORDED_LINKS = DATA / "snapshots" / "go1.24-peers-links.json"
 
 
 def load_bench():
@@ -32,6 +36,11 @@ def load_bench():
 
 def recorded() -> Snapshot:
     return Snapshot.load(RECORDED)
+
+
+def recorded_links() -> Snapshot:
+    """Two processes linked by HTTP and TCP (tests/data/snapshots/README.md)."""
+    return Snapshot.load(RECORDED_LINKS)
 
 
 # --------------------------------------------------------------------------- hostile data
@@ -72,6 +81,9 @@ def hostile_snapshot() -> Snapshot:
                 Container("c0ffee" + XSS_ATTR, "name" + XSS_SCRIPT, "img" + END_SCRIPT),
                 "svc" + XSS_ATTR, 900_000, {}, "error: " + XSS_SCRIPT, [COMMENT, NUL],
                 [g], "log line " + END_SCRIPT + "\n" + COMMENT + "\n" + NUL + " " + BAD_UTF8 + "\n")
+    links = [Link("http", None, Endpoint(31337, 7), client_addr=XSS_ATTR,
+                  server_addr="10.0.0.1:80", method=XSS_SQUOTE, path="/x?" + END_SCRIPT),
+             Link("user", Endpoint(31337, 7), Endpoint(31337, 7), value=json.dumps(XSS_SCRIPT))]
     return Snapshot([p], "2026-11-26T10:40:00Z" + XSS_SQUOTE,
                     {"nodeid": HOSTILE_TITLE, "phase": "call", "outcome": "failed" + XSS_ATTR,
-                     "message": "AssertionError: " + XSS_SCRIPT + "\n" + END_SCRIPT})
+                     "message": "AssertionError: " + XSS_SCRIPT + "\n" + END_SCRIPT}, links)

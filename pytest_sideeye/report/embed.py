@@ -88,6 +88,7 @@ def embed_document(snapshot: Snapshot) -> dict:
                            "processes": processes}
     if snapshot.test is not None:
         doc["test"] = dict(snapshot.test)
+    doc["links"] = [ln.to_json() for ln in snapshot.links]
     return doc
 
 
@@ -162,7 +163,8 @@ def expand_embedded(doc: dict) -> dict:
             gs.append(g)
         pj["goroutines"] = gs
         processes.append(pj)
-    out = {"format": FORMAT, "taken_at": doc.get("taken_at", ""), "processes": processes}
+    out = {"format": FORMAT, "taken_at": doc.get("taken_at", ""), "processes": processes,
+           "links": doc.get("links", [])}
     if "test" in doc:
         out["test"] = doc["test"]
     return out

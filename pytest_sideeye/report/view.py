@@ -18,7 +18,15 @@ from typing import Any, Sequence
 
 from pytest_sideeye.report import flamegraph
 from pytest_sideeye.report.text import clean, go_quote
-from pytest_sideeye.snapshot import Frame, Goroutine, Process, Snapshot, Variable
+from pytest_sideeye.snapshot import (
+    Endpoint,
+    Frame,
+    Goroutine,
+    Process,
+    Snapshot,
+    Variable,
+    own_frame,
+)
 from pytest_sideeye.snapshot import buckets as bk
 
 MAX_IDS_SHOWN = 12           # goroutine ids listed per bucket before "+N more"
@@ -26,6 +34,7 @@ MAX_VALUE_SETS = 3           # distinct variable-value sets shown inline per fra
 MAX_TABLE_ROWS = 1000        # rows per captured-function table (all values stay in the JSON)
 MAX_LOG_CHARS = 256 * 1024   # the tail of container logs kept on the page
 MAX_CELL_CHARS = 160         # one-line value preview in a table cell or summary
+MAX_LINK_LINES = 20          # link lines shown per bucket (all links are in the Links table)
 ONE_LINE_VALUE = 72          # values up to this width print on one line
 
 
@@ -243,7 +252,8 @@ def states_view(states: Counter) -> list[dict]:
     return [{"label": clean(s), "count": n} for s, n in states.most_common()]
 
 
-def bucket_view(bucket: bk.Bucket, reference_ns: int | None, opts: Options) -> dict:
+def bucket_view(bucket: bk.Bucket, reference_ns: int | None, opts: Options,
+                glinks: dict[int, list[dict]] | None = None) -> dict:
     head = bk.headline_frame(bucket.frames)
     blocking = _blocking_frame(bucket.frames, head)
     states = bucket.states()
@@ -263,7 +273,16 @@ def bucket_view(bucket: bk.Bucket, reference_ns: int | None, opts: Options) -> d
         "frames": [frame_view(bucket, i) for i in range(len(bucket.frames))],
         "truncated": [{"why": clean(w), "count": n} for w, n in bucket.truncated().most_common()],
         "threads": sorted({g.thread for g in bucket.goroutines if g.thread is not None})[:8],
+        "links": _bucket_links(bucket, glinks or {}),
     }
+
+
+def _bucket_links(bucket: bk.Bucket, glinks: dict[int, list[dict]]) -> dict:
+    lines = [line for g in sorted(bucket.goroutines, key=lambda g: g.id)
+             for line in glinks.get(g.id, [])]
+    return {"lines": lines[:MAX_LINK_LINES], "more": max(0, len(lines) - MAX_LINK_LINES),
+            # goroutines whose lines are cut still get their anchor: other sides link here
+            "anchors": [x["anchor"] for x in lines[MAX_LINK_LINES:] if x["anchor"]]}
 
 
 def _blocking_frame(frames: list[Frame], head: Frame | None) -> Frame | None:
@@ -283,9 +302,11 @@ def _blocking_frame(frames: list[Frame], head: Frame | None) -> Frame | None:
 TIER_NAMES = {bk.TIER_USER: "user", bk.TIER_STDLIB: "stdlib", bk.TIER_RUNTIME: "runtime"}
 
 
-def group_view(group: bk.Group, reference_ns: int | None, opts: Options) -> dict:
-    bviews = [bucket_view(b, reference_ns, opts) for b in group.buckets]
+def group_view(group: bk.Group, reference_ns: int | None, opts: Options,
+               glinks: dict[int, list[dict]] | None = None) -> dict:
+    bviews = [bucket_view(b, reference_ns, opts, glinks) for b in group.buckets]
     return {"count": group.count, "tier": TIER_NAMES[group.tier],
+            "linked": any(b["links"]["lines"] for b in bviews),
             "states": states_view(group.states()), "buckets": bviews,
             "headline": bviews[0]["headline"], "blocking": bviews[0]["blocking"],
             "wait": _merge_waits(group, reference_ns)}
@@ -311,7 +332,8 @@ def reference_ns(p: Process) -> int | None:
     return ref if isinstance(ref, int) and ref > 0 else None
 
 
-def process_view(index: int, p: Process, opts: Options) -> dict:
+def process_view(index: int, p: Process, opts: Options,
+                 glinks: dict[int, list[dict]] | None = None) -> dict:
     ref = reference_ns(p)
     groups = bk.group_process(p)
     has_since = any(g.wait_since_ns for g in p.goroutines)
@@ -326,7 +348,7 @@ def process_view(index: int, p: Process, opts: Options) -> dict:
         "pause_parts": ", ".join(f"{clean(k)} {fmt_ms(v)}" for k, v in p.pause_parts_ns.items()),
         "error": clean(p.error) if p.error else "",
         "notes": [clean(n) for n in p.notes],
-        "groups": [group_view(g, ref, opts) for g in groups],
+        "groups": [group_view(g, ref, opts, glinks) for g in groups],
         "flame": flamegraph.view(p.goroutines),
         "bucket_count": sum(len(g.buckets) for g in groups),
         "no_reference": has_since and ref is None,
@@ -410,8 +432,82 @@ def test_view(test: dict | None) -> dict | None:
     return {k: clean(test.get(k)) for k in ("nodeid", "phase", "outcome", "message")}
 
 
+# --------------------------------------------------------------------------- links
+
+def goroutine_anchor(pid: int, gid: int) -> str:
+    return f"g{pid}-{gid}"
+
+
+def _side(snapshot: Snapshot, ep: Endpoint | None, addr: str | None) -> dict:
+    """How the other end of a link is named: `orders · goroutine 31` linking to it, the
+    process alone when no goroutine waits there, or the address of a peer outside."""
+    if ep is None:
+        return {"text": clean(addr or "?"), "href": None}
+    who = _who(snapshot, ep.pid)
+    if ep.goroutine is None:
+        return {"text": f"{who}, no goroutine waiting on it", "href": None}
+    return {"text": f"{who} \u00b7 goroutine {ep.goroutine}",
+            "href": "#" + goroutine_anchor(ep.pid, ep.goroutine)}
+
+
+def _who(snapshot: Snapshot, pid: int) -> str:
+    """A process's label, with its pid when another process of the snapshot has it too."""
+    p = snapshot.process(pid)
+    if p is None:
+        return f"pid {pid}"
+    label = process_label(p)
+    twins = sum(1 for q in snapshot.processes if process_label(q) == label)
+    return f"{label} (pid {pid})" if twins > 1 else label
+
+
+def goroutine_links(snapshot: Snapshot) -> dict[int, dict[int, list[dict]]]:
+    """pid -> goroutine id -> its link lines ("waiting on -> ...", "serving <- ...");
+    the first line of a goroutine carries its anchor, which the other side links to."""
+    out: dict[int, dict[int, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    for ln in snapshot.links:
+        request = clean(ln.request)
+        for me, other, other_addr, role in ((ln.client, ln.server, ln.server_addr, "waiting on"),
+                                            (ln.server, ln.client, ln.client_addr, "serving")):
+            if me is None or me.goroutine is None:
+                continue
+            lines = out[me.pid][me.goroutine]
+            lines.append({"anchor": "" if lines else goroutine_anchor(me.pid, me.goroutine),
+                          "gid": me.goroutine, "role": role, "kind": ln.kind,
+                          "arrow": "\u2192" if role == "waiting on" else "\u2190",
+                          "other": _side(snapshot, other, other_addr), "request": request})
+    return out
+
+
+def chains_view(snapshot: Snapshot) -> list[dict]:
+    """The wait chains, longest first: each step links to its goroutine; the end says what
+    the last one waits on locally."""
+    out = []
+    for c in snapshot.chains():
+        steps = []
+        for pid, gid in c.goroutines:
+            steps.append({"text": f"{_who(snapshot, pid)} g{gid}",
+                          "href": "#" + goroutine_anchor(pid, gid)})
+        last = snapshot.goroutine(*c.goroutines[-1])
+        where = own_frame(last) if last is not None and not c.cycle else None
+        out.append({"steps": steps, "cycle": c.cycle,
+                    "state": clean(bk.state_label(last)) if last is not None else "",
+                    "where": clean(where.function) if where else "",
+                    "requests": [clean(ln.request) for ln in c.links]})
+    return out
+
+
+def links_view(snapshot: Snapshot) -> list[dict]:
+    return [{"kind": ln.kind,
+             "client": _side(snapshot, ln.client, ln.client_addr),
+             "server": _side(snapshot, ln.server, ln.server_addr),
+             "request": clean(ln.request),
+             "addrs": clean(f"{ln.client_addr} \u2192 {ln.server_addr}")
+             if ln.client_addr and ln.server_addr else ""} for ln in snapshot.links]
+
+
 def page_view(snapshot: Snapshot, opts: Options) -> dict:
-    procs = [process_view(i, p, opts) for i, p in enumerate(snapshot.processes)]
+    glinks = goroutine_links(snapshot)
+    procs = [process_view(i, p, opts, glinks.get(p.pid)) for i, p in enumerate(snapshot.processes)]
     labels = [f"{v['label']} ({v['pid']})" for v in procs]
     return {
         "test": test_view(snapshot.test),
@@ -420,6 +516,8 @@ def page_view(snapshot: Snapshot, opts: Options) -> dict:
         "total": sum(p["count"] for p in procs),
         "groups_total": sum(len(p["groups"]) for p in procs),
         "captures": captures_view(snapshot, labels, opts),
+        "chains": chains_view(snapshot),
+        "links": links_view(snapshot),
         "states": state_options(snapshot),
         "functions": all_functions(snapshot),
         "generated": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),

@@ -20,6 +20,7 @@ from samples import (
     hostile_snapshot,
     load_bench,
     recorded,
+    recorded_links,
 )
 from support import ROOT, missing
 
@@ -76,7 +77,8 @@ def reports(tmp_path_factory):
     out = {"recorded": report.write_report(real, d / "recorded.html"),
            "synthetic": report.write_report(load_bench().synthetic_snapshot(2000, processes=2),
                                             d / "synthetic.html"),
-           "hostile": report.write_report(hostile_snapshot(), d / "hostile.html")}
+           "hostile": report.write_report(hostile_snapshot(), d / "hostile.html"),
+           "links": report.write_report(recorded_links(), d / "links.html")}
     return out
 
 
@@ -107,6 +109,7 @@ def test_hostile_strings_do_not_run_and_show_as_text(page, reports):
     assert page.evaluate("() => document.scripts.length") == 2
     text = page.evaluate("() => document.body.innerText")
     for s in (HOSTILE_FUNC, "AssertionError: " + XSS_SCRIPT, END_SCRIPT, "svc" + XSS_ATTR,
+              "serving \u2190 " + XSS_ATTR, "/x?" + END_SCRIPT, json.dumps(XSS_SCRIPT),
               '"' + END_SCRIPT + '"', '"nul\\x00byte"', "nul\u2400byte", "bad\ufffdbytes\ufffd"):
         assert s in text, s
     # The embedded snapshot parses back to the exact captured strings.
@@ -288,3 +291,43 @@ def test_captured_variable_tables_filter_rows(page, reports):
     sec.locator(".rowfilter").fill("")
     assert visible.count() == total and sec.locator(".rowcount").text_content() == ""
 
+
+
+def test_wait_chain_opens_the_goroutine_it_names(page, reports):
+    """The chains head the page; a step is a link that opens the groups around that
+    goroutine (closed <details> included) and marks its line; the other side's line links
+    back."""
+    _open(page, reports["links"])
+    chains = page.eval_on_selector_all("#chains li.chain", "els => els.map(e => e.innerText)")
+    assert len(chains) == 3, chains
+    assert sum("[chan receive] in main.parkHandler" in c for c in chains) == 2
+    assert any("GET /park?order=42" in c for c in chains)
+    page.eval_on_selector_all("details", "ds => ds.forEach(d => d.open = false)")
+    first = page.query_selector_all("#chains li.chain")[0]
+    href = first.query_selector_all("a.golink")[-1].get_attribute("href")
+    first.query_selector_all("a.golink")[-1].click()
+    page.wait_for_timeout(200)
+    target = page.query_selector(href)
+    assert target is not None and target.is_visible()
+    assert "hit" in target.get_attribute("class")
+    assert "serving \u2190" in target.inner_text()
+    assert page.evaluate("(id) => { let n = document.getElementById(id); let shut = 0;"
+                         " for (; n; n = n.parentElement) if (n.tagName === 'DETAILS' && !n.open)"
+                         " shut++; return shut; }", href[1:]) == 0
+    # Back along the link: the serving line names the waiting goroutine, whose line exists.
+    back = target.query_selector("a.golink").get_attribute("href")
+    assert page.query_selector(back) is not None and "waiting on" in page.text_content(back)
+    assert page.errors == [] and page.evaluate("() => window.__csp") == []
+
+
+def test_links_table_and_chains_read_without_javascript(browser, reports):
+    ctx = browser.new_context(java_script_enabled=False)
+    try:
+        pg = ctx.new_page()
+        pg.goto(reports["links"].as_uri())
+        text = pg.inner_text("body")
+        assert "Wait chains" in text and "Links" in text
+        rows = pg.eval_on_selector_all("#links tbody tr", "els => els.map(e => e.innerText)")
+        assert len(rows) == 3 and sum(r.startswith("http") for r in rows) == 2
+    finally:
+        ctx.close()

@@ -164,4 +164,28 @@
       });
     });
   });
+
+  // A link to a goroutine (wait chains, link lines) opens the groups it sits in, then
+  // shows it: its anchor may be inside closed <details>, or hidden by a filter.
+  function reveal(id) {
+    var el = id && doc.getElementById(id);
+    if (!el) { return; }
+    for (var d = el.parentElement; d; d = d.parentElement) {
+      if (d.tagName === "DETAILS") { d.open = true; }
+      if (d.hidden) { d.hidden = false; }
+    }
+    doc.querySelectorAll(".glink.hit").forEach(function (x) { x.classList.remove("hit"); });
+    el.classList.add("hit");
+    el.scrollIntoView({block: "center"});
+  }
+  doc.addEventListener("click", function (e) {
+    var a = e.target.closest && e.target.closest("a.golink");
+    if (!a) { return; }
+    var id = a.getAttribute("href").slice(1);
+    e.preventDefault();
+    if (history.pushState) { history.pushState(null, "", "#" + id); }
+    reveal(id);
+  });
+  window.addEventListener("hashchange", function () { reveal(location.hash.slice(1)); });
+  if (location.hash) { reveal(location.hash.slice(1)); }
 }());
