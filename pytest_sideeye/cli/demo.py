@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pytest_sideeye.plugin import sanitise
-from pytest_sideeye.snapshot import Snapshot
+from pytest_sideeye.snapshot import Snapshot, chain_text
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 HANGING_TEST = "test_shop.py::test_cancel_during_rush"
@@ -101,7 +101,25 @@ def judge(outcome: Outcome, report: Path) -> tuple[bool, list[str]]:
         ok = False
         notes.append("the snapshot shows no goroutine in the deadlocked handlers")
         notes += errors
+    chains = deadlock_chains(snap)
+    if chains:
+        notes.append("wait chains across the services (the test's requests, as they went):")
+        notes += [f"  {c}" for c in chains]
+    else:
+        ok = False
+        notes.append("the snapshot links no gateway goroutine to the stuck orders handlers")
     return ok, notes
+
+
+def deadlock_chains(snap: Snapshot) -> list[str]:
+    """The wait chains that end in the deadlocked handlers: gateway -> orders."""
+    out = []
+    for c in snap.chains():
+        last = snap.goroutine(*c.goroutines[-1])
+        if len(c.goroutines) > 1 and last is not None and \
+                any(f.function in DEADLOCKED for f in last.frames):
+            out.append(chain_text(snap, c))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,8 +32,23 @@ def test_demo_catches_the_deadlock_and_points_at_the_report(tmp_path):
     assert len(place) == 1 and len(cancel) == 1
     assert {v.name: v.value for v in cancel[0].variables}["o.Customer"] == "ada"
     assert {v.name: v.value for v in place[0].variables}["o.Customer"] == "grace"
-    # The gateway is stuck too, waiting for orders: the whole chain is in one report.
+    # The gateway is stuck too, waiting for orders: the whole chain is in one report, and
+    # linked: each gateway handler's request to the orders handler it waits on.
     assert any(g.blocked_in("main.(*gateway).relay") for g in snap.goroutines())
+    pids = {p.service: p.pid for p in snap.processes}
+    ends = {}
+    for c in snap.chains():
+        (gpid, ggid), (opid, ogid) = c.goroutines[0], c.goroutines[-1]
+        assert (gpid, opid, len(c.goroutines)) == (pids["gateway"], pids["orders"], 2)
+        assert snap.goroutine(gpid, ggid).blocked_in("main.(*gateway).relay")
+        ends[c.links[0].path] = [f.function for f in snap.goroutine(opid, ogid).frames]
+    assert "main.(*service).cancel" in ends["/orders/cancel/1"]
+    assert "main.(*service).place" in ends["/orders"]
+    assert "wait chains across the services" in r.stdout
+    assert "[sync.Mutex.Lock] in main.(*service).cancel" in r.stdout
+    # The test process's own requests reach the gateway from outside the snapshot.
+    outside = [ln for ln in snap.links if ln.client is None]
+    assert sorted(ln.path for ln in outside) == ["/api/orders", "/api/orders/cancel/1"]
 
 
 def test_demo_says_so_when_the_run_went_wrong(tmp_path):
