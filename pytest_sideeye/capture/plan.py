@@ -177,6 +177,18 @@ def _check_steps(debug: DebugInfo, fn: str, e: Expr, t: GoType) -> None:
     their dynamic type is only known at run time)."""
     where = f"{e.text!r} in {fn}"
     for st in e.steps:
+        if st.op == "assert":
+            while t.kind == "ptr" and t.elem is not None and t.elem.kind in ("iface", "eface"):
+                t = t.elem
+            if t.kind not in ("iface", "eface"):
+                raise CaptureSpecError(f"bad type assertion in {where}: {t.name} is not an "
+                                       "interface")
+            asserted = debug.type_by_name(st.arg)
+            if asserted is None:
+                raise CaptureSpecError(f"bad type assertion in {where}: no type {st.arg!r} "
+                                       "in the program")
+            t = asserted
+            continue
         if t.kind in ("iface", "eface"):
             return
         if st.op == "deref":
@@ -404,6 +416,8 @@ class FrameJob:
         for st in steps:
             if st.op == "field":
                 r = self._field(dec, t, addr, st.arg)
+            elif st.op == "assert":
+                r = self._assert(dec, t, addr, st.arg)
             else:
                 if t.kind in ("iface", "eface"):
                     r = self._unbox(dec, t, addr)
@@ -449,6 +463,27 @@ class FrameJob:
             return PENDING
         if isinstance(dyn, Cut):
             raise _Fail(f"unknown dynamic type in {t.name}")
+        return (dyn, addr + 8) if is_direct_iface(dyn) else (dyn, data)
+
+    def _assert(self, dec: ValueDecoder, t: GoType, addr: int, type_name: str):
+        """`.(T)`: the interface's value as T, when its dynamic type is T."""
+        while t.kind == "ptr" and t.elem is not None and t.elem.kind in ("iface", "eface"):
+            r = self._deref(dec, t, addr)
+            if r is PENDING:
+                return PENDING
+            t, addr = r
+        raw = self._word(dec, addr, 16)
+        if raw is PENDING:
+            return PENDING
+        dyn, data = dec.dynamic_type(t, raw, 0)
+        if dyn is None:
+            raise _Fail(f"nil interface ({t.name})")
+        if dyn is PENDING:
+            return PENDING
+        if isinstance(dyn, Cut):
+            raise _Fail(f"unknown dynamic type in {t.name}")
+        if dyn.name != type_name:
+            raise _Fail(f"{t.name} holds a {dyn.name}, not a {type_name}")
         return (dyn, addr + 8) if is_direct_iface(dyn) else (dyn, data)
 
     def _field(self, dec: ValueDecoder, t: GoType, addr: int, name: str):

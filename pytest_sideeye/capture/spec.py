@@ -5,8 +5,10 @@ locals, to capture. Parsing only; nothing here looks at a binary.
     parse_specs({"main.settle": ["o", "o.ID", "attempt"]})
 
 Expressions: `name`, fields `a.b.c` (pointers and interfaces followed implicitly, as Go
-does), `*p`, indexes `xs[0]`, map keys `m["key"]` / `m[42]`. A malformed spec is a
-CaptureSpecError, one line.
+does), `*p`, indexes `xs[0]`, map keys `m["key"]` / `m[42]`, type assertions
+`conn.(*net.TCPConn).fd` (the value is an error when the dynamic type is another; unlike a
+field through an interface, an assertion lets the BPF reads follow it, and the plan checks
+the steps after it). A malformed spec is a CaptureSpecError, one line.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from pytest_sideeye.errors import CaptureSpecError
 
 @dataclass(frozen=True)
 class Step:
-    op: str            # "field", "index", "deref"
+    op: str            # "field", "index", "deref", "assert" (arg: a Go type name)
     arg: object = None
 
 
@@ -56,7 +58,14 @@ def parse_expr(text: str) -> Expr:
         raise CaptureSpecError(f"bad capture expression {text!r}: expected a variable name")
     root, pos, steps = m.group(0), m.end(), []
     while pos < len(s):
-        if s[pos] == ".":
+        if s.startswith(".(", pos):
+            end = _closing_paren(s, pos + 1)
+            if end is None or not s[pos + 2:end].strip():
+                raise CaptureSpecError(f"bad capture expression {text!r}: a type assertion "
+                                       f"is .(TYPE), e.g. .(*net.TCPConn) (column {pos + 1})")
+            steps.append(Step("assert", s[pos + 2:end].strip()))
+            pos = end + 1
+        elif s[pos] == ".":
             m = _IDENT.match(s, pos + 1)
             if not m:
                 raise CaptureSpecError(f"bad capture expression {text!r}: expected a field "
@@ -77,6 +86,19 @@ def parse_expr(text: str) -> Expr:
                                    f"{s[pos]!r} at column {pos + 1}")
     steps.extend(Step("deref") for _ in range(derefs))
     return Expr(text.strip(), root, tuple(steps))
+
+
+def _closing_paren(s: str, start: int) -> int | None:
+    """Index of the ')' closing the '(' at start (type names may nest: func(int))."""
+    depth = 0
+    for i in range(start, len(s)):
+        if s[i] == "(":
+            depth += 1
+        elif s[i] == ")":
+            depth -= 1
+            if depth == 0:
+                return i
+    return None
 
 
 def _string_literal(lit: str) -> str:

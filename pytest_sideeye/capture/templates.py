@@ -20,7 +20,7 @@ import struct
 from dataclasses import dataclass, field
 
 from pytest_sideeye.binary import GoType, iter_scopes
-from pytest_sideeye.capture.values import Budget, Memory
+from pytest_sideeye.capture.values import Budget, Memory, is_direct_iface
 
 OP_END, OP_SLOT, OP_PTR, OP_STR, OP_SLICE, OP_EACH_STR, OP_EACH_PTR = range(7)
 OP_FMT = "<BBHiII"            # struct capop: kind, src, count, off, size, limit
@@ -224,7 +224,7 @@ def _template_for(plan, function: str, pc: int, max_ops: int, read_max: int):
     debug = plan.debug
     roots = []      # (expr, pieces, type)
     for e in plan.spec.functions.get(function, []):
-        if any(st.op not in ("field", "deref") for st in e.steps):
+        if any(st.op not in ("field", "deref", "assert") for st in e.steps):
             return None
         b = bound.get(e.root)
         if b is None:
@@ -247,16 +247,23 @@ def _template_for(plan, function: str, pc: int, max_ops: int, read_max: int):
         frame = tpl.op(OP_SLOT, 0, lo, size=hi - lo)
         for e, ps, t in roots:
             pieces = [(vo, fo - lo, size, m) for vo, fo, size, m in ps]
-            _expression(tpl, e, t, _Loc(frame, 0, pieces), plan.limits)
+            _expression(tpl, e, t, _Loc(frame, 0, pieces), plan.limits, debug)
     except TooComplex:
         return None
     return tpl.ops
 
 
-def _expression(tpl: _Template, e, t: GoType, loc: _Loc, limits) -> None:
-    """Reads of one expression: its steps (fields, dereferences), then its value."""
+def _expression(tpl: _Template, e, t: GoType, loc: _Loc, limits, debug=None) -> None:
+    """Reads of one expression: its steps (fields, dereferences, type assertions), then its
+    value."""
     rel = 0
     for st in e.steps:
+        if st.op == "assert":
+            r = _assertion(tpl, t, loc, rel, st.arg, debug)
+            if r is None:
+                return
+            t, loc, rel = r
+            continue
         if st.op == "field":
             for _ in range(limits.pointer_depth + 4):
                 if t.kind != "ptr":
@@ -285,6 +292,20 @@ def _expression(tpl: _Template, e, t: GoType, loc: _Loc, limits) -> None:
     if t.kind in ("iface", "eface", "map", "chan"):
         raise TooComplex(t.kind)
     tpl.value(t, loc, rel, 0)
+
+
+def _assertion(tpl: _Template, t: GoType, loc: _Loc, rel: int, type_name: str, debug):
+    """`.(T)` on the interface at rel: what FrameJob._assert reads (the itab's type word,
+    then T's bytes: the data word itself when T is pointer-shaped), as (T, loc, rel)."""
+    asserted = debug.type_by_name(type_name) if debug is not None else None
+    if asserted is None or t.kind not in ("iface", "eface"):
+        raise TooComplex("type assertion")
+    if t.kind == "iface" and tpl.op_at(OP_PTR, loc, rel, 8, size=16) is None:
+        return None
+    if is_direct_iface(asserted):
+        return asserted, loc, rel + 8
+    p = tpl.op_at(OP_PTR, loc, rel + 8, 8, size=max(asserted.size, 1))
+    return None if p is None else (asserted, _Loc(p), 0)
 
 
 def _boundaries(plan, function: str, scope) -> list[int]:

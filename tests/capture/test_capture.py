@@ -35,11 +35,14 @@ def test_expression_steps():
                                                 ("index", 1), ("deref", None)]
     assert capture.parse_expr('m["k\\"ey"]').steps[0].arg == 'k"ey'
     assert capture.parse_expr("m[-3]").steps[0].arg == -3
+    e = capture.parse_expr("c.rwc.(*net.TCPConn).conn.(func(int) error)")
+    assert [(s.op, s.arg) for s in e.steps] == [("field", "rwc"), ("assert", "*net.TCPConn"),
+                                                ("field", "conn"), ("assert", "func(int) error")]
 
 
 @pytest.mark.parametrize("bad", ["main.settle", "main.settle:", ":o", "main.settle:o..ID",
                                  "main.settle:o[", "main.settle:1abc", "main.settle:m[x]",
-                                 "main.settle:o.ID)"])
+                                 "main.settle:o.ID)", "main.settle:o.()", "main.settle:o.(*T"])
 def test_bad_specs_are_one_line_errors(bad):
     with pytest.raises(CaptureSpecError) as e:
         capture.parse_specs([bad])
@@ -425,3 +428,57 @@ def test_fields_behind_an_interface_in_a_bpf_read_frame(varzoo_124, needs_root):
     v = by_name(f)
     assert v["err.Msg"].value == "not found", v["err.Msg"]
     assert v["e.SKU"].value == "IFACE", v["e.SKU"]
+
+
+
+# --- type assertions: .(T) ------------------------------------------------------------------
+
+@pytest.mark.parametrize("spec, words", [
+    ({"main.lookup": ["err.(*main.NoSuchType).Msg"]}, ["no type", "*main.NoSuchType"]),
+    ({"main.settle": ["o.(*main.Order)"]}, ["not an interface", "*main.Order"]),
+    ({"main.lookup": ["err.(*main.myErr).Nope"]}, ["has no field", "Nope"]),
+])
+def test_plan_checks_type_assertions(varzoo_124, spec, words):
+    with pytest.raises(CaptureSpecError) as e:
+        capture.make_plan(varzoo_124, spec)
+    assert all(w in str(e.value) for w in words), str(e.value)
+
+
+@pytest.mark.parametrize("bpf", ["1", "0"], ids=["bpf-reads", "python-reads"])
+def test_type_assertions_read_through_interfaces(varzoo_124, needs_root, monkeypatch, bpf):
+    """An assertion that holds gives the value behind the interface (the BPF reads follow
+    it: the function's frames need no Python round); one that does not is an error naming
+    the dynamic type, never a value read as the wrong type."""
+    from pytest_sideeye.engine import take as engine
+    monkeypatch.setenv("SIDEEYE_BPF_CAPTURE", bpf)
+    exprs = ["err.(*main.myErr).Msg", "e.(main.Item).SKU", "e.(*main.myErr)", "err.(*main.myErr)"]
+    p, expected = start_varzoo(varzoo_124)
+    try:
+        snap = engine.take_snapshot([engine.Target(p.pid)], capture={"main.lookup": exprs})
+    finally:
+        p.kill()
+        p.wait()
+    [f] = variables(snap, "main.lookup")
+    v = by_name(f)
+    assert v["err.(*main.myErr).Msg"].value == "not found", v["err.(*main.myErr).Msg"]
+    assert v["e.(main.Item).SKU"].value == "IFACE", v["e.(main.Item).SKU"]
+    assert v["err.(*main.myErr)"].value == expected["zoo"]["EErr"]
+    wrong = v["e.(*main.myErr)"]
+    assert wrong.value is None and "holds a main.Item, not a *main.myErr" in wrong.error
+    assert not any("capture stopped" in n for n in snap.processes[0].notes)
+
+
+def test_type_assertions_compile_to_bpf_reads(varzoo_124):
+    """A field through an interface goes to the Python rounds; through an assertion it
+    stays a BPF template (what makes the built-in link probes cheap)."""
+    from pytest_sideeye.binary import analyze
+    from pytest_sideeye.capture.templates import TPL_PYTHON
+    info = analyze(varzoo_124)
+    const = {"CAP_OPS": 16, "CAP_READ_MAX": 2048, "CAP_TEMPLATES": 64, "CAPTAB_MAX": 1024}
+    asserted = capture.compile_plan(capture.make_plan(info, {
+        "main.lookup": ["err.(*main.myErr).Msg"]}), 0, const, info.symtab)
+    implicit = capture.compile_plan(capture.make_plan(info, {
+        "main.lookup": ["err.Msg"]}), 0, const, info.symtab)
+    assert asserted is not None and all(t != TPL_PYTHON for _lo, _hi, t in asserted.ranges)
+    assert any(len(ops) > 1 for ops in asserted.templates)
+    assert implicit is not None and any(t == TPL_PYTHON for _lo, _hi, t in implicit.ranges)
