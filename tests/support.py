@@ -24,6 +24,9 @@ os.environ.setdefault("SIDEEYE_CAPTURE_PAUSE_MS", "900")
 os.environ.setdefault("SIDEEYE_AGENT", "0")
 # The Go versions the engine is checked against in CI (installed by scripts/setup.sh).
 GO_VERSIONS = ("1.21.13", "1.24.11", "1.27.3")
+# Where Debian's golang-google-grpc-dev (installed by scripts/setup.sh) puts grpc-go and its
+# dependencies: fixture grpcpeers builds against it with GO111MODULE=off.
+GRPC_GOPATH = "/usr/share/gocode"
 
 
 def missing(reason: str) -> None:

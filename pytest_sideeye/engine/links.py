@@ -35,6 +35,11 @@ from pytest_sideeye.snapshot import Endpoint, Link, Process, Snapshot
 # expression is checked against the binary's DWARF (probe_spec): one that a Go version or
 # program does not have is dropped for that binary, never an error.
 _TCP_FD = ".(*net.TCPConn).conn.fd.pfd.Sysfd"
+_GRPC = "google.golang.org/grpc"
+# The stream's own transport (stream.st), not the argument t: Go 1.21's DWARF puts t in a
+# stack slot that holds something else at the handler's call (measured: garbage read).
+_GRPC_SERVER = {"fd": (f"stream.st.(*{_GRPC}/internal/transport.http2Server).conn" + _TCP_FD,),
+                "stream": ("stream.id",), "method": ("stream.method",)}
 PROBES: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
     "internal/poll.(*FD).Read": ("read", {"fd": ("fd.Sysfd",)}),
     "internal/poll.(*FD).Write": ("write", {"fd": ("fd.Sysfd",)}),
@@ -46,12 +51,19 @@ PROBES: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
         "fd": ("c.rwc" + _TCP_FD,),
         "method": ("w.req.Method",), "path": ("w.req.URL.Path",),
         "query": ("w.req.URL.RawQuery",)}),
+    # grpc-go: a client waiting on a stream (unary calls and streams both receive through
+    # csAttempt.recvMsg), and the server goroutine running that stream's handler.
+    _GRPC + ".(*csAttempt).recvMsg": ("grpc_client", {
+        "fd": ("a.s.ct.conn" + _TCP_FD,), "stream": ("a.s.id",), "method": ("a.s.method",)}),
+    _GRPC + ".(*Server).processUnaryRPC": ("grpc_server", _GRPC_SERVER),
+    _GRPC + ".(*Server).processStreamingRPC": ("grpc_server", _GRPC_SERVER),
 }
 
 # Which goroutine stands for its side of a connection when several wait on it: the one
 # serving or sending a request, then a blocked writer (its peer does not read), then a
 # reader.
-_RANK = {"http_client": 0, "http_server": 0, "write": 1, "read": 2}
+_RANK = {"http_client": 0, "http_server": 0, "grpc_client": 0, "grpc_server": 0,
+         "write": 1, "read": 2}
 
 _probe_cache: dict[tuple, capture_mod.CaptureSpec] = {}
 
@@ -106,6 +118,7 @@ class Fact:
     fd: int
     method: str | None = None
     path: str | None = None
+    stream: int | None = None        # HTTP/2 stream id (gRPC)
 
 
 @dataclass
@@ -153,9 +166,13 @@ def _fact(goroutine: int, role: str, got: dict) -> Fact | None:
     query = got.get("query")
     if isinstance(path, str) and isinstance(query, str) and query:
         path = f"{path}?{query}"
+    stream = got.get("stream")
+    if role.startswith("grpc") and not isinstance(stream, int):
+        return None
     return Fact(goroutine, role, fd,
                 method if isinstance(method, str) else None,
-                path if isinstance(path, str) else None)
+                path if isinstance(path, str) else None,
+                stream if isinstance(stream, int) else None)
 
 
 # --- sockets: fd -> 4-tuple, from each process's own network namespace ----------------------
@@ -320,9 +337,7 @@ def _connection_links(snap: Snapshot, facts: dict[int, ProcessFacts], view: NetV
             continue
         done.add(conn)
         a, b = ends[key], ends.get(peer_key)
-        link = _link(a, b)
-        if link is not None:
-            links.append(link)
+        links += _links(a, b)
     return links
 
 
@@ -330,22 +345,59 @@ def _scope(ns: str, addr: tuple[str, int]) -> str | None:
     return ns if ipaddress.ip_address(addr[0]).is_loopback else None
 
 
-def _link(a: _End, b: _End | None) -> Link | None:
-    """The link over one connection: a has a goroutine waiting on it; b is the other end
-    when its process is in the snapshot."""
+def _links(a: _End, b: _End | None) -> list[Link]:
+    """The links over one connection: a has a goroutine waiting on it; b is the other end
+    when its process is in the snapshot. gRPC: one link per stream; HTTP/1.x: the request
+    in flight; else the connection itself."""
     # Which end accepted the connection: its local address listens.
     client, server = (b, a) if a.sock.listening_local else (a, b)
     client_addr = format_addr(client.sock.local if client else server.sock.remote)
     server_addr = format_addr(server.sock.local if server else client.sock.remote)
+    grpc = _grpc_links(client, server, client_addr, server_addr)
+    if grpc:
+        return grpc
     req = (client.of("http_client") if client else None)
     handler = (server.of("http_server") if server else None)
     if req or handler:
         src = req or handler
-        return Link("http", _endpoint(client, req), _endpoint(server, handler),
-                    client_addr, server_addr, method=src.method, path=src.path)
-    return Link("tcp", _endpoint(client, client.best() if client else None),
-                _endpoint(server, server.best() if server else None),
-                client_addr, server_addr)
+        return [Link("http", _endpoint(client, req), _endpoint(server, handler),
+                     client_addr, server_addr, method=src.method, path=src.path)]
+    return [Link("tcp", _endpoint(client, client.best() if client else None),
+                 _endpoint(server, server.best() if server else None),
+                 client_addr, server_addr)]
+
+
+def _grpc_links(client: _End | None, server: _End | None, client_addr: str,
+                server_addr: str) -> list[Link]:
+    """A link per gRPC stream either side waits on, the two sides paired by stream id (a
+    stream's id is the same at both ends of its HTTP/2 connection)."""
+    calls = _streams(client, "grpc_client")
+    handlers = _streams(server, "grpc_server")
+    links = []
+    for sid in sorted(set(calls) | set(handlers)):
+        call, handler = calls.get(sid), handlers.get(sid)
+        src = call or handler
+        links.append(Link("grpc", _stream_side(client, call), _stream_side(server, handler),
+                          client_addr, server_addr, method=src.method, stream_id=sid))
+    return links
+
+
+def _streams(end: _End | None, role: str) -> dict[int, Fact]:
+    if end is None:
+        return {}
+    out: dict[int, Fact] = {}
+    for f in sorted(end.facts, key=lambda f: f.goroutine):
+        if f.role == role:
+            out.setdefault(f.stream, f)
+    return out
+
+
+def _stream_side(end: _End | None, fact: Fact | None) -> Endpoint | None:
+    """A stream's side: its goroutine, else the process alone (no goroutine of it waits
+    on that stream: the transport's reader does not stand for a stream)."""
+    if end is None:
+        return None
+    return Endpoint(end.pid, fact.goroutine if fact else None)
 
 
 def _endpoint(end: _End | None, fact: Fact | None) -> Endpoint | None:

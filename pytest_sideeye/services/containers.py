@@ -113,10 +113,11 @@ class ServiceSpec:
     networks: tuple[str, ...] = ()
     aliases: tuple[str, ...] = ()
     labels: tuple[tuple[str, str], ...] = ()
+    gopath: str | None = None
 
     def image_tag(self) -> str:
         if self.source is not None:
-            return images.go_image(self.name, self.source, self.go_version)
+            return images.go_image(self.name, self.source, self.go_version, self.gopath)
         if self.dockerfile is not None:
             return images.dockerfile_image(self.name, self.dockerfile)
         return images.prebuilt_image(self.name, self.image)

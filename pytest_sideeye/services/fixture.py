@@ -32,7 +32,7 @@ def go_service(name: str, *, source: str | os.PathLike | None = None, image: str
                ready_tcp: int | Iterable[int] | None = None, ready_log: str | None = None,
                ready_timeout: float = 30, go_version: str | None = None,
                networks: Iterable[str] = (), aliases: Iterable[str] = (),
-               labels: dict[str, str] | None = None) -> Callable:
+               labels: dict[str, str] | None = None, gopath: str | None = None) -> Callable:
     """A pytest fixture named `name` that runs a Go service in Docker and yields a Service.
 
     Exactly one of `source` (a Go main package, relative to the calling file's folder),
@@ -45,13 +45,15 @@ def go_service(name: str, *, source: str | os.PathLike | None = None, image: str
     `args` follow the image's entrypoint; `env` may name other services of the test
     ("http://ledger:8080"): every service is reachable by its name (and `aliases`) on its
     scope's network. `networks` are existing Docker networks to join as well, `labels`
-    extra container labels, `go_version` a toolchain from toolchains.installed_versions()."""
+    extra container labels, `go_version` a toolchain from toolchains.installed_versions(),
+    `gopath` a GOPATH of libraries for a `source` without go.mod (built with
+    GO111MODULE=off: Debian's /usr/share/gocode, where golang-*-dev packages put them)."""
     base = _caller_dir()
     spec = _make_spec(name, base, source=source, image=image, dockerfile=dockerfile,
                       ports=ports, args=args, env=env, scope=scope, ready_http=ready_http,
                       ready_tcp=ready_tcp, ready_log=ready_log, ready_timeout=ready_timeout,
                       go_version=go_version, networks=networks, aliases=aliases,
-                      labels=labels)
+                      labels=labels, gopath=gopath)
 
     def service_fixture(request: pytest.FixtureRequest) -> "Service":
         return _start_for_request(spec, request)
@@ -86,7 +88,7 @@ def _caller_dir() -> Path:
 
 def _make_spec(name: str, base: Path, *, source, image, dockerfile, ports, args, env, scope,
                ready_http, ready_tcp, ready_log, ready_timeout, go_version, networks,
-               aliases, labels) -> ServiceSpec:
+               aliases, labels, gopath=None) -> ServiceSpec:
     if not name.isidentifier():
         raise SideeyeError(f"go_service name {name!r} must be a Python identifier "
                            "(tests request it as an argument)")
@@ -118,7 +120,7 @@ def _make_spec(name: str, base: Path, *, source, image, dockerfile, ports, args,
         ready_http=(int(ready_http[0]), str(ready_http[1])) if ready_http else None,
         ready_tcp=tcp, ready_log=ready_log, ready_timeout=float(ready_timeout),
         go_version=go_version, networks=tuple(networks), aliases=tuple(aliases),
-        labels=tuple((labels or {}).items()))
+        labels=tuple((labels or {}).items()), gopath=gopath)
 
 
 def _start_for_request(spec: ServiceSpec, request: pytest.FixtureRequest) -> Service:

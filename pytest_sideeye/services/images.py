@@ -60,10 +60,12 @@ def exe_name(name: str) -> str:
     return slug or "service"
 
 
-def go_image(name: str, source: Path, go_version: str | None = None) -> str:
-    """Build the Go main package in `source` statically and wrap it in a scratch image."""
+def go_image(name: str, source: Path, go_version: str | None = None,
+             gopath: str | None = None) -> str:
+    """Build the Go main package in `source` statically and wrap it in a scratch image
+    (`gopath`: libraries for a source without go.mod, toolchains.build)."""
     version = go_version or toolchains.default_version()
-    binary = toolchains.build(source, version, static=True)
+    binary = toolchains.build(source, version, static=True, gopath=gopath)
     key = ("go", name, str(binary))
     if key in _tags:
         return _tags[key]

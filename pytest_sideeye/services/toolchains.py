@@ -55,15 +55,17 @@ def _source_digest(src: Path, extra: str) -> str:
 
 def build(src: str | os.PathLike, version: str | None = None, *, flags: tuple[str, ...] = (),
           ldflags: str = "", gcflags: str = "", static: bool = True,
-          output: str | os.PathLike | None = None) -> Path:
+          output: str | os.PathLike | None = None, gopath: str | None = None) -> Path:
     """Build the main package in `src` (a folder, or one .go file) with Go `version`.
 
     Cached by the content of the sources, the version and the flags; returns the binary.
-    Builds run with GOFLAGS=-mod=mod off the network (standard library only)."""
+    Builds run with GOFLAGS=-mod=mod off the network (standard library only). `gopath`:
+    a GOPATH of libraries for a folder without go.mod (GO111MODULE=off), such as Debian's
+    /usr/share/gocode, where `golang-*-dev` packages install Go libraries (grpc-go)."""
     src = Path(src).resolve()
     version = version or default_version()
     cache = settings.build_cache()
-    key = _source_digest(src, f"{version}|{flags}|{ldflags}|{gcflags}|{static}")
+    key = _source_digest(src, f"{version}|{flags}|{ldflags}|{gcflags}|{static}|{gopath}")
     out = Path(output) if output else cache / f"{src.stem}-go{version}-{key}"
     if out.is_file():
         return out
@@ -72,7 +74,7 @@ def build(src: str | os.PathLike, version: str | None = None, *, flags: tuple[st
     env = dict(os.environ, GOROOT=str(go.parent.parent), GOPROXY="off", GOFLAGS="-mod=mod -buildvcs=false",
                GOTOOLCHAIN="local", GO111MODULE="auto",
                GOCACHE=str(gocache(version)),
-               GOPATH=str(cache.parent / "gopath"),
+               GOPATH=gopath or str(cache.parent / "gopath"),
                CGO_ENABLED="0" if static else "1")
     cmd = [str(go), "build", "-o", str(out) + ".tmp", *flags]
     if ldflags:

@@ -12,6 +12,7 @@ from oracle import start_app
 from support import GO_VERSIONS
 
 from pytest_sideeye.engine import Target, take_snapshot
+from pytest_sideeye.snapshot import render_text
 
 USER_LINK = "main.call:order == main.parkHandler:order"
 
@@ -136,7 +137,6 @@ def test_json_round_trip_keeps_links(peers):
 
 
 def test_text_names_the_chain(peers):
-    from pytest_sideeye.snapshot import render_text
     snap, spid, cpid, *_ = peers
     text = render_text(snap)
     assert text.startswith("# wait chains:\n")
@@ -175,3 +175,51 @@ def test_links_off_and_a_lone_side(go_build, needs_root, monkeypatch):
     for ln in alone.links:
         assert ln.server is None and ln.client.pid == client.pid
         assert ln.server_addr in (f"127.0.0.1:{http_port}", f"127.0.0.1:{tcp_port}")
+
+
+# --- gRPC (grpc-go): a unary call and a server stream on one HTTP/2 connection -------------
+
+@pytest.fixture(scope="module", params=GO_VERSIONS)
+def grpc_peers(request, go_build, needs_root):
+    from support import GRPC_GOPATH
+    exe = go_build("grpcpeers", request.param, gopath=GRPC_GOPATH)
+    server = start_app(exe, "server")
+    try:
+        client = start_app(exe, "client", f"127.0.0.1:{server.port}")
+        try:
+            wait_parked(server)
+            snap = take_snapshot([server.pid, client.pid],
+                                 links=["main.call:order == main.park:order"])
+        finally:
+            client.stop()
+    finally:
+        server.stop()
+    for p in snap.processes:
+        assert p.error is None, p.error
+    return snap, server.pid, client.pid, server.port
+
+
+def test_grpc_links_pair_each_stream_with_its_handler(grpc_peers):
+    snap, spid, cpid, port = grpc_peers
+    grpc = {ln.method: ln for ln in snap.links if ln.kind == "grpc"}
+    assert set(grpc) == {"/peers.Parker/Park", "/peers.Parker/Watch"}, snap.links
+    # Client streams are odd-numbered, in the order the two calls happened to start.
+    assert sorted(ln.stream_id for ln in grpc.values()) == [1, 3]
+    for method, caller, handler in (("/peers.Parker/Park", "main.call", "main.parkUnary"),
+                                    ("/peers.Parker/Watch", "main.watch", "main.parkStream")):
+        ln = grpc[method]
+        assert (ln.client.pid, ln.server.pid) == (cpid, spid)
+        assert caller in functions(snap, cpid, ln.client.goroutine)
+        assert handler in functions(snap, spid, ln.server.goroutine)
+        assert ln.server_addr == f"127.0.0.1:{port}"
+    # The HTTP/2 transport's own readers are explained by the streams: no tcp link.
+    assert [ln.kind for ln in snap.links if ln.kind not in ("grpc", "user")] == []
+    assert "# links:\n#   grpc" in render_text(snap)
+
+
+def test_grpc_user_link_agrees_with_the_stream(grpc_peers):
+    snap = grpc_peers[0]
+    [user] = [ln for ln in snap.links if ln.kind == "user"]
+    [unary] = [ln for ln in snap.links if ln.method == "/peers.Parker/Park"]
+    assert user.value == '"order=42"'
+    assert (user.client, user.server) == (unary.client, unary.server)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 
-from support import GOAPPS
+from support import GOAPPS, GRPC_GOPATH
 
 from pytest_sideeye import go_service
 
@@ -19,9 +19,16 @@ linkclient = go_service("linkclient", source=PEERS,
                         ready_log="READY", ready_timeout=30)
 
 
+grpcserver = go_service("grpcserver", source=str(GOAPPS / "grpcpeers"), gopath=GRPC_GOPATH,
+                        args=["server", "0.0.0.0", "7070"], ports=[7070], ready_tcp=[7070],
+                        ready_timeout=30)
+grpcclient = go_service("grpcclient", source=str(GOAPPS / "grpcpeers"), gopath=GRPC_GOPATH,
+                        args=["client", "grpcserver:7070"], ready_log="READY", ready_timeout=30)
+
+
 def wait_parked(svc, n: int = 2, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
-    while svc.logs().count("parked /park") < n:
+    while svc.logs().count("parked ") < n:
         assert time.monotonic() < deadline, svc.logs()
         time.sleep(0.1)
 
@@ -52,3 +59,20 @@ def test_links_across_containers(linkserver, linkclient, sideeye_snapshot, needs
     from pytest_sideeye.snapshot import render_text
     rendered = render_text(snap)
     assert all(t in rendered for t in texts), rendered[:2000]
+
+
+def test_grpc_links_across_containers(grpcserver, grpcclient, sideeye_snapshot, needs_root):
+    wait_parked(grpcserver)
+    snap = sideeye_snapshot()
+    by_service = {p.service: p for p in snap.processes}
+    server, client = by_service["grpcserver"], by_service["grpcclient"]
+    grpc = {ln.method: ln for ln in snap.links if ln.kind == "grpc"}
+    assert set(grpc) == {"/peers.Parker/Park", "/peers.Parker/Watch"}, snap.links
+    for method, handler in (("/peers.Parker/Park", "main.parkUnary"),
+                            ("/peers.Parker/Watch", "main.parkStream")):
+        ln = grpc[method]
+        assert (ln.client.pid, ln.server.pid) == (client.pid, server.pid)
+        g = snap.goroutine(server.pid, ln.server.goroutine)
+        assert handler in [f.function for f in g.frames]
+        assert ln.server_addr == f"{grpcserver.ip_address()}:7070"
+        assert ln.client_addr.startswith(f"{grpcclient.ip_address()}:")
