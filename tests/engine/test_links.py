@@ -223,3 +223,38 @@ def test_grpc_user_link_agrees_with_the_stream(grpc_peers):
     [unary] = [ln for ln in snap.links if ln.method == "/peers.Parker/Park"]
     assert user.value == '"order=42"'
     assert (user.client, user.server) == (unary.client, unary.server)
+
+
+# --- /proc/net/tcp addresses ------------------------------------------------------------------
+
+@pytest.mark.parametrize("hexaddr, addr", [
+    ("0100007F:1F90", ("127.0.0.1", 8080)),
+    ("0300A8C0:0050", ("192.168.0.3", 80)),
+    ("00000000000000000000000001000000:1F90", ("::1", 8080)),
+    ("0000000000000000FFFF00000100007F:0016", ("127.0.0.1", 22)),   # IPv4-mapped
+    ("B80D0120000000000000000001000000:01BB", ("2001:db8::1", 443)),
+])
+def test_proc_net_addresses(hexaddr, addr):
+    from pytest_sideeye.engine.links import _address, format_addr
+    assert _address(hexaddr) == addr
+    assert format_addr(addr) == (f"[{addr[0]}]:{addr[1]}" if ":" in addr[0] else f"{addr[0]}:{addr[1]}")
+
+
+def test_own_sockets_resolve_to_their_four_tuples():
+    """This process's own connection, as the engine sees it from /proc (no BPF needed)."""
+    import os
+    import socket
+
+    from pytest_sideeye.engine.links import NetView
+    listener = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(listener.getsockname())
+    server, _ = listener.accept()
+    try:
+        socks = NetView().sockets(os.getpid())
+        c, s = socks[client.fileno()], socks[server.fileno()]
+        assert c.local == client.getsockname() and c.remote == client.getpeername()
+        assert (s.local, s.remote) == (c.remote, c.local)
+        assert s.listening_local and not c.listening_local
+    finally:
+        for x in (client, server, listener):
+            x.close()
