@@ -202,9 +202,11 @@ def grpc_peers(request, go_build, needs_root):
 def test_grpc_links_pair_each_stream_with_its_handler(grpc_peers):
     snap, spid, cpid, port = grpc_peers
     grpc = {ln.method: ln for ln in snap.links if ln.kind == "grpc"}
-    assert set(grpc) == {"/peers.Parker/Park", "/peers.Parker/Watch"}, snap.links
+    assert set(grpc) == {"/peers.Parker/Park", "/peers.Parker/Watch",
+                         "/grpc.health.v1.Health/Watch"}, snap.links
     # Client streams are odd-numbered, in the order the two calls happened to start.
-    assert sorted(ln.stream_id for ln in grpc.values()) == [1, 3]
+    assert sorted(grpc[m].stream_id for m in ("/peers.Parker/Park", "/peers.Parker/Watch")) \
+        == [1, 3]
     for method, caller, handler in (("/peers.Parker/Park", "main.call", "main.parkUnary"),
                                     ("/peers.Parker/Watch", "main.watch", "main.parkStream")):
         ln = grpc[method]
@@ -212,6 +214,14 @@ def test_grpc_links_pair_each_stream_with_its_handler(grpc_peers):
         assert caller in functions(snap, cpid, ln.client.goroutine)
         assert handler in functions(snap, spid, ln.server.goroutine)
         assert ln.server_addr == f"127.0.0.1:{port}"
+    # The health watch is grpc-go's own service (server and generated client), on a
+    # connection of its own.
+    health = grpc["/grpc.health.v1.Health/Watch"]
+    assert health.stream_id == 1 and health.client_addr != grpc["/peers.Parker/Park"].client_addr
+    assert "google.golang.org/grpc/health.(*Server).Watch" in \
+        functions(snap, spid, health.server.goroutine)
+    assert {"google.golang.org/grpc/health/grpc_health_v1.(*healthWatchClient).Recv",
+            "main.watchHealth"} <= set(functions(snap, cpid, health.client.goroutine))
     # The HTTP/2 transport's own readers are explained by the streams: no tcp link.
     assert [ln.kind for ln in snap.links if ln.kind not in ("grpc", "user")] == []
     assert "# links:\n#   grpc" in render_text(snap)

@@ -67,7 +67,8 @@ def test_grpc_links_across_containers(grpcserver, grpcclient, sideeye_snapshot, 
     by_service = {p.service: p for p in snap.processes}
     server, client = by_service["grpcserver"], by_service["grpcclient"]
     grpc = {ln.method: ln for ln in snap.links if ln.kind == "grpc"}
-    assert set(grpc) == {"/peers.Parker/Park", "/peers.Parker/Watch"}, snap.links
+    assert set(grpc) == {"/peers.Parker/Park", "/peers.Parker/Watch",
+                         "/grpc.health.v1.Health/Watch"}, snap.links
     for method, handler in (("/peers.Parker/Park", "main.parkUnary"),
                             ("/peers.Parker/Watch", "main.parkStream")):
         ln = grpc[method]
