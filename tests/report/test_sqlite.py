@@ -7,7 +7,7 @@ import shutil
 import sqlite3
 import subprocess
 
-from samples import RECORDED, hostile_snapshot
+from samples import RECORDED, hostile_snapshot, recorded_links
 from support import missing
 
 from pytest_sideeye.report import write_sqlite
@@ -73,3 +73,17 @@ def test_hostile_names_stay_names(tmp_path):
     assert db.execute('SELECT count(*) FROM "main.handle"').fetchone() == (1,)
     assert db.execute("SELECT function FROM frames WHERE depth = 2").fetchone()[0] == \
         snap.processes[0].goroutines[0].frames[2].function
+
+
+def test_links_table_joins_both_sides(tmp_path):
+    """Which handler does each waiting client goroutine wait on, by its top function."""
+    snap = recorded_links()
+    db = sqlite3.connect(write_sqlite(snap, tmp_path / "s.db"))
+    rows = db.execute("""
+        SELECT l.kind, l.path, g.top_function FROM links l
+        JOIN goroutines g ON g.pid = l.server_pid AND g.id = l.server_goroutine
+        ORDER BY l.kind, l.path""").fetchall()
+    assert rows == [("http", "/park?order=42", "main.parkHandler"),
+                    ("http", "/park?order=7", "main.parkHandler"),
+                    ("tcp", None, "main.readForever")]
+    assert db.execute("SELECT count(*) FROM links").fetchone()[0] == len(snap.links)
