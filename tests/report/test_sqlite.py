@@ -76,13 +76,14 @@ def test_hostile_names_stay_names(tmp_path):
 
 
 def test_links_table_joins_both_sides(tmp_path):
-    """Which handler does each waiting client goroutine wait on, by its top function."""
+    """Where each waiting client's server side is, by its innermost main.* frame."""
     snap = recorded_links()
     db = sqlite3.connect(write_sqlite(snap, tmp_path / "s.db"))
     rows = db.execute("""
-        SELECT l.kind, l.path, g.top_function FROM links l
-        JOIN goroutines g ON g.pid = l.server_pid AND g.id = l.server_goroutine
-        ORDER BY l.kind, l.path""").fetchall()
+        SELECT l.kind, l.path, (SELECT f.function FROM frames f
+                                WHERE f.pid = l.server_pid AND f.goroutine = l.server_goroutine
+                                  AND f.function LIKE 'main.%' ORDER BY f.depth LIMIT 1)
+        FROM links l ORDER BY l.kind, l.path""").fetchall()
     assert rows == [("http", "/park?order=42", "main.parkHandler"),
                     ("http", "/park?order=7", "main.parkHandler"),
                     ("tcp", None, "main.readForever")]
