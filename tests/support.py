@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from pytest_sideeye.binary.elf import BUILDINFO_MAGIC
+
 ROOT = Path(__file__).resolve().parent.parent
 GOAPPS = ROOT / "fixtures" / "goapps"
 DATA = ROOT / "tests" / "data"
@@ -34,3 +36,18 @@ def missing(reason: str) -> None:
     if IN_CI:
         pytest.fail(f"required capability missing under CI: {reason}", pytrace=False)
     pytest.skip(reason)
+
+
+
+def patched_go_version(binary: Path, old_version: str, new_version: str, out: Path) -> Path:
+    """A copy of `binary` whose build info claims `new_version` (same length): what another
+    toolchain would have written, for lack of one here. Only that string changes; the
+    program still runs."""
+    data = bytearray(Path(binary).read_bytes())
+    start = data.find(BUILDINFO_MAGIC)
+    at = data.find(old_version.encode(), start, start + 64)
+    assert start >= 0 and at > 0 and len(old_version) == len(new_version)
+    data[at:at + len(old_version)] = new_version.encode()
+    out.write_bytes(bytes(data))
+    out.chmod(0o755)
+    return out

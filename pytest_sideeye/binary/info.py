@@ -18,6 +18,7 @@ from pathlib import Path
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
+from pytest_sideeye.binary.codescan import NotFound, runtime_globals_from_code
 from pytest_sideeye.binary.dwarf import DebugInfo
 from pytest_sideeye.binary.elf import (
     PCLNTAB_SECTIONS,
@@ -27,12 +28,17 @@ from pytest_sideeye.binary.elf import (
     parse_go_version,
     read_buildinfo,
 )
-from pytest_sideeye.binary.layout import NO_DWARF_HINT, RuntimeLayout, load_layout
+from pytest_sideeye.binary.layout import (
+    RuntimeLayout,
+    load_layout,
+    table_layout,
+    table_versions,
+)
 from pytest_sideeye.binary.pclntab import Symtab
 from pytest_sideeye.errors import MissingDebugInfo, NoPermission, NotGoBinary, SideeyeError
 from pytest_sideeye.files import JsonCache
 
-CACHE = JsonCache("binary", schema=3)
+CACHE = JsonCache("binary", schema=5)
 MIN_GO = (1, 21)
 WANTED_SYMBOLS = ("runtime.allgs", "runtime.allglen", "runtime.allm", "runtime.goexit",
                   "runtime.waitReasonStrings", "runtime.buildVersion",
@@ -52,6 +58,10 @@ class BinaryInfo:
     layout_or_error: RuntimeLayout | str = field(repr=False)
     first_load_vaddr: int = 0  # link-time page address of the executable's first mapping
     has_symtab: bool = True
+    has_dwarf: bool = True
+    # Where runtime.allgs/allglen/allm came from: "symbols", "dwarf", or "code" (a
+    # stripped binary: binary/codescan.py; the engine checks them in the live process).
+    globals_from: str | None = "symbols"
 
     @property
     def debug(self) -> DebugInfo:
@@ -147,41 +157,68 @@ def _analyze_file(path: str, use_disk_cache: bool) -> BinaryInfo:
     if ver is not None and ver < MIN_GO:
         raise SideeyeError(f"{path}: Go {ver[0]}.{ver[1]} is not supported; "
                            "supported: 1.21 and newer")
+    # The build info's Go version is part of the key: the layouts depend on it, and a
+    # binary whose build info was rewritten keeps its build id.
     key = build_id(image)
-    cached = CACHE.load(key) if use_disk_cache else None
+    cache_key = f"{key}-{go_version}"
+    cached = CACHE.load(cache_key) if use_disk_cache else None
     symtab = image.symtab() if cached is None else Symtab(
         image.pclntab_section()[1], cached["text_start"], gofunc=cached["gofunc"],
         read_mem=image.read, pclntab_addr=cached["pclntab_addr"])
     if cached is None:
         cached = _compute(path, elf, image, symtab, go_version)
         if use_disk_cache:
-            CACHE.store(key, cached)
+            CACHE.store(cache_key, cached)
     layout = cached["layout"]
     return BinaryInfo(path, key, go_version, elf["e_type"] == "ET_DYN",
                       cached["text_start"], cached["symbols"], symtab,
                       RuntimeLayout.from_json(layout) if isinstance(layout, dict) else layout,
-                      cached["first_load_vaddr"], cached["has_symtab"])
+                      cached["first_load_vaddr"], cached["has_symtab"], cached["has_dwarf"],
+                      cached["globals_from"])
 
 
 def _compute(path: str, elf: ELFFile, image: StaticImage, symtab: Symtab,
              go_version: str) -> dict:
     symbols = _symbols(image, symtab)
+    globals_from = "symbols" if "runtime.allgs" in symbols else None
+    has_dwarf = elf.get_section_by_name(".debug_info") is not None
     try:
         layout: dict | str = load_layout(elf, image.read, symbols).to_json()
         for name, addr in layout["variables"].items():
             symbols.setdefault(name, addr)
     except MissingDebugInfo as e:
-        layout = str(e)
-        if not image.has_symtab:
-            layout = ("stripped (no DWARF and no symbol table, built with "
-                      f"-ldflags='-s -w'?): {NO_DWARF_HINT}")
+        why = str(e) if image.has_symtab else \
+            "stripped (no DWARF and no symbol table, built with -ldflags='-s -w'?)"
+        layout = _table_layout(go_version, why)
+    if "runtime.allgs" in symbols:
+        globals_from = globals_from or "dwarf"
+    elif isinstance(layout, dict):
+        try:
+            symbols.update(runtime_globals_from_code(elf, image.read, symtab))
+            globals_from = "code"
+        except NotFound as e:
+            layout = (f"stripped (no symbol table, built with -ldflags=-s?) and {e}: the "
+                      "runtime's goroutine list cannot be found; rebuild without -s")
     loads = [s for s in elf.iter_segments() if s["p_type"] == "PT_LOAD"]
     first = min(loads, key=lambda s: s["p_vaddr"]) if loads else None
     first_load = (first["p_vaddr"] - first["p_offset"]) & ~0xFFF if first else 0
     return {"go_version": go_version, "text_start": symtab.text_start,
             "gofunc": symtab.gofunc, "pclntab_addr": symtab.pclntab_addr,
             "symbols": symbols, "layout": layout, "first_load_vaddr": first_load,
-            "has_symtab": image.has_symtab}
+            "has_symtab": image.has_symtab, "has_dwarf": has_dwarf,
+            "globals_from": globals_from}
+
+
+def _table_layout(go_version: str, why: str) -> dict | str:
+    """Layouts for a binary without DWARF, from the table made from reference builds of
+    its Go version; the reason it has none when the table has no entry."""
+    table = table_layout(go_version)
+    if table is None:
+        have = ", ".join(table_versions())
+        return (f"{why.split(':')[0].rstrip('.')}, and Go {go_version.removeprefix('go')} is "
+                f"not in the runtime layout table (it has {have}): rebuild without "
+                "-ldflags=-w")
+    return table.to_json()
 
 
 def _symbols(image: StaticImage, symtab: Symtab) -> dict[str, int]:

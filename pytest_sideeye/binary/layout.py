@@ -10,9 +10,11 @@ needed are found by searching `.debug_info` for their names and parsed one by on
 """
 from __future__ import annotations
 
+import functools
 import json
 import struct
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Callable, Iterable
 
 from pytest_sideeye.errors import MissingDebugInfo, SideeyeError
@@ -43,6 +45,9 @@ class RuntimeLayout:
     g_sizes: dict[str, int] = field(default_factory=dict)   # byte size of each g field
     m_sizes: dict[str, int] = field(default_factory=dict)
     variables: dict[str, int] = field(default_factory=dict)  # runtime globals, link addresses
+    # Where the layouts came from: "dwarf" (the binary's own), or "table (Go 1.24)" for a
+    # binary built without DWARF (-ldflags=-w), from runtime_layouts.json.
+    source: str = "dwarf"
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -208,6 +213,38 @@ def read_go_strings(read_mem: ReadMem, addr: int, count: int) -> list[str]:
 RUNTIME_VARIABLES = ("runtime.allgs", "runtime.allglen", "runtime.allm",
                      "runtime.waitReasonStrings", "runtime.buildVersion",
                      "runtime.firstmoduledata", "runtime.sched", "runtime.allp")
+
+
+# --- the table, for binaries without DWARF ----------------------------------------------------
+
+# Made by scripts/gen_runtime_layouts.py from reference builds of each Go version.
+TABLE_PATH = Path(__file__).resolve().parent / "runtime_layouts.json"
+
+
+@functools.lru_cache(maxsize=1)
+def _table() -> dict:
+    try:
+        return json.loads(TABLE_PATH.read_text())["versions"]
+    except (OSError, ValueError, KeyError):
+        return {}
+
+
+def table_versions() -> list[str]:
+    """The Go versions the table has layouts for ("1.21", ..., or exact "1.24.3")."""
+    return sorted(_table(), key=lambda v: [int(x) for x in v.split(".")])
+
+
+def table_layout(go_version: str) -> RuntimeLayout | None:
+    """The layouts of Go `go_version` ("go1.24.11") from the table, without addresses:
+    the exact patch release's entry when the table has one, else its minor version's;
+    None when the table has neither."""
+    v = go_version.removeprefix("go").split("-")[0].split(" ")[0]
+    key = v if v in _table() else ".".join(v.split(".")[:2])
+    entry = _table().get(key)
+    if entry is None:
+        return None
+    return RuntimeLayout.from_json(dict(entry["layout"], variables={},
+                                        source=f"table (Go {key})"))
 
 
 def load_layout(elffile, read_mem: ReadMem, symbols: dict[str, int] | None = None

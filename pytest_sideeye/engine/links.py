@@ -80,8 +80,8 @@ def probe_spec(info) -> capture_mod.CaptureSpec:
 
 def _checked_probes(info) -> capture_mod.CaptureSpec:
     out = capture_mod.CaptureSpec()
-    if getattr(info, "debug", None) is None:
-        return out
+    if not info.has_dwarf:
+        return out        # where a variable is, only DWARF says
     for fn, (_role, exprs) in PROBES.items():
         if info.symtab.func_by_name(fn) is None and not info.symtab.inlined_ranges(fn):
             continue

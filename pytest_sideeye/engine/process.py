@@ -85,3 +85,90 @@ def load_bias(pid: int, info: BinaryInfo) -> int:
     if not starts:
         raise SideeyeError(f"process {pid}: its executable is not in /proc/{pid}/maps")
     return min(starts) - info.first_load_vaddr
+
+
+# --- runtime globals found from code (binary/codescan.py): checked before any pause -----------
+
+MAX_GOROUTINES = 50_000_000
+
+
+def read_memory(pid: int, addr: int, n: int) -> bytes:
+    """n bytes of pid's memory at addr (the process runs: a snapshot-free read)."""
+    try:
+        with open(f"/proc/{pid}/mem", "rb", buffering=0) as f:
+            data = os.pread(f.fileno(), n, addr)
+    except FileNotFoundError:
+        raise TargetGone(f"process {pid} is gone") from None
+    except OSError as e:
+        raise SideeyeError(f"cannot read process {pid}'s memory at {addr:#x}: "
+                           f"{e.strerror or e}") from None
+    if len(data) != n:
+        raise SideeyeError(f"cannot read process {pid}'s memory at {addr:#x}")
+    return data
+
+
+def check_runtime_globals(pid: int, addrs: dict[str, int], layout, origin: str) -> None:
+    """Addresses guessed from a stripped binary's code, and layouts taken from the table
+    rather than the binary's DWARF, must hold in the live process, or nothing is paused:
+    allglen is len(allgs), the gs it points at have distinct ids, and allm's list holds
+    the process's own threads. SideeyeError names what did not hold and where the guess
+    came from (`origin`)."""
+    try:
+        why = _globals_verdict(pid, addrs, layout)
+    except TargetGone:
+        raise
+    except SideeyeError as e:      # a wrong guess points anywhere: unreadable is wrong
+        why = str(e)
+    if why:
+        raise SideeyeError(f"process {pid}: the runtime's structures do not check out "
+                           f"({why}; layouts: {origin}); nothing was paused")
+
+
+def _u64(b: bytes, i: int = 0) -> int:
+    return int.from_bytes(b[i:i + 8], "little")
+
+
+def _globals_verdict(pid: int, addrs: dict[str, int], layout) -> str | None:
+    why = None
+    for _ in range(3):        # allgadd appends, then stores allglen: read again on a race
+        hdr = read_memory(pid, addrs["runtime.allgs"], 24)
+        ptr, length, cap = _u64(hdr), _u64(hdr, 8), _u64(hdr, 16)
+        allglen = _u64(read_memory(pid, addrs["runtime.allglen"], 8))
+        if not (0 < length <= cap < MAX_GOROUTINES) or ptr % 8:
+            why = f"allgs is not a slice of goroutines (len {length}, cap {cap})"
+        elif allglen != length:
+            why = f"allglen ({allglen}) is not len(allgs) ({length})"
+        else:
+            return _check_gs(pid, ptr, min(length, 16), layout) or \
+                _check_ms(pid, addrs["runtime.allm"], layout)
+    return why
+
+
+def _check_gs(pid: int, ptr: int, n: int, layout) -> str | None:
+    gs = read_memory(pid, ptr, 8 * n)
+    goff = layout.g_offsets["goid"]
+    ids = []
+    for i in range(n):
+        g = int.from_bytes(gs[8 * i:8 * i + 8], "little")
+        if g == 0 or g % 8:
+            return f"allgs[{i}] is not a goroutine pointer ({g:#x})"
+        ids.append(int.from_bytes(read_memory(pid, g + goff, 8), "little"))
+    if len(set(ids)) != len(ids) or max(ids) >= 1 << 48:
+        return f"the first goroutines' ids are not ids ({ids[:6]})"
+    return None
+
+
+def _check_ms(pid: int, allm: int, layout) -> str | None:
+    try:
+        tids = {int(t) for t in os.listdir(f"/proc/{pid}/task")}
+    except OSError:
+        return None
+    m = int.from_bytes(read_memory(pid, allm, 8), "little")
+    seen = 0
+    for _ in range(1024):
+        if m == 0:
+            break
+        procid = int.from_bytes(read_memory(pid, m + layout.m_offsets["procid"], 8), "little")
+        seen += procid in tids
+        m = int.from_bytes(read_memory(pid, m + layout.m_offsets["alllink"], 8), "little")
+    return None if seen else "no thread of allm's list is one of the process's threads"

@@ -28,9 +28,9 @@ from pytest_sideeye.engine.cstructs import check_capture_formats
 from pytest_sideeye.engine.decode import RecordDecoder
 from pytest_sideeye.engine.pause import PauseTimes, paused, proc_state
 from pytest_sideeye.engine.privileges import missing_privileges
-from pytest_sideeye.engine.process import exe_for_pid, load_bias
+from pytest_sideeye.engine.process import check_runtime_globals, exe_for_pid, load_bias
 from pytest_sideeye.errors import CaptureSpecError, NoPermission, SideeyeError, TargetGone
-from pytest_sideeye.snapshot import Container, Process, Snapshot, now_rfc3339
+from pytest_sideeye.snapshot import Container, Process, Snapshot, Variable, now_rfc3339
 
 RUNTIME_ADDRS = ("runtime.allgs", "runtime.allglen", "runtime.allm")
 
@@ -166,12 +166,20 @@ def _snapshot_into(proc: Process, spec, limits, cfg: settings.EngineSettings,
     proc.go_version = info.go_version
     bias = load_bias(pid, info)
     program = program_for(info.layout)
-    probes = links_mod.probe_spec(info) if cfg.links else capture_mod.CaptureSpec()
-    plan = _make_plan(info, links_mod.merged(spec, probes), limits, bias)
+    proc.layouts = _layouts_source(info)
+    probes = links_mod.probe_spec(info) if cfg.links and info.has_dwarf \
+        else capture_mod.CaptureSpec()
+    plan = _make_plan(info, links_mod.merged(spec, probes), limits, bias) \
+        if info.has_dwarf else None
     addrs = {k: info.symbols[k] for k in RUNTIME_ADDRS if k in info.symbols}
     missing = [k for k in RUNTIME_ADDRS if k not in addrs]
     if missing:
         raise SideeyeError(f"{exe}: runtime symbols {missing} not found (stripped binary?)")
+    if info.globals_from == "code" or info.layout.source != "dwarf":
+        # Guessed addresses or layouts not the binary's own: they must hold in the live
+        # process before it is paused.
+        check_runtime_globals(pid, {k: v + bias for k, v in addrs.items()}, info.layout,
+                              proc.layouts)
     decoder = RecordDecoder(info, bias, program.const)
     # Pinned programs share their maps with every process using them (pins.py).
     with pins.lock(program.pin_key):
@@ -216,11 +224,34 @@ def _snapshot_into(proc: Process, spec, limits, cfg: settings.EngineSettings,
         records_out.append(raw.freeze())
     if captures:
         _attach_variables(proc, captures)
+    if spec and not info.has_dwarf:
+        _no_dwarf_variables(proc, spec)
     facts = links_mod.take_facts(proc, probes, spec)
     proc.notes += raw.notes
     if raw.allglen and not proc.goroutines:
         proc.notes.append("no live goroutine could be read")
     return facts
+
+
+def _layouts_source(info) -> str:
+    source = "DWARF" if info.layout.source == "dwarf" else info.layout.source
+    if info.globals_from == "code":
+        source += "; goroutine list found in the code (no symbol table)"
+    return source
+
+
+NO_DWARF = "needs DWARF (binary built with -w)"
+
+
+def _no_dwarf_variables(proc: Process, spec) -> None:
+    """A binary without DWARF: where a variable is nobody can say. Each captured frame
+    says so per variable rather than the whole snapshot failing."""
+    for g in proc.goroutines:
+        for f in g.frames:
+            exprs = spec.functions.get(f.function)
+            if exprs:
+                f.variables = [Variable(e.text, "", None, available=False, error=NO_DWARF)
+                               for e in exprs]
 
 
 def _who_collected(raw: Records, program: Program, wanted: bool, hooked: bool) -> str:

@@ -341,6 +341,7 @@ def process_view(index: int, p: Process, opts: Options,
     return {
         "anchor": f"p{index}", "label": process_label(p), "pid": p.pid, "exe": clean(p.exe),
         "go_version": clean(p.go_version),
+        "layouts": clean(p.layouts) if p.layouts and p.layouts != "DWARF" else "",
         "container": {"id": clean(p.container.id)[:12], "name": clean(p.container.name),
                       "image": clean(p.container.image)} if p.container else None,
         "service": clean(p.service) if p.service else "",

@@ -53,6 +53,9 @@ def _source_digest(src: Path, extra: str) -> str:
     return h.hexdigest()[:20]
 
 
+BUILD_GOFLAGS = "-mod=mod -buildvcs=false"
+
+
 def build(src: str | os.PathLike, version: str | None = None, *, flags: tuple[str, ...] = (),
           ldflags: str = "", gcflags: str = "", static: bool = True,
           output: str | os.PathLike | None = None, gopath: str | None = None) -> Path:
@@ -65,13 +68,16 @@ def build(src: str | os.PathLike, version: str | None = None, *, flags: tuple[st
     src = Path(src).resolve()
     version = version or default_version()
     cache = settings.build_cache()
-    key = _source_digest(src, f"{version}|{flags}|{ldflags}|{gcflags}|{static}|{gopath}")
+    # Everything that changes the output is in the key, the build environment's GOFLAGS
+    # too (a cached binary built before -buildvcs=false carried VCS stamps for hours).
+    key = _source_digest(src, f"{version}|{flags}|{ldflags}|{gcflags}|{static}|{gopath}|"
+                              f"{BUILD_GOFLAGS}")
     out = Path(output) if output else cache / f"{src.stem}-go{version}-{key}"
     if out.is_file():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     go = go_binary(version)
-    env = dict(os.environ, GOROOT=str(go.parent.parent), GOPROXY="off", GOFLAGS="-mod=mod -buildvcs=false",
+    env = dict(os.environ, GOROOT=str(go.parent.parent), GOPROXY="off", GOFLAGS=BUILD_GOFLAGS,
                GOTOOLCHAIN="local", GO111MODULE="auto",
                GOCACHE=str(gocache(version)),
                GOPATH=gopath or str(cache.parent / "gopath"),

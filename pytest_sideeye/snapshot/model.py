@@ -183,6 +183,9 @@ class Process:
     logs: str | None = None            # container logs, when the plugin has them
     monotonic_ns: int | None = None    # CLOCK_MONOTONIC at the pause: wait_since_ns's reference
     collector: str | None = None       # which BPF program walked the goroutines (engine.py)
+    # Where the runtime's layouts came from: "DWARF", or for a binary built without it
+    # "table (Go 1.24)", plus "; goroutine list found in the code" when stripped of symbols.
+    layouts: str | None = None
 
     def to_json(self) -> dict:
         d = {"pid": self.pid, "exe": self.exe, "go_version": self.go_version,
@@ -201,6 +204,8 @@ class Process:
             d["monotonic_ns"] = self.monotonic_ns
         if self.collector is not None:
             d["collector"] = self.collector
+        if self.layouts is not None:
+            d["layouts"] = self.layouts
         return d
 
     @classmethod
@@ -216,7 +221,7 @@ class Process:
                    _get(d, "error", str, None), list(_list(d, "notes", str)),
                    [Goroutine.from_json(g) for g in _list(d, "goroutines", dict)],
                    _get(d, "logs", str, None), _get(d, "monotonic_ns", int, None),
-                   _get(d, "collector", str, None))
+                   _get(d, "collector", str, None), _get(d, "layouts", str, None))
 
 
 @dataclass

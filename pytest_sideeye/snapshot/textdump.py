@@ -139,6 +139,8 @@ def process_header(p: Process) -> str:
         parts.append(f"exe={p.exe}")
     if p.go_version:
         parts.append(f"go={p.go_version}")
+    if p.layouts and p.layouts != "DWARF":
+        parts.append(f"layouts=\"{p.layouts}\"")
     if p.container:
         parts.append(f"container={p.container.name} ({p.container.id[:12]}) image={p.container.image}")
     if p.pause_ns is not None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from elftools.elf.elffile import ELFFile
-from support import GO_VERSIONS
+from support import GO_VERSIONS, patched_go_version
 
 from pytest_sideeye.binary import elf as binelf
 from pytest_sideeye.binary import info as gobinary
@@ -122,36 +122,57 @@ def test_pie_build(go_build):
         stop(proc)
 
 
-def test_no_dwarf_keeps_function_table(go_build):
-    binary = go_build("inlines", "1.24.11", ldflags="-w")
-    with pytest.raises(MissingDebugInfo, match="-ldflags=-w"):
-        gobinary.analyze(binary)
-    info = gobinary.analyze(binary, need_layout=False)
-    assert not info.has_layout
-    with pytest.raises(MissingDebugInfo, match="function names and file:line still work"):
-        info.layout  # noqa: B018
-    # .symtab is still there: the runtime globals are known.
-    nm = go_nm("1.24.11", binary)
+@pytest.mark.parametrize("version", GO_VERSIONS)
+def test_no_dwarf_takes_its_layouts_from_the_table(go_build, version):
+    """-ldflags=-w: the layouts come from the table (made from reference builds of the
+    same Go version) and equal what this program's own DWARF build says; the symbol table
+    still gives the runtime globals."""
+    info = gobinary.analyze(go_build("inlines", version, ldflags="-w"))
+    own = gobinary.analyze(go_build("inlines", version)).layout
+    assert info.layout.source.startswith("table (Go 1.") and not info.has_dwarf
+    for name in ("g_offsets", "g_size", "m_offsets", "m_size", "status_values",
+                 "wait_reasons", "g_sizes", "m_sizes"):
+        assert getattr(info.layout, name) == getattr(own, name), name
+    nm = go_nm(version, go_build("inlines", version, ldflags="-w"))
+    assert info.globals_from == "symbols"
     assert info.symbols["runtime.allgs"] == nm["runtime.allgs"]
     main = info.symtab.func_by_name("main.main")
     assert info.symtab.frames_for_pc(main.entry, is_call_site=False)[0].function == "main.main"
 
 
-def test_stripped_binary(go_build):
-    binary = go_build("inlines", "1.27.3", ldflags="-s -w")
-    with pytest.raises(MissingDebugInfo, match="stripped"):
-        gobinary.analyze(binary)
-    info = gobinary.analyze(binary, need_layout=False)
-    assert info.go_version == "go1.27.3" and not info.has_symtab
+@pytest.mark.parametrize("version", GO_VERSIONS)
+def test_stripped_binary_finds_the_runtime_globals_in_its_code(go_build, version):
+    """-s -w: no symbol table either. allgs, allglen and allm come from the code of
+    runtime.allgadd and runtime.mcommoninit, and equal the -w build's symbols (the two
+    builds differ only in the tables the linker drops)."""
+    binary = go_build("inlines", version, ldflags="-s -w")
+    info = gobinary.analyze(binary)
+    assert info.go_version == f"go{version}" and not info.has_symtab
+    assert info.globals_from == "code"
+    nm = go_nm(version, go_build("inlines", version, ldflags="-w"))
+    for name in ("runtime.allgs", "runtime.allglen", "runtime.allm"):
+        assert info.symbols[name] == nm[name], name
     # Found without any symbol table: moduledata by its pointer to the pcHeader.
     with open(binary, "rb") as f:
         image = binelf.StaticImage(ELFFile(f))
         pcln_addr, _ = image.pclntab_section()
         assert image.u64(info.symbols["runtime.firstmoduledata"]) == pcln_addr
     assert info.symbols["runtime.goexit"] == info.symtab.func_by_name("runtime.goexit").entry
-    assert "runtime.allgs" not in info.symbols
-    with pytest.raises(MissingDebugInfo, match="runtime.allgs is unknown"):
-        info.symbol("runtime.allgs")
+
+
+def test_a_version_the_table_lacks_is_refused_by_name(go_build, tmp_path):
+    binary = go_build("inlines", "1.24.11", ldflags="-w")
+    alien = patched_go_version(binary, "go1.24.11", "go1.99.11", tmp_path / "alien")
+    with pytest.raises(MissingDebugInfo) as e:
+        gobinary.analyze(alien)
+    msg = str(e.value)
+    assert "Go 1.99.11 is not in the runtime layout table" in msg and "\n" not in msg
+    assert "1.21" in msg and "1.27" in msg      # names what the table has
+    # A patch release of a minor whose checked patches differ is not guessed either.
+    from pytest_sideeye.binary.layout import table_layout, table_versions
+    if "1.24" not in table_versions():
+        assert table_layout("go1.24.7") is None
+    assert table_layout("go1.24.11") is not None and table_layout("go1.20.1") is None
 
 
 def test_not_go_binaries(tmp_path):
@@ -179,7 +200,8 @@ def test_disk_cache_by_build_id(go_build, tmp_path):
     binary = go_build("inlines", "1.21.13")
     cold = gobinary.analyze(binary)
     files = list(gobinary.CACHE.folder.glob("*.json"))
-    assert [f.stem for f in files] == [cold.build_id]
+    # By build id and the build info's Go version (a rewritten build info keeps the id).
+    assert [f.stem for f in files] == [f"{cold.build_id}-{cold.go_version}"]
     # A copy at another path with the same build id is served from the disk cache.
     copy = tmp_path / "copy"
     shutil.copy(binary, copy)

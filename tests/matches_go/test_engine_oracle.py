@@ -154,13 +154,18 @@ def test_not_a_go_program():
         p.wait()
 
 
-def test_binary_without_dwarf_says_what_is_missing(go_build):
-    binary = go_build("hello", ldflags="-w")
+def test_binary_of_a_go_version_without_layouts_says_what_is_missing(go_build, tmp_path):
+    """No DWARF and a Go version the layout table does not have (its build info says
+    go1.99.11): one line naming the version, nothing paused."""
+    from support import patched_go_version
+    binary = patched_go_version(go_build("hello", "1.24.11", ldflags="-w"), "go1.24.11",
+                                "go1.99.11", tmp_path / "hello-go1.99")
     with subprocess.Popen([str(binary)], stdout=subprocess.PIPE) as p:
         try:
             p.stdout.readline()
             err = engine.take_snapshot([p.pid]).processes[0].error
-            assert err and "DWARF" in err and "\n" not in err
+            assert err and "Go 1.99.11 is not in the runtime layout table" in err
+            assert "\n" not in err
         finally:
             p.kill()
 

@@ -18,9 +18,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from support import missing
+from support import missing, patched_go_version
 
-from pytest_sideeye.binary.elf import BUILDINFO_MAGIC
 from pytest_sideeye.errors import BpfUnavailable
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -80,20 +79,6 @@ class Running:
 def parked(go_build):
     with Running(go_build("manyparked"), "-n", "10") as r:
         yield r
-
-
-def patched_go_version(binary: Path, old_version: str, new_version: str, out: Path) -> Path:
-    """A copy of `binary` whose build info claims `new_version` (same length): what an
-    older toolchain would have written, for lack of one here. Only that string changes;
-    the program still runs."""
-    data = bytearray(binary.read_bytes())
-    start = data.find(BUILDINFO_MAGIC)
-    at = data.find(old_version.encode(), start, start + 64)
-    assert start >= 0 and at > 0 and len(old_version) == len(new_version)
-    data[at:at + len(old_version)] = new_version.encode()
-    out.write_bytes(bytes(data))
-    out.chmod(0o755)
-    return out
 
 
 def kernel_thread_pid() -> str:
@@ -204,20 +189,28 @@ def test_unreadable_exe_as_another_user_says_run_as_root():
     assert line == f"cannot read the executable of process {os.getpid()}: run as root"
 
 
-def test_go_binary_without_dwarf(needs_root, go_build):
-    with Running(go_build("hello", ldflags="-w")) as r:
-        one_line(*sideeye("snapshot", "--pid", r.pid), "DWARF")
+def unknown_version(go_build, ldflags: str, tmp_path: Path) -> Path:
+    """hello without DWARF, claiming Go 1.99.11: a version the layout table lacks."""
+    return patched_go_version(go_build("hello", "1.24.11", ldflags=ldflags), "go1.24.11",
+                              "go1.99.11", tmp_path / f"hello{ldflags.replace(' ', '')}")
 
 
-def test_go_binary_without_symbols(needs_root, go_build):
-    with Running(go_build("hello", ldflags="-s -w")) as r:
-        one_line(*sideeye("snapshot", "--pid", r.pid), "stripped", "-s -w")
+def test_go_binary_without_dwarf_of_an_unknown_version(needs_root, go_build, tmp_path):
+    with Running(unknown_version(go_build, "-w", tmp_path)) as r:
+        one_line(*sideeye("snapshot", "--pid", r.pid), "DWARF",
+                 "Go 1.99.11 is not in the runtime layout table", "-ldflags=-w")
 
 
-def test_error_line_names_the_process_it_is_about(needs_root, go_build):
+def test_stripped_go_binary_of_an_unknown_version(needs_root, go_build, tmp_path):
+    with Running(unknown_version(go_build, "-s -w", tmp_path)) as r:
+        one_line(*sideeye("snapshot", "--pid", r.pid), "stripped",
+                 "Go 1.99.11 is not in the runtime layout table")
+
+
+def test_error_line_names_the_process_it_is_about(needs_root, go_build, tmp_path):
     """Two processes of one binary without DWARF, one after the other: each line may only
     name its own /proc/PID, not the one analysed first."""
-    binary = go_build("hello", ldflags="-w")
+    binary = unknown_version(go_build, "-w", tmp_path)
     with Running(binary) as first, Running(binary) as second:
         for r in (first, second):
             line = one_line(*sideeye("snapshot", "--pid", r.pid), "DWARF")
