@@ -74,7 +74,8 @@ def labelled(**labels: str) -> tuple[list, list]:
     """Containers and networks carrying all these labels."""
     client = images.docker_client()
     selector = {"label": [f"{k}={v}" for k, v in labels.items()]}
-    return (client.containers.list(all=True, filters=selector),
+    # sparse: the SDK would inspect each listed container, racing a removal (a 404)
+    return (client.containers.list(all=True, filters=selector, sparse=True),
             client.networks.list(filters=selector))
 
 
@@ -353,7 +354,8 @@ def assert_nothing_left(project: Path) -> None:
     assert containers == [] and networks == []
     client = images.docker_client()
     for cid in (project / "containers.txt").read_text().split():
-        assert not client.containers.list(all=True, filters={"id": cid})
+        # sparse: no inspect per container, which races a removal in progress (404)
+        assert not client.containers.list(all=True, filters={"id": cid}, sparse=True)
 
 
 def test_fixture_as_written_in_a_conftest(needs_docker, user_project):
