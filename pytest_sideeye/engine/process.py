@@ -159,9 +159,8 @@ def _check_gs(pid: int, ptr: int, n: int, layout) -> str | None:
 
 
 def _check_ms(pid: int, allm: int, layout) -> str | None:
-    try:
-        tids = {int(t) for t in os.listdir(f"/proc/{pid}/task")}
-    except OSError:
+    tids = _thread_ids(pid)
+    if not tids:
         return None
     m = int.from_bytes(read_memory(pid, allm, 8), "little")
     seen = 0
@@ -172,3 +171,23 @@ def _check_ms(pid: int, allm: int, layout) -> str | None:
         seen += procid in tids
         m = int.from_bytes(read_memory(pid, m + layout.m_offsets["alllink"], 8), "little")
     return None if seen else "no thread of allm's list is one of the process's threads"
+
+
+def _thread_ids(pid: int) -> set[int]:
+    """The process's thread ids as the host sees them and as its own PID namespace does
+    (m.procid holds the latter: inside a container they differ)."""
+    out: set[int] = set()
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for t in tasks:
+        out.add(int(t))
+        try:
+            status = Path(f"/proc/{pid}/task/{t}/status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("NSpid:"):
+                out.update(int(x) for x in line.split()[1:])
+    return out

@@ -90,6 +90,34 @@ def test_container_resolves_to_its_go_process(needs_docker, go_build, tmp_path):
         c.remove(force=True)
 
 
+def test_container_of_a_stripped_image(needs_docker, needs_root, go_build, tmp_path):
+    """An image holding a -s -w build (as release images often do) snapshots from
+    --container like any other: layouts from the table, goroutine list from the code."""
+    from pytest_sideeye.services import containers, images
+    client = images.docker_client()
+    (tmp_path / "ctx").mkdir()
+    (tmp_path / "ctx" / "hello").write_bytes(go_build("hello", ldflags="-s -w").read_bytes())
+    (tmp_path / "ctx" / "hello").chmod(0o755)
+    (tmp_path / "ctx" / "Dockerfile").write_text(
+        "FROM scratch\nCOPY hello /hello\nLABEL pytest-sideeye=1\nENTRYPOINT [\"/hello\"]\n")
+    tag = images.dockerfile_image("strippedhello", tmp_path / "ctx" / "Dockerfile")
+    c = client.containers.run(tag, detach=True, labels=containers.owner_labels())
+    try:
+        for _ in range(100):
+            c.reload()
+            if c.status == "running":
+                break
+            time.sleep(0.05)
+        r = sideeye("snapshot", "--container", c.name, "--json", tmp_path / "c.json")
+        assert r.returncode == 0, r.stderr
+        (proc,) = Snapshot.load(tmp_path / "c.json").processes
+        assert proc.error is None and proc.container.id == c.id
+        assert proc.layouts.startswith("table (Go ") and "found in the code" in proc.layouts
+        assert any(g.blocked_in("main.main") for g in proc.goroutines)
+    finally:
+        c.remove(force=True)
+
+
 def test_capture_of_a_function_no_target_has_is_refused_before_any_pause(parkzoo):
     r = sideeye("snapshot", "--pid", parkzoo.pid, "--capture", "main.noSuchFunction:x")
     assert r.returncode == 2 and "Traceback" not in r.stderr
