@@ -6,6 +6,10 @@ runtime.Stack(buf, true) time measured in the same run.
 
     .venv/bin/python benchmarks/engine_bench.py [--sizes 1000,10000,100000] [--reps 5]
                                                 [--go 1.24.11] [--capture]
+                                                [--ldflags '-s -w']
+
+--ldflags builds the target with them: `-s -w` (no DWARF, no symbol table) measures a
+stripped build, whose layouts come from the table and globals from the code.
 
 Prints a table (medians over --reps snapshots; min in brackets). With --capture, the
 same target is also snapshotted capturing 4 variables in every parked frame of
@@ -37,8 +41,9 @@ def ms(ns: float) -> str:
     return f"{ns / 1e6:.3f}"
 
 
-def run_size(n: int, reps: int, version: str, capture: bool) -> dict:
-    binary = toolchains.build(ROOT / "fixtures" / "goapps" / "manyparked", version)
+def run_size(n: int, reps: int, version: str, capture: bool, ldflags: str = "") -> dict:
+    binary = toolchains.build(ROOT / "fixtures" / "goapps" / "manyparked", version,
+                              ldflags=ldflags)
     with start_app(binary, "-n", str(n), "-felt") as app:
         time.sleep(0.5)
         engine.take_snapshot([app.pid])  # warm-up: compile and load the program
@@ -87,16 +92,18 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--go", default=toolchains.default_version())
     ap.add_argument("--capture", action="store_true")
+    ap.add_argument("--ldflags", default="", help="build the target with these (e.g. '-s -w')")
     args = ap.parse_args()
     head = ["parked", "read", "pause ms (min)", "stop", "collect", "resume",
             "felt by the target (idle gap)", "runtime.Stack ms", "Stack/pause"]
     if args.capture:
         head += ["frames captured", "pause with capture (min)", "capture adds"]
-    print(f"Go {args.go}, {args.reps} snapshots per size, medians; times in ms")
+    print(f"Go {args.go}{' -ldflags=' + repr(args.ldflags) if args.ldflags else ''}, "
+          f"{args.reps} snapshots per size, medians; times in ms")
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for n in (int(s) for s in args.sizes.split(",")):
-        r = run_size(n, args.reps, args.go, args.capture)
+        r = run_size(n, args.reps, args.go, args.capture, args.ldflags)
         row = (f"| {r['n']:,} | {r['goroutines']:,} | {ms(r['pause'])} ({ms(r['pause_min'])}) | "
                f"{ms(r['stop'])} | {ms(r['collect'])} | {ms(r['resume'])} | "
                f"{ms(r['felt'])} ({ms(r['idle_gap'])}) | {ms(r['runtime_stack'])} | {r['runtime_stack'] / r['pause']:.1f}x |")
