@@ -117,10 +117,37 @@ SPEC = {
 }
 
 
-@pytest.fixture(scope="module", params=GO_VERSIONS)
+BUDGETS = ("raised", "default")
+BUDGET_NOTE = "capture stopped at its pause budget"
+
+
+@pytest.fixture(scope="module", params=[(v, b) for v in GO_VERSIONS for b in BUDGETS],
+                ids=lambda p: f"{p[0]}-{p[1]}-budget")
 def captured(request, go_build, needs_root):
+    """varzoo's parked frames captured, at the suite's raised pause budget and at the
+    product's default (10 ms; measured here: 1.5-6.7 ms of capture for this spec). At the
+    default a loaded machine may still hit the budget: what it cuts is marked, never wrong
+    (test_capture_stops_at_its_pause_budget), but these tests check complete values, so a
+    snapshot that hit it is taken again, at most twice more."""
     from pytest_sideeye.engine import take as engine
-    exe = str(go_build("varzoo", request.param))
+    version, budget = request.param
+    exe = str(go_build("varzoo", version))
+    mp = pytest.MonkeyPatch()
+    if budget == "default":
+        mp.delenv("SIDEEYE_CAPTURE_PAUSE_MS", raising=False)
+    try:
+        for _attempt in range(3):
+            snap, expected, rounds, proc = _capture_varzoo(engine, exe, mp)
+            if budget == "raised" or not any(BUDGET_NOTE in n for n in proc.notes):
+                break
+        else:
+            pytest.fail(f"three snapshots hit the default capture budget: {proc.notes}")
+    finally:
+        mp.undo()
+    return snap, expected, rounds, proc
+
+
+def _capture_varzoo(engine, exe: str, mp: pytest.MonkeyPatch):
     p, expected = start_varzoo(exe)
     rounds: list[int] = []
     real = capture.run_rounds
@@ -130,12 +157,11 @@ def captured(request, go_build, needs_root):
         rounds.append(n)
         return n
 
-    mp = pytest.MonkeyPatch()
     mp.setattr(capture, "run_rounds", counting)
     try:
         snap = engine.take_snapshot([engine.Target(p.pid)], capture=SPEC)
     finally:
-        mp.undo()
+        mp.setattr(capture, "run_rounds", real)
         p.kill()
         p.wait()
     proc = snap.processes[0]
