@@ -18,8 +18,9 @@ from pytest_sideeye.binary.dwarf import (
 )
 from pytest_sideeye.binary.dwarf_expr import Piece
 from pytest_sideeye.binary.info import BinaryInfo, analyze
-from pytest_sideeye.binary.layout import RuntimeLayout
+from pytest_sideeye.binary.layout import RuntimeLayout, table_layout, table_versions
 from pytest_sideeye.binary.pclntab import SymFrame, Symtab
 
 __all__ = ["BinaryInfo", "DebugInfo", "FunctionInfo", "GoType", "Piece", "RuntimeLayout",
-           "Scope", "SymFrame", "Symtab", "VarDIE", "analyze", "iter_scopes", "package_of"]
+           "Scope", "SymFrame", "Symtab", "VarDIE", "analyze", "iter_scopes", "package_of",
+           "table_layout", "table_versions"]

@@ -192,6 +192,34 @@ def check_go() -> str:
     return f"Go {', '.join(found)} (default {default})"
 
 
+def check_layouts() -> str:
+    """The runtime layout table: which Go versions a binary without DWARF may be."""
+    from pytest_sideeye.binary import table_versions
+    versions = table_versions()
+    if not versions:
+        raise _Failed("the runtime layout table is missing or empty",
+                      "reinstall pytest-sideeye (pytest_sideeye/binary/runtime_layouts.json)")
+    return (f"binaries without DWARF (-ldflags=-w, -s -w) of Go {', '.join(versions)} "
+            "are read with the runtime layout table")
+
+
+def binary_check(path: str) -> Check:
+    """`--binary PATH`: where the layouts and the goroutine list of this binary come
+    from, or why it cannot be snapshotted."""
+    from pytest_sideeye.binary import analyze
+    try:
+        info = analyze(path)
+    except errors.SideeyeError as e:
+        return Check("binary", ok=False, detail=errors.one_line(e))
+    source = "its own DWARF" if info.layout.source == "dwarf" else info.layout.source
+    parts = [f"{path}: {info.go_version}", f"layouts from {source}"]
+    if info.globals_from == "code":
+        parts.append("goroutine list found in the code (no symbol table)")
+    if not info.has_dwarf:
+        parts.append("captured variables need DWARF")
+    return Check("binary", ok=True, detail="; ".join(parts))
+
+
 def check_agent() -> str:
     """The sideeye agent: who takes snapshots for this user when it is not privileged."""
     from pytest_sideeye import agent
@@ -227,6 +255,7 @@ CHECKS: dict[str, tuple[Callable[[], str], type[errors.SideeyeError]]] = {
     "tracefs": (check_tracefs, errors.BpfUnavailable),
     "docker": (check_docker, errors.DockerUnavailable),
     "go": (check_go, errors.SideeyeError),
+    "layouts": (check_layouts, errors.SideeyeError),
     "agent": (check_agent, errors.NoPermission),
 }
 
@@ -274,12 +303,15 @@ def main_doctor(argv: list[str] | None = None) -> int:
     parser.add_argument("checks", nargs="*", metavar="CHECK",
                         help=f"only these ({', '.join(CHECKS)})")
     parser.add_argument("--json", action="store_true", help="print the checks as JSON")
+    parser.add_argument("--binary", action="append", default=[], metavar="PATH",
+                        help="also say where this Go binary's runtime layouts come from")
     args = parser.parse_args(argv)
     try:
-        results = run_checks(args.checks)
+        results = run_checks(args.checks or (["layouts"] if args.binary else None))
     except errors.SideeyeError as e:
         print(f"sideeye doctor: {e}", file=sys.stderr)
         return e.exit_code
+    results += [binary_check(p) for p in args.binary]
     if args.json:
         print(json.dumps([asdict(c) for c in results], indent=2))
     else:

@@ -117,3 +117,18 @@ def test_old_kernel_fails_with_fix():
     assert e.value.detail.startswith("Linux 6.1.0-28-amd64 is older than 6.4")
     assert e.value.fix.startswith("run on a kernel >= 6.4")
     assert doctor.check_kernel("6.4.16-amd64") == "Linux 6.4.16-amd64"
+
+
+def test_binary_says_where_its_layouts_come_from(go_build):
+    out = {}
+    for name, flags in (("dwarf", ""), ("no-dwarf", "-w"), ("stripped", "-s -w")):
+        binary = go_build("hello", "1.24.11", ldflags=flags)
+        r = run_doctor("--binary", str(binary))
+        assert r.returncode == 0, r.stdout + r.stderr
+        [line] = [ln for ln in r.stdout.splitlines() if ln.startswith("ok    binary")]
+        out[name] = line
+    assert "layouts from its own DWARF" in out["dwarf"] and "need DWARF" not in out["dwarf"]
+    assert "layouts from table (Go 1.24.11)" in out["no-dwarf"]
+    assert "captured variables need DWARF" in out["no-dwarf"]
+    assert "goroutine list found in the code" in out["stripped"]
+    assert "goroutine list" not in out["no-dwarf"]
