@@ -899,9 +899,13 @@ int sideeye_stop_hook(struct bpf_raw_tracepoint_args *ctx) {
   __sync_fetch_and_add(&o->hook_walked, 1);   // a full barrier: capq entries first
   // Then the frames it queued (its region of capq is complete), while its budget lasts;
   // the collector's capture pass reads its own and whatever the hook left.
-  if (c->cap_hi) {
-    u64 deadline = t0 + budget, cap_end = capture_deadline(c);
-    pass_capture(0, c, o, s, cap_end < deadline ? cap_end : deadline, 0);
+  // Only with time left: starting the capture clock here with none would spend the
+  // capture's budget on the iterator's walk, which comes before its capture (at 10,000
+  // goroutines the frames queued last were never reached).
+  u64 hook_end = t0 + budget;
+  if (c->cap_hi && bpf_ktime_get_ns() < hook_end) {
+    u64 cap_end = capture_deadline(c);
+    pass_capture(0, c, o, s, cap_end < hook_end ? cap_end : hook_end, 0);
   }
   o->hook_ns = bpf_ktime_get_ns() - t0;
   // An atomic add is a full barrier: the records are visible before the state says done.
