@@ -29,11 +29,14 @@ pytestmark = pytest.mark.usefixtures("needs_root")
 VERSION = "1.24.11"
 
 
-@pytest.fixture(scope="module")
-def pprof_binary():
+@pytest.fixture(scope="module", params=["", "-s -w"], ids=["dwarf", "stripped"])
+def pprof_binary(request):
+    """cmd/pprof as Go builds it, and as a release would ship it: -ldflags='-s -w' (no
+    DWARF, no symbol table: layouts from the table, goroutine list from the code)."""
     if VERSION not in toolchains.installed_versions():
         pytest.fail(f"Go {VERSION} not installed")
-    out = settings.build_cache() / f"cmd-pprof-go{VERSION}"
+    ldflags = request.param
+    out = settings.build_cache() / f"cmd-pprof-go{VERSION}{'-stripped' if ldflags else ''}"
     if not out.is_file():
         root = toolchains.goroot(VERSION)
         env = dict(os.environ, GOROOT=str(root), GOTOOLCHAIN="local", GOPROXY="off",
@@ -41,8 +44,8 @@ def pprof_binary():
                    GOCACHE=str(toolchains.gocache(VERSION)))
         out.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run([str(toolchains.go_binary(VERSION)), "build", "-o", str(out) + ".tmp",
-                        "."], cwd=root / "src" / "cmd" / "pprof", env=env, check=True,
-                       capture_output=True)
+                        "-ldflags", ldflags, "."], cwd=root / "src" / "cmd" / "pprof",
+                       env=env, check=True, capture_output=True)
         os.replace(str(out) + ".tmp", out)
     return out
 
@@ -113,6 +116,8 @@ def test_cmd_pprof_web_server_matches_its_own_dump(pprof_binary, profile_file):
     first, ours, oracle = _snapshots_then_sigquit(pprof_binary, profile_file)
     assert first.error is None and ours.error is None, (first.error, ours.error)
     assert ours.go_version == f"go{VERSION}"
+    stripped = "-stripped" in str(pprof_binary)
+    assert ours.layouts.startswith("table (Go ") == stripped, ours.layouts
     before = {g.id: g.to_json() for g in first.goroutines}
     stable = {g.id for g in ours.goroutines if g.status == "waiting" and
               before.get(g.id) == g.to_json()}
