@@ -66,6 +66,8 @@ def run_size(n: int, reps: int, version: str, capture: bool, ldflags: str = "") 
     out = {"n": n, "goroutines": rows[0][2], "pause": statistics.median(pauses),
            "pause_min": min(pauses), "stop": part("stop"), "collect": part("collect"),
            "resume": part("resume"), "runtime_stack": rt,
+           # The stop hook's walk is the only stretch with interrupts off (in sched_switch).
+           "hook_walk_max": max(r[1].get("hook_walk", 0) for r in rows),
            "felt": statistics.median(felt), "idle_gap": statistics.median(idle)}
     if capture:
         cap = [r[0] for r in with_capture]
@@ -95,6 +97,7 @@ def main() -> None:
     ap.add_argument("--ldflags", default="", help="build the target with these (e.g. '-s -w')")
     args = ap.parse_args()
     head = ["parked", "read", "pause ms (min)", "stop", "collect", "resume",
+            "longest interrupts-off stretch (hook_walk, max)",
             "felt by the target (idle gap)", "runtime.Stack ms", "Stack/pause"]
     if args.capture:
         head += ["frames captured", "pause with capture (min)", "capture adds"]
@@ -106,6 +109,7 @@ def main() -> None:
         r = run_size(n, args.reps, args.go, args.capture, args.ldflags)
         row = (f"| {r['n']:,} | {r['goroutines']:,} | {ms(r['pause'])} ({ms(r['pause_min'])}) | "
                f"{ms(r['stop'])} | {ms(r['collect'])} | {ms(r['resume'])} | "
+               f"{ms(r['hook_walk_max'])} | "
                f"{ms(r['felt'])} ({ms(r['idle_gap'])}) | {ms(r['runtime_stack'])} | {r['runtime_stack'] / r['pause']:.1f}x |")
         if args.capture:
             row += (f" {r['captured']:,} | {ms(r['capture_pause'])} ({ms(r['capture_min'])}) | "
