@@ -7,7 +7,6 @@ from __future__ import annotations
 import errno
 import json
 import socket
-import ssl
 import urllib.parse
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -68,6 +67,7 @@ def _connect_remote(url: str, timeout: float) -> tuple[socket.socket, str]:
     except OSError as e:
         raise SideeyeError(f"cannot read SIDEEYE_AGENT_TOKEN_FILE {token_file}: "
                            f"{e.strerror}") from None
+    import ssl  # a remote agent only: importing it costs a local CLI run ~10 ms
     ctx = ssl.create_default_context(cafile=settings.agent_ca())
     try:
         raw = socket.create_connection((parsed.hostname, parsed.port), CONNECT_TIMEOUT_S * 5)

@@ -17,6 +17,7 @@ a queued request whose client has gone is dropped before its turn.
 from __future__ import annotations
 
 import contextlib
+import gc
 import grp
 import hmac
 import os
@@ -296,6 +297,16 @@ class Agent:
                 job.done.set()
 
     def _snapshot(self, job: Job) -> tuple[int, dict | str]:
+        # Decoding and serializing allocate a few hundred thousand small objects: a full
+        # collection in the middle costs more than the rest (seen: 90 ms of a 30 ms
+        # serialization). The agent serves one snapshot at a time; collect after.
+        gc.disable()
+        try:
+            return self._snapshot_now(job)
+        finally:
+            gc.enable()
+
+    def _snapshot_now(self, job: Job) -> tuple[int, dict | str]:
         t0 = time.perf_counter()
         try:
             targets = self._authorized_targets(job)
