@@ -20,14 +20,17 @@ one line naming the variable and what it takes (pytest-timeout's style), never a
 | SIDEEYE_GO_VERSION        | 1.24.11                         | the Go version go_service builds with |
 | SIDEEYE_BPF_PINS          | /sys/fs/bpf/sideeye             | where loaded programs are pinned (0: nowhere) |
 | SIDEEYE_AGENT_SOCKET      | /run/sideeye/agent.sock         | where the sideeye agent listens (and clients ask) |
-| SIDEEYE_AGENT_URL         | (none)                          | https://HOST:PORT of a remote agent (instead of the socket) |
+| SIDEEYE_AGENT_URL         | (none)                          | https://HOST:PORT of a remote agent (instead of the socket); by default, when DOCKER_HOST names another machine (tcp:// or ssh://), https://THAT_HOST:SIDEEYE_AGENT_PORT |
+| SIDEEYE_AGENT_PORT        | 7443                            | the remote agent's port when its address comes from DOCKER_HOST |
 | SIDEEYE_AGENT_TOKEN_FILE  | (none)                          | the remote agent's token, for SIDEEYE_AGENT_URL |
 | SIDEEYE_AGENT_CA          | (system CAs)                    | the CA file that signed the remote agent's certificate |
 | SIDEEYE_AGENT             | 1                               | 0: never ask the agent, snapshot in this process |
 """
 from __future__ import annotations
 
+import ipaddress
 import os
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,7 +111,39 @@ def agent_socket() -> Path:
 
 
 def agent_url() -> str | None:
-    return os.environ.get("SIDEEYE_AGENT_URL") or None
+    """The remote agent to ask: SIDEEYE_AGENT_URL, else the one on the machine DOCKER_HOST
+    names when that is another machine: its containers' processes are there, and nothing
+    on this machine could read them."""
+    explicit = os.environ.get("SIDEEYE_AGENT_URL")
+    if explicit:
+        return explicit
+    host = docker_remote_host()
+    if host is None:
+        return None
+    return f"https://{f'[{host}]' if ':' in host else host}:{agent_port()}"
+
+
+def agent_port() -> int:
+    return int(_number("SIDEEYE_AGENT_PORT", 7443.0, minimum=1))
+
+
+def docker_remote_host() -> str | None:
+    """The host of DOCKER_HOST when it names another machine (tcp:// or ssh://, not a
+    loopback address); None for the local socket."""
+    raw = os.environ.get("DOCKER_HOST") or ""
+    try:
+        u = urllib.parse.urlsplit(raw)
+        host = u.hostname
+    except ValueError:
+        return None
+    if u.scheme not in ("tcp", "ssh") or not host or host == "localhost":
+        return None
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return None
+    except ValueError:
+        pass              # a name: another machine
+    return host
 
 
 def agent_token_file() -> Path | None:

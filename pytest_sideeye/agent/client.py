@@ -237,6 +237,11 @@ def route() -> Route:
     answers (SIDEEYE_AGENT=0: never), else the engine here when this process is
     privileged, else why neither."""
     why_not_agent = "not asked: SIDEEYE_AGENT=0"
+    remote_docker = settings.docker_remote_host()
+    if remote_docker and not settings.use_agent():
+        return Route(None, f"the containers run on {remote_docker} (DOCKER_HOST): only a "
+                           "sideeye agent there can read them, and SIDEEYE_AGENT=0 forbids "
+                           "asking it")
     if settings.use_agent() and settings.agent_url():
         # A remote agent is asked whatever: its targets are on another machine, which
         # nothing here could snapshot; its own answer is the one line to show.

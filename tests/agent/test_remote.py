@@ -139,3 +139,19 @@ def test_a_wrong_token_is_refused(remote_agent, hello_container, shared_dir):
     r = snapshot({**env, "SIDEEYE_AGENT_CA": ""}, pid)
     assert r.returncode == 2 and "TLS with the sideeye agent at https://" in r.stderr
     assert len(r.stderr.splitlines()) == 1
+
+
+def test_docker_host_alone_finds_the_remote_agent(remote_agent, hello_container):
+    """A test runner whose DOCKER_HOST names the other machine asks that machine's agent
+    without SIDEEYE_AGENT_URL (https://DOCKER_HOST's host:SIDEEYE_AGENT_PORT)."""
+    env, folder = remote_agent
+    _container, pid = hello_container
+    address = env["SIDEEYE_AGENT_URL"].split("//")[1].rsplit(":", 1)[0]
+    derived = {k: v for k, v in env.items() if k != "SIDEEYE_AGENT_URL"}
+    derived.update(DOCKER_HOST=f"tcp://{address}:2376", SIDEEYE_AGENT_PORT=str(PORT))
+    before = (folder / "agent.log").read_text().count("snapshot for remote ")
+    r = snapshot(derived, pid)
+    assert r.returncode == 0, r.stderr
+    proc, = json.loads(r.stdout)["processes"]
+    assert proc["error"] is None and proc["goroutines"]
+    assert (folder / "agent.log").read_text().count("snapshot for remote ") == before + 1

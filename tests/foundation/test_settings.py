@@ -56,3 +56,37 @@ def test_the_cli_says_it_in_one_line(needs_root):
     assert r.returncode == 2
     assert r.stderr.splitlines() == [
         "sideeye: SIDEEYE_HOOK_BUDGET_US='lots' (from the environment) is not a number"]
+
+
+@pytest.mark.parametrize("docker_host, url", [
+    (None, None),
+    ("unix:///var/run/docker.sock", None),
+    ("tcp://127.0.0.1:2375", None),
+    ("tcp://localhost:2375", None),
+    ("tcp://[::1]:2376", None),
+    ("tcp://10.1.2.3:2376", "https://10.1.2.3:7443"),
+    ("ssh://ci@build-7.example.com", "https://build-7.example.com:7443"),
+    ("tcp://[fd00::5]:2376", "https://[fd00::5]:7443"),
+])
+def test_the_remote_agent_follows_docker_host(monkeypatch, docker_host, url):
+    """Containers on another machine (DOCKER_HOST) can only be read by the agent there."""
+    monkeypatch.delenv("SIDEEYE_AGENT_URL", raising=False)
+    monkeypatch.delenv("SIDEEYE_AGENT_PORT", raising=False)
+    if docker_host is None:
+        monkeypatch.delenv("DOCKER_HOST", raising=False)
+    else:
+        monkeypatch.setenv("DOCKER_HOST", docker_host)
+    assert settings.agent_url() == url
+    monkeypatch.setenv("SIDEEYE_AGENT_URL", "https://agent.example:9000")
+    assert settings.agent_url() == "https://agent.example:9000"   # an explicit URL wins
+
+
+def test_remote_docker_without_the_agent_is_refused_in_one_line(monkeypatch):
+    from pytest_sideeye.agent import route
+    monkeypatch.setenv("DOCKER_HOST", "tcp://10.1.2.3:2376")
+    monkeypatch.setenv("SIDEEYE_AGENT", "0")
+    r = route()
+    assert r.kind is None and "10.1.2.3 (DOCKER_HOST)" in r.detail and "\n" not in r.detail
+    monkeypatch.setenv("SIDEEYE_AGENT", "1")
+    monkeypatch.setenv("SIDEEYE_AGENT_PORT", "7000")
+    assert route() == type(r)("agent", "the sideeye agent at https://10.1.2.3:7000")
