@@ -22,6 +22,8 @@ one line naming the variable and what it takes (pytest-timeout's style), never a
 | SIDEEYE_AGENT_SOCKET      | /run/sideeye/agent.sock         | where the sideeye agent listens (and clients ask) |
 | SIDEEYE_AGENT_URL         | (none)                          | https://HOST:PORT of a remote agent (instead of the socket); by default, when DOCKER_HOST names another machine (tcp:// or ssh://), https://THAT_HOST:SIDEEYE_AGENT_PORT |
 | SIDEEYE_AGENT_PORT        | 7443                            | the remote agent's port when its address comes from DOCKER_HOST |
+| SIDEEYE_AGENT_CERT        | (none)                          | a client certificate (PEM) for the remote agent, instead of its token |
+| SIDEEYE_AGENT_KEY         | (the certificate file)          | that certificate's private key |
 | SIDEEYE_AGENT_TOKEN_FILE  | (none)                          | the remote agent's token, for SIDEEYE_AGENT_URL |
 | SIDEEYE_AGENT_CA          | (system CAs)                    | the CA file that signed the remote agent's certificate |
 | SIDEEYE_AGENT             | 1                               | 0: never ask the agent, snapshot in this process |
@@ -149,6 +151,12 @@ def docker_remote_host() -> str | None:
 def agent_token_file() -> Path | None:
     raw = os.environ.get("SIDEEYE_AGENT_TOKEN_FILE")
     return Path(raw).expanduser() if raw else None
+
+
+def agent_client_cert() -> tuple[str, str | None] | None:
+    """(certificate, key) the client presents to a remote agent, if set."""
+    cert = os.environ.get("SIDEEYE_AGENT_CERT")
+    return (cert, os.environ.get("SIDEEYE_AGENT_KEY") or None) if cert else None
 
 
 def agent_ca() -> str | None:

@@ -46,15 +46,20 @@ class Caller:
     gid: int
     groups: tuple[int, ...]
     remote: str | None = None   # "ADDR:PORT" of a caller on the TLS listener
+    # The subject of the client certificate it presented, verified against the agent's
+    # --tls-client-ca: it stands in for the token.
+    certified: str | None = None
 
     def describe(self) -> str:
-        return f"remote {self.remote}" if self.remote else f"uid {self.uid} (pid {self.pid})"
+        if self.remote:
+            return f"remote {self.remote}" + (f" ({self.certified})" if self.certified else "")
+        return f"uid {self.uid} (pid {self.pid})"
 
 
-def remote_caller(address: str) -> Caller:
-    """A caller on the TLS listener: no uid to go by; its token (checked before any rule)
-    is all it has."""
-    return Caller(0, -1, -1, (), remote=address)
+def remote_caller(address: str, certified: str | None = None) -> Caller:
+    """A caller on the TLS listener: no uid to go by; its token or its verified client
+    certificate (checked before any rule) is all it has."""
+    return Caller(0, -1, -1, (), remote=address, certified=certified)
 
 
 def peer_of(sock: socket.socket) -> Caller:

@@ -69,6 +69,13 @@ def _connect_remote(url: str, timeout: float) -> tuple[socket.socket, str]:
                            f"{e.strerror}") from None
     import ssl  # a remote agent only: importing it costs a local CLI run ~10 ms
     ctx = ssl.create_default_context(cafile=settings.agent_ca())
+    client_cert = settings.agent_client_cert()
+    if client_cert:
+        try:
+            ctx.load_cert_chain(*client_cert)
+        except (OSError, ssl.SSLError) as e:
+            raise SideeyeError(f"cannot load SIDEEYE_AGENT_CERT {client_cert[0]}: "
+                               f"{getattr(e, 'strerror', None) or e}") from None
     try:
         raw = socket.create_connection((parsed.hostname, parsed.port), CONNECT_TIMEOUT_S * 5)
     except OSError as e:
@@ -107,6 +114,9 @@ def ask(method: str, path: str, doc: dict | None = None, *, timeout: float = 10.
         raise SideeyeError(f"the sideeye agent on {where} did not answer within "
                            f"{timeout:g} s") from None
     except OSError as e:
+        if getattr(e, "reason", None):   # TLS 1.3: a refused client certificate shows here
+            raise AgentUnavailable(f"TLS with the sideeye agent at {where} failed: "
+                                   f"{e.reason}") from None
         raise AgentUnavailable(f"the sideeye agent on {where} dropped the connection "
                                f"({e.strerror})") from None
     finally:

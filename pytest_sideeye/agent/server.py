@@ -145,12 +145,16 @@ class Agent:
 
     # --- the remote listener: TCP + TLS, callers identified by the agent's token ----
 
-    def listen_tls(self, address: str, certfile: str, keyfile: str, token: str) -> None:
-        """Also serve `tcp://HOST:PORT` over TLS (rule 4: a caller with the token may
-        snapshot processes in Docker containers), in a thread of its own."""
+    def listen_tls(self, address: str, certfile: str, keyfile: str, token: str = "",
+                   client_ca: str | None = None) -> None:
+        """Also serve `tcp://HOST:PORT` over TLS (rule 4: a caller with the token, or with
+        a client certificate signed by `client_ca`, may snapshot processes in Docker
+        containers), in a thread of its own."""
         host, port = _host_port(address)
-        if len(token) < 16:
+        if token and len(token) < 16:
             raise SideeyeError("the agent's token must be at least 16 characters")
+        if not token and not client_ca:
+            raise SideeyeError("a remote listener needs a token or a client CA")
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         try:
@@ -158,13 +162,22 @@ class Agent:
         except (OSError, ssl.SSLError) as e:
             raise SideeyeError(f"cannot load the TLS certificate {certfile} / key {keyfile}: "
                                f"{one_line(e)}") from None
+        if client_ca:
+            try:
+                ctx.load_verify_locations(cafile=client_ca)
+            except (OSError, ssl.SSLError) as e:
+                raise SideeyeError(f"cannot load the client CA {client_ca}: "
+                                   f"{one_line(e)}") from None
+            # With a token too, a certificate is one way in: optional, verified when sent.
+            ctx.verify_mode = ssl.CERT_OPTIONAL if token else ssl.CERT_REQUIRED
         try:
             listener = socket.create_server((host, port), backlog=128)
         except OSError as e:
             raise SideeyeError(f"cannot listen on {address}: {e.strerror}") from None
         self.token, self.tls, self.tcp_listener = token, ctx, listener
         threading.Thread(target=self._accept_remote, name="sideeye-agent tls", daemon=True).start()
-        self.log(f"listening on {address} (TLS, token)")
+        ways = [w for w, on in (("token", token), ("client certificates", client_ca)) if on]
+        self.log(f"listening on {address} (TLS, {' or '.join(ways)})")
 
     def _accept_remote(self) -> None:
         while not self.stopping.is_set():
@@ -186,7 +199,7 @@ class Agent:
             except (OSError, ssl.SSLError):
                 conn.close()   # not TLS, or a handshake that never finished
                 return
-            caller = remote_caller(address)
+            caller = remote_caller(address, _certified(tls))
             status, answer = self._handle(tls, caller)
             if status == 403:
                 self.log(f"refused {caller.describe()}: {answer['error']}")
@@ -197,12 +210,14 @@ class Agent:
             self.slots.release()
 
     def _check_token(self, caller: Caller, headers: dict[str, str]) -> None:
-        if caller.remote is None:
-            return
+        if caller.remote is None or caller.certified:
+            return        # local (SO_PEERCRED), or a client certificate the CA signed
         kind, _, given = headers.get("authorization", "").partition(" ")
-        if kind.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(),
-                                                               self.token.encode()):
-            raise Refused(f"refused by {RULE_REMOTE}: wrong or missing token")
+        if not self.token or kind.lower() != "bearer" or \
+                not hmac.compare_digest(given.strip().encode(), self.token.encode()):
+            raise Refused(f"refused by {RULE_REMOTE}: "
+                          + ("wrong or missing token" if self.token
+                             else "no client certificate signed by the agent's client CA"))
 
     def stop(self) -> None:
         self.stopping.set()
@@ -414,9 +429,18 @@ def _host_port(address: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def _certified(tls: ssl.SSLSocket) -> str | None:
+    """The subject of the client certificate the handshake verified, if any."""
+    cert = tls.getpeercert()
+    if not cert:
+        return None
+    subject = dict(x[0] for x in cert.get("subject", ()) if x)
+    return f"CN={subject.get('commonName', '?')}"
+
+
 def serve(path: Path, group: str, log: TextIO | None = None, *, listen: str | None = None,
           tls_cert: str | None = None, tls_key: str | None = None,
-          token_file: str | None = None) -> None:
+          token_file: str | None = None, tls_client_ca: str | None = None) -> None:
     """Run the agent until SIGTERM/SIGINT: refuse to start without the engine's
     privileges (a root agent is the point), then serve (also over TLS with `listen`)."""
     import signal
@@ -427,13 +451,17 @@ def serve(path: Path, group: str, log: TextIO | None = None, *, listen: str | No
     agent = Agent(path, group, log)
     agent.bind()
     if listen:
-        if not (tls_cert and tls_key and token_file):
-            raise SideeyeError("--listen needs --tls-cert, --tls-key and --token-file")
-        try:
-            token = Path(token_file).read_text().strip()
-        except OSError as e:
-            raise SideeyeError(f"cannot read the token file {token_file}: {e.strerror}") from None
-        agent.listen_tls(listen, tls_cert, tls_key, token)
+        if not (tls_cert and tls_key and (token_file or tls_client_ca)):
+            raise SideeyeError("--listen needs --tls-cert, --tls-key and --token-file "
+                               "and/or --tls-client-ca")
+        token = ""
+        if token_file:
+            try:
+                token = Path(token_file).read_text().strip()
+            except OSError as e:
+                raise SideeyeError(f"cannot read the token file {token_file}: "
+                                   f"{e.strerror}") from None
+        agent.listen_tls(listen, tls_cert, tls_key, token, tls_client_ca)
 
     def stop(_signum, _frame) -> None:
         agent.log("stopping")

@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--tls-key", metavar="FILE")
     a.add_argument("--token-file", metavar="FILE",
                    help="the token remote callers must present (Authorization: Bearer)")
+    a.add_argument("--tls-client-ca", metavar="FILE",
+                   help="remote callers may instead present a client certificate this CA "
+                        "signed")
     sub.add_parser("doctor", help="check every requirement of this machine "
                                   "(sideeye doctor [--json] [CHECK ...])")
     pr = sub.add_parser("prune-images", help="remove old images built for go_service "
@@ -210,7 +213,7 @@ def cmd_agent(args) -> int:
     from pytest_sideeye import agent, settings
     path = Path(args.socket) if args.socket else settings.agent_socket()
     remote = {"listen": args.listen, "tls_cert": args.tls_cert, "tls_key": args.tls_key,
-              "token_file": args.token_file}
+              "token_file": args.token_file, "tls_client_ca": args.tls_client_ca}
     if not args.log:
         agent.serve(path, args.group, **remote)
         return 0

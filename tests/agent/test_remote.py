@@ -59,11 +59,16 @@ def remote_agent(other_machine, shared_dir):
         "-addext", f"subjectAltName=IP:{address}")
     token.write_text(secrets.token_hex(24) + "\n")
     token.chmod(0o600)
+    # A CA of client certificates: a caller with one it signed needs no token.
+    ca, ca_key = folder / "clients-ca.crt", folder / "clients-ca.key"
+    run("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(ca_key),
+        "-out", str(ca), "-days", "1", "-subj", "/CN=sideeye test clients")
     proc = subprocess.Popen(
         ["ip", "netns", "exec", ns, sys.executable, "-m", "pytest_sideeye.cli.main", "agent",
          "--socket", str(folder / "agent.sock"), "--log", str(folder / "agent.log"),
          "--listen", f"tcp://{address}:{PORT}", "--tls-cert", str(cert), "--tls-key", str(key),
-         "--token-file", str(token)], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+         "--token-file", str(token), "--tls-client-ca", str(ca)], cwd=ROOT,
+        stderr=subprocess.PIPE, text=True)
     env = {**os.environ, "SIDEEYE_AGENT": "1", "SIDEEYE_AGENT_URL": f"https://{address}:{PORT}",
            "SIDEEYE_AGENT_TOKEN_FILE": str(token), "SIDEEYE_AGENT_CA": str(cert)}
     deadline = time.monotonic() + 30
@@ -155,3 +160,39 @@ def test_docker_host_alone_finds_the_remote_agent(remote_agent, hello_container)
     proc, = json.loads(r.stdout)["processes"]
     assert proc["error"] is None and proc["goroutines"]
     assert (folder / "agent.log").read_text().count("snapshot for remote ") == before + 1
+
+
+def client_cert(folder, name: str, signed_by_ca: bool = True) -> tuple[str, str]:
+    key, crt = folder / f"{name}.key", folder / f"{name}.crt"
+    if signed_by_ca:
+        csr = folder / f"{name}.csr"
+        run("openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+            str(csr), "-subj", f"/CN={name}")
+        run("openssl", "x509", "-req", "-in", str(csr), "-CA", str(folder / "clients-ca.crt"),
+            "-CAkey", str(folder / "clients-ca.key"), "-CAcreateserial", "-out", str(crt),
+            "-days", "1")
+    else:
+        run("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+            "-out", str(crt), "-days", "1", "-subj", f"/CN={name}")
+    return str(crt), str(key)
+
+
+def test_a_client_certificate_stands_in_for_the_token(remote_agent, hello_container):
+    """--tls-client-ca: a certificate the CA signed is let in without the token (rule 4
+    still holds); a self-signed one fails the handshake, in one line."""
+    env, folder = remote_agent
+    _container, pid = hello_container
+    no_token = {k: v for k, v in env.items() if k != "SIDEEYE_AGENT_TOKEN_FILE"}
+    crt, key = client_cert(folder, "ci-runner")
+    r = snapshot({**no_token, "SIDEEYE_AGENT_CERT": crt, "SIDEEYE_AGENT_KEY": key}, pid)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["processes"][0]["goroutines"]
+    assert "(CN=ci-runner)" in (folder / "agent.log").read_text()
+    # Neither token nor certificate: refused by the rule.
+    r = snapshot(no_token, pid)
+    assert r.returncode == 2 and "wrong or missing token" in r.stderr
+    # A certificate the CA did not sign: TLS itself fails.
+    crt, key = client_cert(folder, "intruder", signed_by_ca=False)
+    r = snapshot({**no_token, "SIDEEYE_AGENT_CERT": crt, "SIDEEYE_AGENT_KEY": key}, pid)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1
+    assert "TLS with the sideeye agent at https://" in r.stderr and "UNKNOWN_CA" in r.stderr
