@@ -43,9 +43,12 @@ def snapshot_without_signal_handlers(pid: int):
     pytest.fail("every snapshot caught a spinner in a signal handler")
 
 
+@pytest.mark.parametrize("ldflags", ["", "-s -w"], ids=["dwarf", "stripped"])
 @pytest.mark.parametrize("version", GO_VERSIONS)
-def test_running_leaves_match_sigquit(go_build, version):
-    with start_app(go_build("spinners", version), env={"GOMAXPROCS": "4"}) as app:
+def test_running_leaves_match_sigquit(go_build, version, ldflags):
+    """Also stripped (-s -w): the unwinding needs only the pclntab's SP deltas."""
+    binary = go_build("spinners", version, ldflags=ldflags)
+    with start_app(binary, env={"GOMAXPROCS": "4"}) as app:
         time.sleep(0.2)
         proc = snapshot_without_signal_handlers(app.pid)
         dump = parse_dump(app.dump_sigquit())

@@ -16,10 +16,13 @@ from pytest_sideeye.snapshot import buckets
 pytestmark = pytest.mark.usefixtures("needs_root")
 
 
-@pytest.fixture(params=GO_VERSIONS)
+@pytest.fixture(params=[(v, f) for v in GO_VERSIONS for f in ("", "-s -w")],
+                ids=lambda p: f"{p[0]}-{'stripped' if p[1] else 'dwarf'}")
 def waittimes(request, go_build):
-    p = subprocess.Popen([str(go_build("waittimes", request.param))], stdout=subprocess.PIPE,
-                         text=True)
+    """Also stripped (-s -w): g.waitsince's offset then comes from the layout table."""
+    version, ldflags = request.param
+    p = subprocess.Popen([str(go_build("waittimes", version, ldflags=ldflags))],
+                         stdout=subprocess.PIPE, text=True)
     try:
         lines = [p.stdout.readline().split() for _ in range(3)]
         assert [w[0] for w in lines] == ["PARKED", "GCDONE", "READY"], lines

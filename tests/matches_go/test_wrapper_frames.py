@@ -27,9 +27,11 @@ def functions(g) -> list[str]:
     return [f.function for f in g.frames if f.function != "runtime.goexit"]
 
 
+@pytest.mark.parametrize("ldflags", ["", "-s -w"], ids=["dwarf", "stripped"])
 @pytest.mark.parametrize("version", GO_VERSIONS)
-def test_wrapper_frames_are_kept_and_marked(go_build, version):
-    with start_app(go_build("leaky", version), env={"GOTRACEBACK": "system"}) as app:
+def test_wrapper_frames_are_kept_and_marked(go_build, version, ldflags):
+    binary = go_build("leaky", version, ldflags=ldflags)
+    with start_app(binary, env={"GOTRACEBACK": "system"}) as app:
         time.sleep(0.2)
         [proc] = engine.take_snapshot([app.pid]).processes
         dump = parse_dump(app.dump_sigquit())
