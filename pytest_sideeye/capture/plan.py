@@ -472,19 +472,12 @@ class FrameJob:
             if r is PENDING:
                 return PENDING
             t, addr = r
-        raw = self._word(dec, addr, 16)
-        if raw is PENDING:
+        r = self._unbox(dec, t, addr)
+        if r is PENDING:
             return PENDING
-        dyn, data = dec.dynamic_type(t, raw, 0)
-        if dyn is None:
-            raise _Fail(f"nil interface ({t.name})")
-        if dyn is PENDING:
-            return PENDING
-        if isinstance(dyn, Cut):
-            raise _Fail(f"unknown dynamic type in {t.name}")
-        if dyn.name != type_name:
-            raise _Fail(f"{t.name} holds a {dyn.name}, not a {type_name}")
-        return (dyn, addr + 8) if is_direct_iface(dyn) else (dyn, data)
+        if r[0].name != type_name:
+            raise _Fail(f"{t.name} holds a {r[0].name}, not a {type_name}")
+        return r
 
     def _field(self, dec: ValueDecoder, t: GoType, addr: int, name: str):
         for _ in range(self.plan.limits.pointer_depth + 4):

@@ -66,18 +66,25 @@ def test_not_a_go_program_is_one_line(tmp_path):
     assert len(r.stderr.strip().splitlines()) == 1
 
 
+def run_container(client, tag: str):
+    """A container of tag, running. Owner labels: a concurrent run's sweep must not take it
+    for a leftover."""
+    from pytest_sideeye.services import containers
+    c = client.containers.run(tag, detach=True, labels=containers.owner_labels())
+    for _ in range(100):
+        c.reload()
+        if c.status == "running":
+            break
+        time.sleep(0.05)
+    return c
+
+
 def test_container_resolves_to_its_go_process(needs_docker, go_build, tmp_path):
-    from pytest_sideeye.services import containers, images
+    from pytest_sideeye.services import images
     client = images.docker_client()
     tag = images.go_image("clihello", Path(__file__).parents[2] / "fixtures/goapps/hello")
-    # Owner labels: a concurrent run's sweep must not take this container for a leftover.
-    c = client.containers.run(tag, detach=True, labels=containers.owner_labels())
+    c = run_container(client, tag)
     try:
-        for _ in range(100):
-            c.reload()
-            if c.status == "running":
-                break
-            time.sleep(0.05)
         r = sideeye("snapshot", "--container", c.name, "--json", tmp_path / "c.json")
         assert r.returncode == 0, r.stderr
         snap = Snapshot.load(tmp_path / "c.json")
@@ -93,7 +100,7 @@ def test_container_resolves_to_its_go_process(needs_docker, go_build, tmp_path):
 def test_container_of_a_stripped_image(needs_docker, needs_root, go_build, tmp_path):
     """An image holding a -s -w build (as release images often do) snapshots from
     --container like any other: layouts from the table, goroutine list from the code."""
-    from pytest_sideeye.services import containers, images
+    from pytest_sideeye.services import images
     client = images.docker_client()
     (tmp_path / "ctx").mkdir()
     (tmp_path / "ctx" / "hello").write_bytes(go_build("hello", ldflags="-s -w").read_bytes())
@@ -101,13 +108,8 @@ def test_container_of_a_stripped_image(needs_docker, needs_root, go_build, tmp_p
     (tmp_path / "ctx" / "Dockerfile").write_text(
         "FROM scratch\nCOPY hello /hello\nLABEL pytest-sideeye=1\nENTRYPOINT [\"/hello\"]\n")
     tag = images.dockerfile_image("strippedhello", tmp_path / "ctx" / "Dockerfile")
-    c = client.containers.run(tag, detach=True, labels=containers.owner_labels())
+    c = run_container(client, tag)
     try:
-        for _ in range(100):
-            c.reload()
-            if c.status == "running":
-                break
-            time.sleep(0.05)
         r = sideeye("snapshot", "--container", c.name, "--json", tmp_path / "c.json")
         assert r.returncode == 0, r.stderr
         (proc,) = Snapshot.load(tmp_path / "c.json").processes
