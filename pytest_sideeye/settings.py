@@ -33,8 +33,8 @@ from __future__ import annotations
 import ipaddress
 import os
 import urllib.parse
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from pytest_sideeye.errors import SideeyeError
 
@@ -171,8 +171,7 @@ def max_pause_s() -> float:
     return _number("SIDEEYE_MAX_PAUSE_S", 2.0, minimum=0.01)
 
 
-@dataclass(frozen=True)
-class EngineSettings:
+class EngineSettings(NamedTuple):
     """What one snapshot runs with."""
     capture_pause_s: float
     hook_budget_ns: int

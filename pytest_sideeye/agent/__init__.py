@@ -9,7 +9,6 @@ document. Client side (client.py): `take_snapshot` (the engine's signature) goes
 the agent whenever its socket answers, else the engine in this process when privileged,
 else raises the one-line reason; `route` says which, `health` asks the agent.
 """
-from pytest_sideeye.agent.authorize import Caller, Refused
 from pytest_sideeye.agent.client import (
                                          AgentAnswered,
                                          AgentUnavailable,
@@ -19,7 +18,7 @@ from pytest_sideeye.agent.client import (
                                          health,
                                          missing_privileges,
                                          route,
-                                         snapshot_document,
+                                         snapshot_bytes,
                                          snapshot_via_agent,
                                          take_snapshot,
                                          warm,
@@ -29,16 +28,20 @@ from pytest_sideeye.agent.protocol import MAX_BODY_BYTES, MAX_TARGETS, REQUEST_T
 # The server side (and with it the engine) is imported on first use: a client asking the
 # agent must start fast (the CLI's whole run is timed in benchmarks/agent_bench.py).
 _SERVER_NAMES = ("MAX_CONNECTIONS", "QUEUE_SIZE", "Agent", "serve")
+_AUTHORIZE_NAMES = ("Caller", "Refused")
 
 
 def __getattr__(name: str):
     if name in _SERVER_NAMES:
         from pytest_sideeye.agent import server
         return getattr(server, name)
+    if name in _AUTHORIZE_NAMES:
+        from pytest_sideeye.agent import authorize
+        return getattr(authorize, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["MAX_BODY_BYTES", "MAX_CONNECTIONS", "MAX_TARGETS", "QUEUE_SIZE",
            "REQUEST_TIMEOUT_S", "Agent", "AgentAnswered", "AgentUnavailable", "Caller", "ContainerTarget",
            "Refused", "Route", "container_target", "health", "missing_privileges", "route", "serve",
-           "snapshot_document", "snapshot_via_agent", "take_snapshot", "warm"]
+           "snapshot_bytes", "snapshot_via_agent", "take_snapshot", "warm"]

@@ -8,11 +8,11 @@ import errno
 import json
 import socket
 import urllib.parse
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from pytest_sideeye import settings
 from pytest_sideeye.agent.protocol import (
+                                           PROCESSES_HEADER,
                                            SnapshotRequest,
                                            TargetSpec,
                                            request_bytes,
@@ -92,9 +92,10 @@ def _connect_remote(url: str, timeout: float) -> tuple[socket.socket, str]:
 
 
 def ask(method: str, path: str, doc: dict | None = None, *, timeout: float = 10.0,
-        socket_path: str | None = None) -> tuple[int, bytes]:
+        socket_path: str | None = None) -> tuple[int, dict[str, str], bytes]:
     """One request to the agent on the Unix socket, or to the remote agent of
-    SIDEEYE_AGENT_URL; returns (status, body). AgentUnavailable when nobody answers."""
+    SIDEEYE_AGENT_URL; returns (status, headers by lower-case name, body).
+    AgentUnavailable when nobody answers."""
     url = None if socket_path else settings.agent_url()
     token = None
     if url:
@@ -124,17 +125,22 @@ def ask(method: str, path: str, doc: dict | None = None, *, timeout: float = 10.
     return _split_response(bytes(data), where)
 
 
-def _split_response(data: bytes, where: str) -> tuple[int, bytes]:
+def _split_response(data: bytes, where: str) -> tuple[int, dict[str, str], bytes]:
     head, sep, body = data.partition(b"\r\n\r\n")
-    parts = head.split(b" ", 2)
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ", 2)
     if not sep or len(parts) < 2 or not parts[1].isdigit():
         raise AgentUnavailable(f"what answers on {where} is not a sideeye agent")
-    return int(parts[1]), body
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return int(parts[1]), headers, body
 
 
 def health(socket_path: str | None = None) -> dict:
     """The agent's health document; AgentUnavailable when no agent answers."""
-    status, body = ask("GET", "/v1/health", timeout=5.0, socket_path=socket_path)
+    status, _headers, body = ask("GET", "/v1/health", timeout=5.0, socket_path=socket_path)
     try:
         doc = json.loads(body)
     except ValueError:
@@ -144,43 +150,60 @@ def health(socket_path: str | None = None) -> dict:
     return doc
 
 
-def snapshot_document(targets: list, capture=None, *, strict_capture: bool = True,
-                      links=None, socket_path: str | None = None,
-                      timeout: float = SNAPSHOT_TIMEOUT_S) -> tuple[bytes, dict]:
-    """The agent's sideeye.snapshot/v1 document: its bytes as sent, and parsed. Errors it
-    answers with are one line (the refusal rules, busy, a bad capture spec), raised as
-    AgentAnswered / CaptureSpecError."""
+def snapshot_bytes(targets: list, capture=None, *, strict_capture: bool = True,
+                   links=None, socket_path: str | None = None,
+                   timeout: float = SNAPSHOT_TIMEOUT_S) -> tuple[bytes, list[dict]]:
+    """The agent's sideeye.snapshot/v1 document as sent, unparsed, and each process's pid
+    and error from its summary header: storing a 1,000-goroutine document whole saves the
+    ~15 ms of parsing it (`sideeye snapshot --json`, timed by benchmarks/agent_bench.py)."""
     req = SnapshotRequest([_target_spec(t) for t in targets], _capture_json(capture),
                           strict_capture, _links_json(links))
-    status, body = ask("POST", "/v1/snapshot", req.to_json(), timeout=timeout,
-                       socket_path=socket_path)
-    try:
-        doc = json.loads(body)
-    except ValueError:
-        raise SideeyeError(f"the sideeye agent answered {status} with a body that is not "
-                           "JSON") from None
+    status, headers, body = ask("POST", "/v1/snapshot", req.to_json(), timeout=timeout,
+                                socket_path=socket_path)
     if status != 200:
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            raise SideeyeError(f"the sideeye agent answered {status} with a body that is "
+                               "not JSON") from None
         message = doc.get("error") if isinstance(doc, dict) else None
         line = f"sideeye agent: {message or f'status {status}'}"
         raise CaptureSpecError(line) if status == 422 else AgentAnswered(status, line)
-    return body, doc
+    return body, _processes_summary(headers, body)
+
+
+def _processes_summary(headers: dict[str, str], body: bytes) -> list[dict]:
+    """[{"pid", "error"}] of a snapshot answer: from its header, else (an agent older than
+    the header) from the document itself."""
+    try:
+        if PROCESSES_HEADER.lower() in headers:
+            processes = json.loads(headers[PROCESSES_HEADER.lower()])
+        else:
+            from pytest_sideeye.snapshot import FORMAT
+            doc = json.loads(body)
+            processes = doc.get("processes") if doc.get("format") == FORMAT else None
+    except (ValueError, AttributeError):
+        processes = None
+    if not isinstance(processes, list) or \
+            not all(isinstance(p, dict) and isinstance(p.get("pid"), int) for p in processes):
+        raise SideeyeError("the sideeye agent's answer is not a sideeye.snapshot/v1 document")
+    return processes
 
 
 def snapshot_via_agent(targets: list, capture=None, *, strict_capture: bool = True,
                        links=None, socket_path: str | None = None,
                        timeout: float = SNAPSHOT_TIMEOUT_S) -> Snapshot:
     """A snapshot taken by the agent, as the model (every field checked)."""
-    _body, doc = snapshot_document(targets, capture, strict_capture=strict_capture,
-                                   links=links, socket_path=socket_path, timeout=timeout)
+    body, _processes = snapshot_bytes(targets, capture, strict_capture=strict_capture,
+                                      links=links, socket_path=socket_path, timeout=timeout)
     from pytest_sideeye.snapshot import Snapshot
     try:
-        return Snapshot.from_json(doc)
+        return Snapshot.from_json(json.loads(body))
     except ValueError as e:
         raise SideeyeError(f"the sideeye agent's snapshot is not valid: {e}") from None
 
 
-@dataclass
-class ContainerTarget:
+class ContainerTarget(NamedTuple):
     """Every Go process of a container, found by whoever takes the snapshot: the agent
     can see into a root-owned container's processes when this user cannot."""
     name_or_id: str
@@ -234,8 +257,7 @@ def _capture_json(capture):
 
 # --- who takes the snapshot ----------------------------------------------------------
 
-@dataclass(frozen=True)
-class Route:
+class Route(NamedTuple):
     """Who takes snapshots from this process: "agent", "engine" (in this process), or
     None with `reason`, the one line to show."""
     kind: str | None

@@ -20,8 +20,7 @@ from __future__ import annotations
 import json
 import socket
 import time
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from pytest_sideeye.errors import SideeyeError
 
@@ -49,8 +48,7 @@ class HttpError(SideeyeError):
         self.status = status
 
 
-@dataclass
-class Request:
+class Request(NamedTuple):
     method: str
     path: str
     headers: dict[str, str]
@@ -129,13 +127,30 @@ def _content_length(headers: dict[str, str], method: str) -> int:
     return length
 
 
-def response_bytes(status: int, doc: dict | str) -> bytes:
-    """A complete response: JSON body (a str is sent as already-encoded JSON)."""
-    body = (doc if isinstance(doc, str) else json.dumps(doc)).encode()
+# The header of a snapshot answer that lists each process's pid and error (JSON, ASCII):
+# a client that only stores the document (`sideeye snapshot --json`) need not parse it.
+PROCESSES_HEADER = "Sideeye-Processes"
+
+
+class SnapshotAnswer(NamedTuple):
+    """A sideeye.snapshot/v1 document already encoded, and its processes' summary."""
+    text: str
+    processes: list[dict]    # [{"pid": int, "error": str | None}], in the document's order
+
+
+def response_bytes(status: int, doc: dict | SnapshotAnswer) -> bytes:
+    """A complete response: a JSON body, and for a snapshot its summary header."""
+    extra = ""
+    if isinstance(doc, SnapshotAnswer):
+        body = doc.text.encode()
+        extra = f"{PROCESSES_HEADER}: {json.dumps(doc.processes)}\r\n"   # no CR/LF inside
+    else:
+        body = json.dumps(doc).encode()
     head = (f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}\r\n"
-            "Content-Type: application/json\r\n"
+            f"Content-Type: application/json\r\n{extra}"
             f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n")
     return head.encode() + body
+
 
 
 def request_bytes(method: str, path: str, doc: dict | None = None,
@@ -150,8 +165,7 @@ def request_bytes(method: str, path: str, doc: dict | None = None,
 
 # --- the snapshot request ------------------------------------------------------------
 
-@dataclass
-class TargetSpec:
+class TargetSpec(NamedTuple):
     """A pid (labels only for the report: they decide nothing) or a container to resolve."""
     pid: int | None = None
     container_name: str | None = None
@@ -170,13 +184,11 @@ class TargetSpec:
         return d
 
 
-@dataclass
-class SnapshotRequest:
+class SnapshotRequest(NamedTuple):
     targets: list[TargetSpec]
     capture: list[str] | dict[str, list[str]] | None = None
     strict_capture: bool = True
     links: list[str] | None = None
-    extra: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
         d = {"targets": [t.to_json() for t in self.targets], "capture": self.capture,

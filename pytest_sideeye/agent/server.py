@@ -44,6 +44,7 @@ from pytest_sideeye.agent.authorize import (
 )
 from pytest_sideeye.agent.protocol import (
                                            HttpError,
+                                           SnapshotAnswer,
                                            SnapshotRequest,
                                            parse_snapshot_request,
                                            read_request,
@@ -66,7 +67,7 @@ class Job:
     warm_only: bool = False   # /v1/warm: load the targets' programs, snapshot nothing
     done: threading.Event = field(default_factory=threading.Event)
     status: int = 500
-    answer: dict | str = field(default_factory=dict)
+    answer: dict | SnapshotAnswer = field(default_factory=dict)
 
 
 class Agent:
@@ -250,7 +251,7 @@ class Agent:
         finally:
             self.slots.release()
 
-    def _handle(self, conn: socket.socket, caller: Caller) -> tuple[int, dict | str]:
+    def _handle(self, conn: socket.socket, caller: Caller) -> tuple[int, dict | SnapshotAnswer]:
         try:
             req = read_request(conn)
             self._check_token(caller, req.headers)
@@ -274,7 +275,8 @@ class Agent:
         job.done.wait()
         return job.status, job.answer
 
-    def _answer_quietly(self, conn: socket.socket, status: int, answer: dict | str) -> None:
+    def _answer_quietly(self, conn: socket.socket, status: int,
+                        answer: dict | SnapshotAnswer) -> None:
         """Answer and close; a client that has gone costs nothing. Closing a socket with
         unread bytes (a refused body) resets it and the client loses the answer, so what
         it still sends is read and dropped for a moment first (bounded: DRAIN_*)."""
@@ -311,7 +313,7 @@ class Agent:
             finally:
                 job.done.set()
 
-    def _snapshot(self, job: Job) -> tuple[int, dict | str]:
+    def _snapshot(self, job: Job) -> tuple[int, dict | SnapshotAnswer]:
         # Decoding and serializing allocate a few hundred thousand small objects: a full
         # collection in the middle costs more than the rest (seen: 90 ms of a 30 ms
         # serialization). The agent serves one snapshot at a time; collect after.
@@ -321,7 +323,7 @@ class Agent:
         finally:
             gc.enable()
 
-    def _snapshot_now(self, job: Job) -> tuple[int, dict | str]:
+    def _snapshot_now(self, job: Job) -> tuple[int, dict | SnapshotAnswer]:
         t0 = time.perf_counter()
         try:
             targets = self._authorized_targets(job)
@@ -342,7 +344,8 @@ class Agent:
             return 500, {"error": str(e)}
         self.served += 1
         self.log(_snapshot_line(job.caller, snap, time.perf_counter() - t0))
-        return 200, snap.dumps()
+        return 200, SnapshotAnswer(snap.dumps(), [{"pid": p.pid, "error": p.error}
+                                                  for p in snap.processes])
 
     def _authorized_targets(self, job: Job) -> list:
         """Engine targets for the request, every pid checked against the caller's rule

@@ -306,6 +306,11 @@ def find_links(snap: Snapshot, facts: dict[int, ProcessFacts],
 
 def _connection_links(snap: Snapshot, facts: dict[int, ProcessFacts], view: NetView
                       ) -> list[Link]:
+    if not any(pf.facts for pf in facts.values()):
+        # No goroutine waits on a socket, so there is no connection to link. Worth the
+        # check: each namespace's TCP tables take ~4 ms per file to read (the kernel
+        # walks its whole connection hash table), whatever few sockets they list.
+        return []
     # Every TCP socket of every process, indexed by (namespace for loopback, local, remote):
     # a loopback address means the same thing only inside one network namespace.
     ends: dict[tuple, _End] = {}
