@@ -48,6 +48,7 @@
 #define GWIN 4096            // g structs copied at once: consecutive gs share it (power of two)
 #define HDR_WORDS 20         // u64 words of a goroutine record before its frames
 #define MAX_THREADS 64
+#define MAX_HELPERS 3       // collector threads helping the iterator walk, on other CPUs
 #define STK_WORDS 64         // words of a thread's stack copied from its sp (a leaf's frame)
 #define MAX_MS 256
 #define READS_PER_PASS 256
@@ -60,6 +61,7 @@
 // iterator in the second, so each can read its own as soon as its own walk is done.
 #define CAPQ_REGION 16384
 #define CAPTAB_MAX 1024      // pc ranges of captured functions -> read template
+#define CAPBITS_WORDS 8192   // u64 words of the captured-code bitmap (cap_shift granules)
 #define CAP_OPS 16           // ops per template (power of two)
 #define CAP_TEMPLATES 64     // templates (power of two)
 #define CAP_STEPS 128        // reads per captured frame at most
@@ -158,6 +160,11 @@ struct config {
   u64 cap_bytes;       // capbuf bytes this snapshot may use (the process's byte budget)
   u64 cap_gen;         // this snapshot's number: older remembered reads are stale
   u64 cap_cursor1;     // claim cursor of capq's second region (cap_cursor: the first)
+  // Thread ids of the collector's helper threads: a helper running an iterator pass takes
+  // scratch entry 2 + its index and joins only the shared work (goroutines and capture
+  // claimed by atomics); the threads, continuation and read passes are the main thread's.
+  u32 helper_tid[MAX_HELPERS];
+  u32 cap_shift;       // capbits: bit i covers code [cap_lo + i << cap_shift, + 1 << cap_shift)
 };
 
 struct capent { u32 gidx, frame; u64 pc, cfa; };       // a frame to capture
@@ -210,6 +217,7 @@ struct out_t {
   u64 ncapq1;           // frames in capq's second region (ncapq: the first)
   u64 hook_walked;      // set once the stop hook's walk (so its capq region) is complete
   u64 capfail;          // capture reads that failed (not resident, or a bad pointer)
+  u64 helper_gs;        // goroutines the collector's helper threads walked
   union {
     struct grec cg[CONT_PER_PASS];   // MODE_CONT results
     struct { struct trec t[MAX_THREADS]; struct mrec m[MAX_MS]; } th;
@@ -245,13 +253,18 @@ BPF_F_TABLE("array", u32, u64, todo, TODO_MAX, BPF_F_MMAPABLE);
 BPF_F_TABLE("array", u32, struct readreq, reads, READS_PER_PASS, BPF_F_MMAPABLE);
 BPF_F_TABLE("array", u32, struct capent, capq, CAPQ_MAX, BPF_F_MMAPABLE);
 BPF_F_TABLE("array", u32, struct caprange, captab, CAPTAB_MAX, BPF_F_MMAPABLE);
+// Which granules of code between cap_lo and cap_hi hold captured ranges: the walk queues
+// a frame only when its bit is set (one load per frame; bounds alone let a whole package's
+// frames through, e.g. every main.* frame when one main function is captured).
+struct capbits_t { u64 w[CAPBITS_WORDS]; };
+BPF_F_TABLE("array", u32, struct capbits_t, capbits, 1, BPF_F_MMAPABLE);
 BPF_F_TABLE("array", u32, struct capop, capops, CAP_TEMPLATES * CAP_OPS, BPF_F_MMAPABLE);
 BPF_F_TABLE("array", u32, struct capbuf_t, capbuf, 1, BPF_F_MMAPABLE);
 // capq entries whose ranges the collector's Python reads (TPL_PYTHON).
 BPF_F_TABLE("array", u32, u64, cappy, TODO_MAX, BPF_F_MMAPABLE);
-// Scratch space: entry 0 for the stop hook, 1 for the iterator, which reads the threads
-// while the hook walks the goroutines.
-BPF_ARRAY(scratch, struct scratch_t, 2);
+// Scratch space: entry 0 for the stop hook, 1 for the iterator run by the collector's main
+// thread, 2.. for the iterators its helper threads run at the same time.
+BPF_ARRAY(scratch, struct scratch_t, 2 + MAX_HELPERS);
 
 static __always_inline u64 g_word(u8 *g, u32 off) {
   return *(u64 *)(g + (off & (G_COPY - 1)));
@@ -350,6 +363,12 @@ static __always_inline void queue_captured(struct config *c, struct out_t *o, st
                                            u32 gidx) {
   u64 n = r->h[H_NFRAMES];
   u64 lo = c->cap_lo, hi = c->cap_hi;
+#if !IN_CONTEXT
+  u32 zero = 0;
+  struct capbits_t *bits = capbits.lookup(&zero);
+  if (!bits)
+    return;
+#endif
   struct bpf_iter_num it;
   int *kp;
   iter_new(&it, 0, MAX_FRAMES);
@@ -359,8 +378,16 @@ static __always_inline void queue_captured(struct config *c, struct out_t *o, st
       break;
     u64 pc = r->f[(2 * k) & (2 * MAX_FRAMES - 2)];
     u64 fp = r->f[(2 * k + 1) & (2 * MAX_FRAMES - 1)];
-    if (pc < lo || pc > hi || !fp)
+    if (pc <= lo || pc > hi || !fp)
       continue;
+#if !IN_CONTEXT
+    // The stop hook skips this: it walks ~1,000 goroutines in its budget, whose frames fit
+    // its region of capq, and this check took its program past the verifier's limit.
+    u64 bit = (pc - 1 - lo) >> (c->cap_shift & 63);   // a return address: the call is before it
+    if (!((bits->w[(bit >> 6) & (CAPBITS_WORDS - 1)] >> (bit & 63)) & 1) ||
+        bit >= CAPBITS_WORDS * 64)
+      continue;
+#endif
     u32 q = __sync_fetch_and_add(IN_CONTEXT ? &o->ncapq : &o->ncapq1, 1);
     if (q >= CAPQ_REGION)
       continue;
@@ -835,29 +862,44 @@ int bpf_iter__task(struct bpf_iter__task *ctx) {
   struct task_struct *task = ctx->task;
   if (!task)
     return 0;
-  u32 zero = 0, one = 1;
+  u32 zero = 0;
   struct config *c = cfg.lookup(&zero);
   struct out_t *o = out.lookup(&zero);
-  struct scratch_t *s = scratch.lookup(&one);
-  if (!c || !o || !s)
+  if (!c || !o)
     return 0;
-  if (c->mode & MODE_THREADS)
+  u32 me = (u32)bpf_get_current_pid_tgid(), slot = 1;
+  for (int h = 0; h < MAX_HELPERS; h++)
+    if (c->helper_tid[h] == me)
+      slot = 2 + h;
+  // A helper joins only the shared work. Both values are made opaque here: were they
+  // constants the verifier knows, it would check everything below once per value.
+  u32 mode = c->mode;
+  u64 helping = slot != 1;
+  if (helping)
+    mode &= MODE_GS | MODE_CAPTURE;
+  asm volatile("" : "+r"(slot), "+r"(mode), "+r"(helping));
+  struct scratch_t *s = scratch.lookup(&slot);
+  if (!s)
+    return 0;
+  if (mode & MODE_THREADS)
     pass_thread(ctx, task, c, o, s);
   // The other passes run once, on the first thread the iterator visits.
   if (ctx->meta->seq_num != 0)
     return 0;
-  if (c->mode & MODE_GS)
-    pass_goroutines(task, c, o, s, c->start, c->count, 0);
-  if (c->mode & MODE_CAPTURE) {
+  if (mode & MODE_GS) {
+    u64 walked = pass_goroutines(task, c, o, s, c->start, c->count, 0);
+    __sync_fetch_and_add(&o->helper_gs, walked * (helping & 1));
+  }
+  if (mode & MODE_CAPTURE) {
     // Its own frames, then the hook's once the hook's region is complete.
     u64 deadline = capture_deadline(c);
     pass_capture(task, c, o, s, deadline, 1);
     if (o->hook_walked)
       pass_capture(task, c, o, s, deadline, 0);
   }
-  if (c->mode == MODE_CONT)
+  if (mode == MODE_CONT)
     return pass_continue(task, c, o, s);
-  if (c->mode == MODE_READ)
+  if (mode == MODE_READ)
     return pass_reads(task, c, o);
   return 0;
 }

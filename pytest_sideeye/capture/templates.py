@@ -47,6 +47,19 @@ class ReadTemplates:
     def pack_ranges(self) -> bytes:
         return b"".join(struct.pack(RANGE_FMT, lo, hi, t, 0) for lo, hi, t in self.ranges)
 
+    def pack_bits(self, words: int) -> tuple[int, bytes]:
+        """(shift, bitmap) of the code between lo and hi holding captured ranges: bit i
+        covers [lo + (i << shift), lo + ((i + 1) << shift)); the smallest shift (at least
+        16-byte granules) whose bitmap fits in `words` u64 words."""
+        shift = 4
+        while (self.hi - self.lo) >> shift >= words * 64:
+            shift += 1
+        bits = bytearray(words * 8)
+        for lo, hi, _t in self.ranges:
+            for i in range((lo - self.lo) >> shift, ((hi - 1 - self.lo) >> shift) + 1):
+                bits[i >> 3] |= 1 << (i & 7)
+        return shift, bytes(bits)
+
     def pack_ops(self, ops_per_template: int) -> bytes:
         out = bytearray()
         for ops in self.templates:

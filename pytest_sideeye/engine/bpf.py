@@ -244,9 +244,9 @@ def source_constants() -> dict[str, int]:
 
 
 MAP_NAMES = ("cfg", "out", "gout", "conts", "todo", "reads", "scratch", "capq", "captab",
-             "capops", "capbuf", "cappy")
-MMAPPED = ("cfg", "out", "gout", "conts", "todo", "reads", "capq", "captab", "capops", "capbuf",
-           "cappy")
+             "capbits", "capops", "capbuf", "cappy")
+MMAPPED = ("cfg", "out", "gout", "conts", "todo", "reads", "capq", "captab", "capbits", "capops",
+           "capbuf", "cappy")
 BPF_MAP_CREATE = 0
 CACHE = JsonCache("bpf", schema=1)
 

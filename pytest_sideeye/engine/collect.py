@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import os
 import struct
+import threading
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from pytest_sideeye.capture import parse_output
 from pytest_sideeye.engine.bpf import Program, source_constants
 from pytest_sideeye.engine.cstructs import c_struct
+from pytest_sideeye.errors import SideeyeError
 
 _C = source_constants()
 MODE_THREADS, MODE_GS, MODE_CONT, MODE_READ, MODE_CAPTURE = (
@@ -27,6 +29,7 @@ CAPENT = c_struct("capent")
 MREC = c_struct("mrec")
 CAP_COUNTERS = ("ncapq", "capused", "capfull", "ncappy", "ncapq1", "capfail")
 HOOK_WAIT_S = 0.05        # after every thread stopped, how long the hook may still take
+HELPER_WAIT_S = 10.0      # a helper's pass is one bounded BPF run: far less than this
 
 F_MORE, F_BADFP, F_READFAIL, F_NOG = _C["F_MORE"], _C["F_BADFP"], _C["F_READFAIL"], _C["F_NOG"]
 # Words of a goroutine record's header (struct grec.h), as the C numbers them.
@@ -55,6 +58,7 @@ class Records:
     hook: str = "none"    # what the stop hook did: none, walked, or "fell back: why"
     hook_ns: int = 0      # its walk's duration, as timed in the kernel
     hook_gs: int = 0      # goroutines it walked (a helping iterator pass walked the rest)
+    helper_gs: int = 0    # goroutines the collector's helper threads walked (_Helper)
     # Raw bytes copied during the pause, decoded after it.
     threads_raw: bytes = b""
     nthreads: int = 0
@@ -71,7 +75,8 @@ class Records:
         self.freeze()
         return {"pid": self.pid, "allglen": self.allglen, "ms": [list(m) for m in self.ms],
                 "notes": list(self.notes), "hook": self.hook, "hook_ns": self.hook_ns,
-                "hook_gs": self.hook_gs, "threads": _pack(self.threads_raw),
+                "hook_gs": self.hook_gs, "helper_gs": self.helper_gs,
+                "threads": _pack(self.threads_raw),
                 "nthreads": self.nthreads, "chunks": [_pack(c) for c in self.chunks],
                 "more": [[ci, i, [_pack(r) for r in recs]]
                          for (ci, i), recs in sorted(self.more.items())],
@@ -81,7 +86,8 @@ class Records:
     def from_json(cls, d: dict) -> Records:
         return cls(pid=d["pid"], allglen=d["allglen"], ms=[tuple(m) for m in d["ms"]],
                    notes=list(d["notes"]), hook=d["hook"], hook_ns=d["hook_ns"],
-                   hook_gs=d["hook_gs"], threads_raw=_unpack(d["threads"]),
+                   hook_gs=d["hook_gs"], helper_gs=d.get("helper_gs", 0),
+                   threads_raw=_unpack(d["threads"]),
                    nthreads=d["nthreads"], chunks=[_unpack(c) for c in d["chunks"]],
                    more={(ci, i): [_unpack(r) for r in recs] for ci, i, recs in d["more"]},
                    syscall_keys=[tuple(k) for k in d["syscall_keys"]])
@@ -96,11 +102,58 @@ def _unpack(text: str) -> bytes:
     return zlib.decompress(base64.b64decode(text))
 
 
+class _Helper:
+    """A collector thread that runs the main thread's shared passes at the same time, on
+    another CPU. Goroutine and capture passes are shared by claiming chunks with atomics
+    (as the stop hook shares its pass), so with N threads a big process is walked in about
+    1/N of the time. The program knows a helper by its thread id (config.helper_tid): it
+    gives it its own scratch space and keeps it out of the main thread's other work."""
+
+    def __init__(self, program: Program, link: int):
+        self._program, self._link = program, link
+        self._go, self._done = threading.Semaphore(0), threading.Semaphore(0)
+        self._closing = False
+        self._started = threading.Event()
+        self.tid = 0
+        self._thread = threading.Thread(target=self._serve, name="sideeye-collect",
+                                        daemon=True)
+        self._thread.start()
+        self._started.wait(HELPER_WAIT_S)
+
+    def _serve(self) -> None:
+        self.tid = threading.get_native_id()
+        self._started.set()
+        buf = bytearray(64)
+        while True:
+            self._go.acquire()
+            if self._closing:
+                return
+            try:
+                self._program.run(self._link, buf)
+            except OSError:
+                pass   # what it did not claim, the main thread's own pass claims
+            finally:
+                self._done.release()
+
+    def start_pass(self) -> None:
+        self._go.release()
+
+    def finish_pass(self) -> None:
+        """Wait until its pass is over: a chunk it claimed is written only then."""
+        if not self._done.acquire(timeout=HELPER_WAIT_S):
+            raise SideeyeError("a collecting thread did not finish its pass")
+
+    def close(self) -> None:
+        self._closing = True
+        self._go.release()
+        self._thread.join(HELPER_WAIT_S)
+
+
 class Collector:
     """Drives the passes for one target process (link and config made before the pause)."""
 
     def __init__(self, program: Program, pid: int, addrs: dict[str, int], bias: int, *,
-                 hook_budget_ns: int = 4_000_000):
+                 hook_budget_ns: int = 900_000, threads: int = 1):
         self.p = program
         # How long the stop hook may walk with interrupts off on its CPU (the iterator
         # takes the rest): settings' SIDEEYE_HOOK_BUDGET_US.
@@ -123,9 +176,17 @@ class Collector:
         self.link = program.link(pid)
         self.hook_link = None
         self.buf = bytearray(64)
+        self.helpers = [_Helper(program, self.link)
+                        for _ in range(min(threads, c["MAX_HELPERS"] + 1) - 1)]
+        # Always written: a stale id of an earlier collector's helper could be this
+        # thread's now (programs are pinned and shared).
+        CFG.set_array(self.p.cfg, "helper_tid", [h.tid for h in self.helpers])
 
     def close(self) -> None:
         self._detach_hook()
+        for h in self.helpers:
+            h.close()
+        CFG.set_array(self.p.cfg, "helper_tid", [])
         os.close(self.link)
 
     # --- variable capture in BPF (capture/templates.py) ----------------------------------
@@ -140,9 +201,11 @@ class Collector:
             CFG.set(self.p.cfg, cap_lo=0, cap_hi=0, cap_nranges=0, cap_cursor=0)
             return
         ranges, ops = tables.pack_ranges(), tables.pack_ops(self.p.const["CAP_OPS"])
+        shift, bits = tables.pack_bits(self.p.const["CAPBITS_WORDS"])
         self.p.captab[:len(ranges)] = ranges
         self.p.capops[:len(ops)] = ops
-        CFG.set(self.p.cfg, cap_lo=tables.lo, cap_hi=tables.hi,
+        self.p.capbits[:len(bits)] = bits
+        CFG.set(self.p.cfg, cap_lo=tables.lo, cap_hi=tables.hi, cap_shift=shift,
                 cap_nranges=len(tables.ranges), cap_cursor=0)
 
     def _new_capture_generation(self) -> None:
@@ -162,7 +225,7 @@ class Collector:
     def capture_pass(self, raw: Records) -> None:
         """Read the captured frames nobody has read yet (all of them without the hook)."""
         self._configure(MODE_CAPTURE)
-        self._run(raw)
+        self._run(raw, shared=True)
 
     def failed_capture_frames(self, tables) -> list[tuple[int, int]]:
         """(pc, cfa) of the frames BPF read with at least one failed read; empty (and
@@ -270,7 +333,7 @@ class Collector:
     def _shared_pass(self, raw: Records, mode: int) -> None:
         """A pass claiming what is left of the goroutine pass the hook started."""
         self._configure(mode, 0, self.per_pass)
-        self._run(raw)
+        self._run(raw, shared=True)
 
     def _gs_words(self) -> tuple[int, int, int, int, int]:
         """(allglen, nrecs, ntodo, gfails, gerrors) of the last goroutine pass."""
@@ -283,12 +346,23 @@ class Collector:
         CFG.set(self.p.cfg, cursor=0)
         OUT.set(self.p.out, nrecs=0, ntodo=0, gfails=0, gerrors=0)
         if start == 0:
+            OUT.set(self.p.out, helper_gs=0)
             self._new_capture_generation()
             CFG.set(self.p.cfg, cap_cursor=0, cap_cursor1=0)
             OUT.set(self.p.out, **dict.fromkeys(CAP_COUNTERS, 0))
 
-    def _run(self, raw: Records) -> None:
-        self.p.run(self.link, self.buf)
+    def _run(self, raw: Records, shared: bool = False) -> None:
+        """One pass; `shared` (goroutine and capture passes) runs it in every helper too."""
+        if not shared:
+            self.p.run(self.link, self.buf)
+            return
+        for h in self.helpers:
+            h.start_pass()
+        try:
+            self.p.run(self.link, self.buf)
+        finally:
+            for h in self.helpers:
+                h.finish_pass()
 
     def prewarm(self) -> None:
         """One goroutine pass over the still-running target, its results discarded: it
@@ -301,7 +375,9 @@ class Collector:
 
     def collect(self, raw: Records) -> None:
         """All stack passes. Called with the target stopped."""
-        self._continue(raw, self._goroutines(raw))
+        pending = self._goroutines(raw)
+        raw.helper_gs = self._out_word("helper_gs")
+        self._continue(raw, pending)
 
     def _read_threads(self, raw: Records) -> None:
         nms, nthreads = OUT.get_many(self.p.out, "nms", "nthreads")
@@ -338,7 +414,7 @@ class Collector:
         while True:
             self._configure(mode, start, self.per_pass)
             self._new_gs_pass(start)
-            self._run(raw)
+            self._run(raw, shared=True)
             if mode & MODE_THREADS:
                 self._read_threads(raw)
                 mode = MODE_GS

@@ -57,6 +57,14 @@ class CStruct:
             f = self.fields[name]
             struct.pack_into("<" + f.code, buf, f.offset, value)
 
+    def set_array(self, buf, name: str, values: list[int]) -> None:
+        """An array field: `values` first, zeros after."""
+        f = self.fields[name]
+        if len(values) > f.count:
+            raise ValueError(f"{self.name}.{name} holds {f.count} values, not {len(values)}")
+        struct.pack_into(f"<{f.count}{f.code}", buf, f.offset,
+                         *values, *[0] * (f.count - len(values)))
+
     def get_many(self, buf, *names: str) -> tuple[int, ...]:
         return tuple(self.get(buf, n) for n in names)
 

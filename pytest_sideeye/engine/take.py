@@ -183,7 +183,8 @@ def _snapshot_into(proc: Process, spec, limits, cfg: settings.EngineSettings,
     decoder = RecordDecoder(info, bias, program.const)
     # Pinned programs share their maps with every process using them (pins.py).
     with pins.lock(program.pin_key):
-        collector = Collector(program, pid, addrs, bias, hook_budget_ns=cfg.hook_budget_ns)
+        collector = Collector(program, pid, addrs, bias, hook_budget_ns=cfg.hook_budget_ns,
+                              threads=cfg.collect_threads)
         raw = Records(pid)
         times = PauseTimes()
         tables = _capture_tables(plan, info, bias, program) \
@@ -256,16 +257,19 @@ def _no_dwarf_variables(proc: Process, spec) -> None:
 
 def _who_collected(raw: Records, program: Program, wanted: bool, hooked: bool) -> str:
     """The snapshot's `collector` field: which program walked the goroutines, and why not
-    the stop hook when it did not."""
+    the stop hook when it did not; how many the collector's helper threads walked."""
+    helped = f"{raw.helper_gs} by helper threads" if raw.helper_gs else ""
     if hooked and raw.hook == "walked":
         if raw.hook_gs >= raw.allglen:
             return "stop hook"
-        return f"stop hook and iterator ({raw.hook_gs} of {raw.allglen} goroutines by the hook)"
+        return (f"stop hook and iterator ({raw.hook_gs} of {raw.allglen} goroutines by the "
+                f"hook{', ' + helped if helped else ''})")
+    helped = f"; {helped}" if helped else ""
     if hooked:
-        return f"iterator (the stop hook {raw.hook})"
+        return f"iterator (the stop hook {raw.hook}{helped})"
     if not wanted:
-        return "iterator (stop hook disabled by SIDEEYE_STOP_HOOK=0)"
-    return f"iterator (no stop hook: {program.hook_error})"
+        return f"iterator (stop hook disabled by SIDEEYE_STOP_HOOK=0{helped})"
+    return f"iterator (no stop hook: {program.hook_error}{helped})"
 
 
 def _check_survived(pid: int) -> None:

@@ -29,16 +29,19 @@ def test_bad_values_are_one_line(monkeypatch, name, value, message):
 
 def test_defaults_and_switches(monkeypatch):
     for name in ("SIDEEYE_CAPTURE_PAUSE_MS", "SIDEEYE_HOOK_BUDGET_US", "SIDEEYE_STOP_HOOK",
-                 "SIDEEYE_BPF_CAPTURE", "SIDEEYE_MAX_PAUSE_S", "SIDEEYE_LINKS"):
+                 "SIDEEYE_BPF_CAPTURE", "SIDEEYE_MAX_PAUSE_S", "SIDEEYE_LINKS",
+                 "SIDEEYE_COLLECT_THREADS"):
         monkeypatch.delenv(name, raising=False)
     assert settings.current() == settings.EngineSettings(
-        capture_pause_s=0.01, hook_budget_ns=4_000_000, stop_hook=True, bpf_capture=True,
-        links=True)
+        capture_pause_s=0.01, hook_budget_ns=900_000, stop_hook=True, bpf_capture=True,
+        links=True, collect_threads=len(os.sched_getaffinity(0)))
     monkeypatch.setenv("SIDEEYE_STOP_HOOK", "off")
     monkeypatch.setenv("SIDEEYE_BPF_CAPTURE", "0")
     monkeypatch.setenv("SIDEEYE_LINKS", "0")
     got = settings.current()
     assert (got.stop_hook, got.bpf_capture, got.links) == (False, False, False)
+    monkeypatch.setenv("SIDEEYE_COLLECT_THREADS", "2")
+    assert settings.current().collect_threads == 2
 
 
 def test_caches_follow_their_variables(monkeypatch, tmp_path):

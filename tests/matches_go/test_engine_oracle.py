@@ -185,6 +185,44 @@ def test_already_stopped_process_is_left_stopped(go_build):
             p.kill()
 
 
+@pytest.mark.parametrize("env", [
+    {"SIDEEYE_STOP_HOOK": "0", "SIDEEYE_COLLECT_THREADS": "4"},
+    {"SIDEEYE_HOOK_BUDGET_US": "200", "SIDEEYE_COLLECT_THREADS": "4"},
+    {"SIDEEYE_COLLECT_THREADS": "1"},
+], ids=["iterator-4-threads", "short-hook-4-threads", "one-thread"])
+def test_threads_sharing_a_pass_match_the_runtime_dump(go_build, env, monkeypatch):
+    """3,000 goroutines (47 chunks of 64) walked by the collector's threads claiming chunks
+    of one pass at once, with and without the stop hook, each captured frame read once:
+    every goroutine as the runtime prints it, and the helpers did take part."""
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    capture = {"main.parkedLeaf": ["j"]}
+    with start_app(go_build("manyparked"), "-n", "3000") as app:
+        time.sleep(0.3)
+        helped = []
+        for _ in range(3):
+            before = parse_dump(app.dump_debug2())
+            proc = engine.take_snapshot([app.pid], capture=capture).processes[0]
+            after = parse_dump(app.dump_debug2())
+            assert proc.error is None, proc.error
+            stable = stable_goroutines(before, after)
+            assert len(stable) >= 3000
+            diffs = compare(proc, stable)
+            assert not diffs, "\n".join(diffs[:20])
+            leaves = [f for g in proc.goroutines for f in g.frames
+                      if f.function == "main.parkedLeaf"]
+            assert len(leaves) == 3000
+            # Each leaf's j = &job{ID: i}, i = 0..2999: every frame read once, by someone.
+            ids = [next(v.value for v in f.variables if v.name == "j").get("ID")
+                   for f in leaves]
+            assert sorted(ids) == list(range(3000))
+            helped.append("by helper threads" in proc.collector)
+    if env["SIDEEYE_COLLECT_THREADS"] == "1":
+        assert not any(helped), proc.collector
+    else:   # a helper woken late may find every chunk claimed, but not three times
+        assert any(helped), proc.collector
+
+
 def test_recursive_frames_each_get_their_own_captured_values(go_build):
     """descend(depth, i) recurses 8 times at one return address: every frame must carry
     its own `depth`, not one frame's values copied over the others."""
