@@ -401,7 +401,12 @@ class Collector:
         if self.hook_link is not None and self.hook_saw_stop():
             # Help the hook, usually running on another CPU: read the threads, then claim
             # the goroutines it has not claimed yet (nothing is reset: the pass is shared).
-            self._shared_pass(raw, MODE_THREADS | MODE_GS | self._capture_mode())
+            # Alone, it also reads the frames it queued right after walking them; with
+            # helpers it must not: one could start reading the queue while another still
+            # fills it (an entry reserved but not written yet would be lost). Their frames
+            # are read by the capture passes after.
+            capture = self._capture_mode() if not self.helpers else 0
+            self._shared_pass(raw, MODE_THREADS | MODE_GS | capture)
             self._read_threads(raw)
         hooked = self._hook_result(raw)
         if hooked is None:
