@@ -6,8 +6,9 @@ runtime.Stack(buf, true) time measured in the same run.
 
     .venv/bin/python benchmarks/engine_bench.py [--sizes 1000,10000,100000] [--reps 5]
                                                 [--go 1.24.11] [--capture]
-                                                [--ldflags '-s -w']
+                                                [--ldflags '-s -w'] [--mixed]
 
+--mixed parks goroutine i i%9 calls deep (3 to 11 frames) instead of all ~11 deep.
 --ldflags builds the target with them: `-s -w` (no DWARF, no symbol table) measures a
 stripped build, whose layouts come from the table and globals from the code.
 
@@ -41,10 +42,11 @@ def ms(ns: float) -> str:
     return f"{ns / 1e6:.3f}"
 
 
-def run_size(n: int, reps: int, version: str, capture: bool, ldflags: str = "") -> dict:
+def run_size(n: int, reps: int, version: str, capture: bool, ldflags: str = "",
+             mixed: bool = False) -> dict:
     binary = toolchains.build(ROOT / "fixtures" / "goapps" / "manyparked", version,
                               ldflags=ldflags)
-    with start_app(binary, "-n", str(n), "-felt") as app:
+    with start_app(binary, "-n", str(n), "-felt", *(["-mixed"] if mixed else [])) as app:
         time.sleep(0.5)
         engine.take_snapshot([app.pid])  # warm-up: compile and load the program
         if capture:
@@ -95,6 +97,7 @@ def main() -> None:
     ap.add_argument("--go", default=toolchains.default_version())
     ap.add_argument("--capture", action="store_true")
     ap.add_argument("--ldflags", default="", help="build the target with these (e.g. '-s -w')")
+    ap.add_argument("--mixed", action="store_true", help="stacks 3 to 11 frames deep")
     args = ap.parse_args()
     head = ["parked", "read", "pause ms (min)", "stop", "collect", "resume",
             "longest interrupts-off stretch (hook_walk, max)",
@@ -102,11 +105,12 @@ def main() -> None:
     if args.capture:
         head += ["frames captured", "pause with capture (min)", "capture adds"]
     print(f"Go {args.go}{' -ldflags=' + repr(args.ldflags) if args.ldflags else ''}, "
+          f"{'stacks 3-11 frames deep' if args.mixed else 'stacks ~11 frames deep'}, "
           f"{args.reps} snapshots per size, medians; times in ms")
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for n in (int(s) for s in args.sizes.split(",")):
-        r = run_size(n, args.reps, args.go, args.capture, args.ldflags)
+        r = run_size(n, args.reps, args.go, args.capture, args.ldflags, args.mixed)
         row = (f"| {r['n']:,} | {r['goroutines']:,} | {ms(r['pause'])} ({ms(r['pause_min'])}) | "
                f"{ms(r['stop'])} | {ms(r['collect'])} | {ms(r['resume'])} | "
                f"{ms(r['hook_walk_max'])} | "
