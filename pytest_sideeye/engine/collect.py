@@ -30,6 +30,9 @@ MREC = c_struct("mrec")
 CAP_COUNTERS = ("ncapq", "capused", "capfull", "ncappy", "ncapq1", "capfail")
 HOOK_WAIT_S = 0.05        # after every thread stopped, how long the hook may still take
 HELPER_WAIT_S = 10.0      # a helper's pass is one bounded BPF run: far less than this
+# Goroutines from which helper threads pay: waking one and waiting for it costs ~0.1-0.3
+# ms per pass, more than they save below this (the stop hook walks ~1,000 in its budget).
+HELPERS_FROM = 2048
 
 F_MORE, F_BADFP, F_READFAIL, F_NOG = _C["F_MORE"], _C["F_BADFP"], _C["F_READFAIL"], _C["F_NOG"]
 # Words of a goroutine record's header (struct grec.h), as the C numbers them.
@@ -177,10 +180,18 @@ class Collector:
         self.hook_link = None
         self.buf = bytearray(64)
         self.helpers = [_Helper(program, self.link)
-                        for _ in range(min(threads, c["MAX_HELPERS"] + 1) - 1)]
+                        for _ in range(min(threads, c["MAX_HELPERS"] + 1) - 1)] \
+            if threads > 1 and self._goroutines_now() >= HELPERS_FROM else []
         # Always written: a stale id of an earlier collector's helper could be this
         # thread's now (programs are pinned and shared).
         CFG.set_array(self.p.cfg, "helper_tid", [h.tid for h in self.helpers])
+
+    def _goroutines_now(self) -> int:
+        """runtime.allglen of the running target, read before the pause (0 if unreadable):
+        whether helper threads are worth waking."""
+        addr = self.addrs["runtime.allglen"] + self.bias
+        data = self.read_many(Records(self.pid), [(addr, 8)]).get((addr, 8))
+        return struct.unpack("<Q", data)[0] if data else 0
 
     def close(self) -> None:
         self._detach_hook()
