@@ -11,7 +11,9 @@ import pytest
 from oracle import start_app
 from support import GO_VERSIONS
 
+from pytest_sideeye.binary import analyze
 from pytest_sideeye.engine import Target, take_snapshot
+from pytest_sideeye.engine import links as links_mod
 from pytest_sideeye.snapshot import render_text
 
 USER_LINK = "main.call:order == main.parkHandler:order"
@@ -268,3 +270,24 @@ def test_own_sockets_resolve_to_their_four_tuples():
     finally:
         for x in (client, server, listener):
             x.close()
+
+
+def test_probes_a_binary_accepts_are_kept_on_disk(go_build, monkeypatch, tmp_path):
+    """Checking the probes plans each against the DWARF (~0.5 s): a second process reads
+    the result by build id; a damaged entry is checked again."""
+    monkeypatch.setenv("SIDEEYE_BINARY_CACHE", str(tmp_path))
+    info = analyze(str(go_build("peers")))
+    check = links_mod._checked_probes
+    calls = []
+    monkeypatch.setattr(links_mod, "_checked_probes", lambda i: calls.append(1) or check(i))
+
+    def fresh_process_spec():
+        monkeypatch.setattr(links_mod, "_probe_cache", {})
+        return links_mod.probe_spec(info)
+
+    checked = fresh_process_spec()
+    assert "net/http.(*persistConn).roundTrip" in checked.functions and calls == [1]
+    [stored] = tmp_path.glob("probes-*.json")
+    assert fresh_process_spec() == checked and calls == [1]
+    stored.write_text('{"$schema": 1, "data": {"main.f": "not a list"}}')
+    assert fresh_process_spec() == checked and calls == [1, 1]
