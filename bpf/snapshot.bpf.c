@@ -86,6 +86,7 @@
 #define F_BADFP 2            // a frame pointer left the stack or went backwards
 #define F_READFAIL 4         // a copy from the target failed
 #define F_NOG 8              // the g pointer itself could not be read
+#define F_INCAP 16           // some frame's pc lies within the capture bounds (cap_lo..cap_hi)
 #define SIGNAL_STOP_STOPPED 1   // signal_struct.flags: the group stop is complete
 // Slots of dead goroutines keep H_STATUS = GSTATUS_DEAD and no frames.
 
@@ -239,6 +240,8 @@ struct scratch_t {
   u8 win[WIN + 16];
   u8 m[M_COPY + 8];
   u64 regs[24];
+  // The capture bounds as walk() checks them: pc - cap_lo <= cap_span (span 0: no capture).
+  u64 cap_lo, cap_span;
 };
 
 BPF_F_TABLE("array", u32, struct config, cfg, 1, BPF_F_MMAPABLE);
@@ -299,6 +302,7 @@ static __always_inline void walk(struct task_struct *task, struct scratch_t *s, 
                                  u64 *flags, u64 *cont) {
   u64 base = 0, have = 0;
   u64 fl = F_MORE;  // stays set only when the loop runs out of frames
+  u64 clo = s->cap_lo, cspan = s->cap_span, incap = 0;
   struct bpf_iter_num it;
   int *kp;
   // Keep these as pointers in registers: if clang hoists them as "base + scalar offset",
@@ -340,6 +344,7 @@ static __always_inline void walk(struct task_struct *task, struct scratch_t *s, 
     }
     frames[(2 * k) & (2 * MAX_FRAMES - 2)] = ret;
     frames[(2 * k + 1) & (2 * MAX_FRAMES - 1)] = next;
+    incap |= ret - clo <= cspan;
     *nframes = k + 1;
     if (next != 0 && next <= fp) {
       fl = F_BADFP;
@@ -354,7 +359,7 @@ static __always_inline void walk(struct task_struct *task, struct scratch_t *s, 
     else
       *cont = fp;
   }
-  *flags |= fl;
+  *flags |= fl | (incap ? F_INCAP : 0);
 }
 
 // Frames whose pc lies within the captured functions' bounds go to capq, for pass_capture
@@ -463,6 +468,8 @@ static __always_inline void read_goroutine(struct task_struct *task, struct conf
   r->f[0] = pc;
   r->f[1] = fp;
   r->h[H_NFRAMES] = 1;
+  if (pc - s->cap_lo <= s->cap_span)
+    r->h[H_FLAGS] = F_INCAP;
   if (fp != 0)
     walk(task, s, r->f, &r->h[H_NFRAMES], 1, fp, lo, hi, &r->h[H_FLAGS], &r->h[H_CONT_FP]);
   if (r->h[H_FLAGS] & F_READFAIL)
@@ -473,7 +480,9 @@ static __always_inline void read_goroutine(struct task_struct *task, struct conf
     if (slot)
       *slot = i;
   }
-  if (c->cap_hi)
+  // Most goroutines have no frame within the bounds: the walk said so (F_INCAP), which
+  // spares a second loop over their frames (a fifth of the stop hook's time per goroutine).
+  if (c->cap_hi && (r->h[H_FLAGS] & F_INCAP))
     queue_captured(c, o, r, index);
 }
 
@@ -496,6 +505,8 @@ static __always_inline int pass_goroutines(struct task_struct *task, struct conf
   if (start + count > allglen)
     count = allglen - start;
   o->nrecs = count;
+  s->cap_lo = c->cap_lo;
+  s->cap_span = c->cap_hi ? c->cap_hi - c->cap_lo : 0;
   u32 walked = 0;
   struct bpf_iter_num chunks;
   int *cp;
@@ -881,6 +892,7 @@ int bpf_iter__task(struct bpf_iter__task *ctx) {
   struct scratch_t *s = scratch.lookup(&slot);
   if (!s)
     return 0;
+  s->cap_span = 0;   // threads and continuations: no capture hint (pass_goroutines sets it)
   if (mode & MODE_THREADS)
     pass_thread(ctx, task, c, o, s);
   // The other passes run once, on the first thread the iterator visits.
