@@ -348,46 +348,30 @@ def _function_matches(name: str, wanted: str) -> bool:
 _ENCODE = json.JSONEncoder(ensure_ascii=False).encode   # json.dumps(v, ensure_ascii=False)
 
 
+def _around(head: dict, tail: dict, key: str, items) -> str:
+    """The text of {**head, key: [items], **tail}, each item already JSON text."""
+    return "".join((_ENCODE(head)[:-1], f", {_ENCODE(key)}: [", ", ".join(items), "]",
+                    ", " + _ENCODE(tail)[1:] if tail else "}"))
+
+
 class _Encoder:
-    """Snapshot.dumps's compact text, written as a list of pieces joined once. A process's
-    goroutines share most of their frames (1,000 goroutines parked alike repeat the same
-    15), so each distinct frame without variables is encoded once: for 1,000 goroutines x
-    15 frames this took serializing from ~50 ms (to_json + json.dumps) to ~10 ms here
-    (benchmarks/agent_bench.py measures the whole command)."""
+    """Snapshot.dumps's compact text. A process's goroutines share most of their frames
+    (1,000 goroutines parked alike repeat the same 15), so each distinct frame without
+    variables is encoded once: for 1,000 goroutines x 15 frames this took serializing from
+    ~30-50 ms (to_json + json.dumps) to ~10 ms (benchmarks/agent_bench.py measures the
+    whole command)."""
 
     def __init__(self) -> None:
         self._frames: dict[tuple, str] = {}
-        self._out: list[str] = []
 
     def snapshot(self, snap: Snapshot) -> str:
-        head, tail = snap.json_parts()
-        self._around(head, "processes", snap.processes, self._process, tail)
-        return "".join(self._out)
+        return _around(*snap.json_parts(), "processes", map(self._process, snap.processes))
 
-    def _around(self, head: dict, key: str, items: list, write, tail: dict) -> None:
-        """Write {**head, key: [each item written by write], **tail}."""
-        out = self._out
-        out.append(_ENCODE(head)[:-1])
-        out.append(f", {_ENCODE(key)}: [")
-        for i, item in enumerate(items):
-            if i:
-                out.append(", ")
-            write(item)
-        out.append("]")
-        out.append(", " + _ENCODE(tail)[1:] if tail else "}")
+    def _process(self, p: Process) -> str:
+        return _around(*p.json_parts(), "goroutines", map(self._goroutine, p.goroutines))
 
-    def _process(self, p: Process) -> None:
-        head, tail = p.json_parts()
-        self._around(head, "goroutines", p.goroutines, self._goroutine, tail)
-
-    def _goroutine(self, g: Goroutine) -> None:
-        head, tail = g.json_parts()
-        out = self._out
-        out.append(_ENCODE(head)[:-1])
-        out.append(', "frames": [')
-        out.append(", ".join([self._frame(f) for f in g.frames]))
-        out.append("]")
-        out.append(", " + _ENCODE(tail)[1:] if tail else "}")
+    def _goroutine(self, g: Goroutine) -> str:
+        return _around(*g.json_parts(), "frames", map(self._frame, g.frames))
 
     def _frame(self, f: Frame) -> str:
         if f.variables:
