@@ -179,12 +179,20 @@ class Collector:
         self.link = program.link(pid)
         self.hook_link = None
         self.buf = bytearray(64)
-        self.helpers = [_Helper(program, self.link)
-                        for _ in range(min(threads, c["MAX_HELPERS"] + 1) - 1)] \
+        self.helpers = self._start_helpers(threads - 1) \
             if threads > 1 and self._goroutines_now() >= HELPERS_FROM else []
         # Always written: a stale id of an earlier collector's helper could be this
         # thread's now (programs are pinned and shared).
         CFG.set_array(self.p.cfg, "helper_tid", [h.tid for h in self.helpers])
+
+    def _start_helpers(self, n: int) -> list[_Helper]:
+        """Up to MAX_HELPERS helper threads; one that did not start (no thread id to tell
+        it by) is closed rather than left to run as if it were the main thread."""
+        helpers = [_Helper(self.p, self.link)
+                   for _ in range(min(n, self.p.const["MAX_HELPERS"]))]
+        for h in [h for h in helpers if not h.tid]:
+            h.close()
+        return [h for h in helpers if h.tid]
 
     def _goroutines_now(self) -> int:
         """runtime.allglen of the running target, read before the pause (0 if unreadable):
