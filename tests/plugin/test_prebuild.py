@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import uuid
+import xml.etree.ElementTree as ET
 
 import pytest
 from support import GOAPPS
@@ -63,14 +64,30 @@ def test_a_service_that_does_not_compile_errors_its_tests_with_the_compiler_mess
     """))
     (tmp_path / "pytest.ini").write_text("[pytest]\n")
     r = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rA",
-                        "-p", "no:hypothesispytest"], cwd=tmp_path, capture_output=True,
-                       text=True, env=clean_env(tmp_path), timeout=600)
+                        "-p", "no:hypothesispytest", "--junitxml=junit.xml"], cwd=tmp_path,
+                       capture_output=True, text=True, env=clean_env(tmp_path), timeout=600)
     print(r.stdout[-6000:], r.stderr[-3000:])
     lines = r.stdout.splitlines()
     failed = [line for line in lines if line.startswith("sideeye: building broken")]
     assert len(failed) == 1 and " ... FAILED: go build of " in failed[0]
     assert "undefined: notDeclared" in failed[0]
+    # Each test's error from junit XML, whole: pytest's short summary is cut to the
+    # terminal's width (an 80-column terminal lost the compiler's message).
+    outcomes = junit_outcomes(tmp_path / "junit.xml")
     for test in ("test_one", "test_two"):
-        err = next(line for line in lines if line.startswith(f"ERROR test_b.py::{test}"))
-        assert "undefined: notDeclared" in err
-    assert "PASSED test_b.py::test_fine" in r.stdout
+        kind, message = outcomes[test]
+        assert kind == "error" and "undefined: notDeclared" in message, (test, kind, message)
+    assert outcomes["test_fine"] == ("passed", "")
+
+
+def junit_outcomes(path) -> dict[str, tuple[str, str]]:
+    """{test name: (passed|failure|error|skipped, its message and text)} from junit XML."""
+    outcomes = {}
+    for case in ET.parse(path).getroot().iter("testcase"):
+        problems = [c for c in case if c.tag in ("failure", "error", "skipped")]
+        kind, text = "passed", ""
+        if problems:
+            kind = problems[0].tag
+            text = (problems[0].get("message") or "") + "\n" + (problems[0].text or "")
+        outcomes[case.get("name")] = (kind, text)
+    return outcomes
