@@ -3,6 +3,8 @@
 The engine reads the settings at the start of each snapshot (`current()`), so a test or a
 user may change them between snapshots; nothing reads them at import time. A bad value is
 one line naming the variable and what it takes (pytest-timeout's style), never a traceback.
+The per-snapshot ones (PER_SNAPSHOT: the first six below) that a caller sets travel with
+its request to the agent, which applies each within its own value (docs/agent.md).
 
 | variable                  | default                         | meaning |
 | SIDEEYE_CAPTURE_PAUSE_MS  | 10                              | pause time variable capture may take per process |
@@ -181,27 +183,121 @@ class EngineSettings(NamedTuple):
     links: bool
     collect_threads: int    # threads walking goroutines in the pause (1: the main one only)
 
+    def recorded(self) -> dict:
+        """Each setting by its variable, in the variable's units: the form a snapshot
+        records (`settings`) and a request to the agent carries."""
+        return {k.variable: k.of(self) for k in PER_SNAPSHOT}
+
+
+class Knob(NamedTuple):
+    """One per-snapshot setting: its variable, the EngineSettings field it fills, and how.
+    A value in the variable's units times `scale` is the field's. Every knob is a limit
+    for the agent: a caller may ask for less than the agent's own value, never more (for
+    a switch, 0 is less)."""
+    variable: str
+    field: str
+    kind: type               # bool: a switch (1 or 0); int or float: a number
+    default: object          # a value, or a function giving the machine's default
+    scale: float = 1.0
+    minimum: float = 0.0
+
+    def of(self, cfg: EngineSettings) -> float | int | bool:
+        """This setting's value in cfg, in the variable's units."""
+        value = getattr(cfg, self.field)
+        if self.kind is bool:
+            return value
+        unscaled = round(value / self.scale, 9)
+        return int(unscaled) if unscaled == int(unscaled) else unscaled
+
+    def field_value(self, value: float | bool) -> float | int | bool:
+        if self.kind is bool:
+            return bool(value)
+        return self.kind(value * self.scale)
+
+    def from_environment(self) -> float | int | bool:
+        default = self.default() if callable(self.default) else self.default
+        if self.kind is bool:
+            return _switch(self.variable, default=default)
+        return _number(self.variable, default, minimum=self.minimum)
+
+
+# The per-snapshot settings, declared once: the engine reads them (current()), a client
+# sends those its caller set to the agent (requested()), the agent checks them
+# (from_request()) and keeps them within its own (within_limits()).
+PER_SNAPSHOT = (
+    Knob("SIDEEYE_CAPTURE_PAUSE_MS", "capture_pause_s", float, 10.0, scale=1e-3),
+    # The hook runs inside sched_switch with interrupts off: its longest stretch must
+    # stay under 1 ms. It checks the budget before claiming each 64 goroutines (~0.07
+    # ms of walking), hence 0.9 ms.
+    Knob("SIDEEYE_HOOK_BUDGET_US", "hook_budget_ns", int, 900.0, scale=1e3),
+    Knob("SIDEEYE_STOP_HOOK", "stop_hook", bool, default=True),
+    Knob("SIDEEYE_BPF_CAPTURE", "bpf_capture", bool, default=True),
+    Knob("SIDEEYE_LINKS", "links", bool, default=True),
+    Knob("SIDEEYE_COLLECT_THREADS", "collect_threads", int, lambda: _cpus(), minimum=1),
+)
+
 
 def current() -> EngineSettings:
     """The engine's settings as the environment says now (read once per snapshot). The
     capture budget must fit in the guardian's hard limit on a pause: past it the guardian
     resumes the target and the capture would read a running process."""
-    capture_pause_s = _number("SIDEEYE_CAPTURE_PAUSE_MS", 10.0) / 1000
-    if capture_pause_s >= max_pause_s() / 2:
-        raise SettingError(f"SIDEEYE_CAPTURE_PAUSE_MS={capture_pause_s * 1000:g} (from the "
+    cfg = EngineSettings(**{k.field: k.field_value(k.from_environment()) for k in PER_SNAPSHOT})
+    if cfg.capture_pause_s >= max_pause_s() / 2:
+        raise SettingError(f"SIDEEYE_CAPTURE_PAUSE_MS={cfg.capture_pause_s * 1000:g} (from the "
                            "environment) must stay under half of SIDEEYE_MAX_PAUSE_S "
                            f"({max_pause_s():g} s), the longest any pause may last")
-    return EngineSettings(
-        capture_pause_s=capture_pause_s,
-        # The hook runs inside sched_switch with interrupts off: its longest stretch must
-        # stay under 1 ms. It checks the budget before claiming each 64 goroutines (~0.07
-        # ms of walking), hence 0.9 ms.
-        hook_budget_ns=int(_number("SIDEEYE_HOOK_BUDGET_US", 900.0) * 1000),
-        stop_hook=_switch("SIDEEYE_STOP_HOOK", default=True),
-        bpf_capture=_switch("SIDEEYE_BPF_CAPTURE", default=True),
-        links=_switch("SIDEEYE_LINKS", default=True),
-        collect_threads=int(_number("SIDEEYE_COLLECT_THREADS", _cpus(), minimum=1)),
-    )
+    return cfg
+
+
+def requested() -> dict:
+    """The per-snapshot settings this process's environment sets, every one checked
+    (SettingError), by variable: what a request to the agent carries. Those left unset
+    are the agent's own."""
+    cfg = current()
+    return {k.variable: k.of(cfg) for k in PER_SNAPSHOT
+            if (os.environ.get(k.variable) or "").strip()}
+
+
+def from_request(doc) -> dict:
+    """A request's settings checked as the environment's are: SettingError naming the
+    first bad one, in one line."""
+    if not isinstance(doc, dict):
+        raise SettingError("'settings' must be an object of SIDEEYE_* variables")
+    known = {k.variable: k for k in PER_SNAPSHOT}
+    for name, value in doc.items():
+        knob = known.get(name)
+        if knob is None:
+            raise SettingError(f"{str(name)[:60]!r} (from the request) is not a per-snapshot "
+                               f"setting ({', '.join(known)})")
+        if knob.kind is bool:
+            if not isinstance(value, bool):
+                raise SettingError(f"{name}={str(value)[:20]!r} (from the request) takes "
+                                   "true or false")
+        elif isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or value != value or value < knob.minimum or value == float("inf"):
+            raise SettingError(f"{name}={str(value)[:20]!r} (from the request) must be a "
+                               f"number >= {knob.minimum:g}")
+    return dict(doc)
+
+
+def within_limits(asked: dict, limits: EngineSettings) -> tuple[EngineSettings, list[str]]:
+    """The settings a caller asked for (from_request), each kept within the agent's own
+    (`limits`, from its environment): at most the agent's value. Returns them and a note
+    for each one lowered."""
+    fields, notes = {}, []
+    for k in PER_SNAPSHOT:
+        mine = k.of(limits)
+        value = asked.get(k.variable, mine)
+        if value > mine:
+            notes.append(f"settings: {k.variable}={_shown(value)} asked, the agent's limit "
+                         f"{_shown(mine)} applied")
+            value = mine
+        fields[k.field] = k.field_value(value)
+    return EngineSettings(**fields), notes
+
+
+def _shown(value) -> str:
+    return str(int(value)) if isinstance(value, bool) else f"{value:g}"
 
 
 def _cpus() -> int:
