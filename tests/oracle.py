@@ -206,10 +206,12 @@ def compare(snapshot_process: Process | Iterable[Goroutine], oracle_goroutines: 
     - goroutine 0 is skipped: in a SIGQUIT dump it is the signal thread's g0, not a
       goroutine of runtime.allgs;
     - with ignore_running, goroutines running/runnable/preempted in the oracle (or whose
-      stack the runtime could not print) are skipped: they move between the two moments;
+      stack the runtime could not print) are skipped: they move between the two moments.
+      With complete=True only their status and frames are skipped: their ids must be in ours;
     - goroutines only in ours are fine: level-1 dumps (debug=2) hide runtime goroutines;
       with complete=True (the oracle is a whole level-2 dump taken right after ours) a
-      goroutine only in ours is a difference. A goroutine id twice in ours always is;
+      goroutine only in ours is a difference, and so is a different goroutine count.
+      A goroutine id twice in ours always is;
     - a level-1 oracle hides runtime-internal frames and wrappers (traceback.go
       showfuncinfo): the same rule is applied to our frames before comparing;
     - against a level-2 oracle (SIGQUIT), every frame counts, wrappers included (the
@@ -226,12 +228,18 @@ def compare(snapshot_process: Process | Iterable[Goroutine], oracle_goroutines: 
     if complete:
         known = {g.id for g in oracle}
         diffs += [f"{describe(g)}: only in the snapshot" for g in ours if g.id not in known]
+        mine, theirs = (sum(g.id != 0 for g in side) for side in (ours, oracle))
+        if mine != theirs:
+            diffs.append(f"{mine} goroutines in the snapshot, oracle {theirs}")
     for want in oracle:
-        if want.id == 0 or (ignore_running and not is_settled(want)):
+        if want.id == 0:
             continue
         got = by_id.get(want.id)
-        if got is None:
+        skipped = ignore_running and not is_settled(want)
+        if got is None and (complete or not skipped):
+            # A whole dump lists unsettled goroutines too: their ids must be in ours.
             diffs.append(f"{describe(want)}: missing from the snapshot")
+        if got is None or skipped:
             continue
         diffs += _compare_goroutine(got, want, full_frames, max_frame_diffs)
     return diffs
