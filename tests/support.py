@@ -17,6 +17,12 @@ ROOT = Path(__file__).resolve().parent.parent
 GOAPPS = ROOT / "fixtures" / "goapps"
 DATA = ROOT / "tests" / "data"
 IN_CI = bool(os.environ.get("CI"))
+# What a test starts (a user's pytest run above all) sees a user's plain terminal: 80
+# columns, no CI variable. pytest cuts its short summary to the width, except under CI, so a
+# test that reads a cut line fails here on every machine, not just in someone's terminal.
+for _ci_variable in ("CI", "BUILD_NUMBER"):
+    os.environ.pop(_ci_variable, None)
+os.environ["COLUMNS"] = "80"
 # Correctness tests of variable capture must not depend on how loaded the machine is: give
 # capture a generous pause budget (the product default is 10 ms; its own test lowers it).
 # (under half the guardian's 2 s hard limit on any pause, which settings enforces).

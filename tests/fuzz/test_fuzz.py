@@ -19,6 +19,7 @@ from types import SimpleNamespace
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import IN_CI
 
 from pytest_sideeye.errors import SideeyeError
 
@@ -31,7 +32,7 @@ def fuzz(examples: int) -> settings:
     machine is shared and noisy). Under CI the sequence of examples is fixed, so that a
     submission's result does not depend on the draw; locally every run draws anew."""
     return settings(max_examples=examples, deadline=None, database=None,
-                    derandomize=bool(os.environ.get("CI")),
+                    derandomize=IN_CI,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
