@@ -14,6 +14,7 @@ its request to the agent, which applies each within its own value (docs/agent.md
 | SIDEEYE_BPF_CAPTURE       | 1                               | 0: every captured frame goes through the Python path |
 | SIDEEYE_LINKS             | 1                               | 0: no built-in links (no socket reads in the pause)  |
 | SIDEEYE_MAX_PAUSE_S       | 2.0                             | the guardian resumes a target paused longer than this |
+| SIDEEYE_MEMO_MB           | 192                             | memory a long-lived process (the agent) keeps about the binaries it saw; least recently used dropped first (memo.py) |
 | SIDEEYE_CACHE             | ~/.cache/sideeye                | root of the disk caches below |
 | SIDEEYE_BINARY_CACHE      | $SIDEEYE_CACHE/binaries         | binary analysis by build id |
 | SIDEEYE_DWARF_CACHE       | $SIDEEYE_CACHE/dwarf            | DWARF type indexes by build id |
@@ -172,6 +173,13 @@ def use_agent() -> bool:
 
 def max_pause_s() -> float:
     return _number("SIDEEYE_MAX_PAUSE_S", 2.0, minimum=0.01)
+
+
+def memo_bytes() -> int:
+    """The byte budget of what a process keeps in memory per binary (memo.py): past it,
+    the least recently used binaries' analyses are dropped (read again from disk if seen
+    again). Read at each store: a long-lived process follows a change."""
+    return int(_number("SIDEEYE_MEMO_MB", 192.0) * 2**20)
 
 
 class EngineSettings(NamedTuple):

@@ -11,9 +11,9 @@ import pytest
 
 PKG = Path(__file__).resolve().parents[2] / "pytest_sideeye"
 
-# Earlier first. The foundation (errors, then settings, then files) imports nothing of ours
-# but itself; the model (snapshot) imports nothing of ours at all.
-FOUNDATION = ("errors", "settings", "files")
+# Earlier first. The foundation (errors, then settings, then files and memo) imports nothing
+# of ours but itself; the model (snapshot) imports nothing of ours at all.
+FOUNDATION = ("errors", "settings", "files", "memo")
 STAGES = ("snapshot", "binary", "capture", "engine", "report", "services", "agent", "plugin",
           "cli")
 

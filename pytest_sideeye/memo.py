@@ -1,0 +1,179 @@
+"""What a long-lived process (the agent, a pytest session snapshotting in its own process)
+keeps in memory about the binaries it has seen, under one byte budget.
+
+Everything cached about one binary (its analysis, its DWARF view, the probes it accepts,
+its capture plans' tables) is an entry of that binary's group, keyed by its build id. The
+groups share one budget (SIDEEYE_MEMO_MB, settings.memo_bytes()): past it, the least
+recently used groups are dropped whole (a group's entries reference each other: dropping
+one alone would free nothing). The group just filled is never dropped, so a binary larger
+than the whole budget still works, alone. A dropped binary is analysed again from the disk
+caches (files.py) when next seen, which costs time, never correctness.
+
+Sizes are measured, not guessed: an entry weighs what was allocated while making it and is
+still allocated when it is stored (tracemalloc, traced only for that window: a cold
+analysis takes ~25% longer; a cache hit traces nothing). A window nested in another (the
+DWARF view made during a plan) is charged to its own entry only. What the entries allocate
+later, lazily, is not counted: the function table's per-function decodings during a
+snapshot (bounded by the binary's function count, ~1-2 MB at most here); so the budget is
+the measured part, an underestimate by that much per binary kept.
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+import tracemalloc
+from collections import OrderedDict
+from typing import Any, Callable, Hashable, Iterator, TypeVar
+
+from pytest_sideeye import settings
+
+T = TypeVar("T")
+
+
+_ABSENT = object()
+
+
+class _Group:
+    __slots__ = ("entries", "nbytes")
+
+    def __init__(self) -> None:
+        self.entries: dict[tuple[str, Hashable], tuple[Any, int]] = {}   # -> (value, bytes)
+        self.nbytes = 0
+
+
+class Memo:
+    """Groups of entries (group key: a build id) under one byte budget, least recently
+    used dropped first. `budget` (bytes) overrides the setting (tests)."""
+
+    def __init__(self, budget: int | None = None):
+        self._budget = budget
+        self._groups: OrderedDict[str, _Group] = OrderedDict()
+        self._where: dict[tuple[str, Hashable], str] = {}   # (kind, key) -> its group
+        self._lock = threading.RLock()
+        self.evicted = 0       # groups dropped for the budget, over the process's life
+
+    @property
+    def budget(self) -> int:
+        return self._budget if self._budget is not None else settings.memo_bytes()
+
+    def get(self, kind: str, key: Hashable, default: Any = None) -> Any:
+        """The entry, or `default`; its group becomes the most recently used."""
+        with self._lock:
+            group = self._where.get((kind, key))
+            if group is None:
+                return default
+            self._groups.move_to_end(group)
+            return self._groups[group].entries[(kind, key)][0]
+
+    def put(self, group: str, kind: str, key: Hashable, value: Any, nbytes: int) -> None:
+        """Store an entry weighing `nbytes` in `group` (most recently used), then drop the
+        least recently used other groups while the total is over the budget."""
+        with self._lock:
+            old = self._where.get((kind, key))
+            if old is not None:         # replaced: its bytes go with it
+                o = self._groups[old]
+                o.nbytes -= o.entries.pop((kind, key))[1]
+            g = self._groups.get(group)
+            if g is None:
+                g = self._groups[group] = _Group()
+            self._groups.move_to_end(group)
+            g.entries[(kind, key)] = (value, max(0, nbytes))
+            g.nbytes += max(0, nbytes)
+            self._where[(kind, key)] = group
+            self._shrink(keep=group)
+
+    def remember(self, group: str, kind: str, key: Hashable, make: Callable[[], T]) -> T:
+        """The entry (kind, key), made by `make` and stored in `group` when absent, weighing
+        what `make` left allocated (measured())."""
+        found = self.get(kind, key, _ABSENT)
+        if found is not _ABSENT:
+            return found
+        with measured() as size:
+            value = make()
+        self.put(group, kind, key, value, size.nbytes)
+        return value
+
+    def _shrink(self, keep: str) -> None:
+        budget = self.budget
+        total = sum(g.nbytes for g in self._groups.values())
+        for name in list(self._groups):
+            if total <= budget:
+                break
+            if name == keep:
+                continue
+            total -= self._drop(name)
+            self.evicted += 1
+
+    def _drop(self, name: str) -> int:
+        g = self._groups.pop(name)
+        for k in g.entries:
+            self._where.pop(k, None)
+        return g.nbytes
+
+    def clear(self) -> None:
+        with self._lock:
+            for name in list(self._groups):
+                self._drop(name)
+
+    def groups(self) -> list[str]:
+        """Group keys, least recently used first."""
+        with self._lock:
+            return list(self._groups)
+
+    def stats(self) -> dict:
+        """For the agent's health answer: the budget, what is kept, what was dropped."""
+        with self._lock:
+            return {"budget_bytes": self.budget,
+                    "bytes": sum(g.nbytes for g in self._groups.values()),
+                    "binaries": len(self._groups),
+                    "entries": sum(len(g.entries) for g in self._groups.values()),
+                    "evicted": self.evicted}
+
+
+class Size:
+    __slots__ = ("nbytes", "_start", "_inner")
+
+    def __init__(self, start: int):
+        self.nbytes = 0
+        self._start = start
+        self._inner = 0     # what windows nested in this one measured (charged to theirs)
+
+
+_local = threading.local()      # each thread's open windows, innermost last
+_tracing_lock = threading.Lock()
+_open = 0                       # windows open in every thread (tracing while > 0)
+_started_tracing = False        # we started tracemalloc (else someone else traces)
+
+
+@contextlib.contextmanager
+def measured() -> Iterator[Size]:
+    """Measure what the block leaves allocated: `.nbytes` once it is done. Traces Python's
+    allocations for the block only, unless something else already traces them; another
+    thread's allocations meanwhile are counted too (the agent makes entries in one thread).
+    Windows nest within a thread: an inner window's bytes are not the outer's."""
+    global _open, _started_tracing
+    stack = _local.__dict__.setdefault("windows", [])
+    with _tracing_lock:
+        if not tracemalloc.is_tracing():
+            tracemalloc.start()
+            _started_tracing = True
+        _open += 1
+        size = Size(tracemalloc.get_traced_memory()[0])
+    stack.append(size)
+    try:
+        yield size
+    finally:
+        stack.pop()
+        with _tracing_lock:
+            now = tracemalloc.get_traced_memory()[0] if tracemalloc.is_tracing() else size._start
+            raw = now - size._start
+            size.nbytes = max(0, raw - size._inner)
+            if stack:
+                stack[-1]._inner += max(0, raw)
+            _open -= 1
+            if _open == 0 and _started_tracing:
+                tracemalloc.stop()
+                _started_tracing = False
+
+
+MEMO = Memo()   # the process's one memo: every per-binary cache of the engine lives in it

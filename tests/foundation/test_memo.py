@@ -1,0 +1,84 @@
+"""The memo (memo.py): what a long-lived process keeps per binary, under one byte budget,
+least recently used binaries dropped first; entry sizes measured by tracing."""
+from __future__ import annotations
+
+import tracemalloc
+
+import pytest
+
+from pytest_sideeye import memo, settings
+from pytest_sideeye.errors import SideeyeError
+
+MB = 2**20
+
+
+def test_least_recently_used_binaries_go_first_when_over_the_budget():
+    m = memo.Memo(budget=100)
+    m.put("a", "binary", "a1", "A", 40)
+    m.put("a", "debug", "a", "A-debug", 20)     # one group: 60 bytes
+    m.put("b", "binary", "b1", "B", 30)         # 90
+    assert m.get("binary", "a1") == "A"          # a is now the most recently used
+    m.put("c", "binary", "c1", "C", 40)         # 130 > 100: b goes, not a
+    assert m.groups() == ["a", "c"]
+    assert m.get("binary", "b1") is None
+    assert m.stats() == {"budget_bytes": 100, "bytes": 100, "binaries": 2, "entries": 3,
+                         "evicted": 1}
+    m.put("d", "binary", "d1", "D", 10)         # 110: a goes, with every entry of it
+    assert m.groups() == ["c", "d"]
+    assert m.get("debug", "a") is None and m.get("binary", "a1") is None
+    assert m.stats()["bytes"] == 50 and m.stats()["evicted"] == 2
+
+
+def test_a_binary_larger_than_the_budget_is_kept_alone():
+    m = memo.Memo(budget=100)
+    m.put("a", "binary", "a1", "A", 50)
+    m.put("big", "binary", "big1", "BIG", 500)
+    assert m.groups() == ["big"]
+    m.put("b", "binary", "b1", "B", 1)           # then it is the least recently used
+    assert m.groups() == ["b"]
+
+
+def test_an_entry_stored_again_replaces_its_bytes():
+    m = memo.Memo(budget=100)
+    m.put("a", "tables", "k", None, 30)
+    m.put("a", "tables", "k", None, 30)
+    assert m.stats()["bytes"] == 30 and m.stats()["entries"] == 1
+    assert m.get("tables", "k", "absent") is None   # None is a value like any other
+
+
+def test_remember_makes_once_and_weighs_what_it_made():
+    m = memo.Memo(budget=100 * MB)
+    made = []
+
+    def make():
+        made.append(1)
+        return bytearray(4 * MB)
+
+    first = m.remember("a", "blob", 1, make)
+    assert m.remember("a", "blob", 1, make) is first and made == [1]
+    assert 4 * MB <= m.stats()["bytes"] < 4 * MB + 64 * 1024
+
+
+def test_measured_counts_what_the_block_keeps_and_nests():
+    was_tracing = tracemalloc.is_tracing()
+    with memo.measured() as outer:
+        kept = bytearray(2 * MB)
+        temporary = bytearray(8 * MB)
+        del temporary                           # freed inside: not kept
+        with memo.measured() as inner:
+            inner_kept = bytearray(1 * MB)      # the inner window's, not the outer's
+    assert 1 * MB <= inner.nbytes < 1 * MB + 64 * 1024
+    assert 2 * MB <= outer.nbytes < 2 * MB + 64 * 1024
+    assert tracemalloc.is_tracing() == was_tracing   # tracing only inside the windows
+    del kept, inner_kept
+
+
+def test_the_budget_is_a_setting(monkeypatch):
+    monkeypatch.setenv("SIDEEYE_MEMO_MB", "48")
+    assert memo.Memo().budget == 48 * MB
+    monkeypatch.setenv("SIDEEYE_MEMO_MB", "lots")
+    with pytest.raises(SideeyeError) as e:
+        settings.memo_bytes()
+    assert str(e.value) == "SIDEEYE_MEMO_MB='lots' (from the environment) is not a number"
+    monkeypatch.delenv("SIDEEYE_MEMO_MB")
+    assert memo.Memo().budget == 192 * MB
