@@ -156,8 +156,10 @@ def snapshot_bytes(targets: list, capture=None, *, strict_capture: bool = True,
     """The agent's sideeye.snapshot/v1 document as sent, unparsed, and each process's pid
     and error from its summary header: storing a 1,000-goroutine document whole saves the
     ~15 ms of parsing it (`sideeye snapshot --json`, timed by benchmarks/agent_bench.py)."""
+    # The caller's settings are checked here, as the engine would (one line, before
+    # anything is asked), and travel with the request: the agent bounds them by its own.
     req = SnapshotRequest([_target_spec(t) for t in targets], _capture_json(capture),
-                          strict_capture, _links_json(links))
+                          strict_capture, _links_json(links), settings.requested() or None)
     status, headers, body = ask("POST", "/v1/snapshot", req.to_json(), timeout=timeout,
                                 socket_path=socket_path)
     if status != 200:

@@ -8,7 +8,8 @@ the whole request may take to arrive).
                                      {"container": "ledger"}],
                          "capture": ["main.settle: o, o.ID"] | {"main.settle": ["o"]},
                          "strict_capture": true,
-                         "links": ["gateway.handle: req.ID == main.place: o.ID"]}
+                         "links": ["gateway.handle: req.ID == main.place: o.ID"],
+                         "settings": {"SIDEEYE_LINKS": false, "SIDEEYE_CAPTURE_PAUSE_MS": 5}}
                         -> the sideeye.snapshot/v1 document
 
 A target is a pid (with optional labels for the report: service, container) or a Docker
@@ -22,6 +23,7 @@ import socket
 import time
 from typing import TYPE_CHECKING, NamedTuple
 
+from pytest_sideeye import settings as settings_mod
 from pytest_sideeye.errors import SideeyeError
 
 if TYPE_CHECKING:
@@ -189,12 +191,17 @@ class SnapshotRequest(NamedTuple):
     capture: list[str] | dict[str, list[str]] | None = None
     strict_capture: bool = True
     links: list[str] | None = None
+    # The per-snapshot settings the caller set (settings.requested()), by variable; the
+    # agent's own apply to the others, and bound these.
+    settings: dict | None = None
 
     def to_json(self) -> dict:
         d = {"targets": [t.to_json() for t in self.targets], "capture": self.capture,
              "strict_capture": self.strict_capture}
         if self.links:
             d["links"] = list(self.links)
+        if self.settings:
+            d["settings"] = dict(self.settings)
         return d
 
 
@@ -223,7 +230,16 @@ def parse_snapshot_request(body: bytes) -> SnapshotRequest:
     if links and len(json.dumps(links)) > MAX_CAPTURE_BYTES:
         raise HttpError(413, f"links over the limit of {MAX_CAPTURE_BYTES} bytes")
     return SnapshotRequest([_target(t) for t in raw_targets], capture or None, strict,
-                           links or None)
+                           links or None, _settings(doc.get("settings")))
+
+
+def _settings(raw) -> dict | None:
+    if raw is None:
+        return None
+    try:
+        return settings_mod.from_request(raw) or None
+    except settings_mod.SettingError as e:
+        raise HttpError(400, str(e)) from None
 
 
 def _target(t) -> TargetSpec:

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, TextIO
 
-from pytest_sideeye import engine
+from pytest_sideeye import engine, settings
 from pytest_sideeye.agent.authorize import (
                                             RULE_REMOTE,
                                             Authorizer,
@@ -333,9 +333,15 @@ class Agent:
                          f"{', '.join(str(t.pid) for t in targets)}; {loaded} layouts loaded; "
                          f"took {(time.perf_counter() - t0) * 1000:.0f} ms")
                 return 200, {"layouts_loaded": loaded}
+            # The caller's settings, each within the agent's own (its environment's,
+            # read now as the engine would): a caller may lower them, never raise them.
+            cfg, clamped = settings.within_limits(job.request.settings or {},
+                                                  settings.current())
             snap = self.take(targets, capture=job.request.capture,
                              strict_capture=job.request.strict_capture,
-                             links=job.request.links)
+                             links=job.request.links, cfg=cfg)
+            for p in snap.processes:
+                p.notes += clamped
         except Refused as e:   # logged with the answer, as every refusal
             return 403, {"error": str(e)}
         except CaptureSpecError as e:

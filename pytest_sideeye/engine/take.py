@@ -81,7 +81,8 @@ def warm(targets: list[Target] | list[int]) -> int:
 
 
 def take_snapshot(targets: list[Target] | list[int], capture=None, limits=None, *,
-                  strict_capture: bool = True, links=None) -> Snapshot:
+                  strict_capture: bool = True, links=None,
+                  cfg: settings.EngineSettings | None = None) -> Snapshot:
     """Snapshot every target, one after the other (each is paused on its own), and link
     the goroutines waiting on each other across them (engine/links.py).
 
@@ -89,11 +90,13 @@ def take_snapshot(targets: list[Target] | list[int], capture=None, limits=None, 
     no target has is a CaptureSpecError before anything is paused (a typo, most likely);
     with strict_capture=False (the pytest plugin: one spec for all of a test's services)
     it is a note on every process instead. `links` are user links
-    ("FUNC:EXPR == FUNC:EXPR"): their expressions are captured like the spec's."""
+    ("FUNC:EXPR == FUNC:EXPR"): their expressions are captured like the spec's. `cfg`:
+    the settings to take it with (the agent's, bounding its caller's), else this
+    process's environment's; the snapshot records them."""
     problem = missing_privileges()
     if problem:
         raise NoPermission(problem)
-    cfg = settings.current()
+    cfg = cfg or settings.current()
     targets = [t if isinstance(t, Target) else Target(int(t)) for t in targets]
     user_links = capture_mod.parse_links(links)
     spec = capture_mod.with_links(_parse_capture(capture), user_links)
@@ -102,7 +105,7 @@ def take_snapshot(targets: list[Target] | list[int], capture=None, limits=None, 
         raise CaptureSpecError(f"unknown function {absent[0]!r}: not in the program of any "
                                "target (capture specs name functions as main.settle or "
                                "pkg/path.(*T).Method)")
-    snap = Snapshot(taken_at=now_rfc3339())
+    snap = Snapshot(taken_at=now_rfc3339(), settings=cfg.recorded())
     facts: dict[int, links_mod.ProcessFacts] = {}
     with _lock:
         for t in targets:

@@ -241,6 +241,8 @@ class Snapshot:
     taken_at: str = ""
     test: dict | None = None   # {"nodeid", "phase", "outcome", "message"} when from pytest
     links: list[Link] = field(default_factory=list)   # who waits on whom (links.py)
+    # The per-snapshot settings it was taken with, by variable (settings.PER_SNAPSHOT)
+    settings: dict | None = None
 
     def to_json(self) -> dict:
         head, tail = self.json_parts()
@@ -251,6 +253,8 @@ class Snapshot:
         tail: dict = {"links": [ln.to_json() for ln in self.links]}
         if self.test is not None:
             tail["test"] = dict(self.test)
+        if self.settings is not None:
+            tail["settings"] = dict(self.settings)
         return {"format": FORMAT, "taken_at": self.taken_at}, tail
 
     def dumps(self, indent: int | None = None) -> str:
@@ -268,9 +272,13 @@ class Snapshot:
         test = _get(d, "test", dict, None)
         if test is not None and not all(isinstance(v, (str, type(None))) for v in test.values()):
             raise ValueError("field 'test' should map names to strings")
+        settings = _get(d, "settings", dict, None)
+        if settings is not None and not all(
+                isinstance(v, (bool, int, float)) for v in settings.values()):
+            raise ValueError("field 'settings' should map variables to numbers or booleans")
         return cls([Process.from_json(p) for p in _list(d, "processes", dict)],
                    _get(d, "taken_at", str, ""), test,
-                   [Link.from_json(ln) for ln in _list(d, "links", dict)])
+                   [Link.from_json(ln) for ln in _list(d, "links", dict)], settings)
 
     @classmethod
     def load(cls, path) -> "Snapshot":
