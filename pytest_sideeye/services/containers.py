@@ -579,11 +579,13 @@ def sweep_stale() -> list[str]:
     session start (the first go_service of a process also does)."""
     client = images.docker_client()
     removed = []
-    for c in client.containers.list(all=True, filters={"label": f"{LABEL}=1"}):
+    # By the session label that only start() writes: a container of someone else's made
+    # from a go_service image inherits the image's LABEL pytest-sideeye=1, and is not ours.
+    for c in client.containers.list(all=True, filters={"label": [f"{LABEL}=1", L_SESSION]}):
         if not owner_alive(c.labels):
             _remove_container(c)
             removed.append(c.name)
-    for n in client.networks.list(filters={"label": f"{LABEL}=1"}):
+    for n in client.networks.list(filters={"label": [f"{LABEL}=1", L_SESSION]}):
         if not owner_alive(n.attrs.get("Labels") or {}):
             _remove_network(n)
     return removed

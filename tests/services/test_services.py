@@ -239,14 +239,19 @@ def test_sweep_removes_containers_of_dead_owners(needs_docker):
     stale_net = client.networks.create(f"sideeye-stale-{marker}", labels=stale_labels)
     ours = client.containers.create(tag, name=f"sideeye-ours-{marker}",
                                     labels={**containers.owner_labels(), L_TEST: "t"})
+    # A user's container of the same image (compose, testcontainers...): it inherits the
+    # image's label pytest-sideeye=1 but is not the plugin's to remove.
+    users = client.containers.create(tag, name=f"sideeye-users-{marker}")
+    assert users.labels.get(LABEL) == "1"
     try:
         removed = containers.sweep_stale()
         assert f"sideeye-stale-{marker}" in removed
         assert not client.containers.list(all=True, filters={"id": stale.id})
         assert not client.networks.list(names=[stale_net.name])
         assert client.containers.list(all=True, filters={"id": ours.id})
+        assert client.containers.list(all=True, filters={"id": users.id})
     finally:
-        for c in (stale, ours):
+        for c in (stale, ours, users):
             containers._remove_container(c)
         containers._remove_network(stale_net)
 
