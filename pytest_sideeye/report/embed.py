@@ -88,6 +88,8 @@ def embed_document(snapshot: Snapshot) -> dict:
                            "processes": processes}
     if snapshot.test is not None:
         doc["test"] = dict(snapshot.test)
+    if snapshot.settings is not None:
+        doc["settings"] = dict(snapshot.settings)
     doc["links"] = [ln.to_json() for ln in snapshot.links]
     return doc
 
@@ -165,8 +167,9 @@ def expand_embedded(doc: dict) -> dict:
         processes.append(pj)
     out = {"format": FORMAT, "taken_at": doc.get("taken_at", ""), "processes": processes,
            "links": doc.get("links", [])}
-    if "test" in doc:
-        out["test"] = doc["test"]
+    for k in ("test", "settings"):
+        if k in doc:
+            out[k] = doc[k]
     return out
 
 

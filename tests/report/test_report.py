@@ -417,6 +417,13 @@ def test_embedded_snapshot_is_inert_and_round_trips_exactly():
     assert report.snapshot_from_report(report.render_html(real)).to_json() == real.to_json()
 
 
+def test_the_embedded_snapshot_keeps_the_settings_it_was_taken_with():
+    snap = recorded()
+    snap.settings = {"SIDEEYE_CAPTURE_PAUSE_MS": 2.5, "SIDEEYE_LINKS": False}
+    again = report.snapshot_from_report(report.render_html(snap))
+    assert again.settings == snap.settings and again.to_json() == snap.to_json()
+
+
 ANY_TEXT = st.text(st.characters(min_codepoint=0, max_codepoint=0x10FFFF, exclude_categories=()),
                    max_size=40)
 JSON_VALUES = st.recursive(
