@@ -4,7 +4,7 @@ docs/snapshot-format.md), and the wait chains they form.
 A link joins the goroutine waiting on a peer (`client`) to the goroutine serving it
 (`server`): an HTTP request to the handler serving it, a gRPC stream to its handler, the
 two ends of a TCP connection, or two frames whose captured values are equal (a user
-link). The engine finds them (engine/links.py); this module is only the model and the
+link). The engine finds them (engine/links/); this module is only the model and the
 graph walk, with nothing read from a process.
 """
 from __future__ import annotations

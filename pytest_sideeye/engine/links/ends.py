@@ -1,0 +1,50 @@
+"""What the protocols' pairing rules work on: the facts the probes read in one process's
+frames, and one process's end of a connection with the facts of its goroutines on it."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pytest_sideeye.engine.links.sockets import Socket
+from pytest_sideeye.snapshot import Endpoint
+
+
+@dataclass
+class Fact:
+    """What one probed frame said: goroutine `goroutine` is in `role` on socket `fd`."""
+    goroutine: int
+    role: str
+    fd: int
+    method: str | None = None
+    path: str | None = None
+    stream: int | None = None        # HTTP/2 stream id (gRPC)
+
+
+@dataclass
+class ProcessFacts:
+    facts: list[Fact] = field(default_factory=list)
+
+
+@dataclass
+class End:
+    """One process's end of a connection and the facts of its goroutines on it. rank:
+    role -> which goroutine stands for this end when several wait on it (lowest first)."""
+    pid: int
+    sock: Socket
+    rank: dict[str, int]
+    facts: list[Fact] = field(default_factory=list)
+
+    def best(self) -> Fact | None:
+        return min(self.facts, key=lambda f: (self.rank[f.role], f.goroutine), default=None)
+
+    def of(self, role: str) -> Fact | None:
+        return next((f for f in sorted(self.facts, key=lambda f: f.goroutine)
+                     if f.role == role), None)
+
+
+def endpoint(end: End | None, fact: Fact | None) -> Endpoint | None:
+    """An end's goroutine in a link: fact's, else the one that stands for the end."""
+    if end is None:
+        return None
+    if fact is None:
+        fact = end.best()
+    return Endpoint(end.pid, fact.goroutine if fact else None)

@@ -1,0 +1,58 @@
+"""gRPC (grpc-go): a client waiting on a stream (unary calls and streams both receive
+through csAttempt.recvMsg), and the server goroutine running that stream's handler. One
+link per stream, the two sides paired by stream id (a stream's id is the same at both
+ends of its HTTP/2 connection)."""
+from __future__ import annotations
+
+from pytest_sideeye.engine.links.ends import End, Fact
+from pytest_sideeye.engine.links.probe_text import TCP_FD
+from pytest_sideeye.snapshot import Endpoint, Link
+
+_GRPC = "google.golang.org/grpc"
+# The stream's own transport (stream.st), not the argument t: Go 1.21's DWARF puts t in a
+# stack slot that holds something else at the handler's call (measured: garbage read).
+_SERVER = {"fd": (f"stream.st.(*{_GRPC}/internal/transport.http2Server).conn" + TCP_FD,),
+           "stream": ("stream.id",), "method": ("stream.method",)}
+PROBES: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
+    _GRPC + ".(*csAttempt).recvMsg": ("grpc_client", {
+        "fd": ("a.s.ct.conn" + TCP_FD,), "stream": ("a.s.id",), "method": ("a.s.method",)}),
+    _GRPC + ".(*Server).processUnaryRPC": ("grpc_server", _SERVER),
+    _GRPC + ".(*Server).processStreamingRPC": ("grpc_server", _SERVER),
+}
+RANK = {"grpc_client": 0, "grpc_server": 0}
+
+
+def keep(role: str, got: dict) -> bool:
+    stream = got.get("stream")
+    return isinstance(stream, int) and not isinstance(stream, bool)
+
+
+def pair(client: End | None, server: End | None, client_addr: str, server_addr: str
+         ) -> list[Link]:
+    calls = _streams(client, "grpc_client")
+    handlers = _streams(server, "grpc_server")
+    links = []
+    for sid in sorted(set(calls) | set(handlers)):
+        call, handler = calls.get(sid), handlers.get(sid)
+        src = call or handler
+        links.append(Link("grpc", _stream_side(client, call), _stream_side(server, handler),
+                          client_addr, server_addr, method=src.method, stream_id=sid))
+    return links
+
+
+def _streams(end: End | None, role: str) -> dict[int, Fact]:
+    if end is None:
+        return {}
+    out: dict[int, Fact] = {}
+    for f in sorted(end.facts, key=lambda f: f.goroutine):
+        if f.role == role:
+            out.setdefault(f.stream, f)
+    return out
+
+
+def _stream_side(end: End | None, fact: Fact | None) -> Endpoint | None:
+    """A stream's side: its goroutine, else the process alone (no goroutine of it waits
+    on that stream: the transport's reader does not stand for a stream)."""
+    if end is None:
+        return None
+    return Endpoint(end.pid, fact.goroutine if fact else None)
