@@ -9,6 +9,7 @@ TOOLCHAINS=${SIDEEYE_TOOLCHAINS:-/opt/sideeye/toolchains}
 DEB_PACKAGES=(docker.io bpfcc-tools python3-bpfcc libbpfcc linux-headers-amd64
               python3-venv python3-pip chromium iproute2 procps sqlite3
               golang-google-grpc-dev    # grpc-go under /usr/share/gocode: fixture grpcpeers
+              golang-github-soheilhy-cmux-dev  # cmux (gRPC and HTTP on one port): fixture grpcpeers
               docker-compose)           # compose v1: projects users start themselves
 
 log() { printf 'setup: %s\n' "$*" >&2; }
