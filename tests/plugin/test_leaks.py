@@ -61,6 +61,15 @@ def test_ignored_by_function(leaky):
 @pytest.mark.sideeye_leaks(False)
 def test_check_turned_off(leaky):
     get(leaky, "/leak")
+
+# Negative controls: an ignore list that names something else excuses nothing.
+@pytest.mark.sideeye_leaks(ignore_created_by=["main.waitForReply"])
+def test_ignore_naming_the_function_as_creator(leaky):
+    get(leaky, "/leak")
+
+@pytest.mark.sideeye_leaks(ignore_top_function=["main.waitFor"])
+def test_ignore_naming_a_prefix_of_the_function(leaky):
+    get(leaky, "/leak")
 """
 
 
@@ -77,6 +86,13 @@ def run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     return r
 
 
+def junit_failures(path: Path) -> dict[str, str]:
+    """Each failed test's whole failure text, by test name (the terminal's is cut)."""
+    import xml.etree.ElementTree as ET
+    return {case.get("name"): failure.get("message", "") + (failure.text or "")
+            for case in ET.parse(path).iter("testcase") for failure in case.iter("failure")}
+
+
 def test_leaks_fail_and_clean_endpoints_pass_50_times(tmp_path):
     """Also --sideeye-sqlite, which writes each snapshot's tables beside its JSON."""
     r = run(tmp_path, "--sideeye-leaks", "--sideeye-sqlite")
@@ -91,6 +107,10 @@ def test_leaks_fail_and_clean_endpoints_pass_50_times(tmp_path):
     for name in ("test_plain_keepalive_connection", "test_ignored_by_creator",
                  "test_ignored_by_function", "test_check_turned_off"):
         assert f"PASSED test_l.py::{name}" in out
+    failures = junit_failures(tmp_path / "junit.xml")
+    for name in ("test_ignore_naming_the_function_as_creator",
+                 "test_ignore_naming_a_prefix_of_the_function"):
+        assert "1 goroutine leaked by this test" in failures.get(name, "(passed)"), name
     assert r.returncode == 1
     folder = tmp_path / "reports" / "test_l.py__test_leaks"
     page = (folder / "leaks-diff.html").read_text()
