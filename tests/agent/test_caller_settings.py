@@ -254,3 +254,22 @@ def test_the_agent_lowers_what_is_over_its_own(clean_env):
     assert notes == ["settings: SIDEEYE_CAPTURE_PAUSE_MS=20 asked, the agent's limit 5 applied",
                      "settings: SIDEEYE_LINKS=1 asked, the agent's limit 0 applied"]
     assert settings.within_limits({}, limits) == (limits, [])
+
+
+@pytest.mark.slow
+def test_the_plugins_snapshots_carry_its_processs_settings(agent, pids, monkeypatch):
+    """The plugin takes its snapshots through agent.take_snapshot, which asks the agent
+    whenever it answers: the settings of the pytest process's environment go with them."""
+    from pytest_sideeye import agent as agent_mod
+    from pytest_sideeye.plugin import hooks
+    for name, value in agent.client_env().items():
+        if name.startswith("SIDEEYE_AGENT"):
+            monkeypatch.setenv(name, value)
+    monkeypatch.setenv("SIDEEYE_LINKS", "0")
+    assert agent_mod.route().kind == "agent"
+    before = len(agent.log_lines())
+    snap = hooks._take_one_at_a_time(pids[:2], {})
+    assert len([ln for ln in agent.log_lines()[before:] if "snapshot for uid 0" in ln]) == 1
+    assert snap.links == [] and snap.settings["SIDEEYE_LINKS"] is False
+    monkeypatch.delenv("SIDEEYE_LINKS")
+    assert hooks._take_one_at_a_time(pids[:2], {}).links != []
