@@ -31,6 +31,7 @@ its request to the agent, which applies each within its own value (docs/agent.md
 | SIDEEYE_AGENT_TOKEN_FILE  | (none)                          | the remote agent's token, for SIDEEYE_AGENT_URL |
 | SIDEEYE_AGENT_CA          | (system CAs)                    | the CA file that signed the remote agent's certificate |
 | SIDEEYE_AGENT             | 1                               | 0: never ask the agent, snapshot in this process |
+| SIDEEYE_CONTAINERS        | (none)                          | container selectors for the plugin, comma or space separated (like --sideeye-containers) |
 """
 from __future__ import annotations
 
@@ -169,6 +170,11 @@ def agent_ca() -> str | None:
 
 def use_agent() -> bool:
     return _switch("SIDEEYE_AGENT", default=True)
+
+
+def containers() -> str:
+    """Container selectors for the plugin (checked there: plugin/targets.py)."""
+    return os.environ.get("SIDEEYE_CONTAINERS", "")
 
 
 def max_pause_s() -> float:

@@ -18,6 +18,13 @@ import pytest
 
 from pytest_sideeye.errors import CaptureSpecError, NoPermission, SideeyeError, one_line
 from pytest_sideeye.plugin import attach, leaks
+from pytest_sideeye.plugin.targets import (
+    add_container_options,
+    add_notes,
+    build_targets,
+    services_of,
+)
+from pytest_sideeye.plugin.targets import configure as configure_targets
 from pytest_sideeye.plugin.timeouts import OwnTimeout
 from pytest_sideeye.snapshot import Process, Snapshot, now_rfc3339
 
@@ -68,6 +75,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                   "anywhere on the stack are not leaks (one a line)", type="linelist")
     parser.addini("sideeye_leaks_ignore_created_by", "goroutines created by this function "
                   "are not leaks (one a line)", type="linelist")
+    add_container_options(g, parser)
 
 
 @dataclass
@@ -258,45 +266,6 @@ def settings_of(config: pytest.Config) -> Settings:
 
 # --------------------------------------------------------------------------- taking snapshots
 
-def services_of(nodeid: str) -> list[Any]:
-    try:
-        from pytest_sideeye.services import services_for
-    except ImportError:
-        return []
-    return list(services_for(nodeid))
-
-
-def _pids(service: Any) -> list[int]:
-    pids = service.pids
-    return list(pids() if callable(pids) else pids)
-
-
-def build_targets(services: list[Any]) -> tuple[list[Any], list[Process]]:
-    """Targets for the engine, and an errored Process for every service that has none
-    (its container gone, never started): the report says so instead of omitting it."""
-    from pytest_sideeye.engine import Target
-    targets: list[Any] = []
-    gone: list[Process] = []
-    for svc in services:
-        try:
-            container = svc.container_info()
-            pids = _pids(svc)
-        except Exception as e:
-            gone.append(Process(pid=0, service=svc.name,
-                                error=f"service {svc.name}: {one_line(e)}"))
-            continue
-        if not pids:
-            from pytest_sideeye.agent import container_target  # the agent sees what we cannot
-            found = container_target(container.id, svc.name) if container else None
-            if found is not None:
-                targets.append(found)
-                continue
-            gone.append(Process(pid=0, container=container, service=svc.name,
-                                error=f"service {svc.name}: no running process"))
-        targets.extend(Target(pid=p, container=container, service=svc.name) for p in pids)
-    return targets, gone
-
-
 def run_bounded(fn: Callable[[], Any], seconds: float, what: str) -> Any:
     """Run fn in a helper thread and wait at most `seconds`: a snapshot taken from a timer
     must not become a second hang. The engine resumes its targets on its own."""
@@ -347,6 +316,7 @@ def take(services: list[Any], capture: dict[str, list[str]], budget_s: float,
         else:
             snap = Snapshot(taken_at=now_rfc3339())
         snap.processes.extend(gone)
+        add_notes(snap.processes, services)
         if not targets:
             problem = "no running Go process in the test's services"
     except SideeyeError as e:
@@ -394,7 +364,7 @@ def snapshot_item(item: pytest.Item, phase: str, stem: str, outcome: str, messag
                   ) -> tuple[Snapshot, attach.Written, str | None]:
     settings = settings_of(item.config)
     if services is None:
-        services = services_of(item.nodeid)
+        services = services_of(item)
     spec = item_capture(item, settings, capture)
     snap, problem = take(services, spec, settings.budget_s, raise_errors,
                          links=item_links(item, settings, links))
@@ -428,10 +398,12 @@ def on_own_timeout(item: pytest.Item, seconds: float) -> str:
     settings = settings_of(item.config)
     st = state_of(item)
     written, problem = None, None
-    if settings.on_timeout and services_of(item.nodeid):
+    services = services_of(item) if settings.on_timeout else []
+    if services:
         message = timeout_message(seconds, None, settings.start_dir)
         try:
-            _, written, problem = snapshot_item(item, st.phase, "timeout", "timeout", message)
+            _, written, problem = snapshot_item(item, st.phase, "timeout", "timeout", message,
+                                                services=services)
             st.timeout_written, st.timeout_problem = written, problem
         except Exception as e:  # even writing failed (disk full...): one line, in the message
             problem = f"sideeye: {one_line(e)}"
@@ -443,11 +415,13 @@ def pre_timeout_snapshot(item: pytest.Item, seconds: float, method: str) -> None
     write the files at once (its thread method ends the process with os._exit)."""
     settings = settings_of(item.config)
     st = state_of(item)
-    if not services_of(item.nodeid):
+    services = services_of(item)
+    if not services:
         return
     message = f"Timeout (>{seconds:g}s) from pytest-timeout"
     try:
-        _, written, problem = snapshot_item(item, st.phase, "timeout", "timeout", message)
+        _, written, problem = snapshot_item(item, st.phase, "timeout", "timeout", message,
+                                            services=services)
     except Exception as e:
         st.timeout_problem = f"sideeye: {one_line(e)}"
         return
@@ -558,14 +532,16 @@ def disarm_own_timeout(item: pytest.Item) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "sideeye(timeout=None, capture=None, links=None): per-test sideeye timeout "
-                   "(seconds), variables to capture ({'pkg.Func': ['var', ...]}) and user "
-                   "links (['pkg.F: expr == pkg.G: expr'])")
+        "markers", "sideeye(timeout=None, capture=None, links=None, containers=None): per-test "
+                   "sideeye timeout (seconds), variables to capture ({'pkg.Func': ['var', "
+                   "...]}), user links (['pkg.F: expr == pkg.G: expr']) and container "
+                   "selectors (['compose:PROJECT', ...])")
     config.addinivalue_line(
         "markers", "sideeye_leaks(enabled=True, settle=1.0, ignore_top_function=(), "
                    "ignore_created_by=()): fail the test when it leaves goroutines behind "
                    "in its services")
     config.stash[_SETTINGS] = Settings.from_config(config)
+    configure_targets(config)
     config.pluginmanager.register(SummaryCollector(), "sideeye-summary")
 
 
@@ -607,7 +583,7 @@ def _warm_engine(item: pytest.Item) -> None:
     process) loads their programs in the background, once per image: a timeout's snapshot
     then pays no kernel verifier (seconds) before the timeout it precedes."""
     settings = settings_of(item.config)
-    fresh = [s for s in services_of(item.nodeid) if getattr(s, "image", None) not in _warmed_images]
+    fresh = [s for s in services_of(item) if getattr(s, "image", None) not in _warmed_images]
     if not (settings.on_timeout or settings.on_failure or settings.leaks) or not fresh:
         return
     _warmed_images.update(getattr(s, "image", None) for s in fresh)
@@ -638,7 +614,7 @@ def _start_leak_check(item: pytest.Item):
     opts = leaks.options_for(item, settings.leaks, settings.leaks_settle_s,
                              settings.leaks_ignore_top_function,
                              settings.leaks_ignore_created_by)
-    services = services_of(item.nodeid) if opts is not None else []
+    services = services_of(item) if opts is not None else []
     if not services:
         return None
     try:
@@ -728,7 +704,7 @@ def _attach_timeout(item: pytest.Item, report: pytest.TestReport, st: ItemState,
 
 def _failure_snapshot(item: pytest.Item, report: pytest.TestReport,
                       settings: Settings) -> None:
-    services = services_of(item.nodeid)
+    services = services_of(item)
     if not services:
         return
     message = _failure_line(report)
@@ -825,7 +801,7 @@ def sideeye_snapshot(request: pytest.FixtureRequest) -> Callable[..., Snapshot]:
     def take_one(capture: dict[str, Any] | None = None,
                  services: Iterable[Any] | None = None, links=None) -> Snapshot:
         __tracebackhide__ = True
-        chosen = _choose_services(item.nodeid, services)
+        chosen = _choose_services(item, services)
         st = state_of(item)
         st.fixture_count += 1
         stem = f"snapshot-{st.fixture_count}"
@@ -846,13 +822,14 @@ def sideeye_snapshot(request: pytest.FixtureRequest) -> Callable[..., Snapshot]:
     return take_one
 
 
-def _choose_services(nodeid: str, wanted: Iterable[Any] | None) -> list[Any]:
+def _choose_services(item: pytest.Item, wanted: Iterable[Any] | None) -> list[Any]:
     if wanted is None:
-        found = services_of(nodeid)
+        found = services_of(item)
         if not found:
-            pytest.fail("sideeye_snapshot: this test uses no go_service", pytrace=False)
+            pytest.fail("sideeye_snapshot: this test uses no go_service and no container",
+                        pytrace=False)
         return found
-    chosen, by_name = [], {s.name: s for s in services_of(nodeid)}
+    chosen, by_name = [], {s.name: s for s in services_of(item)}
     for w in wanted:
         if isinstance(w, str):
             if w not in by_name:

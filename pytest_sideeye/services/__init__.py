@@ -4,8 +4,10 @@ networks, readiness, host PIDs, cleanup; any container resolved to its Go proces
 the `go_service` fixture factory.
 
 Takes a user's declarations (`go_service("orders", source="orders", ...)`); gives running
-`Service` handles, and the engine `Target`s behind a test's services (`services_for`) or
-behind any container (`container_targets`).
+`Service` handles, `Watched` handles for containers others started (watched.py: found
+behind fixture values; selectors.py: `compose:`, `label:`, ... selectors), and the engine
+`Target`s behind a test's services (`services_for`) or behind any container
+(`container_targets`).
 """
 from pytest_sideeye.services import toolchains
 from pytest_sideeye.services.containers import (
@@ -20,6 +22,19 @@ from pytest_sideeye.services.images import connect as connect_docker
 from pytest_sideeye.services.images import docker_host
 from pytest_sideeye.services.images import prune as prune_images
 from pytest_sideeye.services.prebuild import build_images
+from pytest_sideeye.services.selectors import Selector, parse_selectors, select
+from pytest_sideeye.services.watched import (
+                                             NO_GO,
+                                             Reference,
+                                             Watched,
+                                             containers_of,
+                                             references_in,
+                                             unique_names,
+                                             watched_containers,
+)
 
-__all__ = ["Service", "ServiceSpec", "build_images", "connect_docker", "container_targets", "docker_host",
-           "go_service", "live_services", "prune_images", "services_for", "specs_of_items", "toolchains"]
+__all__ = ["NO_GO", "Reference", "Selector", "Service", "ServiceSpec", "Watched", "build_images",
+           "connect_docker", "container_targets", "containers_of", "docker_host", "go_service",
+           "live_services", "parse_selectors", "prune_images", "references_in",
+           "select", "services_for", "specs_of_items", "toolchains", "unique_names",
+           "watched_containers"]

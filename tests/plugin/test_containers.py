@@ -1,0 +1,285 @@
+"""Containers users start themselves (testcontainers, the Docker SDK, compose, pytest-docker)
+are snapshotted like go_service ones: found behind fixture values (`auto`) or by selectors,
+every Go process, a container without Go named with its logs, never stopped by the plugin.
+
+The shop of examples/services runs in them: gateway -> orders -> ledger. Cancelling an
+order while another is placed deadlocks orders, so the gateway's call to orders hangs:
+the timeout report must link the gateway's waiting goroutine to the orders handler.
+Inner pytest runs in subprocesses; images are built once per session.
+"""
+from __future__ import annotations
+
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from containers_support import RUN_LABEL, Project, by_service, sleeper_image
+from support import ROOT
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("needs_root", "needs_docker")]
+
+SHOP = ROOT / "examples" / "services"
+
+# The inner suites' shared part: images from the environment, the shop's calls.
+SHOP_HELPERS = """
+import json, os, threading, time, urllib.request
+
+RUN = os.environ["SIDEEYE_TEST_RUN"]
+LABELS = {os.environ["SIDEEYE_TEST_RUN_LABEL"]: RUN}
+IMAGES = {n: os.environ[n.upper() + "_IMAGE"] for n in ("ledger", "orders", "gateway", "sleeper")}
+
+
+def wait_http(url, seconds=30):
+    end = time.monotonic() + seconds
+    while True:
+        try:
+            return urllib.request.urlopen(url, timeout=2).read()
+        except Exception:
+            if time.monotonic() > end:
+                raise
+            time.sleep(0.1)
+
+
+def host_port(container, port=8080):
+    container.reload()
+    return int(container.attrs["NetworkSettings"]["Ports"][f"{port}/tcp"][0]["HostPort"])
+
+
+def call(base, path, body=None):
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(base + path, data=data, method="POST" if data else "GET")
+    with urllib.request.urlopen(req) as resp:
+        return json.load(resp)
+
+
+def rush(base):
+    \"\"\"Cancel an order while another is placed: orders deadlocks, both calls hang.\"\"\"
+    first = call(base, "/api/orders", {"customer": "ada", "item": "teapot", "qty": 1})
+    for path, body in ((f"/api/orders/cancel/{first['id']}", {}),
+                       ("/api/orders", {"customer": "grace", "item": "kettle", "qty": 1})):
+        threading.Thread(target=call, args=(base, path, body), daemon=True).start()
+    time.sleep(1.0)
+    call(base, "/api/orders")   # queues behind the deadlock: hangs
+"""
+
+SDK_CONFTEST = """
+import docker, pytest
+from testcontainers.core.container import DockerContainer
+from shop import IMAGES, LABELS, RUN, host_port, wait_http
+
+client = docker.from_env(version="auto")
+
+
+@pytest.fixture
+def network():
+    net = client.networks.create(f"shop-{RUN}", labels=LABELS)
+    yield net
+    net.remove()
+
+
+@pytest.fixture
+def backends(network):
+    \"\"\"ledger as a plain SDK container, orders through testcontainers.\"\"\"
+    ledger = client.containers.run(IMAGES["ledger"], name=f"ledger-{RUN}", detach=True,
+                                   labels=LABELS, network=network.name)
+    orders = (DockerContainer(IMAGES["orders"]).with_name(f"orders-{RUN}")
+              .with_env("LEDGER_URL", f"http://ledger-{RUN}:8080")
+              .with_kwargs(network=network.name, labels=LABELS))
+    orders.start()
+    yield {"ledger": ledger, "orders": orders}
+    orders.stop()
+    ledger.remove(force=True)
+
+
+@pytest.fixture
+def gateway(network, backends):
+    c = client.containers.run(IMAGES["gateway"], detach=True, labels=LABELS,
+                              network=network.name, ports={"8080/tcp": ("127.0.0.1", None)},
+                              environment={"ORDERS_URL": f"http://orders-{RUN}:8080"})
+    wait_http(f"http://127.0.0.1:{host_port(c)}/healthz")
+    yield c
+    c.remove(force=True)
+
+
+@pytest.fixture
+def sleeper():
+    c = client.containers.run(IMAGES["sleeper"], detach=True, labels=LABELS)
+    yield c
+    c.remove(force=True)
+"""
+
+SDK_TESTS = """
+import pytest
+from shop import call, host_port, rush
+
+
+def test_hang(gateway, backends, sleeper):
+    rush(f"http://127.0.0.1:{host_port(gateway)}")
+
+
+def test_fails(gateway, backends):
+    order = call(f"http://127.0.0.1:{host_port(gateway)}", "/api/orders",
+                 {"customer": "ada", "item": "teapot", "qty": 1})
+    assert order["status"] == "shipped"
+
+
+def test_fixture(gateway, backends, sleeper, sideeye_snapshot):
+    snap = sideeye_snapshot()
+    names = sorted(p.service for p in snap.processes)
+    assert names == ["backends[ledger]", "backends[orders]", "gateway", "sleeper"], names
+    snap = sideeye_snapshot(services=["gateway"])
+    assert [p.service for p in snap.processes] == ["gateway"]
+
+
+@pytest.mark.sideeye(containers=["none"])
+def test_none(gateway):
+    pytest.fail("no snapshot wanted")
+"""
+
+
+@pytest.fixture(scope="session")
+def shop_images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The shop's services and the sleeper, built once (go_service's content-addressed
+    images: a later run finds them by digest)."""
+    from pytest_sideeye.services.images import go_image
+    images = {name: go_image(name, SHOP / name) for name in ("ledger", "orders", "gateway")}
+    images["sleeper"] = sleeper_image(tmp_path_factory.mktemp("sleeper"))
+    return images
+
+
+def shop_project(path: Path, images: dict[str, str]) -> Project:
+    p = Project(path, {f"{k.upper()}_IMAGE": v for k, v in images.items()})
+    p.write("shop.py", SHOP_HELPERS)
+    return p
+
+
+def assert_shop_hang_seen(snap, gateway: str, orders: str) -> None:
+    """Every Go process there, the gateway's call linked to the orders handler."""
+    procs = by_service(snap)
+    for name in (gateway, orders):
+        (proc,) = procs[name]
+        assert proc.error is None and proc.goroutines, (name, proc.error)
+    gw, od = procs[gateway][0].pid, procs[orders][0].pid
+    linked = [ln for ln in snap.links if ln.kind == "http" and ln.client and ln.server
+              and (ln.client.pid, ln.server.pid) == (gw, od)]
+    assert linked, [ln.to_json() for ln in snap.links]
+    stuck = list(snap.goroutines(wait_reason="sync.Mutex.Lock"))
+    assert len(stuck) >= 2, [g.frames[:4] for g in snap.goroutines()]
+
+
+def assert_no_go_named_with_logs(snap, name: str) -> None:
+    (proc,) = by_service(snap)[name]
+    assert proc.error is None and proc.goroutines == []
+    assert "runs no Go program" in proc.notes
+    assert "sleeper up, waiting" in proc.logs
+
+
+def test_sdk_and_testcontainers_found_by_auto(tmp_path, shop_images):
+    """A timeout, a failure, sideeye_snapshot() and `none`, with containers found behind
+    fixture values: a dict of an SDK container and a testcontainers one, plain SDK ones."""
+    p = shop_project(tmp_path, shop_images)
+    p.write("conftest.py", SDK_CONFTEST)
+    p.write("test_shop.py", SDK_TESTS)
+    try:
+        t0 = time.monotonic()
+        p.run("-p", "no:timeout", "--sideeye-timeout=8", "--sideeye-on-timeout",
+              "--sideeye-on-failure")
+        print(f"inner run: {time.monotonic() - t0:.1f} s")
+        assert p.outcomes() == {"test_hang": "failed", "test_fails": "failed",
+                                "test_fixture": "passed", "test_none": "failed"}
+        assert "Timeout (>8 s) — sideeye snapshot: reports/test_shop.py__test_hang/timeout.html" \
+            in p.message("test_hang")
+        hang = p.report("test_shop.py::test_hang", "timeout")
+        assert sorted(by_service(hang)) == ["backends[ledger]", "backends[orders]",
+                                            "gateway", "sleeper"]
+        assert_shop_hang_seen(hang, "gateway", "backends[orders]")
+        assert_no_go_named_with_logs(hang, "sleeper")
+        gw = by_service(hang)["gateway"][0]
+        assert "gateway listening" in gw.logs and gw.container.id
+        failed = p.report("test_shop.py::test_fails", "call")
+        assert {q.service for q in failed.processes} == {"backends[ledger]",
+                                                         "backends[orders]", "gateway"}
+        assert all(q.goroutines for q in failed.processes)
+        assert not (p.path / "reports" / "test_shop.py__test_none").exists()
+        # the users' fixtures removed their containers; the plugin removed none early
+        assert p.leftovers() == []
+    finally:
+        p.remove_leftovers()
+
+
+COMPOSE_FILE = """
+version: "2.4"
+services:
+  ledger:
+    image: ${LEDGER_IMAGE}
+    labels: {RUN_LABEL_KEY: "${SIDEEYE_TEST_RUN}"}
+  orders:
+    image: ${ORDERS_IMAGE}
+    environment: {LEDGER_URL: "http://ledger:8080"}
+    labels: {RUN_LABEL_KEY: "${SIDEEYE_TEST_RUN}"}
+  gateway:
+    image: ${GATEWAY_IMAGE}
+    environment: {ORDERS_URL: "http://orders:8080"}
+    ports: ["127.0.0.1::8080"]
+    labels: {RUN_LABEL_KEY: "${SIDEEYE_TEST_RUN}"}
+  cache:
+    image: ${SLEEPER_IMAGE}
+    labels: {RUN_LABEL_KEY: "${SIDEEYE_TEST_RUN}"}
+""".replace("RUN_LABEL_KEY", RUN_LABEL)
+
+COMPOSE_TESTS = """
+import os, docker
+from shop import rush, host_port, wait_http
+
+PROJECT = os.environ["SHOP_PROJECT"]
+
+
+def gateway_url():
+    client = docker.from_env(version="auto")
+    (gw,) = client.containers.list(filters={"label": [
+        f"com.docker.compose.project={PROJECT}", "com.docker.compose.service=gateway"]})
+    url = f"http://127.0.0.1:{host_port(gw)}"
+    wait_http(url + "/healthz")
+    return url
+
+
+def test_hang():
+    rush(gateway_url())
+"""
+
+
+def compose(project: Project, name: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["docker-compose", "-p", name, *args], cwd=project.path,
+                          env=project.env(), capture_output=True, text=True, timeout=120)
+
+
+def test_compose_project_selected_by_name_is_left_running(tmp_path, shop_images):
+    """compose up before pytest, `compose:NAME` on the command line: the timeout report
+    has every service of the project, named project/service; the project still runs
+    after pytest ends."""
+    name = f"shop{uuid.uuid4().hex[:8]}"
+    p = shop_project(tmp_path, shop_images)
+    p.extra_env["SHOP_PROJECT"] = name
+    p.write("docker-compose.yml", COMPOSE_FILE)
+    p.write("test_compose.py", COMPOSE_TESTS)
+    try:
+        up = compose(p, name, "up", "-d")
+        assert up.returncode == 0, up.stderr
+        running_before = set(p.leftovers())
+        p.run("-p", "no:timeout", "--sideeye-timeout=8", "--sideeye-on-timeout",
+              f"--sideeye-containers=compose:{name}")
+        assert p.outcomes() == {"test_hang": "failed"}
+        snap = p.report("test_compose.py::test_hang", "timeout")
+        assert sorted(by_service(snap)) == [f"{name}/{s}" for s in
+                                            ("cache", "gateway", "ledger", "orders")]
+        assert_shop_hang_seen(snap, f"{name}/gateway", f"{name}/orders")
+        assert_no_go_named_with_logs(snap, f"{name}/cache")
+        running = subprocess.run(["docker", "ps", "-q", "--filter",
+                                  f"label=com.docker.compose.project={name}"],
+                                 capture_output=True, text=True, check=True).stdout.split()
+        assert set(running) == running_before and len(running) == 4
+    finally:
+        compose(p, name, "down", "-t", "1")
+        p.remove_leftovers()
