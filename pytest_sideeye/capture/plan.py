@@ -22,7 +22,16 @@ import os
 import time
 from typing import Callable
 
-from pytest_sideeye.binary import BinaryInfo, DebugInfo, GoType, Piece, Scope, VarDIE, analyze
+from pytest_sideeye.binary import (
+    BinaryInfo,
+    DebugInfo,
+    GoType,
+    Piece,
+    ReadOnlyData,
+    Scope,
+    VarDIE,
+    analyze,
+)
 from pytest_sideeye.capture.spec import CaptureSpec, Expr, Step, parse_specs
 from pytest_sideeye.capture.values import (
     PENDING,
@@ -49,9 +58,12 @@ _UINT8 = GoType(-1, "uint8", "uint", 1)
 class Plan:
     """Validated specs bound to one binary. Cheap to query from the engine's hot path."""
 
-    def __init__(self, debug: DebugInfo, spec: CaptureSpec, limits: Limits, bias: int = 0):
+    def __init__(self, debug: DebugInfo, spec: CaptureSpec, limits: Limits, bias: int = 0,
+                 constant: ReadOnlyData | None = None):
         self.debug = debug
         self.bias = bias
+        # The target's read-only segments, read from its executable (string literals).
+        self.constant = constant
         self.spec = spec
         self.limits = limits
         self.functions: set[str] = set(spec.functions)
@@ -136,7 +148,9 @@ def make_plan(binary: "str | os.PathLike | BinaryInfo", spec, limits: Limits | N
 
     load_bias: for a PIE target, runtime minus link-time addresses. start_frame still takes
     link-time PCs and runtime CFAs; the bias maps the runtime type and code addresses
-    found in memory (interfaces, func values) back to the binary."""
+    found in memory (interfaces, func values) back to the binary. The binary's read-only
+    segments (string literals) are read from its file at that bias: a BinaryInfo of
+    /proc/PID/exe, as the engine passes, is the very file process PID runs."""
     debug = _debug_info(binary)
     spec = parse_specs(spec)
     limits = limits or Limits()
@@ -157,7 +171,8 @@ def make_plan(binary: "str | os.PathLike | BinaryInfo", spec, limits: Limits | N
             debug.warm_scope(info.concrete)
         debug.warm_inliners(fn)
     debug.warm()
-    return Plan(debug, spec, limits, load_bias)
+    path = binary.path if isinstance(binary, BinaryInfo) else binary
+    return Plan(debug, spec, limits, load_bias, ReadOnlyData.open(path, load_bias))
 
 
 def _debug_info(binary: "str | os.PathLike | BinaryInfo") -> DebugInfo:
@@ -240,20 +255,22 @@ class FrameJob:
         self.bound = bound
         self.pc = pc
         self.cfa = cfa
-        self.mem = Memory(budget, plan.limits.merge_gap)
+        self.mem = Memory(budget, plan.limits.merge_gap, plan.constant)
         self._locations: dict[str, list[Piece] | None] = {}
         self._synthetic: dict[str, int] = {}
         self._holes: dict[str, list[tuple[int, int, str]]] = {}
         self._result: list[Variable] | None = None
         self._final: dict[int, Variable] = {}
+        self._waits_for_file = False   # only constant data left: decoded after the resume
         self.rounds = 0
 
     # --- the round protocol -------------------------------------------------------------
     def requests(self) -> list[tuple[int, int]]:
         """(addr, size) still needed; [] when done."""
         for _ in range(4):
-            if self._result is not None:
+            if self._result is not None or self._waits_for_file:
                 return []
+            self.mem.deferred = 0
             vars_, pending = self._pass()
             if not pending:
                 self._result = vars_
@@ -261,6 +278,11 @@ class FrameJob:
             reqs = self.mem.take_requests()
             if reqs:
                 return reqs
+            if self.mem.deferred:
+                # What is left is read from the binary's file by variables(), after the
+                # resume (values.Memory.deferred).
+                self._waits_for_file = True
+                return []
             # Everything wanted was refused (budget): the next pass sees those as cut.
         self.mem.final = True
         self._result = self._pass()[0]
@@ -272,8 +294,9 @@ class FrameJob:
 
     @property
     def done(self) -> bool:
-        """Every value decoded with nothing left to read (no cut for lack of rounds)."""
-        return self._result is not None
+        """Every value decoded, or only constant data left to read from the file (no cut
+        for lack of rounds)."""
+        return self._result is not None or self._waits_for_file
 
     def variables(self) -> list[Variable]:
         if self._result is None:

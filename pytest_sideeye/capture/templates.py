@@ -43,6 +43,12 @@ class ReadTemplates:
     templates: list[list[tuple]] = field(default_factory=list)
     lo: int = 0
     hi: int = 0
+    # Runtime ranges of the binary's read-only data (binary.ReadOnlyData): a read there
+    # that failed in the pause needs no second try, the decoder reads it from the file.
+    constant: list[tuple[int, int]] = field(default_factory=list)
+
+    def is_constant(self, addr: int, size: int) -> bool:
+        return any(lo <= addr and addr + size <= hi for lo, hi in self.constant)
 
     def pack_ranges(self) -> bytes:
         return b"".join(struct.pack(RANGE_FMT, lo, hi, t, 0) for lo, hi, t in self.ranges)
@@ -371,8 +377,10 @@ def compile_plan(plan, bias: int, const: dict[str, int], symtab=None) -> ReadTem
     ranges = _paint(own, inlined)
     if not ranges or len(ranges) > max_ranges:
         return None
+    constant = [(lo, hi) for lo, hi, _off in plan.constant.ranges] \
+        if plan.constant is not None else []
     return ReadTemplates([(lo + bias, hi + bias, t) for lo, hi, t in ranges], templates,
-                  ranges[0][0] + bias, ranges[-1][1] + bias)
+                         ranges[0][0] + bias, ranges[-1][1] + bias, constant)
 
 
 def _paint(own: list[tuple[int, int, int]], inlined: list[tuple[int, int]]):

@@ -23,8 +23,9 @@ JSON mapping (what `snapshot.Variable.value` holds):
 - struct -> object of fields in declaration order (embedded fields under their type name).
   A field of a variable that is partly in registers at the PC is {"$cut": "in a register"}.
 - array, slice -> list (nil slice -> null); cut to the element limit.
-- map with string keys -> object; other keys -> list of [key, value]; nil -> null.
-  Entry order is the map's internal order. Cut to the entry limit.
+- map with string keys -> object, always (a key that could not be read is a "$cut:..."
+  key: mapkeys.py); other keys -> list of [key, value]; nil -> null. Entry order is the
+  map's internal order. Cut to the entry limit.
 - interface -> its dynamic value (nil -> null); the top-level Variable.type reads
   "<static> = <dynamic>", e.g. "error = *main.myErr"; a nested interface is just its value.
 - chan -> {"len", "cap", "closed", "items": buffered values oldest first}; nil -> null.
@@ -46,6 +47,7 @@ import struct
 from dataclasses import dataclass
 
 from pytest_sideeye.binary import DebugInfo, GoType
+from pytest_sideeye.capture.mapkeys import string_keyed
 
 
 @dataclass
@@ -96,8 +98,16 @@ class Memory:
     """What has been read from the target: disjoint sorted chunks, unreadable ranges,
     and the requests of the current pass."""
 
-    def __init__(self, budget: Budget, merge_gap: int = 256):
+    def __init__(self, budget: Budget, merge_gap: int = 256, constant=None):
         self.budget = budget
+        # The target's read-only data read from its file (binary.ReadOnlyData): string
+        # literals there never change, and their pages may not be resident. Consulted
+        # before anything read failed: it is what the process would have given.
+        self.constant = constant
+        # Leaf reads (string bytes: nothing more is read from them) of constant data wait
+        # for the final pass, after the resume: the file is read outside the pause. Counted
+        # per pass (FrameJob resets it) so a job knows it waits for nothing else.
+        self.deferred = 0
         self.merge_gap = merge_gap
         self._starts: list[int] = []
         self._data: list[bytes] = []
@@ -113,7 +123,7 @@ class Memory:
         self.shared: "Memory | None" = None
 
     # --- lookups -------------------------------------------------------------------
-    def read(self, addr: int, size: int) -> bytes | _Pending | Cut:
+    def read(self, addr: int, size: int, leaf: bool = False) -> bytes | _Pending | Cut:
         if size <= 0:
             return b""
         if addr == 0 or addr < 4096:
@@ -121,6 +131,11 @@ class Memory:
         got = self._lookup(addr, size)
         if got is None and self.shared is not None:
             got = self.shared._lookup(addr, size)
+        if got is None and self.constant is not None:
+            if leaf and not self.final and self.constant.covers(addr, size):
+                self.deferred += 1
+                return PENDING
+            got = self.constant.read(addr, size)
         if got is not None:
             for lo, hi, why in self._holes:
                 if addr < hi and lo < addr + size:
@@ -236,8 +251,8 @@ class ValueDecoder:
             self.errors.append(f"cannot read memory at {c.addr:#x}")
         return {"$ptr": f"{c.addr:#x}", "$cut": c.why}
 
-    def read(self, addr: int, size: int):
-        r = self.mem.read(addr, size)
+    def read(self, addr: int, size: int, leaf: bool = False):
+        r = self.mem.read(addr, size, leaf)
         if r is PENDING:
             self.pending = True
         return r
@@ -303,7 +318,7 @@ class ValueDecoder:
             self.truncated = True
             return {"$ptr": f"{ptr:#x}", "$cut": "bad length"}
         want = min(n, self.limits.string_bytes)
-        raw = self.read(ptr, want)
+        raw = self.read(ptr, want, leaf=True)
         if raw is PENDING:
             return PENDING
         if isinstance(raw, Cut):
@@ -459,8 +474,8 @@ class ValueDecoder:
                  for kt, kb, koff, kaddr, vt, vb, voff, vaddr in entries]
         if any(k is PENDING or v is PENDING for k, v in pairs):
             return PENDING
-        if t.key is not None and t.key.kind == "string" and all(isinstance(k, str) for k, _ in pairs):
-            return dict(pairs)
+        if t.key is not None and t.key.kind == "string":
+            return string_keyed(pairs)
         return [[k, v] for k, v in pairs]
 
     def map_entries(self, t: GoType, ptr: int, limit: int | None = None):

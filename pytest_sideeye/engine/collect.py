@@ -248,13 +248,16 @@ class Collector:
 
     def failed_capture_frames(self, tables) -> list[tuple[int, int]]:
         """(pc, cfa) of the frames BPF read with at least one failed read; empty (and
-        free) when none failed, the common case."""
+        free) when none failed, the common case. A failed read of the binary's read-only
+        data (string literals, often never paged in) is no reason: it cannot change, and
+        the decoder reads it from the file after the resume."""
         if not self._out_word("capfail"):
             return []
         out = self.capture_output(tables)
         by_entry = {q: key for key, q in out.frames.items()}
         return sorted({by_entry[q] for q, reads in out.reads.items()
-                       if q in by_entry and any(data is None for _a, data, _s in reads)})
+                       if q in by_entry and any(data is None and not tables.is_constant(a, s)
+                                                for a, data, s in reads)})
 
     def capture_used(self) -> int:
         return self._out_word("capused")

@@ -10,13 +10,14 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import signal
 
 import pytest
 from varzoo import BIG, Zoo, start_varzoo
 
 from pytest_sideeye.binary import analyze
-from pytest_sideeye.capture import values
+from pytest_sideeye.capture import mapkeys, values
 from pytest_sideeye.capture.values import Budget, Limits, Memory
 
 
@@ -231,3 +232,61 @@ def test_pie_binary_with_load_bias(go_build):
     finally:
         p.kill()
         p.wait()
+
+
+# --- one JSON shape for string-keyed maps (capture/mapkeys.py, docs/snapshot-format.md) ----
+
+def test_a_map_whose_keys_were_not_read_is_still_an_object(zoo):
+    """MS = {"one": 1, "two": 2, "three": 3}: with too few rounds to read its keys' bytes
+    it is still an object, each key a "$cut:rounds@<address>" placeholder; and with the
+    key bytes unreadable, "$cut:unreadable@..."."""
+    whole = zoo.decode("MS").value
+    assert whole == {"one": 1, "two": 2, "three": 3}
+    shapes = [zoo.decode("MS", max_rounds=r).value for r in range(1, 6)]
+    cut_keys = [v for v in shapes if any(k.startswith("$cut:") for k in v)]
+    assert cut_keys, shapes     # some round limit leaves the keys unread
+    for v in shapes:
+        assert isinstance(v, dict), v
+        if "$ptr" not in v and v:    # past the map's header and its buckets or groups
+            assert sorted(v.values()) == [1, 2, 3]
+            assert all(k in whole or re.fullmatch(r"\$cut:rounds@0x[0-9a-f]+", k) for k in v)
+
+    t, addr = zoo.field_addr("MS")
+    key_bytes = _key_data_addresses(zoo, "MS")
+
+    def keys_unreadable(reqs):
+        got = zoo.read_batch(reqs)
+        return {(a, s): None if a in key_bytes else data for (a, s), data in got.items()}
+
+    d = values.read_value(zoo.debug, t, addr, keys_unreadable, BIG, 16)
+    assert sorted(d.value.values()) == [1, 2, 3]
+    assert all(re.fullmatch(r"\$cut:unreadable@0x[0-9a-f]+", k) for k in d.value), d.value
+    assert d.truncated
+
+
+def _key_data_addresses(zoo, name: str) -> set[int]:
+    """The data pointers of a string-keyed map's keys: each key's bytes, read whole."""
+    t, addr = zoo.field_addr(name)
+    mem = Memory(Budget(1 << 20))
+    while True:
+        dec = values.ValueDecoder(zoo.debug, mem, BIG)
+        entries = dec.map_entries(t, int.from_bytes(zoo.read_batch([(addr, 8)])[(addr, 8)],
+                                                    "little"))
+        if not dec.pending:
+            break
+        mem.feed(zoo.read_batch(mem.take_requests()))
+    return {values.u(kb, koff, 8) for _kt, kb, koff, *_rest in entries}
+
+
+@pytest.mark.parametrize("pairs, want", [
+    ([("a", 1), ("$HOME", 2), ("$$x", 3)], {"a": 1, "$$HOME": 2, "$$$x": 3}),
+    ([({"$ptr": "0x10", "$cut": "unreadable"}, 1), ("b", 2)],
+     {"$cut:unreadable@0x10": 1, "b": 2}),
+    ([({"$ptr": "0x10", "$cut": "rounds"}, 1), ({"$ptr": "0x10", "$cut": "rounds"}, 2),
+      ({"$ptr": "0x10", "$cut": "rounds"}, 3)],
+     {"$cut:rounds@0x10": 1, "$dup:2:$cut:rounds@0x10": 2, "$dup:3:$cut:rounds@0x10": 3}),
+    ([({"$b64": "/w==", "$text": "\ufffd"}, 1)], {"$b64:/w==": 1}),
+    ([], {}),
+])
+def test_string_keyed_map_object(pairs, want):
+    assert mapkeys.string_keyed(pairs) == want
