@@ -23,6 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from pytest_sideeye.binary import info as gobinary
 from pytest_sideeye.binary.elf import StaticImage  # noqa: E402
+from pytest_sideeye.memo import MEMO  # noqa: E402
 from pytest_sideeye.services import toolchains  # noqa: E402
 
 BENCH_DIR = Path.home() / ".cache" / "sideeye" / "bench"
@@ -59,11 +60,11 @@ def bench(path: Path, lookups: int) -> dict[str, str]:
         def cold():
             for f in Path(cache).glob("*"):
                 f.unlink()
-            gobinary._memory_cache.clear()
+            MEMO.clear()
             gobinary.analyze(path)
 
         def warm():
-            gobinary._memory_cache.clear()
+            MEMO.clear()
             gobinary.analyze(path)
 
         t_cold = best_of(3, cold)

@@ -51,9 +51,13 @@ from pytest_sideeye.agent.protocol import (
                                            response_bytes,
 )
 from pytest_sideeye.errors import CaptureSpecError, SideeyeError, one_line
+from pytest_sideeye.memo import MEMO, give_back
 from pytest_sideeye.snapshot import Snapshot
 
 QUEUE_SIZE = 8
+# An answer this large (tens of thousands of goroutines) was made of hundreds of MB of
+# objects: once sent, the memory they freed is handed back (memo.give_back).
+LARGE_ANSWER_BYTES = 16 << 20
 MAX_CONNECTIONS = 64
 SOCKET_MODE = 0o660
 VERSION = "1"
@@ -205,6 +209,9 @@ class Agent:
             if status == 403:
                 self.log(f"refused {caller.describe()}: {answer['error']}")
             self._answer_quietly(tls, status, answer)
+            if _large(answer):
+                del answer
+                give_back()
         except Exception as e:  # noqa: BLE001 - one connection must never end the agent
             self.log(f"remote connection from {address} failed: {one_line(e)}")
         finally:
@@ -246,6 +253,9 @@ class Agent:
             if status == 403:
                 self.log(f"refused {caller.describe()}: {answer['error']}")
             self._answer_quietly(conn, status, answer)
+            if _large(answer):
+                del answer             # its last reference: free it before giving back
+                give_back()
         except Exception as e:  # noqa: BLE001 - one connection must never end the agent
             self._answer_quietly(conn, 500, {"error": f"agent error: {one_line(e)}"})
         finally:
@@ -293,7 +303,8 @@ class Agent:
                 "socket": str(self.path), "group": self.group,
                 "uptime_s": round(time.time() - self.started, 1),
                 "snapshots": self.served, "waiting": self.jobs.qsize(),
-                "layouts_loaded": engine.loaded_layouts()}
+                "layouts_loaded": engine.loaded_layouts(),
+                "memo": MEMO.stats()}   # what it keeps about binaries, under its budget
 
     # --- the worker: one snapshot at a time ---------------------------------------
 
@@ -312,6 +323,9 @@ class Agent:
                                                         f"{type(e).__name__}: {one_line(e)}"}
             finally:
                 job.done.set()
+            # The answer is the connection thread's to send and drop: held here, it
+            # stayed resident until the next request came.
+            del job
 
     def _snapshot(self, job: Job) -> tuple[int, dict | SnapshotAnswer]:
         # Decoding and serializing allocate a few hundred thousand small objects: a full
@@ -369,6 +383,11 @@ class Agent:
         for t in targets:
             self.authorizer.check_target(job.caller, t.pid)
         return targets
+
+
+def _large(answer: dict | SnapshotAnswer) -> bool:
+    """A snapshot answer whose making freed enough to be worth handing back."""
+    return isinstance(answer, SnapshotAnswer) and len(answer.text) >= LARGE_ANSWER_BYTES
 
 
 def _snapshot_line(caller: Caller, snap: Snapshot, seconds: float) -> str:

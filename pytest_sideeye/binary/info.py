@@ -5,7 +5,7 @@ use, the DWARF view variable capture needs (`.debug`, a dwarf.DebugInfo).
 
 Layouts and addresses are cached on disk by build id (diskcache, kind "binaries": DWARF is
 the slow part); the Symtab is rebuilt from the file each time (milliseconds) and
-everything is cached in memory per path+mtime.
+everything is cached in memory per path+mtime, within the process's memo (memo.py).
 """
 from __future__ import annotations
 
@@ -37,6 +37,7 @@ from pytest_sideeye.binary.layout import (
 from pytest_sideeye.binary.pclntab import Symtab
 from pytest_sideeye.errors import MissingDebugInfo, NoPermission, NotGoBinary, SideeyeError
 from pytest_sideeye.files import JsonCache
+from pytest_sideeye.memo import MEMO, measured
 
 CACHE = JsonCache("binary", schema=5)
 MIN_GO = (1, 21)
@@ -68,12 +69,9 @@ class BinaryInfo:
         """The DWARF side (types, functions, variable locations), loaded on first use and
         shared by every BinaryInfo of the same build id; MissingDebugInfo without DWARF."""
         with _debug_lock:
-            debug = _debug_by_build_id.get(self.build_id)
-            if debug is None:
-                debug = DebugInfo(self.path, build_id=self.build_id, symtab=self.symtab,
-                                  types_base=self.symbols.get("runtime.types", 0))
-                _debug_by_build_id[self.build_id] = debug
-            return debug
+            return MEMO.remember(self.build_id, "debug", self.build_id, lambda: DebugInfo(
+                self.path, build_id=self.build_id, symtab=self.symtab,
+                types_base=self.symbols.get("runtime.types", 0)))
 
     @property
     def layout(self) -> RuntimeLayout:
@@ -98,8 +96,9 @@ class BinaryInfo:
         return addr
 
 
-_memory_cache: dict[tuple[str, int, int], BinaryInfo] = {}
-_debug_by_build_id: dict[str, DebugInfo] = {}
+# In memory, every BinaryInfo (by path+mtime+size) and DebugInfo (by build id) is an entry
+# of its build id's group in the process's memo (memo.py: one byte budget, least recently
+# used binaries dropped first).
 _debug_lock = threading.Lock()
 
 
@@ -117,10 +116,11 @@ def analyze(path: str | os.PathLike, *, need_layout: bool = True,
         raise NoPermission(f"{path}: permission denied (run as root to read other "
                            "users' processes)") from None
     key = (path, st.st_mtime_ns, st.st_size)
-    info = _memory_cache.get(key)
+    info = MEMO.get("binary", key)
     if info is None:
-        info = _analyze_file(path, use_disk_cache)
-        _memory_cache[key] = info
+        with measured() as size:
+            info = _analyze_file(path, use_disk_cache)
+        MEMO.put(info.build_id, "binary", key, info, size.nbytes)
     if need_layout:
         info.layout  # noqa: B018 - raises MissingDebugInfo with the reason
     return info

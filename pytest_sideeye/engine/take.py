@@ -30,6 +30,7 @@ from pytest_sideeye.engine.pause import PauseTimes, paused, proc_state
 from pytest_sideeye.engine.privileges import missing_privileges
 from pytest_sideeye.engine.process import check_runtime_globals, exe_for_pid, load_bias
 from pytest_sideeye.errors import CaptureSpecError, NoPermission, SideeyeError, TargetGone
+from pytest_sideeye.memo import MEMO, measured
 from pytest_sideeye.snapshot import Container, Process, Snapshot, Variable, now_rfc3339
 
 RUNTIME_ADDRS = ("runtime.allgs", "runtime.allglen", "runtime.allm")
@@ -318,19 +319,24 @@ def _make_plan(info, spec, limits, bias: int):
     if not mine:
         return None
     kw = {"limits": limits} if limits is not None else {}
-    return capture_mod.make_plan(info, mine, load_bias=bias, **kw)
-
-
-_tables_cache: dict = {}
+    # The first plan of a spec reads the DWARF it needs into the binary's DebugInfo, which
+    # keeps it: that growth is weighed once, in the binary's memo group (memo.py).
+    key = (info.build_id, repr(mine), repr(limits))
+    if MEMO.get("planned", key):
+        return capture_mod.make_plan(info, mine, load_bias=bias, **kw)
+    with measured() as size:
+        plan = capture_mod.make_plan(info, mine, load_bias=bias, **kw)
+    MEMO.put(info.build_id, "planned", key, value=True, nbytes=size.nbytes)
+    return plan
 
 
 def _capture_tables(plan, info, bias: int, program):
     """The plan compiled for the BPF capture (capture/templates.py), once per binary, spec,
-    limits and load address; None when nothing of it can be read by BPF."""
+    limits and load address (in the binary's memo group); None when nothing of it can be
+    read by BPF."""
     key = (info.build_id, info.path, repr(plan.spec), repr(plan.limits), bias)
-    if key not in _tables_cache:
-        _tables_cache[key] = compile_plan(plan, bias, program.const, info.symtab)
-    return _tables_cache[key]
+    return MEMO.remember(info.build_id, "tables", key,
+                         lambda: compile_plan(plan, bias, program.const, info.symtab))
 
 
 def _capture_in_pause(plan, decoder, collector, raw, tables, budget_s: float) -> dict:

@@ -21,6 +21,7 @@ from pytest_sideeye.binary import info as gobinary
 from pytest_sideeye.binary.layout import DwarfIndex, RuntimeLayout, variable_address
 from pytest_sideeye.engine.process import exe_for_pid, load_bias
 from pytest_sideeye.errors import MissingDebugInfo, NotGoBinary, SideeyeError, TargetGone
+from pytest_sideeye.memo import MEMO
 from pytest_sideeye.services import toolchains
 
 RUNTIME_GLOBALS = ("runtime.allgs", "runtime.allglen", "runtime.allm",
@@ -32,9 +33,9 @@ RUNTIME_GLOBALS = ("runtime.allgs", "runtime.allglen", "runtime.allm",
 def private_cache(tmp_path, monkeypatch):
     """Each test starts cold, with its own disk cache."""
     monkeypatch.setenv("SIDEEYE_BINARY_CACHE", str(tmp_path / "binaries"))
-    gobinary._memory_cache.clear()
+    MEMO.clear()
     yield
-    gobinary._memory_cache.clear()
+    MEMO.clear()
 
 
 def go_nm(version: str, binary: Path) -> dict[str, int]:
@@ -205,7 +206,7 @@ def test_disk_cache_by_build_id(go_build, tmp_path):
     # A copy at another path with the same build id is served from the disk cache.
     copy = tmp_path / "copy"
     shutil.copy(binary, copy)
-    gobinary._memory_cache.clear()
+    MEMO.clear()
     warm = gobinary.analyze(copy)
     assert warm.layout == cold.layout and warm.symbols == cold.symbols
     assert warm.symtab.frames_for_pc(cold.symbols["runtime.goexit"] + 1, is_call_site=True) \

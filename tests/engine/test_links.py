@@ -14,6 +14,7 @@ from support import GO_VERSIONS
 from pytest_sideeye.binary import analyze
 from pytest_sideeye.engine import Target, take_snapshot
 from pytest_sideeye.engine import links as links_mod
+from pytest_sideeye.memo import MEMO
 from pytest_sideeye.snapshot import render_text
 
 USER_LINK = "main.call:order == main.parkHandler:order"
@@ -282,7 +283,7 @@ def test_probes_a_binary_accepts_are_kept_on_disk(go_build, monkeypatch, tmp_pat
     monkeypatch.setattr(links_mod, "_checked_probes", lambda i: calls.append(1) or check(i))
 
     def fresh_process_spec():
-        monkeypatch.setattr(links_mod, "_probe_cache", {})
+        MEMO.clear()   # what a fresh process has in memory
         return links_mod.probe_spec(info)
 
     checked = fresh_process_spec()

@@ -22,7 +22,7 @@ def test_least_recently_used_binaries_go_first_when_over_the_budget():
     assert m.groups() == ["a", "c"]
     assert m.get("binary", "b1") is None
     assert m.stats() == {"budget_bytes": 100, "bytes": 100, "binaries": 2, "entries": 3,
-                         "evicted": 1}
+                         "evicted": 1, "kept": ["a", "c"]}
     m.put("d", "binary", "d1", "D", 10)         # 110: a goes, with every entry of it
     assert m.groups() == ["c", "d"]
     assert m.get("debug", "a") is None and m.get("binary", "a1") is None

@@ -1,0 +1,59 @@
+"""The agent lives for weeks (issue 24): what it keeps about the binaries it has seen stays
+within its byte budget (SIDEEYE_MEMO_MB), least recently used binaries dropped first, and
+its health answer says what it keeps."""
+from __future__ import annotations
+
+import pytest
+from agent_support import RunningAgent, Target
+
+from pytest_sideeye.agent import health, snapshot_bytes
+from pytest_sideeye.binary import analyze
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("needs_root")]
+
+CAPTURE = {"main.parkedLeaf": ["i", "name", "j"]}
+MB = 2**20
+
+
+def snapshot(agent: RunningAgent, target: Target) -> dict:
+    _body, processes = snapshot_bytes([target.pid], CAPTURE, socket_path=str(agent.socket))
+    assert processes[0]["error"] is None, processes
+    return health(str(agent.socket))["memo"]
+
+
+def test_the_agent_keeps_binaries_within_its_budget_least_recently_used_first(
+        shared_dir, go_build):
+    # Three binaries that differ by their build id only (the -X names no variable).
+    binaries = [go_build("manyparked", ldflags=f"-X main.build={i}") for i in range(3)]
+    a, b, c = (analyze(p, need_layout=False).build_id for p in binaries)
+    assert len({a, b, c}) == 3
+    targets = [Target(p, n=100) for p in binaries]
+    try:
+        # What one binary weighs, as the agent measures it.
+        first = RunningAgent(shared_dir / "agent-memo-1")
+        try:
+            one = snapshot(first, targets[0])
+        finally:
+            first.stop()
+        assert one["kept"] == [a] and one["binaries"] == 1 and one["evicted"] == 0
+        assert one["bytes"] > 1 * MB, one        # its analysis, DWARF and plan, measured
+
+        # A budget for two of them: the third drops the least recently used.
+        budget = f"{2.5 * one['bytes'] / MB:.3f}"
+        agent = RunningAgent(shared_dir / "agent-memo-2", env={"SIDEEYE_MEMO_MB": budget})
+        try:
+            snapshot(agent, targets[0])
+            snapshot(agent, targets[1])
+            kept = snapshot(agent, targets[0])            # a is used again: b is older
+            assert kept["kept"] == [b, a] and kept["evicted"] == 0
+            kept = snapshot(agent, targets[2])
+            assert kept["kept"] == [a, c] and kept["evicted"] == 1, kept
+            assert kept["bytes"] <= kept["budget_bytes"] == int(float(budget) * MB), kept
+            kept = snapshot(agent, targets[1])            # b again: analysed again
+            assert kept["kept"] == [c, b] and kept["evicted"] == 2, kept
+            assert kept["bytes"] <= kept["budget_bytes"], kept
+        finally:
+            agent.stop()
+    finally:
+        for t in targets:
+            t.stop()
