@@ -27,6 +27,7 @@
 // Modes are bits: the first pass of a snapshot is MODE_THREADS | MODE_GS (one run fewer).
 //   MODE_THREADS  once per thread: its user registers, and a frame-pointer walk from them;
 //                 the first thread also walks runtime.allm (thread id -> current g).
+//                 A thread in the Go signal handler: also the context it interrupted.
 //   MODE_GS       goroutines allgs[start .. start+count): header fields and a frame-pointer
 //                 walk from g.sched (or g.syscall* when in a syscall).
 //   MODE_CONT     continue walks that ran out of frames (deep stacks) or that start from a
@@ -50,6 +51,17 @@
 #define MAX_THREADS 64
 #define MAX_HELPERS 3       // collector threads helping the iterator walk, on other CPUs
 #define STK_WORDS 64         // words of a thread's stack copied from its sp (a leaf's frame)
+// The kernel's signal frame on x86-64 (struct rt_sigframe, a user-visible ABI): the
+// handler's return address, then struct ucontext, whose uc_mcontext (struct sigcontext:
+// r8..r15 rdi rsi rbp rbx rdx rax rcx rsp rip ...) starts 40 bytes in. Go's sigctxt reads
+// the interrupted registers from there (runtime/signal_linux_amd64.go, defs_linux_amd64.go).
+#define UC_MCONTEXT 40
+#define MC_WORDS 17          // r8 .. rip
+#define MC_R14 6
+#define MC_RBP 10
+#define MC_RSP 15
+#define MC_RIP 16
+#define SIGTRAMP_WORDS 16    // stack words sigtramp keeps below its return address at most
 #define MAX_MS 256
 #define READS_PER_PASS 256
 #define TODO_MAX 1024       // records needing a follow-up walk, listed per MODE_GS pass
@@ -166,6 +178,10 @@ struct config {
   // claimed by atomics); the threads, continuation and read passes are the main thread's.
   u32 helper_tid[MAX_HELPERS];
   u32 cap_shift;       // capbits: bit i covers code [cap_lo + i << cap_shift, + 1 << cap_shift)
+  // The Go signal handler's entry (runtime.sigtramp) and the return address the kernel
+  // pushes for it (runtime.sigreturn__sigaction), as runtime code ranges [lo, hi): how
+  // MODE_THREADS finds the signal frame of a thread caught in the handler (0: never).
+  u64 sigtramp_lo, sigtramp_hi, sigret_lo, sigret_hi;
 };
 
 struct capent { u32 gidx, frame; u64 pc, cfa; };       // a frame to capture
@@ -186,7 +202,7 @@ struct grec {
 };
 
 struct trec {
-  u64 tid, ip, sp, bp, r14, nframes, flags, pad;
+  u64 tid, ip, sp, bp, r14, nframes, flags, uc;   // uc: th.sig's, its ucontext's address
   u64 f[2 * MAX_FRAMES];
   // The top of the stack: a frameless leaf (no frame pointer pushed) keeps its return
   // address at sp + its frame size, which the frame-pointer walk skips; decode.py finds it
@@ -219,9 +235,12 @@ struct out_t {
   u64 hook_walked;      // set once the stop hook's walk (so its capq region) is complete
   u64 capfail;          // capture reads that failed (not resident, or a bad pointer)
   u64 helper_gs;        // goroutines the collector's helper threads walked
+  u64 nsigs;            // MODE_THREADS: threads caught in a signal handler (th.sig)
   union {
     struct grec cg[CONT_PER_PASS];   // MODE_CONT results
-    struct { struct trec t[MAX_THREADS]; struct mrec m[MAX_MS]; } th;
+    // th.sig[i]: the context a thread caught in the Go signal handler interrupted (as read
+    // from the kernel's signal frame), walked like a thread's: tid, ip, sp, bp, r14, ...
+    struct { struct trec t[MAX_THREADS]; struct mrec m[MAX_MS]; struct trec sig[MAX_THREADS]; } th;
     struct { s32 rc[READS_PER_PASS]; u8 data[READ_OUT + READ_MAX]; } rd;
   };
 };
@@ -807,11 +826,78 @@ static __always_inline void walk_allm(struct task_struct *task, struct config *c
   o->nms = n;
 }
 
+// The ucontext of the signal a thread is handling, 0 when it is not in the Go signal
+// handler. The kernel enters runtime.sigtramp with sp at its signal frame, whose first
+// word (the return address) is runtime.sigreturn__sigaction; the ucontext follows it.
+//  - in sigreturn__sigaction (sigtramp returned): sp is at the ucontext;
+//  - in sigtramp while its frame pointer is not set up (or no longer): the return address
+//    is among the few words above sp;
+//  - deeper (sigtrampgo, sighandler, sigprof ...): the frame-pointer chain goes through
+//    sigtramp's frame, whose return address is sigreturn__sigaction: the ucontext is at
+//    that frame's pointer + 16. Frame k (k >= 1) was read at frame k-1's pointer.
+static __always_inline u64 signal_context(struct config *c, struct trec *t) {
+  u64 ret = c->sigret_lo;
+  if (!ret)
+    return 0;
+  if (t->ip - ret < c->sigret_hi - ret)
+    return t->sp;
+  if (t->ip - c->sigtramp_lo < c->sigtramp_hi - c->sigtramp_lo) {
+    for (int i = 0; i < SIGTRAMP_WORDS; i++)
+      if (t->stk[i] == ret)
+        return t->sp + 8 * i + 8;
+    return 0;
+  }
+  u64 n = t->nframes, uc = 0;
+  struct bpf_iter_num it;
+  int *kp;
+  iter_new(&it, 1, MAX_FRAMES);
+  while ((kp = iter_next(&it))) {
+    u32 k = *kp;
+    if (k >= n)
+      break;
+    if (t->f[(2 * k) & (2 * MAX_FRAMES - 2)] == ret) {
+      uc = t->f[(2 * k - 1) & (2 * MAX_FRAMES - 1)] + 16;
+      break;
+    }
+  }
+  iter_destroy(&it);
+  return uc;
+}
+
+// A thread caught in the Go signal handler (SIGURG preemption, SIGPROF): the goroutine
+// it interrupted is unwound from the registers the kernel saved in the signal frame, as
+// the runtime's sigctxt does, into th.sig. Costs nothing for the other threads.
+static __always_inline void read_signal_context(struct task_struct *task, struct out_t *o,
+                                                struct scratch_t *s, struct trec *t, u64 uc) {
+  if (COPY_USER(s->regs, MC_WORDS * 8, (void *)(uc + UC_MCONTEXT), task) != 0)
+    return;
+  u64 idx = o->nsigs;
+  o->nsigs = idx + 1;
+  if (idx >= MAX_THREADS)
+    return;
+  struct trec *r = &o->th.sig[idx & (MAX_THREADS - 1)];
+  r->tid = t->tid;
+  r->ip = s->regs[MC_RIP];
+  r->sp = s->regs[MC_RSP];
+  r->bp = s->regs[MC_RBP];
+  r->r14 = s->regs[MC_R14];
+  r->uc = uc;
+  r->flags = 0;
+  r->nframes = 1;
+  if (COPY_USER(r->stk, sizeof(r->stk), (void *)r->sp, task) != 0)
+    __builtin_memset(r->stk, 0, sizeof(r->stk));
+  r->f[0] = r->ip;
+  r->f[1] = r->bp;
+  u64 unused = 0;
+  walk(task, s, r->f, &r->nframes, 1, r->bp, r->sp, r->sp + (1 << 20), &r->flags, &unused);
+}
+
 static __always_inline int pass_thread(struct bpf_iter__task *ctx, struct task_struct *task,
                                        struct config *c, struct out_t *o,
                                        struct scratch_t *s) {
   if (ctx->meta->seq_num == 0) {
     o->nthreads = 0;
+    o->nsigs = 0;
     walk_allm(task, c, o, s);
   }
   u64 idx = o->nthreads;
@@ -839,6 +925,9 @@ static __always_inline int pass_thread(struct bpf_iter__task *ctx, struct task_s
   u64 unused = 0;
   walk(task, s, t->f, &t->nframes, 1, t->bp, t->sp, t->sp + (1 << 20), &t->flags,
        &unused);
+  u64 uc = signal_context(c, t);
+  if (uc)
+    read_signal_context(task, o, s, t, uc);
   return 0;
 }
 

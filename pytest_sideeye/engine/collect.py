@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pytest_sideeye.capture import parse_output
 from pytest_sideeye.engine.bpf import Program, source_constants
 from pytest_sideeye.engine.cstructs import c_struct
+from pytest_sideeye.engine.sigframe import SignalCode
 from pytest_sideeye.errors import SideeyeError
 
 _C = source_constants()
@@ -65,6 +66,10 @@ class Records:
     # Raw bytes copied during the pause, decoded after it.
     threads_raw: bytes = b""
     nthreads: int = 0
+    # Threads caught in the Go signal handler: the contexts they interrupted, as read from
+    # their signal frames (struct trec each, tid first).
+    signals_raw: bytes = b""
+    nsignals: int = 0
     chunks: list = field(default_factory=list)   # MODE_GS outputs (bytes or map views), in order
     more: dict[tuple[int, int], list[bytes]] = field(default_factory=dict)  # continuations
     syscall_keys: list[tuple[int, int]] = field(default_factory=list)  # maybe in a syscall
@@ -81,6 +86,7 @@ class Records:
                 "hook_gs": self.hook_gs, "helper_gs": self.helper_gs,
                 "threads": _pack(self.threads_raw),
                 "nthreads": self.nthreads, "chunks": [_pack(c) for c in self.chunks],
+                "signals": _pack(self.signals_raw), "nsignals": self.nsignals,
                 "more": [[ci, i, [_pack(r) for r in recs]]
                          for (ci, i), recs in sorted(self.more.items())],
                 "syscall_keys": [list(k) for k in self.syscall_keys]}
@@ -92,6 +98,8 @@ class Records:
                    hook_gs=d["hook_gs"], helper_gs=d.get("helper_gs", 0),
                    threads_raw=_unpack(d["threads"]),
                    nthreads=d["nthreads"], chunks=[_unpack(c) for c in d["chunks"]],
+                   signals_raw=_unpack(d["signals"]) if "signals" in d else b"",
+                   nsignals=d.get("nsignals", 0),
                    more={(ci, i): [_unpack(r) for r in recs] for ci, i, recs in d["more"]},
                    syscall_keys=[tuple(k) for k in d["syscall_keys"]])
 
@@ -156,7 +164,8 @@ class Collector:
     """Drives the passes for one target process (link and config made before the pause)."""
 
     def __init__(self, program: Program, pid: int, addrs: dict[str, int], bias: int, *,
-                 hook_budget_ns: int = 900_000, threads: int = 1):
+                 hook_budget_ns: int = 900_000, threads: int = 1,
+                 signal_code: SignalCode | None = None):
         self.p = program
         # How long the stop hook may walk with interrupts off on its CPU (the iterator
         # takes the rest): settings' SIDEEYE_HOOK_BUDGET_US.
@@ -184,6 +193,9 @@ class Collector:
         # Always written: a stale id of an earlier collector's helper could be this
         # thread's now (programs are pinned and shared).
         CFG.set_array(self.p.cfg, "helper_tid", [h.tid for h in self.helpers])
+        # Always written too: another binary's code ranges mean nothing in this one.
+        CFG.set(self.p.cfg, **(signal_code.config(bias) if signal_code
+                               else SignalCode.NONE))
 
     def _start_helpers(self, n: int) -> list[_Helper]:
         """Up to MAX_HELPERS helper threads; one that did not start (no thread id to tell
@@ -410,6 +422,11 @@ class Collector:
         raw.threads_raw = data
         raw.ms = [struct.unpack_from(MREC.format, mdata, MREC.size * i)[:3] for i in range(nms)]
         raw.nthreads = min(nthreads, self.max_threads)
+        nsigs = min(self._out_word("nsigs"), self.max_threads)
+        if nsigs:   # rare: a thread caught in the Go signal handler
+            sbase = mbase + MREC.size * self.p.const["MAX_MS"]
+            raw.signals_raw = bytes(self.p.out[sbase:sbase + self.trec_size * nsigs])
+        raw.nsignals = nsigs
         if nthreads > self.max_threads:
             raw.notes.append(f"only the first {self.max_threads} of {nthreads} threads were read")
 

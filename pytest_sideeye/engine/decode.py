@@ -33,6 +33,7 @@ from pytest_sideeye.snapshot import STATUSES, CreatedBy, Frame, Goroutine
 # The runtime's status constants (_Grunning ...) by the model's names (running ...).
 STATUS_NAMES = {"_G" + name: name for name in STATUSES}
 STOP_AT = ("runtime.goexit",)
+SP_UNWIND_FRAMES = 4   # frames unwound by their sizes from a thread's sp at most
 _MISSING = object()
 
 
@@ -70,15 +71,24 @@ class RecordDecoder:
         return pcs, fps, flags
 
     def threads(self, raw: Records) -> dict[int, tuple]:
+        """Thread id -> (ip, sp, bp, pcs leaf first, walk flags), from its registers."""
+        return self._contexts(raw.threads_raw, raw.nthreads)
+
+    def signal_contexts(self, raw: Records) -> dict[int, tuple]:
+        """The same, for each thread caught in the Go signal handler, of the context it
+        interrupted (the registers in its signal frame): the goroutine's own frames."""
+        return self._contexts(raw.signals_raw, raw.nsignals)
+
+    def _contexts(self, data: bytes, count: int) -> dict[int, tuple]:
         out = {}
         trec = c_struct("trec")
         frames_at, stk = trec.offset("f"), trec.fields["stk"]
-        for i in range(raw.nthreads):
+        for i in range(count):
             off = i * self.trec_size
-            tid, ip, sp, bp, _r14, n, flags, _ = struct.unpack_from("<8Q", raw.threads_raw, off)
+            tid, ip, sp, bp, _r14, n, flags, _ = struct.unpack_from("<8Q", data, off)
             n = min(n, self.max_frames)
-            pcs = list(struct.unpack_from(f"<{2 * n}Q", raw.threads_raw, off + frames_at)[0::2])
-            top = struct.unpack_from(f"<{stk.count}Q", raw.threads_raw, off + stk.offset)
+            pcs = list(struct.unpack_from(f"<{2 * n}Q", data, off + frames_at)[0::2])
+            top = struct.unpack_from(f"<{stk.count}Q", data, off + stk.offset)
             out[tid] = (ip, sp, bp, self._with_leaf_caller(ip, pcs, top), flags)
         return out
 
@@ -86,23 +96,54 @@ class RecordDecoder:
         """A thread stopped in a leaf that pushed no frame pointer (a small frameless
         function, or any function before its prologue): the frame-pointer walk goes from
         the caller's frame pointer and skips the caller. Its return address is at sp + the
-        leaf's frame size (pcsp), as runtime/traceback.go unwinds the innermost frame."""
+        leaf's frame size (pcsp), as runtime/traceback.go unwinds the innermost frame.
+
+        The runtime's preemption signal handler may have made the goroutine call
+        runtime.asyncPreempt (an injected call: what it returns to is the interrupted pc
+        itself, whose function may be frameless too): unwinding by frame sizes then goes
+        on, a few frames at most, until it meets the frame-pointer chain."""
+        first = self._sp_caller(ip, 0, top)
+        if first is None:
+            return pcs
+        one_step = pcs if len(pcs) > 1 and pcs[1] == first[0] else pcs[:1] + [first[0]] + pcs[1:]
+        added: list[int] = []
+        k, pc, off = 1, ip, 0   # pcs[k]: the frame-pointer chain's next return address
+        for _ in range(SP_UNWIND_FRAMES):
+            step = self._sp_caller(pc, off, top)
+            if step is None:
+                break
+            ret, off = step
+            meets = k < len(pcs) and pcs[k] == ret
+            if meets and not self._is_injected(pc):
+                return pcs[:1] + added + pcs[k:]
+            added.append(ret)
+            k += meets
+            pc = ret
+        return one_step
+
+    def _sp_caller(self, pc: int, off: int, top: tuple[int, ...]) -> tuple[int, int] | None:
+        """(return address, offset of the caller's sp) of the frame at pc whose sp is `off`
+        bytes into `top` (the stack words from the thread's sp), or None."""
         try:
-            delta = self.symtab.sp_delta(ip - self.bias)
+            delta = self.symtab.sp_delta(pc - self.bias)
         except (KeyError, NotGoBinary):
-            return pcs
-        if delta < 0 or delta % 8 or delta // 8 >= len(top):
-            return pcs
-        ret = top[delta // 8]
-        if not ret or (len(pcs) > 1 and pcs[1] == ret):
-            return pcs
-        if self.symtab.func_for_pc(ret - self.bias) is None:
-            return pcs
-        return pcs[:1] + [ret] + pcs[1:]
+            return None
+        at = off + delta
+        if delta < 0 or at % 8 or at // 8 >= len(top):
+            return None
+        ret = top[at // 8]
+        if not ret or self.symtab.func_for_pc(ret - self.bias) is None:
+            return None
+        return ret, at + 8
+
+    def _is_injected(self, pc: int) -> bool:
+        f = self.symtab.func_for_pc(pc - self.bias)
+        return f is not None and self.symtab.is_injected_call(f)
 
     # --- goroutines ---------------------------------------------------------------------
     def goroutines(self, raw: Records) -> list[Goroutine]:
         threads = self.threads(raw)
+        signals = self.signal_contexts(raw)
         curg_thread = {curg: procid for _m, procid, curg in raw.ms if curg}
         result = []
         seen = set()
@@ -124,7 +165,7 @@ class RecordDecoder:
                     pcs += more_pcs
                     fps += more_fps
                     flags = (flags & ~F_MORE) | flags2
-                g = self._goroutine(h, status, pcs, flags, threads, curg_thread)
+                g = self._goroutine(h, status, pcs, flags, threads, signals, curg_thread)
                 if g.id in seen:   # a goroutine list that changed under us
                     continue
                 seen.add(g.id)
@@ -134,7 +175,7 @@ class RecordDecoder:
                              "(memory changing while read?)")
         return result
 
-    def _goroutine(self, h, status, pcs, flags, threads, curg_thread) -> Goroutine:
+    def _goroutine(self, h, status, pcs, flags, threads, signals, curg_thread) -> Goroutine:
         g = Goroutine(id=h[H_GOID], status=status)
         if status == "waiting" and h[H_WAITREASON] < len(self.wait_reasons):
             g.wait_reason = self.wait_reasons[h[H_WAITREASON]]
@@ -146,14 +187,20 @@ class RecordDecoder:
         if status == "running":
             tid = curg_thread.get(h[H_GP])
             th = threads.get(tid) if tid else None
+            sig = signals.get(tid) if tid else None
             g.thread = tid
             if th and h[H_LO] <= th[1] < h[H_HI]:
                 pcs, flags, first_is_call_site = th[3], th[4], False
+            elif sig and h[H_LO] <= sig[1] < h[H_HI]:
+                # Its thread runs the Go signal handler (SIGURG preemption, SIGPROF) on the
+                # signal stack: the goroutine's own frames go on from the registers the
+                # signal interrupted, the leaf being the very pc interrupted.
+                pcs, flags, first_is_call_site = sig[3], sig[4], False
             elif h[H_SP]:
                 pass  # on the system stack: g.sched was saved at the switch, pcs walked it
             elif th:
-                # In a signal handler (async preemption): the goroutine's own frames sit
-                # behind the kernel's signal frame; show where the thread is.
+                # In a signal handler whose signal frame could not be read: the goroutine's
+                # own frames sit behind it; show where the thread is.
                 pcs, flags, first_is_call_site = th[3], th[4], False
                 g.truncated = "running in a signal handler; its own frames are not shown"
             else:

@@ -29,6 +29,7 @@ from pytest_sideeye.engine.decode import RecordDecoder
 from pytest_sideeye.engine.pause import PauseTimes, paused, proc_state
 from pytest_sideeye.engine.privileges import missing_privileges
 from pytest_sideeye.engine.process import check_runtime_globals, exe_for_pid, load_bias
+from pytest_sideeye.engine.sigframe import signal_code
 from pytest_sideeye.errors import CaptureSpecError, NoPermission, SideeyeError, TargetGone
 from pytest_sideeye.memo import MEMO, measured
 from pytest_sideeye.snapshot import Container, Process, Snapshot, Variable, now_rfc3339
@@ -188,7 +189,8 @@ def _snapshot_into(proc: Process, spec, limits, cfg: settings.EngineSettings,
     # Pinned programs share their maps with every process using them (pins.py).
     with pins.lock(program.pin_key):
         collector = Collector(program, pid, addrs, bias, hook_budget_ns=cfg.hook_budget_ns,
-                              threads=cfg.collect_threads)
+                              threads=cfg.collect_threads,
+                              signal_code=signal_code(info.symtab))
         raw = Records(pid)
         times = PauseTimes()
         tables = _capture_tables(plan, info, bias, program) \
