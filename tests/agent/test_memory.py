@@ -1,7 +1,9 @@
 """The agent lives for weeks (issue 24): what it keeps about the binaries it has seen stays
 within its byte budget (SIDEEYE_MEMO_MB), least recently used binaries dropped first, and
-its health answer says what it keeps."""
+its health answer says what it keeps; a large snapshot's memory is given back once sent."""
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 from agent_support import RunningAgent, Target
@@ -57,3 +59,32 @@ def test_the_agent_keeps_binaries_within_its_budget_least_recently_used_first(
     finally:
         for t in targets:
             t.stop()
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def test_a_large_snapshot_s_memory_is_given_back_once_sent(shared_dir, manyparked):
+    """30,000 goroutines: an answer of ~90 MB of JSON, made from several times that in
+    objects. Once it is sent the agent is back near its size before (generous margin:
+    half the answer's size), where it used to keep the answer until the next request."""
+    agent = RunningAgent(shared_dir / "agent-memo-large")
+    small, large = Target(manyparked, n=1000), Target(manyparked, n=30_000)
+    try:
+        for _ in range(3):
+            snapshot(agent, small)
+        before = rss_mb(agent.proc.pid)
+        body, processes = snapshot_bytes([large.pid], CAPTURE, socket_path=str(agent.socket),
+                                         timeout=300)
+        assert processes[0]["error"] is None and len(body) > 32 * MB, len(body)
+        health(str(agent.socket))      # answered after the large one: its turn is over
+        after = rss_mb(agent.proc.pid)
+        assert after - before < len(body) / MB / 2, (before, after, len(body) / MB)
+    finally:
+        agent.stop()
+        small.stop()
+        large.stop()
