@@ -9,6 +9,7 @@ import time
 
 import pytest
 from oracle import start_app
+from peers_links import check_http_ends, check_tcp_ends, functions
 from support import GO_VERSIONS
 
 from pytest_sideeye.binary import analyze
@@ -51,48 +52,14 @@ def peers(request, go_build, needs_root):
     return snap, server.pid, client.pid, http_port, tcp_port
 
 
-def functions(snap, pid, gid) -> list[str]:
-    g = snap.goroutine(pid, gid)
-    assert g is not None, f"link names goroutine {gid} of pid {pid}, not in the snapshot"
-    return [f.function for f in g.frames]
-
-
-def captured(snap, pid, gid, function, name):
-    g = snap.goroutine(pid, gid)
-    for f in g.frames:
-        if f.function == function:
-            for v in f.variables:
-                if v.name == name:
-                    return v.value
-    return None
-
-
 def test_http_links_join_the_waiting_client_to_its_handler(peers):
     snap, spid, cpid, http_port, _ = peers
-    http = sorted((ln for ln in snap.links if ln.kind == "http"), key=lambda ln: ln.path)
-    assert [ln.path for ln in http] == ["/park?order=42", "/park?order=7"], snap.links
-    for ln, caller, order in zip(http, ("main.keepAliveCall", "main.freshCall"), (42, 7)):
-        assert ln.method == "GET"
-        assert (ln.client.pid, ln.server.pid) == (cpid, spid)
-        client_stack = functions(snap, cpid, ln.client.goroutine)
-        assert "net/http.(*persistConn).roundTrip" in client_stack and caller in client_stack
-        server_stack = functions(snap, spid, ln.server.goroutine)
-        assert "main.parkHandler" in server_stack and "net/http.(*conn).serve" in server_stack
-        assert captured(snap, spid, ln.server.goroutine, "main.parkHandler", "order") == order
-        assert ln.server_addr == f"127.0.0.1:{http_port}"
-        assert ln.client_addr.startswith("127.0.0.1:") and ln.client_addr != ln.server_addr
+    check_http_ends(snap, cpid, spid, f"127.0.0.1:{http_port}", "127.0.0.1")
 
 
 def test_tcp_link_joins_the_two_readers(peers):
     snap, spid, cpid, _, tcp_port = peers
-    [tcp] = [ln for ln in snap.links if ln.kind == "tcp"]
-    assert (tcp.client.pid, tcp.server.pid) == (cpid, spid)
-    assert tcp.server_addr == f"127.0.0.1:{tcp_port}"
-    client_stack = functions(snap, cpid, tcp.client.goroutine)
-    server_stack = functions(snap, spid, tcp.server.goroutine)
-    assert "main.tcpWait" in client_stack and "main.readForever" in client_stack
-    assert "main.readForever" in server_stack and "main.tcpWait" not in server_stack
-    assert snap.goroutine(spid, tcp.server.goroutine).created_by.function == "main.serveTCP"
+    check_tcp_ends(snap, cpid, spid, f"127.0.0.1:{tcp_port}", "127.0.0.1")
 
 
 def test_no_link_for_what_http_already_explains(peers):
@@ -152,14 +119,15 @@ def test_text_names_the_chain(peers):
 def test_links_on_every_read_path(env, go_build, needs_root, monkeypatch):
     for k, v in env.items():
         monkeypatch.setenv(k, v)
-    server, client, *_ = start_peers(go_build("peers", "1.24.11"))
+    server, client, http_port, tcp_port = start_peers(go_build("peers", "1.24.11"))
     try:
-        snap = take_snapshot([server.pid, client.pid])
+        snap = take_snapshot([server.pid, client.pid], capture={"main.parkHandler": ["order"]})
     finally:
         client.stop()
         server.stop()
     assert sorted(ln.kind for ln in snap.links) == ["http", "http", "tcp"]
-    assert all(ln.client.goroutine and ln.server.goroutine for ln in snap.links)
+    check_http_ends(snap, client.pid, server.pid, f"127.0.0.1:{http_port}", "127.0.0.1")
+    check_tcp_ends(snap, client.pid, server.pid, f"127.0.0.1:{tcp_port}", "127.0.0.1")
 
 
 def test_links_off_and_a_lone_side(go_build, needs_root, monkeypatch):
@@ -175,9 +143,8 @@ def test_links_off_and_a_lone_side(go_build, needs_root, monkeypatch):
         server.stop()
     assert off.links == []
     assert sorted(ln.kind for ln in alone.links) == ["http", "http", "tcp"]
-    for ln in alone.links:
-        assert ln.server is None and ln.client.pid == client.pid
-        assert ln.server_addr in (f"127.0.0.1:{http_port}", f"127.0.0.1:{tcp_port}")
+    check_http_ends(alone, client.pid, None, f"127.0.0.1:{http_port}", "127.0.0.1")
+    check_tcp_ends(alone, client.pid, None, f"127.0.0.1:{tcp_port}", "127.0.0.1")
 
 
 # --- gRPC (grpc-go): a unary call and a server stream on one HTTP/2 connection -------------
