@@ -6,5 +6,6 @@ pytest-html, the terminal).
 Takes a pytest run and its `go_service` services; gives reports attached to test results.
 """
 from pytest_sideeye.plugin.attach import sanitise
+from pytest_sideeye.plugin.targets import watch as sideeye_watch
 
-__all__ = ["sanitise"]
+__all__ = ["sanitise", "sideeye_watch"]

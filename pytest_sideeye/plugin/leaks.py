@@ -132,13 +132,12 @@ def _peer_ports_of_established(inodes: set[int]) -> list[int]:
 
 
 def held_connections(service: Any) -> int:
-    """Established TCP connections this process holds to the service's published ports."""
-    published = set()
-    for port in service.spec.ports:
-        try:
-            published.add(service.host_port(port))
-        except Exception:   # not published (any more): nothing of ours can reach it
-            continue
+    """Established TCP connections this process holds to the service's published ports
+    (read from its container: a go_service's, or one the user started)."""
+    try:
+        published = service.host_ports()
+    except Exception:   # the container is gone: nothing of ours can reach it
+        return 0
     if not published:
         return 0
     return sum(1 for p in _peer_ports_of_established(_socket_inodes()) if p in published)

@@ -53,22 +53,25 @@ def configure(config: pytest.Config) -> None:
 
 
 def item_selectors(item: pytest.Item) -> list[Any]:
-    """The run's selectors and every sideeye marker's containers= (a bad one fails the
-    test in one line)."""
+    """The run's selectors and every sideeye marker's containers= (SideeyeError for a bad
+    one)."""
     from pytest_sideeye.services import parse_selectors
     found = list(item.config.stash.get(_SELECTORS, []))
     for marker in item.iter_markers("sideeye"):
-        try:
-            found += parse_selectors(marker.kwargs.get("containers"), "sideeye marker containers=")
-        except SideeyeError as e:
-            pytest.fail(str(e), pytrace=False)
+        found += parse_selectors(marker.kwargs.get("containers"), "sideeye marker containers=")
     return found
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     item.stash[_SETUP_AT] = time.time()
-    item_selectors(item)   # a bad marker fails the test at setup
+    try:
+        item_selectors(item)
+        problem = None
+    except SideeyeError as e:   # a bad marker fails the test at setup, in one line
+        problem = str(e)
+    if problem:
+        pytest.fail(problem, pytrace=False)
 
 
 # --------------------------------------------------------------------------- sideeye_watch

@@ -154,6 +154,10 @@ class Service:
                                f"(published: {sorted(self.spec.ports) or 'none'})")
         return self._host_ports[port]
 
+    def host_ports(self) -> set[int]:
+        """Every host port the container publishes."""
+        return set(_published_ports(self.container).values())
+
     def url(self, port: int, path: str = "/") -> str:
         if not path.startswith("/"):
             path = "/" + path

@@ -102,12 +102,13 @@ def select(selectors: Iterable[Selector], since: float | None) -> list[Any]:
         if sel.kind in ("compose", "id"):
             found = [c for ref in references_for([sel]) for c in containers_of(ref)]
         elif sel.kind == "label":
-            found = client.containers.list(filters={"label": sel.value})
+            found = client.containers.list(filters={"label": sel.value}, ignore_removed=True)
         elif sel.kind == "name":
-            found = [c for c in client.containers.list()
+            found = [c for c in client.containers.list(ignore_removed=True)
                      if fnmatch.fnmatchcase(c.name, sel.value)]
         elif sel.kind == "events" and since is not None:
-            found = [c for c in client.containers.list() if _started_at(c) >= since]
+            found = [c for c in client.containers.list(ignore_removed=True)
+                     if _started_at(c) >= since]
         else:
             continue
         for c in found:

@@ -184,7 +184,7 @@ def containers_of(ref: Reference) -> list[Any]:
     labels = [f"{COMPOSE_PROJECT}={ref.project}"]
     if ref.service:
         labels.append(f"{COMPOSE_SERVICE}={ref.service}")
-    return client.containers.list(filters={"label": labels})
+    return client.containers.list(filters={"label": labels}, ignore_removed=True)
 
 
 def display_name(container: Any, fixture: str | None = None) -> str:

@@ -28,7 +28,7 @@ import json, os, threading, time, urllib.request
 
 RUN = os.environ["SIDEEYE_TEST_RUN"]
 LABELS = {os.environ["SIDEEYE_TEST_RUN_LABEL"]: RUN}
-IMAGES = {n: os.environ[n.upper() + "_IMAGE"] for n in ("ledger", "orders", "gateway", "sleeper")}
+IMAGES = {k[:-len("_IMAGE")].lower(): v for k, v in os.environ.items() if k.endswith("_IMAGE")}
 
 
 def wait_http(url, seconds=30):
@@ -282,4 +282,153 @@ def test_compose_project_selected_by_name_is_left_running(tmp_path, shop_images)
         assert set(running) == running_before and len(running) == 4
     finally:
         compose(p, name, "down", "-t", "1")
+        p.remove_leftovers()
+
+
+MORE_CONFTEST = """
+import os, docker, pytest
+from shop import IMAGES, LABELS, host_port, wait_http
+from pytest_sideeye import sideeye_watch
+
+client = docker.from_env(version="auto")
+
+
+# pytest-docker, told to use compose v1 (Debian's docker-compose)
+@pytest.fixture(scope="session")
+def docker_compose_command():
+    return "docker-compose"
+
+
+@pytest.fixture(scope="session")
+def docker_setup():
+    return ["up -d"]
+
+
+@pytest.fixture(scope="session")
+def docker_cleanup():
+    return ["down -t 1"]
+
+
+@pytest.fixture(scope="session")
+def docker_compose_file(pytestconfig):
+    return os.path.join(str(pytestconfig.rootpath), "docker-compose.yml")
+
+
+@pytest.fixture
+def leaky():
+    c = client.containers.run(IMAGES["leaky"], ["-addr", "0.0.0.0:8080"], detach=True,
+                              labels=LABELS, ports={"8080/tcp": ("127.0.0.1", None)})
+    wait_http(f"http://127.0.0.1:{host_port(c)}/healthz")
+    yield c
+    c.remove(force=True)
+
+
+@pytest.fixture(scope="module")
+def bank():
+    \"\"\"Hands over only an id (a string): sideeye_watch names the container.\"\"\"
+    c = client.containers.run(IMAGES["ledger"], detach=True, labels=LABELS)
+    sideeye_watch(c.id, name="bank")
+    yield c.id
+    c.remove(force=True)
+"""
+
+MORE_TESTS = """
+import os, urllib.request
+import docker, pytest
+from shop import IMAGES, LABELS, RUN, call
+
+client = docker.from_env(version="auto")
+
+
+@pytest.mark.parametrize("n", [pytest.param(n, marks=pytest.mark.xdist_group(f"g{n}"))
+                               for n in (0, 1)])
+def test_docker_services(docker_services, n):
+    url = f"http://127.0.0.1:{docker_services.port_for('gateway', 8080)}"
+    docker_services.wait_until_responsive(lambda: _up(url), timeout=30, pause=0.2)
+    order = call(url, "/api/orders", {"customer": "ada", "item": "teapot", "qty": 1})
+    assert order["status"] == "shipped"
+
+
+def _up(url):
+    try:
+        return urllib.request.urlopen(url + "/healthz", timeout=2).status == 200
+    except Exception:
+        return False
+
+
+@pytest.mark.sideeye_leaks
+def test_leak(leaky):
+    port = leaky.ports["8080/tcp"][0]["HostPort"]
+    urllib.request.urlopen(f"http://127.0.0.1:{port}/leak").read()
+
+
+def test_watch(bank, sideeye_snapshot):
+    snap = sideeye_snapshot()
+    assert [(p.service, p.container.id) for p in snap.processes] == [("bank", bank)]
+    assert snap.processes[0].goroutines
+
+
+@pytest.mark.sideeye(containers=[f"label:sideeye-selected={RUN}"])
+def test_label_selector(sideeye_snapshot):
+    c = client.containers.run(IMAGES["ledger"], detach=True,
+                              labels={**LABELS, "sideeye-selected": RUN})
+    try:
+        snap = sideeye_snapshot()
+        assert [(p.service, p.container.id) for p in snap.processes] == [(c.name, c.id)]
+    finally:
+        c.remove(force=True)
+
+
+@pytest.mark.sideeye(containers=["events"])
+def test_events_selector(sideeye_snapshot):
+    c = client.containers.run(IMAGES["ledger"], detach=True, labels=LABELS)
+    try:
+        snap = sideeye_snapshot()
+        assert c.id in [p.container.id for p in snap.processes]
+    finally:
+        c.remove(force=True)
+
+
+@pytest.mark.sideeye(containers=["bogus:x"])
+def test_bad_selector():
+    pass
+"""
+
+
+def test_pytest_docker_xdist_leaks_watch_and_selectors(tmp_path, shop_images):
+    """pytest-docker's docker_services under xdist -n 2 (each worker its own pytest<pid>
+    project, each report only its worker's), a leak check on an SDK container,
+    sideeye_watch from a module fixture, label: and events selectors, a bad selector."""
+    from support import GOAPPS
+
+    from pytest_sideeye.services.images import go_image
+    images = {**shop_images, "leaky": go_image("leaky", GOAPPS / "leaky")}
+    p = shop_project(tmp_path, images)
+    p.write("docker-compose.yml", COMPOSE_FILE)
+    p.write("conftest.py", MORE_CONFTEST)
+    p.write("test_more.py", MORE_TESTS)
+    try:
+        p.run("-n", "2", "--dist=loadgroup", "-p", "no:timeout", "--sideeye-on-failure")
+        assert p.outcomes() == {
+            "test_docker_services[0]": "failed", "test_docker_services[1]": "failed",
+            "test_leak": "failed", "test_watch": "passed", "test_label_selector": "passed",
+            "test_events_selector": "passed", "test_bad_selector": "error"}
+        projects = set()
+        for n in (0, 1):
+            snap = p.report(f"test_more.py::test_docker_services[{n}]", "call")
+            names = sorted(by_service(snap))
+            project = names[0].split("/")[0]
+            assert project.startswith("pytest") and names == [
+                f"{project}/{s}" for s in ("cache", "gateway", "ledger", "orders")], names
+            assert_no_go_named_with_logs(snap, f"{project}/cache")
+            projects.add(project)
+        assert len(projects) == 2   # one per worker, each report only its own
+        leak = p.message("test_leak")
+        assert "1 goroutine leaked by this test" in leak
+        assert "leaky: 1 x main.waitForReply created by main.(*server).leak" in leak
+        assert p.message("test_bad_selector").strip().count("\n") <= 1
+        assert "sideeye marker containers=: bad container selector 'bogus:x'" in \
+            p.message("test_bad_selector")
+        assert p.leftovers() == []   # pytest-docker's down and the fixtures removed theirs
+    finally:
         p.remove_leftovers()
