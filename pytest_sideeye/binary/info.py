@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import os
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from elftools.common.exceptions import ELFError
@@ -115,12 +115,18 @@ def analyze(path: str | os.PathLike, *, need_layout: bool = True,
     except PermissionError:
         raise NoPermission(f"{path}: permission denied (run as root to read other "
                            "users' processes)") from None
-    key = (path, st.st_mtime_ns, st.st_size)
+    # By the file (device, inode, mtime, size), not the path: each process's /proc/PID/exe
+    # is a path of its own for the same file, and an analysis per process grew the agent
+    # with every restart. The BinaryInfo carries the path asked for: what reads the file
+    # later opens that path (the read-only data, plan.py), which lives as its process does.
+    key = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
     info = MEMO.get("binary", key)
     if info is None:
         with measured() as size:
             info = _analyze_file(path, use_disk_cache)
         MEMO.put(info.build_id, "binary", key, info, size.nbytes)
+    if info.path != path:
+        info = replace(info, path=path)    # shares the analysis: a few hundred bytes
     if need_layout:
         info.layout  # noqa: B018 - raises MissingDebugInfo with the reason
     return info

@@ -82,3 +82,15 @@ def test_waiting_on_needs_the_pid_when_ids_repeat():
     assert s.serving(s.processes[1].goroutines[0]) == s.links
     with pytest.raises(ValueError):
         s.waiting_on(g(5))
+
+
+def test_a_user_links_value_round_trips_and_is_checked():
+    """Link.value (user links: the equal value, as JSON text) is written, read back, and
+    refused when it is not a string."""
+    ln = Link("user", Endpoint(1, 7), Endpoint(2, 3), value='"order=42"')
+    d = ln.to_json()
+    assert d == {"kind": "user", "client": {"pid": 1, "goroutine": 7},
+                 "server": {"pid": 2, "goroutine": 3}, "value": '"order=42"'}
+    assert Link.from_json(d) == ln and Link.from_json(d).value == '"order=42"'
+    with pytest.raises(ValueError, match="'value' should be a string"):
+        Link.from_json({**d, "value": 42})
