@@ -36,12 +36,23 @@ T = TypeVar("T")
 _ABSENT = object()
 
 
+# Entries of one kind a group keeps at most, the least recently used dropped past it. Kinds
+# keyed by something per process (an executable's file: a container's overlay gives each
+# container its own; a PIE's load address) would otherwise grow a binary's group with every
+# restart of its processes.
+PER_KIND = 4
+
+
 class _Group:
     __slots__ = ("entries", "nbytes")
 
     def __init__(self) -> None:
-        self.entries: dict[tuple[str, Hashable], tuple[Any, int]] = {}   # -> (value, bytes)
+        # (kind, key) -> (value, bytes), least recently used first
+        self.entries: OrderedDict[tuple[str, Hashable], tuple[Any, int]] = OrderedDict()
         self.nbytes = 0
+
+    def drop(self, kind_key: tuple[str, Hashable]) -> None:
+        self.nbytes -= self.entries.pop(kind_key)[1]
 
 
 class Memo:
@@ -66,16 +77,18 @@ class Memo:
             if group is None:
                 return default
             self._groups.move_to_end(group)
-            return self._groups[group].entries[(kind, key)][0]
+            entries = self._groups[group].entries
+            entries.move_to_end((kind, key))
+            return entries[(kind, key)][0]
 
     def put(self, group: str, kind: str, key: Hashable, value: Any, nbytes: int) -> None:
-        """Store an entry weighing `nbytes` in `group` (most recently used), then drop the
-        least recently used other groups while the total is over the budget."""
+        """Store an entry weighing `nbytes` in `group` (most recently used), drop the
+        group's least recently used entry of that kind past PER_KIND, then the least
+        recently used other groups while the total is over the budget."""
         with self._lock:
             old = self._where.get((kind, key))
             if old is not None:         # replaced: its bytes go with it
-                o = self._groups[old]
-                o.nbytes -= o.entries.pop((kind, key))[1]
+                self._groups[old].drop((kind, key))
             g = self._groups.get(group)
             if g is None:
                 g = self._groups[group] = _Group()
@@ -83,6 +96,10 @@ class Memo:
             g.entries[(kind, key)] = (value, max(0, nbytes))
             g.nbytes += max(0, nbytes)
             self._where[(kind, key)] = group
+            same = [k for k in g.entries if k[0] == kind]
+            for k in same[:max(0, len(same) - PER_KIND)]:
+                g.drop(k)
+                del self._where[k]
             self._shrink(keep=group)
 
     def remember(self, group: str, kind: str, key: Hashable, make: Callable[[], T]) -> T:

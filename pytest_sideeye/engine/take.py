@@ -334,9 +334,9 @@ def _make_plan(info, spec, limits, bias: int):
 
 def _capture_tables(plan, info, bias: int, program):
     """The plan compiled for the BPF capture (capture/templates.py), once per binary, spec,
-    limits and load address (in the binary's memo group); None when nothing of it can be
-    read by BPF."""
-    key = (info.build_id, info.path, repr(plan.spec), repr(plan.limits), bias)
+    limits and load address (in the binary's memo group: a PIE's few latest load addresses,
+    memo.PER_KIND); None when nothing of it can be read by BPF."""
+    key = (info.build_id, repr(plan.spec), repr(plan.limits), bias)
     return MEMO.remember(info.build_id, "tables", key,
                          lambda: compile_plan(plan, bias, program.const, info.symtab))
 

@@ -61,6 +61,25 @@ def test_the_agent_keeps_binaries_within_its_budget_least_recently_used_first(
             t.stop()
 
 
+def test_processes_of_one_binary_share_what_the_agent_keeps(shared_dir, manyparked):
+    """Each process is its own /proc/PID/exe: the analysis, probes and tables of the same
+    file are kept once, however often its program is restarted."""
+    agent = RunningAgent(shared_dir / "agent-memo-restarts")
+    try:
+        kept = []
+        for _ in range(4):
+            target = Target(manyparked, n=100)
+            try:
+                kept.append(snapshot(agent, target))
+            finally:
+                target.stop()
+        first, last = kept[0], kept[-1]
+        assert last["binaries"] == 1 and last["entries"] == first["entries"], kept
+        assert last["bytes"] < first["bytes"] + 2 * MB, kept
+    finally:
+        agent.stop()
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):

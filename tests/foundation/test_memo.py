@@ -46,6 +46,21 @@ def test_an_entry_stored_again_replaces_its_bytes():
     assert m.get("tables", "k", "absent") is None   # None is a value like any other
 
 
+def test_a_group_keeps_a_few_entries_of_each_kind_least_recently_used_dropped():
+    """Entries keyed per process (a PIE's load address, a container's copy of the file)
+    do not grow a binary's group with every restart."""
+    m = memo.Memo(budget=10_000)
+    m.put("a", "debug", "a", "D", 100)
+    for bias in range(memo.PER_KIND):
+        m.put("a", "tables", bias, f"T{bias}", 10)
+    assert m.get("tables", 0) == "T0"                   # 0 used again: 1 is the oldest
+    m.put("a", "tables", 99, "T99", 10)
+    assert m.get("tables", 1) is None and m.get("tables", 0) == "T0"
+    assert m.get("debug", "a") == "D"                   # other kinds are not touched
+    assert m.stats()["entries"] == 1 + memo.PER_KIND
+    assert m.stats()["bytes"] == 100 + 10 * memo.PER_KIND
+
+
 def test_remember_makes_once_and_weighs_what_it_made():
     m = memo.Memo(budget=100 * MB)
     made = []

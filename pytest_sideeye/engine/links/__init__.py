@@ -60,8 +60,7 @@ def probe_spec(info) -> capture_mod.CaptureSpec:
     """The built-in probes this binary can run: functions it has, expressions its DWARF
     accepts. Empty without DWARF. Cached by build id, in the memo (with the binary's
     other entries, memo.py) and on disk."""
-    return MEMO.remember(info.build_id, "probes", (info.build_id, info.path),
-                         lambda: _cached_probes(info))
+    return MEMO.remember(info.build_id, "probes", info.build_id, lambda: _cached_probes(info))
 
 
 def _cached_probes(info) -> capture_mod.CaptureSpec:
