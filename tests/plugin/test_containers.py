@@ -9,14 +9,20 @@ Inner pytest runs in subprocesses; images are built once per session.
 """
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 import time
 import uuid
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 from containers_support import RUN_LABEL, Project, by_service, sleeper_image
 from support import ROOT
+
+from pytest_sideeye.plugin.attach import sanitise
+from pytest_sideeye.snapshot import Snapshot
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("needs_root", "needs_docker")]
 
@@ -432,3 +438,58 @@ def test_pytest_docker_xdist_leaks_watch_and_selectors(tmp_path, shop_images):
         assert p.leftovers() == []   # pytest-docker's down and the fixtures removed theirs
     finally:
         p.remove_leftovers()
+
+
+EXAMPLES = ROOT / "examples" / "containers"
+# What the README's section "Containers you start yourself" shows, verbatim.
+README_FILES = ("with_testcontainers/conftest.py", "with_pytest_docker/conftest.py",
+                "compose_first/test_compose_shop.py", "docker-compose.yml")
+
+
+def test_readme_shows_the_container_examples_verbatim():
+    readme = (ROOT / "README.md").read_text()
+    for name in README_FILES:
+        assert (EXAMPLES / name).read_text() in readme, name
+
+
+def test_readme_container_examples_hang_into_reports(tmp_path, shop_images):
+    """The three examples as a user runs them: the compose project up first, then pytest
+    on examples/containers; each hang gets a timeout report linking the gateway's call to
+    the orders handler; the compose project still runs afterwards."""
+    import docker
+    client = docker.from_env(version="auto")
+    for name in ("ledger", "orders", "gateway"):
+        client.images.get(shop_images[name]).tag(f"shop/{name}", "latest")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    env["TESTCONTAINERS_RYUK_DISABLED"] = "true"
+    up = ["docker-compose", "-p", "shop", "-f", str(EXAMPLES / "docker-compose.yml")]
+    try:
+        r = subprocess.run([*up, "up", "-d"], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        t0 = time.monotonic()
+        r = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
+                            "-p", "no:timeout", "-p", "no:randomly", str(EXAMPLES),
+                            "--sideeye-timeout=8", "--sideeye-on-timeout",
+                            f"--sideeye-dir={tmp_path / 'reports'}",
+                            f"--junitxml={tmp_path / 'junit.xml'}", "-W", "ignore"],
+                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
+        print(r.stdout[-20000:], r.stderr[-3000:], f"{time.monotonic() - t0:.1f} s", sep="\n")
+        cases = {c.get("classname"): [x.tag for x in c]
+                 for c in ET.parse(tmp_path / "junit.xml").iter("testcase")}
+        assert len(cases) == 3 and all("failure" in tags for tags in cases.values()), cases
+        for folder, gateway, orders in (
+                ("with_testcontainers/test_tc_shop.py", "shop[gateway]", "shop[orders]"),
+                ("with_pytest_docker/test_pd_shop.py", "/gateway", "/orders"),
+                ("compose_first/test_compose_shop.py", "shop/gateway", "shop/orders")):
+            nodeid = f"containers/{folder}::test_cancel_during_rush"
+            snap = Snapshot.load(tmp_path / "reports" / sanitise(nodeid) / "timeout.json")
+            names = sorted(by_service(snap))
+            assert len(names) == 3, names
+            if gateway.startswith("/"):   # pytest-docker's project: pytest<pid>
+                project = names[0].split("/")[0]
+                gateway, orders = project + gateway, project + orders
+            assert_shop_hang_seen(snap, gateway, orders)
+        running = client.containers.list(filters={"label": "com.docker.compose.project=shop"})
+        assert len(running) == 3
+    finally:
+        subprocess.run([*up, "down", "-t", "1"], capture_output=True, timeout=120)
