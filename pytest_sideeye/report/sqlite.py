@@ -12,7 +12,8 @@ Tables (documented in docs/snapshot-format.md):
     variables  (pid, goroutine, depth, function, name, type, value, available, truncated,
                 error)                           value: JSON text
     links      (kind, client_pid, client_goroutine, server_pid, server_goroutine,
-                client_addr, server_addr, method, path, stream_id, value)
+                client_addr, server_addr, method, path, stream_id, value, tls,
+                transport)                       tls: 1, 0 or NULL (not known)
     and one table per captured function, named as the function ("main.settle"), one row per
     frame, one column per expression (JSON text): what Side-Eye's users query.
 
@@ -48,7 +49,7 @@ CREATE TABLE variables (
 CREATE TABLE links (
   kind TEXT, client_pid INTEGER, client_goroutine INTEGER, server_pid INTEGER,
   server_goroutine INTEGER, client_addr TEXT, server_addr TEXT, method TEXT, path TEXT,
-  stream_id INTEGER, value TEXT);
+  stream_id INTEGER, value TEXT, tls INTEGER, transport TEXT);
 CREATE INDEX frames_by_function ON frames (function);
 CREATE INDEX variables_by_function ON variables (function, name);
 """
@@ -95,13 +96,14 @@ def _fill(db: sqlite3.Connection, snap) -> None:
             _goroutine(db, p.pid, g, captured)
     for function, names in captured.items():
         _function_table(db, snap, function, names)
-    db.executemany("INSERT INTO links VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+    db.executemany("INSERT INTO links VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                    [(ln.kind, ln.client.pid if ln.client else None,
                      ln.client.goroutine if ln.client else None,
                      ln.server.pid if ln.server else None,
                      ln.server.goroutine if ln.server else None,
                      _text(ln.client_addr), _text(ln.server_addr), _text(ln.method),
-                     _text(ln.path), ln.stream_id, _text(ln.value))
+                     _text(ln.path), ln.stream_id, _text(ln.value),
+                     None if ln.tls is None else int(ln.tls), _text(ln.transport))
                     for ln in getattr(snap, "links", [])])
 
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 KINDS = ("http", "grpc", "tcp", "user")
+# What carries an http or grpc link's request: HTTP/1.x or HTTP/2.
+TRANSPORTS = ("h1", "h2")
 
 GoroutineKey = tuple[int, int]      # (pid, goroutine id)
 
@@ -57,12 +59,14 @@ class Link:
     path: str | None = None          # HTTP path and query
     stream_id: int | None = None     # HTTP/2 stream
     value: str | None = None         # user links: the equal value, as JSON text
+    tls: bool | None = None          # True: the connection is TLS (None: plain or not known)
+    transport: str | None = None     # TRANSPORTS: what carries the request (None: not known)
 
     def to_json(self) -> dict:
         d = {"kind": self.kind,
              "client": self.client.to_json() if self.client else None,
              "server": self.server.to_json() if self.server else None}
-        for name in (*_TEXT_FIELDS, "stream_id"):
+        for name in (*_TEXT_FIELDS, "stream_id", "tls", "transport"):
             v = getattr(self, name)
             if v is not None:
                 d[name] = v
@@ -81,8 +85,15 @@ class Link:
         sid = d.get("stream_id")
         if sid is not None and (not isinstance(sid, int) or isinstance(sid, bool)):
             raise ValueError("link field 'stream_id' should be an integer")
+        tls = d.get("tls")
+        if tls is not None and not isinstance(tls, bool):
+            raise ValueError("link field 'tls' should be true or false")
+        transport = d.get("transport")
+        if transport is not None and transport not in TRANSPORTS:
+            raise ValueError(f"link field 'transport' should be one of {', '.join(TRANSPORTS)}")
         return cls(d["kind"], Endpoint.from_json(d.get("client")),
-                   Endpoint.from_json(d.get("server")), stream_id=sid, **kw)
+                   Endpoint.from_json(d.get("server")), stream_id=sid, tls=tls,
+                   transport=transport, **kw)
 
     @property
     def request(self) -> str:

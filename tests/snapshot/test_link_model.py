@@ -30,6 +30,9 @@ def test_json_round_trip_and_absent_fields():
     assert Link.from_json(d) == ln
     outside = Link("http", None, Endpoint(2, 3), client_addr="1.2.3.4:5", path="/x")
     assert Link.from_json(outside.to_json()) == outside
+    secure = Link("http", Endpoint(1, 7), Endpoint(2, 3), path="/x", tls=True, transport="h1")
+    assert secure.to_json()["tls"] is True and secure.to_json()["transport"] == "h1"
+    assert Link.from_json(secure.to_json()) == secure
     # A document written before links existed reads as having none.
     doc = Snapshot().to_json()
     del doc["links"]
@@ -42,6 +45,8 @@ def test_json_round_trip_and_absent_fields():
     {"kind": "tcp", "client": {"goroutine": 2}, "server": None},
     {"kind": "http", "client": None, "server": None, "path": 7},
     {"kind": "grpc", "client": None, "server": None, "stream_id": True},
+    {"kind": "http", "client": None, "server": None, "tls": "yes"},
+    {"kind": "http", "client": None, "server": None, "transport": "h3"},
     "not an object",
 ])
 def test_bad_links_are_value_errors(bad):

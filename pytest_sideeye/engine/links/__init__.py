@@ -136,18 +136,42 @@ def _first(values: dict, alternatives: tuple[str, ...]):
 
 
 def _fact(goroutine: int, role: str, got: dict) -> Fact | None:
-    fd = got.get("fd")
-    if not isinstance(fd, int) or isinstance(fd, bool) or fd < 0:
-        return None
+    fd, local_port = _int(got.get("fd")), _int(got.get("local_port"))
+    remote = _remote(got)
+    # Neither the socket nor its addresses: kept, a protocol may pair it by what it asks.
     if not _PROTOCOL_OF_ROLE[role].keep(role, got):
         return None
-    method, path, query, stream = (got.get(k) for k in ("method", "path", "query", "stream"))
+    method, path, query = (got.get(k) for k in ("method", "path", "query"))
     if isinstance(path, str) and isinstance(query, str) and query:
         path = f"{path}?{query}"
+    tls = got.get("tls")
     return Fact(goroutine, role, fd,
                 method if isinstance(method, str) else None,
                 path if isinstance(path, str) else None,
-                stream if isinstance(stream, int) and not isinstance(stream, bool) else None)
+                _int(got.get("stream")), local_port, remote,
+                tls if isinstance(tls, bool) else None)
+
+
+def _int(v) -> int | None:
+    return v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else None
+
+
+def _remote(got: dict) -> tuple[str | None, int] | None:
+    """The peer's address as the transport recorded it: a "host:port" text (net/http's
+    server) or a port (grpc-go's net.Addr, read as *net.TCPAddr)."""
+    text = got.get("remote")
+    if isinstance(text, str) and text:
+        host, _, port = text.rpartition(":")
+        try:
+            ip = ipaddress.ip_address(host.strip("[]").split("%")[0])
+            port_n = int(port)
+        except ValueError:
+            return None
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return str(ip), port_n
+    port_n = _int(got.get("remote_port"))
+    return (None, port_n) if port_n else None
 
 
 # --- matching ----------------------------------------------------------------------------
@@ -181,14 +205,21 @@ def _connection_links(snap: Snapshot, facts: dict[int, ProcessFacts], view: NetV
             continue
         ns = view.netns(p.pid)
         by_fd: dict[int, tuple] = {}
+        by_remote_port: dict[int, list[tuple]] = {}
+        loose: list[Fact] = []      # shared by the process's ends
         for fd, s in socks.items():
             key = (_scope(ns, s.local), s.local, s.remote)
-            ends.setdefault(key, End(p.pid, s, _RANK))
+            ends.setdefault(key, End(p.pid, s, _RANK, loose=loose))
             by_fd[fd] = key
+            by_remote_port.setdefault(s.remote[1], []).append(key)
         for fact in facts.get(p.pid, ProcessFacts()).facts:
-            key = by_fd.get(fact.fd)
+            key = by_fd.get(fact.fd) if fact.fd is not None else None
             if key is None:
-                continue          # not a TCP socket (a pipe, a Unix socket, a file)
+                key = _by_addresses(fact, by_remote_port)
+            if key is None:
+                # Not a TCP socket (a pipe, a Unix socket, a file), or a wrapped one.
+                loose.append(fact)
+                continue
             ends[key].facts.append(fact)
             waited[key] = None
     links, done = [], set()
@@ -201,6 +232,19 @@ def _connection_links(snap: Snapshot, facts: dict[int, ProcessFacts], view: NetV
         done.add(conn)
         links += _links(ends[key], ends.get(peer_key))
     return links
+
+
+def _by_addresses(fact: Fact, by_remote_port: dict[int, list[tuple]]) -> tuple | None:
+    """The socket whose addresses the fact's transport recorded (the first, in the rare
+    case that one process has two connections with the same ports)."""
+    if fact.remote is None:
+        return None
+    ip, port = fact.remote
+    for key in by_remote_port.get(port, ()):
+        _scope_, local, remote = key
+        if (ip is None or remote[0] == ip) and fact.local_port in (None, local[1]):
+            return key
+    return None
 
 
 def _scope(ns: str, addr: tuple[str, int]) -> str | None:

@@ -10,13 +10,20 @@ from pytest_sideeye.snapshot import Endpoint
 
 @dataclass
 class Fact:
-    """What one probed frame said: goroutine `goroutine` is in `role` on socket `fd`."""
+    """What one probed frame said: goroutine `goroutine` is in `role` on a connection,
+    found by its socket's `fd` when the probe could read it, else by the addresses its
+    transport recorded: `local_port`, and `remote` (ip, port), the ip None when only the
+    port was read. Wrapped connections (TLS, listener and metrics wrappers) hide the fd
+    from the probes' type assertions, not those addresses."""
     goroutine: int
     role: str
-    fd: int
+    fd: int | None
     method: str | None = None
     path: str | None = None
     stream: int | None = None        # HTTP/2 stream id (gRPC)
+    local_port: int | None = None
+    remote: tuple[str | None, int] | None = None
+    tls: bool | None = None          # the connection is TLS (None: not known)
 
 
 @dataclass
@@ -32,6 +39,9 @@ class End:
     sock: Socket
     rank: dict[str, int]
     facts: list[Fact] = field(default_factory=list)
+    # The facts of this end's process found on no socket (their connection hidden by a
+    # wrapper, with no address recorded): a pairing rule may claim one for this end.
+    loose: list[Fact] = field(default_factory=list)
 
     def best(self) -> Fact | None:
         return min(self.facts, key=lambda f: (self.rank[f.role], f.goroutine), default=None)
@@ -48,3 +58,9 @@ def endpoint(end: End | None, fact: Fact | None) -> Endpoint | None:
     if fact is None:
         fact = end.best()
     return Endpoint(end.pid, fact.goroutine if fact else None)
+
+
+def tls_of(*facts: Fact | None) -> bool | None:
+    """A link's `tls`: True when a side read its connection's TLS state, else None (plain,
+    or not known: a plain server connection reads the same as an unread one)."""
+    return True if any(f is not None and f.tls for f in facts) else None

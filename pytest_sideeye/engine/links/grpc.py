@@ -1,21 +1,33 @@
 """gRPC (grpc-go): a client waiting on a stream (unary calls and streams both receive
 through csAttempt.recvMsg), and the server goroutine running that stream's handler. One
 link per stream, the two sides paired by stream id (a stream's id is the same at both
-ends of its HTTP/2 connection)."""
+ends of its HTTP/2 connection).
+
+Both transports record their connection's addresses (http2Client and http2Server's
+localAddr and remoteAddr): those find the connection when it is wrapped (TLS credentials,
+cmux, a limit listener), where the fd's type assertion cannot."""
 from __future__ import annotations
 
-from pytest_sideeye.engine.links.ends import End, Fact
+from pytest_sideeye.engine.links.ends import End, Fact, tls_of
 from pytest_sideeye.engine.links.probe_text import TCP_FD
 from pytest_sideeye.snapshot import Endpoint, Link
 
 _GRPC = "google.golang.org/grpc"
 # The stream's own transport (stream.st), not the argument t: Go 1.21's DWARF puts t in a
 # stack slot that holds something else at the handler's call (measured: garbage read).
-_SERVER = {"fd": (f"stream.st.(*{_GRPC}/internal/transport.http2Server).conn" + TCP_FD,),
+_ST = f"stream.st.(*{_GRPC}/internal/transport.http2Server)"
+_TCP_PORT = ".(*net.TCPAddr).Port"
+_SERVER = {"fd": (_ST + ".conn" + TCP_FD,),
+           "local_port": (_ST + ".localAddr" + _TCP_PORT,),
+           "remote_port": (_ST + ".remoteAddr" + _TCP_PORT,),
            "stream": ("stream.id",), "method": ("stream.method",)}
 PROBES: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
     _GRPC + ".(*csAttempt).recvMsg": ("grpc_client", {
-        "fd": ("a.s.ct.conn" + TCP_FD,), "stream": ("a.s.id",), "method": ("a.s.method",)}),
+        "fd": ("a.s.ct.conn" + TCP_FD,),
+        "local_port": ("a.s.ct.localAddr" + _TCP_PORT,),
+        "remote_port": ("a.s.ct.remoteAddr" + _TCP_PORT,),
+        "tls": ("a.s.ct.isSecure",),
+        "stream": ("a.s.id",), "method": ("a.s.method",)}),
     _GRPC + ".(*Server).processUnaryRPC": ("grpc_server", _SERVER),
     _GRPC + ".(*Server).processStreamingRPC": ("grpc_server", _SERVER),
 }
@@ -36,7 +48,8 @@ def pair(client: End | None, server: End | None, client_addr: str, server_addr: 
         call, handler = calls.get(sid), handlers.get(sid)
         src = call or handler
         links.append(Link("grpc", _stream_side(client, call), _stream_side(server, handler),
-                          client_addr, server_addr, method=src.method, stream_id=sid))
+                          client_addr, server_addr, method=src.method, stream_id=sid,
+                          tls=tls_of(call, handler), transport="h2"))
     return links
 
 
