@@ -91,6 +91,9 @@ def test_literals_never_read_are_captured_whole(go_build, version, bpf_capture, 
     pages = sorted(a // PAGE for a in far.values())
     assert all(b - a >= 32 for a, b in zip(pages, pages[1:])), f"literals not far apart: {far}"
     monkeypatch.setenv("SIDEEYE_BPF_CAPTURE", bpf_capture)
+    # What is under test is where the bytes come from, not the pause budget: on a loaded
+    # machine the Python rounds (maps) can take past the default 10 ms.
+    monkeypatch.setenv("SIDEEYE_CAPTURE_PAUSE_MS", "500")
     want = ([BANNER], sorted(TEXTS, key=json.dumps), sorted(TAGS, key=json.dumps))
     with start_app(exe) as app:
         assert not any(resident(app.pid, a) for a in far.values()), "fixture touched them"
