@@ -69,3 +69,32 @@ def test_compose_labels_name_a_container(client, tmp_path):
         assert display_name(c, "fixture") == "shop/cache"
     finally:
         c.remove(force=True)
+
+
+def test_testcontainers_compose_objects_resolve(client, tmp_path):
+    """A ComposeContainer by its ID (its get_wrapped_container() returns itself); a
+    DockerCompose by the containers it lists, or (its listing needs compose v2) by the
+    project compose names after its folder."""
+    from testcontainers.compose import ComposeContainer, DockerCompose
+    c = running(client, sleeper_image(tmp_path))
+    try:
+        assert references_in(ComposeContainer(ID=c.id), "svc") == [
+            Reference(container_id=c.id, fixture="svc")]
+    finally:
+        c.remove(force=True)
+    folder = tmp_path / "My_Shop"
+    folder.mkdir()
+    (folder / "docker-compose.yml").write_text("services: {}\n")
+    found = references_in(DockerCompose(context=str(folder)), "env")
+    assert found in ([Reference(project="my_shop", fixture="env")], []), found
+
+
+def test_names_are_made_unique(client, tmp_path):
+    from pytest_sideeye.services import unique_names
+    c = running(client, sleeper_image(tmp_path))
+    try:
+        watched = [Watched(c, "db"), Watched(c, "db"), Watched(c, "cache")]
+        unique_names(["db"], watched)   # "db" is a go_service's already
+        assert [w.name for w in watched] == ["db-2", "db-3", "cache"]
+    finally:
+        c.remove(force=True)
