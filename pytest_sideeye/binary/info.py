@@ -18,7 +18,11 @@ from pathlib import Path
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
-from pytest_sideeye.binary.codescan import NotFound, runtime_globals_from_code
+from pytest_sideeye.binary.codescan import (
+    NotFound,
+    runtime_globals_from_code,
+    wait_reasons_from_code,
+)
 from pytest_sideeye.binary.dwarf import DebugInfo
 from pytest_sideeye.binary.elf import (
     PCLNTAB_SECTIONS,
@@ -31,7 +35,8 @@ from pytest_sideeye.binary.elf import (
 from pytest_sideeye.binary.layout import (
     RuntimeLayout,
     load_layout,
-    table_layout,
+    table_candidates,
+    table_digest,
     table_versions,
 )
 from pytest_sideeye.binary.pclntab import Symtab
@@ -39,7 +44,7 @@ from pytest_sideeye.errors import MissingDebugInfo, NoPermission, NotGoBinary, S
 from pytest_sideeye.files import JsonCache
 from pytest_sideeye.memo import MEMO, measured
 
-CACHE = JsonCache("binary", schema=5)
+CACHE = JsonCache("binary", schema=6)
 MIN_GO = (1, 21)
 WANTED_SYMBOLS = ("runtime.allgs", "runtime.allglen", "runtime.allm", "runtime.goexit",
                   "runtime.waitReasonStrings", "runtime.buildVersion",
@@ -63,6 +68,10 @@ class BinaryInfo:
     # Where runtime.allgs/allglen/allm came from: "symbols", "dwarf", or "code" (a
     # stripped binary: binary/codescan.py; the engine checks them in the live process).
     globals_from: str | None = "symbols"
+    # A binary without DWARF of a Go release the table was not made from, whose minor
+    # version's releases had several layouts: the live process picks one
+    # (engine/process.py pick_layout, then with_layout); `layout` raises until then.
+    layout_candidates: list[RuntimeLayout] = field(default_factory=list, repr=False)
 
     @property
     def debug(self) -> DebugInfo:
@@ -85,6 +94,10 @@ class BinaryInfo:
     @property
     def has_layout(self) -> bool:
         return not isinstance(self.layout_or_error, str)
+
+    def with_layout(self, layout: RuntimeLayout) -> "BinaryInfo":
+        """This binary with the layout the live process picked among the candidates."""
+        return replace(self, layout_or_error=layout, layout_candidates=[])
 
     def symbol(self, name: str) -> int:
         """Link-time address of a runtime global; one clear line when it is unknown."""
@@ -127,7 +140,7 @@ def analyze(path: str | os.PathLike, *, need_layout: bool = True,
         MEMO.put(info.build_id, "binary", key, info, size.nbytes)
     if info.path != path:
         info = replace(info, path=path)    # shares the analysis: a few hundred bytes
-    if need_layout:
+    if need_layout and not info.layout_candidates:
         info.layout  # noqa: B018 - raises MissingDebugInfo with the reason
     return info
 
@@ -164,9 +177,10 @@ def _analyze_file(path: str, use_disk_cache: bool) -> BinaryInfo:
         raise SideeyeError(f"{path}: Go {ver[0]}.{ver[1]} is not supported; "
                            "supported: 1.21 and newer")
     # The build info's Go version is part of the key: the layouts depend on it, and a
-    # binary whose build info was rewritten keeps its build id.
+    # binary whose build info was rewritten keeps its build id. A binary without DWARF
+    # takes its layouts from the table: a new table makes them stale.
     key = build_id(image)
-    cache_key = f"{key}-{go_version}"
+    cache_key = f"{key}-{go_version}-{table_digest()}"
     cached = CACHE.load(cache_key) if use_disk_cache else None
     symtab = image.symtab() if cached is None else Symtab(
         image.pclntab_section()[1], cached["text_start"], gofunc=cached["gofunc"],
@@ -180,7 +194,8 @@ def _analyze_file(path: str, use_disk_cache: bool) -> BinaryInfo:
                       cached["text_start"], cached["symbols"], symtab,
                       RuntimeLayout.from_json(layout) if isinstance(layout, dict) else layout,
                       cached["first_load_vaddr"], cached["has_symtab"], cached["has_dwarf"],
-                      cached["globals_from"])
+                      cached["globals_from"],
+                      [RuntimeLayout.from_json(c) for c in cached["candidates"]])
 
 
 def _compute(path: str, elf: ELFFile, image: StaticImage, symtab: Symtab,
@@ -188,6 +203,7 @@ def _compute(path: str, elf: ELFFile, image: StaticImage, symtab: Symtab,
     symbols = _symbols(image, symtab)
     globals_from = "symbols" if "runtime.allgs" in symbols else None
     has_dwarf = elf.get_section_by_name(".debug_info") is not None
+    candidates: list[dict] = []
     try:
         layout: dict | str = load_layout(elf, image.read, symbols).to_json()
         for name, addr in layout["variables"].items():
@@ -195,16 +211,18 @@ def _compute(path: str, elf: ELFFile, image: StaticImage, symtab: Symtab,
     except MissingDebugInfo as e:
         why = str(e) if image.has_symtab else \
             "stripped (no DWARF and no symbol table, built with -ldflags='-s -w'?)"
-        layout = _table_layout(go_version, why)
+        layout, candidates = _table_layout(go_version, why, _own_wait_reasons(elf, image,
+                                                                               symtab))
     if "runtime.allgs" in symbols:
         globals_from = globals_from or "dwarf"
-    elif isinstance(layout, dict):
+    elif isinstance(layout, dict) or candidates:
         try:
             symbols.update(runtime_globals_from_code(elf, image.read, symtab))
             globals_from = "code"
         except NotFound as e:
-            layout = (f"stripped (no symbol table, built with -ldflags=-s?) and {e}: the "
-                      "runtime's goroutine list cannot be found; rebuild without -s")
+            layout, candidates = (f"stripped (no symbol table, built with -ldflags=-s?) and "
+                                  f"{e}: the runtime's goroutine list cannot be found; "
+                                  "rebuild without -s"), []
     loads = [s for s in elf.iter_segments() if s["p_type"] == "PT_LOAD"]
     first = min(loads, key=lambda s: s["p_vaddr"]) if loads else None
     first_load = (first["p_vaddr"] - first["p_offset"]) & ~0xFFF if first else 0
@@ -212,19 +230,36 @@ def _compute(path: str, elf: ELFFile, image: StaticImage, symtab: Symtab,
             "gofunc": symtab.gofunc, "pclntab_addr": symtab.pclntab_addr,
             "symbols": symbols, "layout": layout, "first_load_vaddr": first_load,
             "has_symtab": image.has_symtab, "has_dwarf": has_dwarf,
-            "globals_from": globals_from}
+            "globals_from": globals_from, "candidates": candidates}
 
 
-def _table_layout(go_version: str, why: str) -> dict | str:
+def _own_wait_reasons(elf: ELFFile, image: StaticImage, symtab: Symtab) -> list[str] | None:
+    """The wait reason strings of a binary without DWARF, from its code (codescan.py);
+    None (the table's are used) when the code does not show them."""
+    try:
+        return wait_reasons_from_code(elf, image.read, symtab)
+    except (NotFound, SideeyeError, ValueError):
+        return None
+
+
+def _table_layout(go_version: str, why: str, wait_reasons: list[str] | None
+                  ) -> tuple[dict | str, list[dict]]:
     """Layouts for a binary without DWARF, from the table made from reference builds of
-    its Go version; the reason it has none when the table has no entry."""
-    table = table_layout(go_version)
-    if table is None:
-        have = ", ".join(table_versions())
-        return (f"{why.split(':')[0].rstrip('.')}, and Go {go_version.removeprefix('go')} is "
-                f"not in the runtime layout table (it has {have}): rebuild without "
-                "-ldflags=-w")
-    return table.to_json()
+    its Go version: (the layout, []) when the table gives one; (the reason there is none
+    yet, the candidates) when its minor's releases had several and none is its own; (the
+    reason it has none, []) when the table lacks its minor."""
+    found = table_candidates(go_version, wait_reasons)
+    version = go_version.removeprefix("go")
+    if len(found) == 1:
+        return found[0].to_json(), []
+    if found:
+        return (f"{why.split(':')[0].rstrip('.')}, and Go {version} is not in the runtime "
+                f"layout table, whose Go {'.'.join(version.split('.')[:2])} releases have "
+                f"{len(found)} different layouts: only a live process can pick one"), \
+            [c.to_json() for c in found]
+    have = ", ".join(table_versions())
+    return (f"{why.split(':')[0].rstrip('.')}, and Go {version} is not in the runtime "
+            f"layout table (it has {have}): rebuild without -ldflags=-w"), []
 
 
 def _symbols(image: StaticImage, symtab: Symtab) -> dict[str, int]:

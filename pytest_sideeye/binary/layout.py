@@ -11,6 +11,7 @@ needed are found by searching `.debug_info` for their names and parsed one by on
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import struct
 from dataclasses import asdict, dataclass, field
@@ -45,8 +46,10 @@ class RuntimeLayout:
     g_sizes: dict[str, int] = field(default_factory=dict)   # byte size of each g field
     m_sizes: dict[str, int] = field(default_factory=dict)
     variables: dict[str, int] = field(default_factory=dict)  # runtime globals, link addresses
-    # Where the layouts came from: "dwarf" (the binary's own), or "table (Go 1.24)" for a
-    # binary built without DWARF (-ldflags=-w), from runtime_layouts.json.
+    # Where the layouts came from: "dwarf" (the binary's own), or for a binary built
+    # without DWARF (-ldflags=-w) from runtime_layouts.json: "table (Go 1.24.11)" for a
+    # release the table was made from, "table (Go 1.24, as 1.24.3)" for another patch
+    # release (plus ", picked by the live process of 2" when its minor had several).
     source: str = "dwarf"
 
     def to_json(self) -> dict:
@@ -222,29 +225,71 @@ TABLE_PATH = Path(__file__).resolve().parent / "runtime_layouts.json"
 
 
 @functools.lru_cache(maxsize=1)
+def _table_text() -> str:
+    try:
+        return TABLE_PATH.read_text()
+    except OSError:
+        return ""
+
+
+@functools.lru_cache(maxsize=1)
 def _table() -> dict:
     try:
-        return json.loads(TABLE_PATH.read_text())["versions"]
-    except (OSError, ValueError, KeyError):
+        return json.loads(_table_text())["versions"]
+    except (ValueError, KeyError):
         return {}
 
 
+def table_digest() -> str:
+    """A short digest of the table: layouts cached from it are stale once it changes."""
+    return hashlib.sha256(_table_text().encode()).hexdigest()[:12]
+
+
 def table_versions() -> list[str]:
-    """The Go versions the table has layouts for ("1.21", ..., or exact "1.24.3")."""
-    return sorted(_table(), key=lambda v: [int(x) for x in v.split(".")])
+    """The Go minor versions the table has layouts for ("1.21", ..., "1.27")."""
+    return sorted(_table(), key=_version_key)
+
+
+def table_checked() -> list[str]:
+    """Every Go release the table's layouts were read from (a reference build each)."""
+    return sorted({v for entry in _table().values() for variant in entry["variants"]
+                   for v in variant["checked"]}, key=_version_key)
+
+
+def _version_key(v: str) -> list[int]:
+    return [int(x) for x in v.split(".")]
+
+
+def table_candidates(go_version: str, wait_reasons: list[str] | None = None
+                     ) -> list[RuntimeLayout]:
+    """The layouts Go `go_version` ("go1.24.11") may have, from the table, without
+    addresses: the one of its own release when the table was made from it; else every
+    distinct layout its minor version's releases had (one for most minors: patch
+    releases rarely change the runtime's structures; the live process picks among
+    several, engine/process.py); [] when the table has not its minor. `wait_reasons`,
+    the binary's own (codescan.py), replace the table's: releases that differ only in
+    those then give one layout."""
+    v = go_version.removeprefix("go").split("-")[0].split(" ")[0]
+    m = ".".join(v.split(".")[:2])
+    variants = _table().get(m, {}).get("variants", [])
+    exact = [x for x in variants if v in x["checked"]]
+    distinct: dict[str, tuple[dict, list[str]]] = {}
+    for x in exact or variants:
+        layout = dict(x["layout"], variables={})
+        if wait_reasons is not None:
+            layout["wait_reasons"] = list(wait_reasons)
+        key = json.dumps(layout, sort_keys=True)
+        distinct.setdefault(key, (layout, []))[1].extend(x["checked"])
+    return [RuntimeLayout.from_json(dict(layout, source=f"table (Go {v})" if exact else
+                                         f"table (Go {m}, as {', '.join(checked)})"))
+            for layout, checked in distinct.values()]
 
 
 def table_layout(go_version: str) -> RuntimeLayout | None:
-    """The layouts of Go `go_version` ("go1.24.11") from the table, without addresses:
-    the exact patch release's entry when the table has one, else its minor version's;
-    None when the table has neither."""
-    v = go_version.removeprefix("go").split("-")[0].split(" ")[0]
-    key = v if v in _table() else ".".join(v.split(".")[:2])
-    entry = _table().get(key)
-    if entry is None:
-        return None
-    return RuntimeLayout.from_json(dict(entry["layout"], variables={},
-                                        source=f"table (Go {key})"))
+    """The one layout the table gives Go `go_version`, or None when it has none or
+    several (table_candidates)."""
+    found = table_candidates(go_version)
+    return found[0] if len(found) == 1 else None
 
 
 def load_layout(elffile, read_mem: ReadMem, symbols: dict[str, int] | None = None

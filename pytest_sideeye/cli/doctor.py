@@ -211,7 +211,11 @@ def binary_check(path: str) -> Check:
         info = analyze(path)
     except errors.SideeyeError as e:
         return Check("binary", ok=False, detail=errors.one_line(e))
-    source = "its own DWARF" if info.layout.source == "dwarf" else info.layout.source
+    if info.layout_candidates:
+        source = (f"the table, one of {len(info.layout_candidates)} (its Go minor's releases "
+                  "differ), which a snapshot picks by checking them in the live process")
+    else:
+        source = "its own DWARF" if info.layout.source == "dwarf" else info.layout.source
     parts = [f"{path}: {info.go_version}", f"layouts from {source}"]
     if info.globals_from == "code":
         parts.append("goroutine list found in the code (no symbol table)")

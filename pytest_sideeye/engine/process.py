@@ -4,6 +4,7 @@ executable is loaded (the PIE load bias)."""
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 from pytest_sideeye.binary import BinaryInfo
@@ -110,18 +111,45 @@ def read_memory(pid: int, addr: int, n: int) -> bytes:
 def check_runtime_globals(pid: int, addrs: dict[str, int], layout, origin: str) -> None:
     """Addresses guessed from a stripped binary's code, and layouts taken from the table
     rather than the binary's DWARF, must hold in the live process, or nothing is paused:
-    allglen is len(allgs), the gs it points at have distinct ids, and allm's list holds
-    the process's own threads. SideeyeError names what did not hold and where the guess
+    allglen is len(allgs), the gs it points at are goroutines (the first is the main
+    one, id 1; distinct ids, known statuses), and allm's list is the runtime's list of
+    threads (see _check_ms). SideeyeError names what did not hold and where the guess
     came from (`origin`)."""
-    try:
-        why = _globals_verdict(pid, addrs, layout)
-    except TargetGone:
-        raise
-    except SideeyeError as e:      # a wrong guess points anywhere: unreadable is wrong
-        why = str(e)
+    why = layout_verdict(pid, addrs, layout)
     if why:
         raise SideeyeError(f"process {pid}: the runtime's structures do not check out "
                            f"({why}; layouts: {origin}); nothing was paused")
+
+
+def pick_layout(pid: int, addrs: dict[str, int], candidates: list, go_version: str):
+    """The one layout of `candidates` (the table's layouts of a Go minor version, for a
+    patch release it was not made from) that checks out in the live process; SideeyeError
+    (nothing paused) when none does or more than one does: a guess between layouts the
+    checks cannot tell apart could read every goroutine wrong."""
+    verdicts = [(c, layout_verdict(pid, addrs, c)) for c in candidates]
+    good = [c for c, why in verdicts if not why]
+    if len(good) == 1:
+        return replace(good[0], source=f"{good[0].source}, picked by the live process of "
+                                       f"{len(candidates)}")
+    version = go_version.removeprefix("go")
+    if not good:
+        whys = "; ".join(f"{c.source}: {why}" for c, why in verdicts)
+        raise SideeyeError(f"process {pid}: none of the runtime layouts the table has for "
+                           f"Go {version} checks out ({whys}); nothing was paused")
+    raise SideeyeError(f"process {pid}: {len(good)} of the runtime layouts the table has for "
+                       f"Go {version} check out ({', '.join(c.source for c in good)}) and "
+                       "nothing tells them apart: rebuild without -ldflags=-w; nothing was "
+                       "paused")
+
+
+def layout_verdict(pid: int, addrs: dict[str, int], layout) -> str | None:
+    """What of the live checks does not hold for these addresses and layout, or None."""
+    try:
+        return _globals_verdict(pid, addrs, layout)
+    except TargetGone:
+        raise
+    except SideeyeError as e:      # a wrong guess points anywhere: unreadable is wrong
+        return str(e)
 
 
 def _u64(b: bytes, i: int = 0) -> int:
@@ -145,32 +173,60 @@ def _globals_verdict(pid: int, addrs: dict[str, int], layout) -> str | None:
 
 
 def _check_gs(pid: int, ptr: int, n: int, layout) -> str | None:
+    """allgs[0] is the main goroutine (id 1: created first, it lives as long as the
+    process); the first n have distinct ids and statuses the runtime has."""
     gs = read_memory(pid, ptr, 8 * n)
     goff = layout.g_offsets["goid"]
+    soff = layout.g_offsets["atomicstatus"]
+    statuses = set(layout.status_values.values())
     ids = []
     for i in range(n):
-        g = int.from_bytes(gs[8 * i:8 * i + 8], "little")
+        g = _u64(gs, 8 * i)
         if g == 0 or g % 8:
             return f"allgs[{i}] is not a goroutine pointer ({g:#x})"
-        ids.append(int.from_bytes(read_memory(pid, g + goff, 8), "little"))
-    if len(set(ids)) != len(ids) or max(ids) >= 1 << 48:
+        ids.append(_u64(read_memory(pid, g + goff, 8)))
+        status = int.from_bytes(read_memory(pid, g + soff, 4), "little")
+        if status not in statuses:
+            return f"allgs[{i}]'s status {status} is not a goroutine status"
+    if ids[0] != 1 or len(set(ids)) != len(ids) or max(ids) >= 1 << 48:
         return f"the first goroutines' ids are not ids ({ids[:6]})"
     return None
 
 
+MAX_MS = 10_000     # the runtime's own limit (debug.SetMaxThreads)
+
+
 def _check_ms(pid: int, allm: int, layout) -> str | None:
+    """allm's list, followed through m.alllink, is the runtime's list of threads: each m's
+    g0 belongs to it (g0.m is the m), its procid is one of the process's threads (or 0, a
+    thread still starting), each m has its own id, and the list ends at m0 (id 0), the
+    first m added. A wrong m offset (alllink, id, procid, g0) breaks one of these."""
     tids = _thread_ids(pid)
-    if not tids:
-        return None
-    m = int.from_bytes(read_memory(pid, allm, 8), "little")
-    seen = 0
-    for _ in range(1024):
+    moff, goff_m = layout.m_offsets, layout.g_offsets["m"]
+    m = _u64(read_memory(pid, allm, 8))
+    last_id, ids, seen = None, set(), 0
+    for _ in range(MAX_MS):
         if m == 0:
             break
-        procid = int.from_bytes(read_memory(pid, m + layout.m_offsets["procid"], 8), "little")
+        if m % 8:
+            return f"allm's list holds {m:#x}, not an m"
+        mid = _u64(read_memory(pid, m + moff["id"], 8))
+        if mid in ids or mid >= 1 << 32:      # ids are int64s counting ms made
+            return f"allm's list has an m id {mid} that is not an m id"
+        g0 = _u64(read_memory(pid, m + moff["g0"], 8))
+        if g0 == 0 or g0 % 8 or _u64(read_memory(pid, g0 + goff_m, 8)) != m:
+            return f"m {mid}'s g0 is not its own"
+        procid = _u64(read_memory(pid, m + moff["procid"], 8))
+        if tids and procid and procid not in tids:
+            return f"m {mid}'s thread {procid} is not one of the process's threads"
         seen += procid in tids
-        m = int.from_bytes(read_memory(pid, m + layout.m_offsets["alllink"], 8), "little")
-    return None if seen else "no thread of allm's list is one of the process's threads"
+        last_id = mid
+        ids.add(mid)
+        m = _u64(read_memory(pid, m + moff["alllink"], 8))
+    if m != 0 or last_id != 0:
+        return f"allm's list does not end at m0 (last m id {last_id})"
+    return None if seen or not tids else "no thread of allm's list is one of the " \
+        "process's threads"
 
 
 def _thread_ids(pid: int) -> set[int]:

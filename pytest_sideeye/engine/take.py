@@ -28,7 +28,12 @@ from pytest_sideeye.engine.cstructs import check_capture_formats
 from pytest_sideeye.engine.decode import RecordDecoder
 from pytest_sideeye.engine.pause import PauseTimes, paused, proc_state
 from pytest_sideeye.engine.privileges import missing_privileges
-from pytest_sideeye.engine.process import check_runtime_globals, exe_for_pid, load_bias
+from pytest_sideeye.engine.process import (
+    check_runtime_globals,
+    exe_for_pid,
+    load_bias,
+    pick_layout,
+)
 from pytest_sideeye.engine.sigframe import signal_code
 from pytest_sideeye.errors import CaptureSpecError, NoPermission, SideeyeError, TargetGone
 from pytest_sideeye.memo import MEMO, measured
@@ -170,21 +175,25 @@ def _snapshot_into(proc: Process, spec, limits, cfg: settings.EngineSettings,
     info = analyze(exe)
     proc.go_version = info.go_version
     bias = load_bias(pid, info)
-    program = program_for(info.layout)
-    proc.layouts = _layouts_source(info)
-    probes = links_mod.probe_spec(info) if cfg.links and info.has_dwarf \
-        else capture_mod.CaptureSpec()
-    plan = _make_plan(info, links_mod.merged(spec, probes), limits, bias) \
-        if info.has_dwarf else None
     addrs = {k: info.symbols[k] for k in RUNTIME_ADDRS if k in info.symbols}
     missing = [k for k in RUNTIME_ADDRS if k not in addrs]
     if missing:
         raise SideeyeError(f"{exe}: runtime symbols {missing} not found (stripped binary?)")
+    live = {k: v + bias for k, v in addrs.items()}
+    if info.layout_candidates:
+        # A patch release the table was not made from, whose minor had several layouts.
+        info = info.with_layout(pick_layout(pid, live, info.layout_candidates,
+                                            info.go_version))
+    proc.layouts = _layouts_source(info)
     if info.globals_from == "code" or info.layout.source != "dwarf":
         # Guessed addresses or layouts not the binary's own: they must hold in the live
         # process before it is paused.
-        check_runtime_globals(pid, {k: v + bias for k, v in addrs.items()}, info.layout,
-                              proc.layouts)
+        check_runtime_globals(pid, live, info.layout, proc.layouts)
+    program = program_for(info.layout)
+    probes = links_mod.probe_spec(info) if cfg.links and info.has_dwarf \
+        else capture_mod.CaptureSpec()
+    plan = _make_plan(info, links_mod.merged(spec, probes), limits, bias) \
+        if info.has_dwarf else None
     decoder = RecordDecoder(info, bias, program.const)
     # Pinned programs share their maps with every process using them (pins.py).
     with pins.lock(program.pin_key):
