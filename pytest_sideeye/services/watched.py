@@ -149,6 +149,8 @@ def _references_of(value: Any, fixture: str | None) -> list[Reference]:
 
 
 def _is_sdk_container(value: Any) -> bool:
+    if not type(value).__module__.startswith("docker."):
+        return False   # (and a test that uses no Docker does not import it)
     from docker.models.containers import Container as SdkContainer
     return isinstance(value, SdkContainer)
 
