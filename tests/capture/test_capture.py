@@ -387,17 +387,53 @@ def _values_by_frame(snap, functions):
     return out
 
 
+def varzoo_values(exp) -> dict[tuple[str, str], object]:
+    """What varzoo holds (from what it prints, `exp`) for the SPEC expressions that have
+    one value: what both read paths must give, not merely the same as each other."""
+    order, zoo = exp["zoo"]["Ord"], exp["zoo"]
+    return {
+        ("main.settle", "o"): order, ("main.settle", "*o"): order,
+        ("main.settle", "o.ID"): 1001, ("main.settle", "o.Customer.Name"): "Ada <Lovelace>",
+        ("main.settle", "o.Customer.Tags[1]"): '"quoted"',
+        ("main.settle", "o.Items[0]"): order["Items"][0], ("main.settle", "o.Items[0].SKU"): "X",
+        ("main.settle", "attempt"): exp["settle"]["attempt"],
+        ("main.settle", "label"): exp["settle"]["label"], ("main.settle", "items"): order["Items"],
+        ("main.lookup", "m"): zoo["MS"], ("main.lookup", 'm["two"]'): 2,
+        ("main.lookup", "keys"): ["one", "two"], ("main.lookup", "e"): zoo["EStruct"],
+        ("main.lookup", "e.SKU"): "IFACE", ("main.lookup", "err"): zoo["EErr"],
+        ("main.lookup", "err.Msg"): "not found",
+        ("main.waitTimes", "t"): zoo["T"], ("main.waitTimes", "d"): "1.5s",
+        ("main.waitTimes", "ch"): exp["channels"]["Ch"], ("main.waitTimes", "fn"): "main.double",
+        ("main.parkInlined", "tag"): exp["parkInlined"]["tag"],
+        ("main.parkInlined", "n"): exp["parkInlined"]["n"],
+    }
+
+
+def varzoo_differences(snap, exp) -> list[str]:
+    """Each expression of varzoo_values against the one frame that captured it, whole."""
+    diffs = []
+    for (fn, name), want in varzoo_values(exp).items():
+        frames = [f for _g, f in snap.frames(fn) if f.variables]
+        if len(frames) != 1:
+            diffs.append(f"{fn}: {len(frames)} frames with variables, expected 1")
+            continue
+        got = by_name(frames[0]).get(name)
+        if got is None or (got.value, got.available, got.truncated) != (want, True, False):
+            diffs.append(f"{fn} {name}: {got}, expected {want!r}")
+    return diffs
+
+
 @pytest.mark.parametrize("version", GO_VERSIONS)
 def test_bpf_and_python_reads_agree_at_the_default_budget(version, go_build, needs_root,
                                                           monkeypatch):
     """The same comparison at the product's 10 ms capture budget (the suite raises it):
-    both paths must give varzoo's values, identical. A pair in which either snapshot hit
+    both paths must give varzoo's values (varzoo_values), identical. A pair in which either snapshot hit
     the budget (a loaded machine) is retaken, at most three times."""
     from pytest_sideeye.engine import take as engine
     monkeypatch.delenv("SIDEEYE_CAPTURE_PAUSE_MS", raising=False)
     exe = str(go_build("varzoo", version))
     for _attempt in range(3):
-        p, _expected = start_varzoo(exe)
+        p, expected = start_varzoo(exe)
         try:
             monkeypatch.delenv("SIDEEYE_BPF_CAPTURE", raising=False)
             bpf = engine.take_snapshot([p.pid], capture=SPEC)
@@ -412,7 +448,8 @@ def test_bpf_and_python_reads_agree_at_the_default_budget(version, go_build, nee
     else:
         pytest.fail(f"three pairs hit the default capture budget: {notes}")
     a, b = _values_by_frame(bpf, SPEC), _values_by_frame(py, SPEC)
-    assert a and a == b
+    assert a == b
+    assert varzoo_differences(bpf, expected) == [] and varzoo_differences(py, expected) == []
 
 
 @pytest.mark.parametrize("version", GO_VERSIONS)
@@ -424,7 +461,7 @@ def test_bpf_capture_reads_what_the_python_rounds_read(version, go_build, needs_
     alone: no Python round at all."""
     from pytest_sideeye.engine import take as engine
     exe = str(go_build("varzoo", version))
-    p, _expected = start_varzoo(exe)
+    p, expected = start_varzoo(exe)
     try:
         bpf = engine.take_snapshot([p.pid], capture=SPEC)
         monkeypatch.setenv("SIDEEYE_BPF_CAPTURE", "0")
@@ -434,7 +471,9 @@ def test_bpf_capture_reads_what_the_python_rounds_read(version, go_build, needs_
         p.kill()
         p.wait()
     a, b = _values_by_frame(bpf, SPEC), _values_by_frame(py, SPEC)
-    assert a and a == b
+    assert a == b
+    # Equal is not enough (both could capture nothing): both hold varzoo's values.
+    assert varzoo_differences(bpf, expected) == [] and varzoo_differences(py, expected) == []
 
     bench = {"main.parkedLeaf": ["i", "name", "j", "started", "j.Tags", "*j"]}
     from oracle import start_app
@@ -450,8 +489,12 @@ def test_bpf_capture_reads_what_the_python_rounds_read(version, go_build, needs_
         py = engine.take_snapshot([app.pid], capture=bench)
     a, b = _values_by_frame(bpf, bench), _values_by_frame(py, bench)
     assert len(a) == 50 and a == b
-    some = next(iter(a.values()))
-    assert all(avail for _n, _t, _v, avail, _tr, _e in some), some
+    # Every frame holds every expression, read (not empty frames that agree), and leaf i
+    # holds i: each of 0..49 once.
+    for vs in a.values():
+        assert [n for n, *_ in vs] == bench["main.parkedLeaf"], vs
+        assert all(avail and not cut for _n, _t, _v, avail, cut, _e in vs), vs
+    assert sorted(json.loads(vs[0][2]) for vs in a.values()) == list(range(50))
 
 
 def test_function_inlined_into_another_package_is_captured(captured):
