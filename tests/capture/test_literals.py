@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import pytest
 from elftools.elf.elffile import ELFFile
 from oracle import start_app
-from support import GO_VERSIONS
+from support import GO_VERSIONS, GOAPPS
 
 from pytest_sideeye import engine
 from pytest_sideeye.binary import ReadOnlyData, analyze
 from pytest_sideeye.capture import Limits
 from pytest_sideeye.engine.process import load_bias
+from pytest_sideeye.services import images
 
 pytestmark = pytest.mark.usefixtures("needs_root")
 
@@ -128,3 +130,35 @@ def test_read_only_data_reads_what_the_process_memory_holds(go_build):
             assert ro.read(hi - 16, 16) == os.pread(mem.fileno(), 16, hi - 16)
         assert ro.read(hi - 8, 16) is None            # runs past the segment's end
         assert ro.read(analyze(exe).symbols["runtime.allglen"] + bias, 8) is None  # writable
+
+
+@pytest.mark.usefixtures("needs_docker")
+@pytest.mark.parametrize("bpf_capture", ["1", "0"])
+def test_a_containers_literals_are_read_from_the_binary_it_runs(bpf_capture, monkeypatch):
+    """In a container the executable's path means nothing on the host: the literals are
+    read from /proc/PID/exe, whole, and none of their pages is faulted in."""
+    monkeypatch.setenv("SIDEEYE_BPF_CAPTURE", bpf_capture)
+    monkeypatch.setenv("SIDEEYE_CAPTURE_PAUSE_MS", "500")
+    tag = images.go_image("literals", GOAPPS / "literals", GO_VERSIONS[1])
+    c = images.docker_client().containers.run(tag, detach=True)
+    try:
+        pid = wait_ready(c)
+        assert not os.path.exists(os.readlink(f"/proc/{pid}/exe"))   # not a host path
+        far = far_addresses(f"/proc/{pid}/exe")
+        snap = engine.take_snapshot([engine.Target(pid)], capture=SPEC, limits=LIMITS)
+        assert captured(snap) == ([BANNER], sorted(TEXTS, key=json.dumps),
+                                  sorted(TAGS, key=json.dumps))
+        if bpf_capture == "0" or snap.processes[0].collector == "stop hook":
+            assert not any(resident(pid, a) for a in far.values())
+    finally:
+        c.remove(force=True)
+
+
+def wait_ready(container, timeout: float = 30.0) -> int:
+    """The container's Go process, once it printed READY (host PID)."""
+    deadline = time.monotonic() + timeout
+    while b"READY" not in container.logs():
+        assert time.monotonic() < deadline, container.logs()[-500:]
+        time.sleep(0.05)
+    container.reload()
+    return container.attrs["State"]["Pid"]
