@@ -181,8 +181,29 @@ def services_of(item: pytest.Item) -> list[Any]:
     own = list(services_for(item.nodeid))
     try:
         return own + watched_of(item, own)
-    except Exception:   # noqa: BLE001 - Docker down: the go_service ones still go
-        return own
+    except Exception as e:   # Docker down...: the go_service ones still go, the report says why
+        return own + [_Unresolved(e)]
+
+
+class _Unresolved:
+    """Stands for the containers that could not be looked up: the report lists it with
+    the reason (build_targets turns its container_info() error into the process error)."""
+    name = "containers"
+    image = None
+    notes: list[str] = []
+    pids: list[int] = []
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def container_info(self) -> Any:
+        raise SideeyeError(f"could not be looked up: {one_line(self.error)}")
+
+    def logs(self) -> str:
+        return ""
+
+    def host_ports(self) -> set[int]:
+        return set()
 
 
 def watched_of(item: pytest.Item, own: list[Any]) -> list[Any]:

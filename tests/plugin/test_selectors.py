@@ -47,3 +47,24 @@ def test_a_bad_selector_stops_pytest_in_one_line(tmp_path, how):
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert lines == [f"ERROR: {where}: bad container selector 'bogus:x': want auto, none, "
                      "events, compose:PROJECT[/SERVICE], label:KEY=VALUE, name:GLOB or id:ID"]
+
+
+def test_containers_that_cannot_be_looked_up_are_a_line_in_the_report(tmp_path):
+    """Docker not answering when a selector needs it: the test fails as it would, its
+    report says why the containers are missing (not a traceback, not silence)."""
+    from pytest_sideeye.snapshot import Snapshot
+    (tmp_path / "test_x.py").write_text("def test_x():\n    assert 1 == 2\n")
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    env["DOCKER_HOST"] = f"unix://{tmp_path}/no-docker.sock"
+    r = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
+                        "--sideeye-on-failure", "--sideeye-dir=reports",
+                        "--sideeye-containers=label:app=shop"],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "Traceback" not in r.stdout + r.stderr
+    snap = Snapshot.load(tmp_path / "reports" / "test_x.py__test_x" / "call.json")
+    (proc,) = snap.processes
+    assert proc.service == "containers"
+    assert proc.error.startswith("service containers: could not be looked up: Docker is not "
+                                 f"answering at unix://{tmp_path}/no-docker.sock")
