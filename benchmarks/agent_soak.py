@@ -60,6 +60,16 @@ def start_agent(folder: Path, env: dict[str, str]) -> subprocess.Popen:
             time.sleep(0.05)
 
 
+def stop(agent: subprocess.Popen) -> None:
+    """SIGTERM; an agent holding GBs may take a while to exit (its objects are freed)."""
+    agent.terminate()
+    try:
+        agent.wait(120)
+    except subprocess.TimeoutExpired:
+        agent.kill()
+        agent.wait()
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -139,8 +149,7 @@ def main() -> None:
                 print(f"\nlast large snapshot: {after / steady - 1:+.0%} of the steady state",
                       file=sys.stderr)
     finally:
-        agent.terminate()
-        agent.wait(10)
+        stop(agent)
     print(f"\n`sideeye agent` resident memory (VmRSS), {args.binaries} binaries of manyparked "
           f"(Go {args.go}, {args.n} goroutines each), capture {CAPTURE}"
           + (f", SIDEEYE_MEMO_MB={args.budget_mb:g}" if args.budget_mb is not None else "")
