@@ -7,12 +7,16 @@ runtime.Stack(buf, true) time measured in the same run.
     .venv/bin/python benchmarks/engine_bench.py [--sizes 1000,10000,100000] [--reps 5]
                                                 [--go 1.24.11] [--capture]
                                                 [--ldflags '-s -w'] [--mixed]
+                                                [--record]
 
 --mixed parks goroutine i i%9 calls deep (3 to 11 frames) instead of all ~11 deep.
 --ldflags builds the target with them: `-s -w` (no DWARF, no symbol table) measures a
 stripped build, whose layouts come from the table and globals from the code.
 
-Prints a table (medians over --reps snapshots; min in brackets). With --capture, the
+Prints a table (medians over --reps snapshots; min in brackets), headed by the machine's
+load average; --record appends it to benchmarks/engine_bench.out, which keeps the runs the
+README's Performance table is taken from (tests/packaging/test_readme_claims.py checks
+they agree). With --capture, the
 same target is also snapshotted capturing 4 variables in every parked frame of
 main.parkedLeaf (an int, a string, a pointer to a struct with a string and a slice of
 strings, a time.Time), alternating with plain snapshots: the table then gives that
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -35,6 +40,8 @@ from oracle import start_app  # noqa: E402
 from pytest_sideeye.engine import take as engine
 from pytest_sideeye.services import toolchains  # noqa: E402
 
+# The runs the README's Performance table is taken from, appended by --record.
+RECORD = ROOT / "benchmarks" / "engine_bench.out"
 CAPTURE = {"main.parkedLeaf": ["i", "name", "j", "started"]}
 
 
@@ -90,6 +97,16 @@ def _one(pid: int, capture) -> tuple:
     return p.pause_ns, p.pause_parts_ns, len(p.goroutines), captured
 
 
+def columns(capture: bool) -> list[str]:
+    """The printed table's columns (tests/packaging/test_readme_claims.py reads them)."""
+    head = ["parked", "read", "pause ms (min)", "stop", "collect", "resume",
+            "longest interrupts-off stretch (hook_walk, max)",
+            "felt by the target (idle gap)", "runtime.Stack ms", "Stack/pause"]
+    if capture:
+        head += ["frames captured", "pause with capture (min)", "capture adds"]
+    return head
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="1000,10000,100000")
@@ -98,17 +115,22 @@ def main() -> None:
     ap.add_argument("--capture", action="store_true")
     ap.add_argument("--ldflags", default="", help="build the target with these (e.g. '-s -w')")
     ap.add_argument("--mixed", action="store_true", help="stacks 3 to 11 frames deep")
+    ap.add_argument("--record", action="store_true",
+                    help=f"also append the command and its table to {RECORD.name}")
     args = ap.parse_args()
-    head = ["parked", "read", "pause ms (min)", "stop", "collect", "resume",
-            "longest interrupts-off stretch (hook_walk, max)",
-            "felt by the target (idle gap)", "runtime.Stack ms", "Stack/pause"]
-    if args.capture:
-        head += ["frames captured", "pause with capture (min)", "capture adds"]
-    print(f"Go {args.go}{' -ldflags=' + repr(args.ldflags) if args.ldflags else ''}, "
+    head = columns(args.capture)
+    lines = [f"$ .venv/bin/python benchmarks/engine_bench.py {' '.join(sys.argv[1:])}"]
+
+    def out(line: str) -> None:
+        lines.append(line)
+        print(line, flush=True)
+
+    out(f"Go {args.go}{' -ldflags=' + repr(args.ldflags) if args.ldflags else ''}, "
           f"{'stacks 3-11 frames deep' if args.mixed else 'stacks ~11 frames deep'}, "
-          f"{args.reps} snapshots per size, medians; times in ms")
-    print("| " + " | ".join(head) + " |")
-    print("|" + "---|" * len(head))
+          f"{args.reps} snapshots per size, medians; times in ms; "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs at the start")
+    out("| " + " | ".join(head) + " |")
+    out("|" + "---|" * len(head))
     for n in (int(s) for s in args.sizes.split(",")):
         r = run_size(n, args.reps, args.go, args.capture, args.ldflags, args.mixed)
         row = (f"| {r['n']:,} | {r['goroutines']:,} | {ms(r['pause'])} ({ms(r['pause_min'])}) | "
@@ -118,7 +140,10 @@ def main() -> None:
         if args.capture:
             row += (f" {r['captured']:,} | {ms(r['capture_pause'])} ({ms(r['capture_min'])}) | "
                     f"{ms(r['capture_pause'] - r['pause'])} |")
-        print(row, flush=True)
+        out(row)
+    if args.record:
+        with RECORD.open("a") as f:
+            f.write("\n".join(lines) + "\n\n")
 
 
 if __name__ == "__main__":
