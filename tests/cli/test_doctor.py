@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from support import patched_go_version
 
 from pytest_sideeye.cli import doctor
 from pytest_sideeye.engine import privileges
@@ -132,3 +133,15 @@ def test_binary_says_where_its_layouts_come_from(go_build):
     assert "captured variables need DWARF" in out["no-dwarf"]
     assert "goroutine list found in the code" in out["stripped"]
     assert "goroutine list" not in out["no-dwarf"]
+
+
+def test_binary_of_a_patch_release_the_table_lacks(go_build, tmp_path):
+    """A -s -w build claiming Go 1.24.12: its layout is one of the table's two Go 1.24
+    layouts, which a snapshot picks in the live process."""
+    binary = go_build("hello", "1.24.11", ldflags="-s -w")
+    alien = patched_go_version(binary, "go1.24.11", "go1.24.12", tmp_path / "hello")
+    r = run_doctor("--binary", str(alien))
+    assert r.returncode == 0, r.stdout + r.stderr
+    [line] = [ln for ln in r.stdout.splitlines() if ln.startswith("ok    binary")]
+    assert "go1.24.12; layouts from the table, one of 2" in line
+    assert "picks by checking them in the live process" in line
