@@ -18,7 +18,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from oracle import compare, start_app
+from oracle import compare, is_settled, start_app
 
 from pytest_sideeye import settings
 from pytest_sideeye.engine import take as engine
@@ -110,20 +110,29 @@ def _snapshots_then_sigquit(binary: Path, profile: Path):
 
 
 def test_cmd_pprof_web_server_matches_its_own_dump(pprof_binary, profile_file):
-    """One run, no retry: the goroutines compared are those parked alike in both of our
-    snapshots (a goroutine that moves between them may move again before SIGQUIT); every
-    one of them must match the dump exactly."""
+    """One run, no retry: the goroutines compared are picked from the dump (every one it
+    shows settled), so a goroutine our snapshots miss is a difference. The only ones let
+    off are those our two snapshots saw move (present in both, different): they may move
+    again before SIGQUIT. The dump is the only one (SIGQUIT ends the program, pprof serves
+    no /debug/pprof), so nothing created after our snapshot can be told apart: pprof's
+    server is idle by then."""
     first, ours, oracle = _snapshots_then_sigquit(pprof_binary, profile_file)
     assert first.error is None and ours.error is None, (first.error, ours.error)
     assert ours.go_version == f"go{VERSION}"
     stripped = "-stripped" in str(pprof_binary)
     assert ours.layouts.startswith("table (Go ") == stripped, ours.layouts
-    before = {g.id: g.to_json() for g in first.goroutines}
-    stable = {g.id for g in ours.goroutines if g.status == "waiting" and
-              before.get(g.id) == g.to_json()}
-    settled = [g for g in oracle if g.id in stable]
-    assert len(settled) >= 3, "pprof's web server should have parked goroutines"
-    diffs = compare(ours, settled)
+    settled = [g for g in oracle if g.id != 0 and is_settled(g)]
+    moving = _seen_moving(first, ours)
+    assert len(moving) <= 2, f"goroutines {sorted(moving)} moved in an idle server"
+    picked = [g for g in settled if g.id not in moving]
+    assert len(picked) >= 3, "pprof's web server should have parked goroutines"
+    diffs = compare(ours, picked)
     assert not diffs, "\n".join(diffs)
     # The server's accept loop is among what matched.
     assert any(g.blocked_in("net/http.(*Server).Serve") for g in ours.goroutines)
+
+
+def _seen_moving(first, second) -> set[int]:
+    """Goroutines in both snapshots whose state differs between them."""
+    before = {g.id: g.to_json() for g in first.goroutines}
+    return {g.id for g in second.goroutines if g.id in before and before[g.id] != g.to_json()}
