@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-KINDS = ("http", "grpc", "tcp", "user")
+KINDS = ("http", "grpc", "tcp", "unix", "user")
 # What carries an http or grpc link's request: HTTP/1.x or HTTP/2.
 TRANSPORTS = ("h1", "h2")
 

@@ -27,7 +27,7 @@ import json
 from pytest_sideeye import capture as capture_mod
 from pytest_sideeye.engine.links import grpc, http1, tcp, user
 from pytest_sideeye.engine.links.ends import End, Fact, ProcessFacts
-from pytest_sideeye.engine.links.sockets import NetView, Socket, _address, format_addr
+from pytest_sideeye.engine.links.sockets import NetView, Socket, _address, address_text, format_addr
 from pytest_sideeye.engine.links.user import MAX_USER_PAIRS
 from pytest_sideeye.errors import CaptureSpecError
 from pytest_sideeye.files import JsonCache
@@ -194,13 +194,17 @@ def _connection_links(snap: Snapshot, facts: dict[int, ProcessFacts], view: NetV
         # walks its whole connection hash table), whatever few sockets they list.
         return []
     # Every TCP socket of every process, indexed by (namespace for loopback, local, remote):
-    # a loopback address means the same thing only inside one network namespace.
+    # a loopback address means the same thing only inside one network namespace; Unix
+    # sockets by ("unix", (name, inode), (peer's name, peer's inode)).
     ends: dict[tuple, End] = {}
     waited: dict[tuple, None] = {}     # sockets some goroutine waits on, in order
     for p in snap.processes:
         if p.error is not None:
             continue
+        mine = facts.get(p.pid, ProcessFacts()).facts
         socks = view.sockets(p.pid)
+        if any(f.fd is not None and f.fd not in socks for f in mine):
+            socks = {**view.unix_sockets(p.pid), **socks}   # only then: a netlink dump
         if not socks:
             continue
         ns = view.netns(p.pid)
@@ -208,11 +212,12 @@ def _connection_links(snap: Snapshot, facts: dict[int, ProcessFacts], view: NetV
         by_remote_port: dict[int, list[tuple]] = {}
         loose: list[Fact] = []      # shared by the process's ends
         for fd, s in socks.items():
-            key = (_scope(ns, s.local), s.local, s.remote)
+            key = ("unix" if s.unix else _scope(ns, s.local), s.local, s.remote)
             ends.setdefault(key, End(p.pid, s, _RANK, loose=loose))
             by_fd[fd] = key
-            by_remote_port.setdefault(s.remote[1], []).append(key)
-        for fact in facts.get(p.pid, ProcessFacts()).facts:
+            if not s.unix:
+                by_remote_port.setdefault(s.remote[1], []).append(key)
+        for fact in mine:
             key = by_fd.get(fact.fd) if fact.fd is not None else None
             if key is None:
                 key = _by_addresses(fact, by_remote_port)
@@ -225,7 +230,9 @@ def _connection_links(snap: Snapshot, facts: dict[int, ProcessFacts], view: NetV
     links, done = [], set()
     for key in waited:
         scope, local, remote = key
-        peer_key = (_scope(scope, remote), remote, local)
+        # A Unix socket's inode is unique on the machine; a loopback address only in its
+        # namespace.
+        peer_key = (scope if scope == "unix" else _scope(scope, remote), remote, local)
         conn = frozenset((key, peer_key))
         if conn in done:
             continue
@@ -257,8 +264,9 @@ def _links(a: End, b: End | None) -> list[Link]:
     says what it carries."""
     # Which end accepted the connection: its local address listens.
     client, server = (b, a) if a.sock.listening_local else (a, b)
-    client_addr = format_addr(client.sock.local if client else server.sock.remote)
-    server_addr = format_addr(server.sock.local if server else client.sock.remote)
+    sock = (client or server).sock
+    client_addr = address_text(sock, client.sock.local if client else server.sock.remote)
+    server_addr = address_text(sock, server.sock.local if server else client.sock.remote)
     for proto in PROTOCOLS:
         found = proto.pair(client, server, client_addr, server_addr)
         if found:

@@ -9,7 +9,7 @@ cmux, a limit listener), where the fd's type assertion cannot."""
 from __future__ import annotations
 
 from pytest_sideeye.engine.links.ends import End, Fact, tls_of
-from pytest_sideeye.engine.links.probe_text import TCP_FD
+from pytest_sideeye.engine.links.probe_text import conn_fd
 from pytest_sideeye.snapshot import Endpoint, Link
 
 _GRPC = "google.golang.org/grpc"
@@ -17,13 +17,13 @@ _GRPC = "google.golang.org/grpc"
 # stack slot that holds something else at the handler's call (measured: garbage read).
 _ST = f"stream.st.(*{_GRPC}/internal/transport.http2Server)"
 _TCP_PORT = ".(*net.TCPAddr).Port"
-_SERVER = {"fd": (_ST + ".conn" + TCP_FD,),
+_SERVER = {"fd": conn_fd(_ST + ".conn"),
            "local_port": (_ST + ".localAddr" + _TCP_PORT,),
            "remote_port": (_ST + ".remoteAddr" + _TCP_PORT,),
            "stream": ("stream.id",), "method": ("stream.method",)}
 PROBES: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
     _GRPC + ".(*csAttempt).recvMsg": ("grpc_client", {
-        "fd": ("a.s.ct.conn" + TCP_FD,),
+        "fd": conn_fd("a.s.ct.conn"),
         "local_port": ("a.s.ct.localAddr" + _TCP_PORT,),
         "remote_port": ("a.s.ct.remoteAddr" + _TCP_PORT,),
         "tls": ("a.s.ct.isSecure",),
@@ -39,8 +39,8 @@ def keep(role: str, got: dict) -> bool:
     return isinstance(stream, int) and not isinstance(stream, bool)
 
 
-def pair(client: End | None, server: End | None, client_addr: str, server_addr: str
-         ) -> list[Link]:
+def pair(client: End | None, server: End | None, client_addr: str | None,
+         server_addr: str | None) -> list[Link]:
     calls = _streams(client, "grpc_client")
     handlers = _streams(server, "grpc_server")
     links = []

@@ -10,17 +10,17 @@ dialer) is found from the server's end: the request of that process the handler 
 from __future__ import annotations
 
 from pytest_sideeye.engine.links.ends import End, Fact, endpoint, tls_of
-from pytest_sideeye.engine.links.probe_text import TCP_FD
+from pytest_sideeye.engine.links.probe_text import conn_fd
 from pytest_sideeye.snapshot import Link
 
 PROBES: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
     "net/http.(*persistConn).roundTrip": ("http_client", {
-        "fd": ("pc.conn" + TCP_FD,),
+        "fd": conn_fd("pc.conn"),
         "method": ("req.Request.Method",), "path": ("req.Request.URL.Path",),
         "query": ("req.Request.URL.RawQuery",),
         "tls": ("pc.tlsState.HandshakeComplete",)}),
     "net/http.(*conn).serve": ("http_server", {
-        "fd": ("c.rwc" + TCP_FD,), "remote": ("c.remoteAddr",),
+        "fd": conn_fd("c.rwc"), "remote": ("c.remoteAddr",),
         "method": ("w.req.Method",), "path": ("w.req.URL.Path",),
         "query": ("w.req.URL.RawQuery",),
         "tls": ("c.tlsState.HandshakeComplete",)}),
@@ -33,8 +33,8 @@ def keep(role: str, got: dict) -> bool:
     return role != "http_server" or bool(got.get("method"))
 
 
-def pair(client: End | None, server: End | None, client_addr: str, server_addr: str
-         ) -> list[Link]:
+def pair(client: End | None, server: End | None, client_addr: str | None,
+         server_addr: str | None) -> list[Link]:
     req = client.of("http_client") if client else None
     handler = server.of("http_server") if server else None
     if req is None and handler is not None and client is not None:

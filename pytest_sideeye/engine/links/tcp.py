@@ -1,5 +1,6 @@
 """Plain sockets: a goroutine reading or writing a connection (internal/poll's FD). The
-pairing rule of last resort: the connection itself, its two most telling goroutines."""
+pairing rule of last resort: the connection itself, its two most telling goroutines; a
+`unix` link for a Unix socket, else `tcp`."""
 from __future__ import annotations
 
 from pytest_sideeye.engine.links.ends import End, endpoint
@@ -17,7 +18,8 @@ def keep(role: str, got: dict) -> bool:
     return True
 
 
-def pair(client: End | None, server: End | None, client_addr: str, server_addr: str
-         ) -> list[Link]:
-    return [Link("tcp", endpoint(client, None), endpoint(server, None),
+def pair(client: End | None, server: End | None, client_addr: str | None,
+         server_addr: str | None) -> list[Link]:
+    unix = (client or server).sock.unix
+    return [Link("unix" if unix else "tcp", endpoint(client, None), endpoint(server, None),
                  client_addr, server_addr)]
