@@ -3,6 +3,7 @@ within its byte budget (SIDEEYE_MEMO_MB), least recently used binaries dropped f
 its health answer says what it keeps; a large snapshot's memory is given back once sent."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -88,7 +89,7 @@ def rss_mb(pid: int) -> float:
 
 
 def test_a_large_snapshot_s_memory_is_given_back_once_sent(shared_dir, manyparked):
-    """30,000 goroutines: an answer of ~90 MB of JSON, made from several times that in
+    """30,000 goroutines: an answer of ~70 MB of JSON, made from several times that in
     objects. Once it is sent the agent is back near its size before (generous margin:
     half the answer's size), where it used to keep the answer until the next request."""
     agent = RunningAgent(shared_dir / "agent-memo-large")
@@ -100,9 +101,13 @@ def test_a_large_snapshot_s_memory_is_given_back_once_sent(shared_dir, manyparke
         body, processes = snapshot_bytes([large.pid], CAPTURE, socket_path=str(agent.socket),
                                          timeout=300)
         assert processes[0]["error"] is None and len(body) > 32 * MB, len(body)
-        health(str(agent.socket))      # answered after the large one: its turn is over
-        after = rss_mb(agent.proc.pid)
-        assert after - before < len(body) / MB / 2, (before, after, len(body) / MB)
+        # The agent gives the memory back once the answer is sent, while this client
+        # already reads it: wait for that (a minute at most, on a loaded machine).
+        limit = before + len(body) / MB / 2
+        deadline = time.monotonic() + 60
+        while (after := rss_mb(agent.proc.pid)) >= limit and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert after < limit, (before, after, len(body) / MB)
     finally:
         agent.stop()
         small.stop()
