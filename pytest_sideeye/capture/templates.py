@@ -121,6 +121,10 @@ class _Template:
             return self._index[key]
         if len(self.ops) >= self.max_ops:
             raise TooComplex("more reads than a template holds")
+        if _read_size(kind, size, limit, count) > self.read_max:
+            # BPF would copy only the first read_max bytes, and the decoder, wanting them
+            # all, would find the value cut ("rounds"): only the Python rounds read it.
+            raise TooComplex("a read longer than one BPF capture read")
         self.ops.append(key)
         self._index[key] = len(self.ops) - 1
         return len(self.ops) - 1
@@ -206,6 +210,16 @@ class _Template:
         for name, et in (("zone", zone_t), ("tx", tx_t)):
             self.op(OP_SLICE, where, fo[name].offset, size=et.size,
                     count=max(1, self.read_max // max(et.size, 1)))
+
+
+def _read_size(kind: int, size: int, limit: int, count: int) -> int:
+    """The most bytes an op copies (bpf/snapshot.bpf.c capture_frame): a slice's data is
+    count elements of size bytes; a string, or each element's pointee, up to limit."""
+    if kind in (OP_SLOT, OP_PTR):
+        return size
+    if kind == OP_SLICE:
+        return size * count
+    return limit
 
 
 def _refs(t: GoType, base: int) -> list[tuple[str, int, GoType]]:
