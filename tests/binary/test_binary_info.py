@@ -18,7 +18,12 @@ from support import GO_VERSIONS, patched_go_version
 
 from pytest_sideeye.binary import elf as binelf
 from pytest_sideeye.binary import info as gobinary
-from pytest_sideeye.binary.layout import DwarfIndex, RuntimeLayout, variable_address
+from pytest_sideeye.binary.layout import (
+    DwarfIndex,
+    RuntimeLayout,
+    table_digest,
+    variable_address,
+)
 from pytest_sideeye.engine.process import exe_for_pid, load_bias
 from pytest_sideeye.errors import MissingDebugInfo, NotGoBinary, SideeyeError, TargetGone
 from pytest_sideeye.memo import MEMO
@@ -201,8 +206,9 @@ def test_disk_cache_by_build_id(go_build, tmp_path):
     binary = go_build("inlines", "1.21.13")
     cold = gobinary.analyze(binary)
     files = list(gobinary.CACHE.folder.glob("*.json"))
-    # By build id and the build info's Go version (a rewritten build info keeps the id).
-    assert [f.stem for f in files] == [f"{cold.build_id}-{cold.go_version}"]
+    # By build id and the build info's Go version (a rewritten build info keeps the id),
+    # and the layout table's digest (a binary without DWARF takes its layouts from it).
+    assert [f.stem for f in files] == [f"{cold.build_id}-{cold.go_version}-{table_digest()}"]
     # A copy at another path with the same build id is served from the disk cache.
     copy = tmp_path / "copy"
     shutil.copy(binary, copy)
