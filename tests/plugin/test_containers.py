@@ -374,6 +374,17 @@ def test_watch(bank, sideeye_snapshot):
     assert snap.processes[0].goroutines
 
 
+def test_watch_from_the_test(sideeye_watch, sideeye_snapshot):
+    c = client.containers.run(IMAGES["sleeper"], detach=True, labels=LABELS)
+    try:
+        sideeye_watch(c, name="side")   # the fixture form; kept until this test ends
+        snap = sideeye_snapshot()
+        assert [(p.service, p.notes) for p in snap.processes] == [
+            ("side", ["runs no Go program"])]
+    finally:
+        c.remove(force=True)
+
+
 @pytest.mark.sideeye(containers=[f"label:sideeye-selected={RUN}"])
 def test_label_selector(sideeye_snapshot):
     c = client.containers.run(IMAGES["ledger"], detach=True,
@@ -417,7 +428,8 @@ def test_pytest_docker_xdist_leaks_watch_and_selectors(tmp_path, shop_images):
         p.run("-n", "2", "--dist=loadgroup", "-p", "no:timeout", "--sideeye-on-failure")
         assert p.outcomes() == {
             "test_docker_services[0]": "failed", "test_docker_services[1]": "failed",
-            "test_leak": "failed", "test_watch": "passed", "test_label_selector": "passed",
+            "test_leak": "failed", "test_watch": "passed", "test_watch_from_the_test": "passed",
+            "test_label_selector": "passed",
             "test_events_selector": "passed", "test_bad_selector": "error"}
         projects = set()
         for n in (0, 1):
