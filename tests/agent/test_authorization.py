@@ -8,10 +8,14 @@ import json
 import textwrap
 
 import pytest
-from agent_support import sideeye
+from agent_support import User, sideeye
 from support import GOAPPS
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("needs_root")]
+
+
+RULE_2 = ("rule 2 (members of group sideeye: processes in Docker containers and their own "
+          "uid's processes)")
 
 
 def _parked(snap: dict) -> int:
@@ -49,6 +53,55 @@ def test_rule_2_refuses_a_member_another_users_process(agent, users, start_targe
         "Docker container"], r.stderr
     assert root_target.state() not in "Tt"
     assert any("refused uid" in line and "rule 2" in line for line in agent.log_lines())
+
+
+def uids_of(pid: int) -> list[int]:
+    """Real, effective and saved uid, from /proc (the test's own reading)."""
+    with open(f"/proc/{pid}/status") as f:
+        return [int(x) for x in next(ln for ln in f if ln.startswith("Uid:")).split()[1:4]]
+
+
+class EffectiveRoot(User):
+    """The member as real uid, root as effective and saved uid (setreuid sets the saved
+    uid to the new effective one): a process with mixed uids, as a set-uid program."""
+
+    def prefix(self) -> list[str]:
+        return ["setpriv", f"--ruid={self.uid}", "--euid=0", "--"]
+
+
+def test_rule_2_refuses_a_process_whose_uids_are_not_all_the_members(agent, users, start_target):
+    """Real uid the member's is not enough: effective and saved uid count too (as for
+    ptrace), or a member could pause a set-uid program running as root."""
+    member = users["member"]
+    target = start_target(n=10, user=EffectiveRoot(member.name, member.uid, member.gid,
+                                                    member.home))
+    assert uids_of(target.pid) == [member.uid, 0, 0]
+    r = sideeye("snapshot", "--pid", str(target.pid), "--json", str(member.home / "no.json"),
+                env=agent.client_env(member), user=member)
+    assert r.returncode == 2
+    assert r.stderr.splitlines() == [
+        f"sideeye: sideeye agent: refused by {RULE_2}: pid {target.pid} runs as uid "
+        f"{member.uid}/0/0, not {member.uid}, and is not in a Docker container"], r.stderr
+    assert not (member.home / "no.json").exists()
+
+
+def test_one_refused_target_refuses_the_whole_request(agent, users, start_target):
+    """Every pid is checked before anything is paused: the member's own process, asked
+    together with another user's, is not snapshotted either."""
+    member = users["member"]
+    own, other = start_target(n=10, user=member), start_target(n=10)
+    mine = f"snapshot for uid {member.uid} "
+    before = sum(mine in line for line in agent.log_lines())
+    out = member.home / "both.json"
+    r = sideeye("snapshot", "--pid", str(own.pid), "--pid", str(other.pid), "--json", str(out),
+                env=agent.client_env(member), user=member)
+    assert r.returncode == 2
+    assert r.stderr.splitlines() == [
+        f"sideeye: sideeye agent: refused by {RULE_2}: pid {other.pid} runs as uid 0, not "
+        f"{member.uid}, and is not in a Docker container"], r.stderr
+    assert not out.exists()
+    assert sum(mine in line for line in agent.log_lines()) == before, agent.log_lines()
+    assert own.state() not in "Tt" and other.state() not in "Tt"
 
 
 def test_rule_3_refuses_everyone_else(agent, users, start_target):
