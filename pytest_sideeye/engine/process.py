@@ -194,13 +194,16 @@ def _check_gs(pid: int, ptr: int, n: int, layout) -> str | None:
 
 
 MAX_MS = 10_000     # the runtime's own limit (debug.SetMaxThreads)
+PID_MAX_LIMIT = 1 << 22     # no thread id reaches it (include/linux/threads.h)
 
 
 def _check_ms(pid: int, allm: int, layout) -> str | None:
     """allm's list, followed through m.alllink, is the runtime's list of threads: each m's
-    g0 belongs to it (g0.m is the m), its procid is one of the process's threads (or 0, a
-    thread still starting), each m has its own id, and the list ends at m0 (id 0), the
-    first m added. A wrong m offset (alllink, id, procid, g0) breaks one of these."""
+    g0 belongs to it (g0.m is the m), its procid is a thread id (0 for a thread still
+    starting; not always a live thread: before Go 1.22 the m of a C thread that called
+    into Go keeps it after that thread exits) and some are the process's own threads,
+    each m has its own id, and the list ends at m0 (id 0), the first m added. A wrong m
+    offset (alllink, id, procid, g0) breaks one of these."""
     tids = _thread_ids(pid)
     moff, goff_m = layout.m_offsets, layout.g_offsets["m"]
     m = _u64(read_memory(pid, allm, 8))
@@ -217,8 +220,8 @@ def _check_ms(pid: int, allm: int, layout) -> str | None:
         if g0 == 0 or g0 % 8 or _u64(read_memory(pid, g0 + goff_m, 8)) != m:
             return f"m {mid}'s g0 is not its own"
         procid = _u64(read_memory(pid, m + moff["procid"], 8))
-        if tids and procid and procid not in tids:
-            return f"m {mid}'s thread {procid} is not one of the process's threads"
+        if procid >= PID_MAX_LIMIT:
+            return f"m {mid}'s thread id {procid} is not a thread id"
         seen += procid in tids
         last_id = mid
         ids.add(mid)
