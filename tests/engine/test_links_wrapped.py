@@ -79,7 +79,8 @@ GRPC_ORDERS = {31: ("grpc", "main.call", "/peers.Parker/Park"),
                32: ("http", "main.get", "/park?order=32"),
                41: ("grpc", "main.call", "/peers.Parker/Park"),
                42: ("grpc", "main.watch", "/peers.Parker/Watch"),
-               61: ("grpc", "main.call", "/peers.Parker/Park")}
+               61: ("grpc", "main.call", "/peers.Parker/Park"),
+               71: ("grpc", "main.push", "/peers.Parker/Push")}   # blocked sending
 
 
 @pytest.fixture(scope="module", params=GO_VERSIONS)
@@ -94,7 +95,8 @@ def grpc_wrapped(request, go_build, needs_root):
                 wait_parked(server, len(GRPC_ORDERS))
                 snap = take_snapshot([Target(server.pid), Target(client.pid)],
                                      capture={"main.park": ["order"], "main.call": ["order"],
-                                              "main.watch": ["order"], "main.get": ["order"]})
+                                              "main.watch": ["order"], "main.get": ["order"],
+                                              "main.push": ["order"]})
         finally:
             shutil.rmtree(sock_dir, ignore_errors=True)
     for p in snap.processes:

@@ -1,5 +1,6 @@
 """gRPC (grpc-go): a client waiting on a stream (unary calls and streams both receive
-through csAttempt.recvMsg), and the server goroutine running that stream's handler. One
+through csAttempt.recvMsg, and send through csAttempt.sendMsg, where a client blocks when
+flow control stops it), and the server goroutine running that stream's handler. One
 link per stream, the two sides paired by stream id (a stream's id is the same at both
 ends of its HTTP/2 connection).
 
@@ -21,13 +22,16 @@ _SERVER = {"fd": conn_fd(_ST + ".conn"),
            "local_port": (_ST + ".localAddr" + _TCP_PORT,),
            "remote_port": (_ST + ".remoteAddr" + _TCP_PORT,),
            "stream": ("stream.id",), "method": ("stream.method",)}
+_CLIENT = {"fd": conn_fd("a.s.ct.conn"),
+           "local_port": ("a.s.ct.localAddr" + _TCP_PORT,),
+           "remote_port": ("a.s.ct.remoteAddr" + _TCP_PORT,),
+           "tls": ("a.s.ct.isSecure",),
+           "stream": ("a.s.id",), "method": ("a.s.method",)}
 PROBES: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
-    _GRPC + ".(*csAttempt).recvMsg": ("grpc_client", {
-        "fd": conn_fd("a.s.ct.conn"),
-        "local_port": ("a.s.ct.localAddr" + _TCP_PORT,),
-        "remote_port": ("a.s.ct.remoteAddr" + _TCP_PORT,),
-        "tls": ("a.s.ct.isSecure",),
-        "stream": ("a.s.id",), "method": ("a.s.method",)}),
+    # A client waiting for an answer, or blocked sending (flow control: its handler does
+    # not read).
+    _GRPC + ".(*csAttempt).recvMsg": ("grpc_client", _CLIENT),
+    _GRPC + ".(*csAttempt).sendMsg": ("grpc_client", _CLIENT),
     _GRPC + ".(*Server).processUnaryRPC": ("grpc_server", _SERVER),
     _GRPC + ".(*Server).processStreamingRPC": ("grpc_server", _SERVER),
 }
