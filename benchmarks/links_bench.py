@@ -2,6 +2,7 @@
 SIDEEYE_LINKS=1 and =0, alternating, medians over --reps (min in brackets).
 
     .venv/bin/python benchmarks/links_bench.py [--reps 9] [--go 1.24.11] [--requests 300]
+                                               [--before-26]
 
 Shapes: `manyparked` (1,000 goroutines, none on a socket: the probes find no frame), and
 fixture `peers` with --requests HTTP requests parked in their handlers, each on its own
@@ -9,6 +10,10 @@ connection (the client process waits in net/http's roundTrip and reads in its tr
 readLoop, the server's handlers and background reads wait on the same connections: every
 one of those goroutines has a probed frame). Also printed: links found, and the time
 spent after the resume resolving fds to connections and matching them (not in the pause).
+
+--before-26: a third column, the pause with the probes as they were before issue 26 (no
+transport addresses, TLS state or Unix-socket fds read), in the same alternation, so that
+what issue 26 added is measured under the same load.
 """
 from __future__ import annotations
 
@@ -24,14 +29,30 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from oracle import start_app  # noqa: E402
 
+from pytest_sideeye import capture as capture_mod  # noqa: E402
 from pytest_sideeye.engine import take as engine  # noqa: E402
 from pytest_sideeye.services import toolchains  # noqa: E402
 
+# What issue 26 added to the probes' expressions.
+ADDED_BY_26 = ("UnixConn", "remoteAddr", "localAddr", "tlsState", "isSecure")
+_probe_spec = engine.links_mod.probe_spec
 
-def snapshot(pids: list[int], *, links: bool):
+
+def _probes_before_26(info) -> capture_mod.CaptureSpec:
+    spec = _probe_spec(info)
+    return capture_mod.CaptureSpec({
+        fn: [e for e in exprs if not any(a in e.text for a in ADDED_BY_26)]
+        for fn, exprs in spec.functions.items()})
+
+
+def snapshot(pids: list[int], *, links: bool, before_26: bool = False):
     os.environ["SIDEEYE_LINKS"] = "1" if links else "0"
+    engine.links_mod.probe_spec = _probes_before_26 if before_26 else _probe_spec
     t0 = time.perf_counter()
-    snap = engine.take_snapshot(pids)
+    try:
+        snap = engine.take_snapshot(pids)
+    finally:
+        engine.links_mod.probe_spec = _probe_spec
     took = time.perf_counter() - t0
     for p in snap.processes:
         if p.error:
@@ -39,23 +60,28 @@ def snapshot(pids: list[int], *, links: bool):
     return snap, took
 
 
-def measure(pids: list[int], reps: int) -> dict:
+def measure(pids: list[int], reps: int, before_26: bool = False) -> dict:
     snapshot(pids, links=True)      # warm-up: programs loaded, binaries analysed, probes checked
     snapshot(pids, links=False)
     on: dict[int, list[int]] = {p: [] for p in pids}
     off: dict[int, list[int]] = {p: [] for p in pids}
-    took_on, took_off, found = [], [], 0
+    old: dict[int, list[int]] = {p: [] for p in pids}
+    took_on, took_off, took_old, found = [], [], [], 0
+    modes = [(True, False, on, took_on), (False, False, off, took_off)]
+    if before_26:
+        snapshot(pids, links=True, before_26=True)
+        modes.append((True, True, old, took_old))
     for _ in range(reps):
-        for links, into, took in ((True, on, took_on), (False, off, took_off)):
+        for links, before, into, took in modes:
             time.sleep(0.05)
-            snap, t = snapshot(pids, links=links)
+            snap, t = snapshot(pids, links=links, before_26=before)
             took.append(t)
             for p in snap.processes:
                 into[p.pid].append(p.pause_ns)
-            if links:
+            if links and not before:
                 found = len(snap.links)
                 counts = {p.pid: len(p.goroutines) for p in snap.processes}
-    return {"on": on, "off": off, "links": found, "goroutines": counts,
+    return {"on": on, "off": off, "old": old, "links": found, "goroutines": counts,
             "took_on": statistics.median(took_on), "took_off": statistics.median(took_off)}
 
 
@@ -64,11 +90,13 @@ def ms(ns: float) -> str:
 
 
 def row(shape: str, pid: int, r: dict) -> str:
-    on, off = r["on"][pid], r["off"][pid]
+    on, off, old = r["on"][pid], r["off"][pid], r["old"][pid]
     delta = statistics.median(on) - statistics.median(off)
+    before = (f" {ms(statistics.median(old))} ({ms(min(old))}) | "
+              f"{(statistics.median(on) - statistics.median(old)) / 1e6:+.3f} |" if old else "")
     return (f"| {shape} | {r['goroutines'][pid]:,} | {ms(statistics.median(off))} "
             f"({ms(min(off))}) | {ms(statistics.median(on))} ({ms(min(on))}) | "
-            f"{delta / 1e6:+.3f} | {r['links']} |")
+            f"{delta / 1e6:+.3f} | {r['links']} |{before}")
 
 
 def main() -> None:
@@ -76,14 +104,17 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=9)
     ap.add_argument("--go", default=toolchains.default_version())
     ap.add_argument("--requests", type=int, default=300)
+    ap.add_argument("--before-26", action="store_true",
+                    help="also the pause with the probes before issue 26")
     args = ap.parse_args()
     print(f"Go {args.go}, medians of {args.reps} (min); pause in ms\n")
-    print("| target | goroutines | pause, links off | pause, links on | added | links |")
-    print("|---|---|---|---|---|---|")
+    extra = " links on, before 26 | added by 26 |" if args.before_26 else ""
+    print("| target | goroutines | pause, links off | pause, links on | added | links |" + extra)
+    print("|---|---|---|---|---|---|" + ("---|---|" if args.before_26 else ""))
     many = toolchains.build(ROOT / "fixtures" / "goapps" / "manyparked", args.go)
     with start_app(many, "-n", "1000") as app:
         time.sleep(0.5)
-        r = measure([app.pid], args.reps)
+        r = measure([app.pid], args.reps, args.before_26)
         print(row("manyparked (no socket)", app.pid, r))
     peers = toolchains.build(ROOT / "fixtures" / "goapps" / "peers", args.go)
     with start_app(peers, "server") as server:
@@ -95,7 +126,7 @@ def main() -> None:
                 if time.monotonic() > deadline:
                     raise SystemExit("the requests did not reach their handlers")
                 time.sleep(0.1)
-            r = measure([server.pid, client.pid], args.reps)
+            r = measure([server.pid, client.pid], args.reps, args.before_26)
             print(row(f"peers server ({args.requests + 2} handlers)", server.pid, r))
             print(row(f"peers client ({args.requests + 2} requests)", client.pid, r))
             print(f"\nwhole take_snapshot of both, median: links on {r['took_on'] * 1000:.1f} ms,"
