@@ -6,16 +6,20 @@ its capture plans' tables) is an entry of that binary's group, keyed by its buil
 groups share one budget (SIDEEYE_MEMO_MB, settings.memo_bytes()): past it, the least
 recently used groups are dropped whole (a group's entries reference each other: dropping
 one alone would free nothing). The group just filled is never dropped, so a binary larger
-than the whole budget still works, alone. A dropped binary is analysed again from the disk
+than the whole budget still works, alone. Within a group, at most PER_KIND entries of a
+kind are kept (kinds keyed per process). A dropped binary is analysed again from the disk
 caches (files.py) when next seen, which costs time, never correctness.
 
 Sizes are measured, not guessed: an entry weighs what was allocated while making it and is
-still allocated when it is stored (tracemalloc, traced only for that window: a cold
-analysis takes ~25% longer; a cache hit traces nothing). A window nested in another (the
-DWARF view made during a plan) is charged to its own entry only. What the entries allocate
-later, lazily, is not counted: the function table's per-function decodings during a
-snapshot (bounded by the binary's function count, ~1-2 MB at most here); so the budget is
-the measured part, an underestimate by that much per binary kept.
+still allocated when it is stored (tracemalloc, traced only for that window; a cache hit
+traces nothing; an analysis took as long traced as not, within this machine's noise: 2-5 s
+from the disk caches, 12-25 s cold). A window nested in another (the DWARF view made
+during a plan) is charged to its own entry only. What the entries allocate later, lazily,
+is not counted: the function table's per-function decodings during a snapshot (bounded by
+the binary's function count, ~1-2 MB at most here); so the budget is the measured part, an
+underestimate by that much per binary kept. An entry dropped alone (PER_KIND) whose parts
+another entry still uses (the DWARF view keeps the first analysis's function table) frees
+less than it weighed, until its group goes.
 """
 from __future__ import annotations
 
