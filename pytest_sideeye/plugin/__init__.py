@@ -3,7 +3,9 @@
 timeout or a failure, and their attachment to the results (attach.py: files, junit,
 pytest-html, the terminal).
 
-Takes a pytest run and its `go_service` services; gives reports attached to test results.
+Takes a pytest run, its `go_service` services and the containers its tests use (targets.py:
+found behind fixture values, named by selectors or `sideeye_watch`); gives reports
+attached to test results.
 """
 from pytest_sideeye.plugin.attach import sanitise
 from pytest_sideeye.plugin.targets import watch as sideeye_watch

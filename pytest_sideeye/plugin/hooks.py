@@ -2,8 +2,9 @@
 the `sideeye_snapshot` fixture for tests that assert on goroutines.
 
 Stages: settings (options, ini, markers) -> timers (pytest-timeout's, or our own SIGALRM /
-thread timer in timeouts.py) -> taking the snapshot (bounded in time, never raising into the user's run)
--> attach.py (files, junit, pytest-html, terminal summary).
+thread timer in timeouts.py) -> what to snapshot (targets.py: go_service services and the
+containers the test uses) -> taking the snapshot (bounded in time, never raising into the
+user's run) -> attach.py (files, junit, pytest-html, terminal summary).
 """
 from __future__ import annotations
 
