@@ -3,21 +3,21 @@ parks HTTP/1.1 requests behind a listener that wraps each accepted connection
 (meteredConn, a struct embedding net.Conn; the client's own dialer wraps its side too) and
 over TLS (tls.Listen, a client with its own TLS config), and over Unix sockets (HTTP, and
 a raw connection both ends read). The probes' fd assertion (*net.TCPConn) sees through
-none of them. Each link is pinned by the order id captured on both
-ends, so a swapped pairing fails."""
+none of them. Fixture grpcwrapped serves gRPC and HTTP on one port through cmux behind a
+limit listener, gRPC over TLS and over a Unix socket. Each link is pinned by the order id
+captured on both ends, so a swapped pairing fails (wrapped_links.py)."""
 from __future__ import annotations
 
 import shutil
 
 import pytest
 from oracle import start_app
-from peers_links import captured, functions
+from peers_links import functions
 from support import GO_VERSIONS
 from test_links import wait_parked
+from wrapped_links import GRPC_CAPTURE, GRPC_ORDERS, HTTP_ORDERS, check_grpc, check_http
 
 from pytest_sideeye.engine import Target, take_snapshot
-
-ORDERS = {11: "wrapped", 12: "wrapped", 21: "tls", 22: "tls", 51: "unix"}
 
 
 @pytest.fixture(scope="module", params=GO_VERSIONS)
@@ -28,7 +28,7 @@ def wrapped(request, go_build, needs_root):
         try:
             with start_app(exe, "client", f"127.0.0.1:{wrapped_port}",
                            f"127.0.0.1:{tls_port}", sock_dir) as client:
-                wait_parked(server, len(ORDERS))
+                wait_parked(server, len(HTTP_ORDERS))
                 snap = take_snapshot([Target(server.pid), Target(client.pid)],
                                      capture={"main.parkHandler": ["order"],
                                               "main.call": ["order"]})
@@ -43,22 +43,8 @@ def wrapped(request, go_build, needs_root):
 
 
 def test_each_request_links_its_caller_to_its_handler(wrapped):
-    snap, spid, cpid, ports = wrapped
-    http = {ln.path: ln for ln in snap.links if ln.kind == "http"}
-    assert sorted(http) == [f"/park?order={o}" for o in sorted(ORDERS)], snap.links
-    for order, how in ORDERS.items():
-        ln = http[f"/park?order={order}"]
-        assert ln.method == "GET" and ln.server_addr == ports[how], ln
-        if how == "unix":
-            assert ln.client_addr is None, ln       # the dialer's end has no name
-        assert (ln.tls, ln.transport) == ((True if how == "tls" else None), "h1"), ln
-        assert (ln.client.pid, ln.server.pid) == (cpid, spid), ln
-        assert ln.client.goroutine and ln.server.goroutine, ln
-        assert "net/http.(*persistConn).roundTrip" in functions(snap, cpid, ln.client.goroutine)
-        assert "main.parkHandler" in functions(snap, spid, ln.server.goroutine)
-        got = (captured(snap, cpid, ln.client.goroutine, "main.call", "order"),
-               captured(snap, spid, ln.server.goroutine, "main.parkHandler", "order"))
-        assert got == (order, order), f"/park?order={order} links the calls of orders {got}"
+    snap, spid, cpid, addrs = wrapped
+    check_http(snap, cpid, spid, addrs, "127.0.0.1")
 
 
 def test_unix_link_joins_the_two_readers(wrapped):
@@ -74,15 +60,6 @@ def test_unix_link_joins_the_two_readers(wrapped):
 
 # --- grpc-go behind cmux and a limit listener, over TLS, over a Unix socket ---------------
 
-# order -> (link kind, client function holding it ("order=N"), method or path)
-GRPC_ORDERS = {31: ("grpc", "main.call", "/peers.Parker/Park"),
-               32: ("http", "main.get", "/park?order=32"),
-               41: ("grpc", "main.call", "/peers.Parker/Park"),
-               42: ("grpc", "main.watch", "/peers.Parker/Watch"),
-               61: ("grpc", "main.call", "/peers.Parker/Park"),
-               71: ("grpc", "main.push", "/peers.Parker/Push")}   # blocked sending
-
-
 @pytest.fixture(scope="module", params=GO_VERSIONS)
 def grpc_wrapped(request, go_build, needs_root):
     from support import GRPC_GOPATH
@@ -94,9 +71,7 @@ def grpc_wrapped(request, go_build, needs_root):
                            sock_dir) as client:
                 wait_parked(server, len(GRPC_ORDERS))
                 snap = take_snapshot([Target(server.pid), Target(client.pid)],
-                                     capture={"main.park": ["order"], "main.call": ["order"],
-                                              "main.watch": ["order"], "main.get": ["order"],
-                                              "main.push": ["order"]})
+                                     capture=GRPC_CAPTURE)
         finally:
             shutil.rmtree(sock_dir, ignore_errors=True)
     for p in snap.processes:
@@ -107,24 +82,5 @@ def grpc_wrapped(request, go_build, needs_root):
 
 
 def test_grpc_links_through_cmux_tls_and_a_unix_socket(grpc_wrapped):
-    snap, spid, cpid, ports = grpc_wrapped
-    by_order = {}
-    for ln in snap.links:
-        assert ln.client and ln.server and ln.client.goroutine and ln.server.goroutine, ln
-        assert (ln.client.pid, ln.server.pid) == (cpid, spid), ln
-        got = captured(snap, spid, ln.server.goroutine, "main.park", "order")
-        by_order[got] = ln
-    assert sorted(by_order) == sorted(GRPC_ORDERS), snap.links
-    for order, (kind, caller, what) in GRPC_ORDERS.items():
-        ln = by_order[order]
-        secure = order in (41, 42)
-        where = "unix" if order == 61 else "tls" if secure else "mux"
-        assert ln.kind == kind and (ln.path if kind == "http" else ln.method) == what, ln
-        assert captured(snap, cpid, ln.client.goroutine, caller, "order") == f"order={order}", \
-            f"order {order}'s handler is linked to {functions(snap, cpid, ln.client.goroutine)}"
-        assert ln.server_addr == ports[where], ln
-        assert (ln.tls, ln.transport) == ((True if secure else None),
-                                          "h1" if kind == "http" else "h2"), ln
-    # One TLS connection carries both secure streams, each paired by its own id.
-    assert by_order[41].client_addr == by_order[42].client_addr
-    assert by_order[41].stream_id != by_order[42].stream_id
+    snap, spid, cpid, addrs = grpc_wrapped
+    check_grpc(snap, cpid, spid, addrs, "127.0.0.1")
