@@ -160,12 +160,32 @@ class _Helper:
         self._thread.join(HELPER_WAIT_S)
 
 
+class HookLink:
+    """The stop hook's attachment to sched_switch, which several collectors of one program
+    may share (take.py collects a snapshot's processes back to back: attaching costs
+    milliseconds each time). Armed for one process at a time (Collector.arm_hook)."""
+
+    def __init__(self, program: Program):
+        self.program = program
+        self.fd: int | None = None
+
+    def attach(self) -> int | None:
+        if self.fd is None:
+            self.fd = self.program.attach_hook()
+        return self.fd
+
+    def detach(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
 class Collector:
     """Drives the passes for one target process (link and config made before the pause)."""
 
     def __init__(self, program: Program, pid: int, addrs: dict[str, int], bias: int, *,
                  hook_budget_ns: int = 900_000, threads: int = 1,
-                 signal_code: SignalCode | None = None):
+                 signal_code: SignalCode | None = None, hook: HookLink | None = None):
         self.p = program
         # How long the stop hook may walk with interrupts off on its CPU (the iterator
         # takes the rest): settings' SIDEEYE_HOOK_BUDGET_US.
@@ -187,6 +207,10 @@ class Collector:
         self.bias = bias
         self.link = program.link(pid)
         self.hook_link = None
+        # The stop hook's attachment: the caller's when it collects several processes of
+        # this program in a row (attaching costs milliseconds), else this collector's own.
+        self.own_hook = hook is None
+        self.hook = HookLink(program) if hook is None else hook
         self.buf = bytearray(64)
         self.helpers = self._start_helpers(threads - 1) \
             if threads > 1 and self._goroutines_now() >= HELPERS_FROM else []
@@ -214,7 +238,15 @@ class Collector:
         return struct.unpack("<Q", data)[0] if data else 0
 
     def close(self) -> None:
-        self._detach_hook()
+        if self.own_hook:
+            self._detach_hook()
+        elif self.hook_link is not None:
+            if self._hook_state() == HOOK_RUNNING:
+                self._detach_hook()   # waits for that run to end (it would re-arm at its end)
+            # Kept attached for the next process: disarmed, it acts for nobody (and only
+            # acts on a process group-stopped, which this one no longer is).
+            CFG.set(self.p.cfg, hook_state=0)
+            self.hook_link = None
         for h in self.helpers:
             h.close()
         CFG.set_array(self.p.cfg, "helper_tid", [])
@@ -308,13 +340,14 @@ class Collector:
         self._new_gs_pass()
         CFG.set(self.p.cfg, hook_budget_ns=self.hook_budget_ns)
         CFG.set(self.p.cfg, hook_tgid=self.pid, hook_count=self.per_pass, hook_state=HOOK_ARMED)
-        self.hook_link = self.p.attach_hook()
+        self.hook_link = self.hook.attach()
         return self.hook_link is not None
 
     def _detach_hook(self) -> None:
-        """Closing the link waits for a run of the hook in progress to finish."""
+        """Closing the link waits for a run of the hook in progress to finish (a shared
+        attachment is attached again by the next collector that arms it)."""
         if self.hook_link is not None:
-            os.close(self.hook_link)
+            self.hook.detach()
             self.hook_link = None
 
     def _hook_state(self) -> int:

@@ -10,6 +10,7 @@ capture spec) raise SideeyeError before anything is paused.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -23,7 +24,7 @@ from pytest_sideeye.capture import compile_plan
 from pytest_sideeye.engine import links as links_mod
 from pytest_sideeye.engine import pins
 from pytest_sideeye.engine.bpf import Program, layout_macros
-from pytest_sideeye.engine.collect import Collector, Records
+from pytest_sideeye.engine.collect import Collector, HookLink, Records
 from pytest_sideeye.engine.cstructs import check_capture_formats
 from pytest_sideeye.engine.decode import RecordDecoder
 from pytest_sideeye.engine.pause import PauseTimes, paused, proc_state
@@ -90,8 +91,11 @@ def warm(targets: list[Target] | list[int]) -> int:
 def take_snapshot(targets: list[Target] | list[int], capture=None, limits=None, *,
                   strict_capture: bool = True, links=None,
                   cfg: settings.EngineSettings | None = None) -> Snapshot:
-    """Snapshot every target, one after the other (each is paused on its own), and link
-    the goroutines waiting on each other across them (engine/links.py).
+    """Snapshot every target as close together in time as it can: every process is
+    analysed first (binary, plan, capture tables, link probes), then they are paused one
+    after the other with nothing but collection between two pauses, and decoded after
+    the last resume; then the goroutines waiting on each other across them are linked
+    (engine/links). The snapshot's skew_ns is how far apart the pauses were.
 
     A capture spec applies to each process with the functions its program has. A function
     no target has is a CaptureSpecError before anything is paused (a typo, most likely);
@@ -115,13 +119,20 @@ def take_snapshot(targets: list[Target] | list[int], capture=None, limits=None, 
     snap = Snapshot(taken_at=now_rfc3339(), settings=cfg.recorded())
     facts: dict[int, links_mod.ProcessFacts] = {}
     with _lock:
-        for t in targets:
-            proc = snapshot_process(t, spec, limits, cfg, facts_out=facts)
-            proc.notes += [f"capture: no function {fn} in any target" for fn in absent]
-            snap.processes.append(proc)
+        procs = _snapshot_together(targets, spec, limits, cfg, facts_out=facts)
+    for proc in procs:
+        proc.notes += [f"capture: no function {fn} in any target" for fn in absent]
+    snap.processes.extend(procs)
     if cfg.links or user_links:
         snap.links = links_mod.find_links(snap, facts, user_links)
     return snap
+
+
+def skew_ns(procs: list[Process]) -> int | None:
+    """How far apart the processes were stopped: max - min of their pause instants (None
+    with fewer than one process collected)."""
+    stops = [p.monotonic_ns for p in procs if p.monotonic_ns is not None]
+    return max(stops) - min(stops) if stops else None
 
 
 def _functions_in_no_target(targets: list[Target], spec) -> list[str]:
@@ -157,18 +168,109 @@ def snapshot_process(target: Target, spec=None, limits=None,
     """One process's snapshot. `records_out` receives the raw records it was decoded from
     (frozen: a plain value), for recording (tests/record_records.py); `facts_out[pid]`
     what the built-in link probes read (links.ProcessFacts)."""
-    proc = Process(pid=target.pid, container=target.container, service=target.service)
-    try:
-        facts = _snapshot_into(proc, spec, limits, cfg or settings.current(), records_out)
-        if facts_out is not None:
-            facts_out[proc.pid] = facts
-    except SideeyeError as e:
-        proc.error = str(e)
+    [proc] = _snapshot_together([target], spec, limits, cfg or settings.current(),
+                                records_out=records_out, facts_out=facts_out)
     return proc
 
 
-def _snapshot_into(proc: Process, spec, limits, cfg: settings.EngineSettings,
-                   records_out: list[Records] | None = None) -> links_mod.ProcessFacts:
+# --- the three phases: prepare every process, collect them back to back, then decode ----
+
+@dataclass
+class _Prepared:
+    """One process's analysis, done before any process is paused."""
+    proc: Process
+    info: object
+    bias: int
+    addrs: dict[str, int]
+    program: Program
+    probes: capture_mod.CaptureSpec
+    plan: object
+    decoder: RecordDecoder
+    tables: object
+
+
+@dataclass
+class _Collected:
+    """What one pause read, kept until every process is resumed."""
+    raw: Records
+    times: PauseTimes
+    collect_ns: int
+    capture_ns: int
+    pause_jobs: dict      # the frames the Python rounds read in the pause
+    capture_out: object   # what the BPF capture read (CaptureOutput), or None
+    wanted: bool
+    hooked: bool
+
+
+def _snapshot_together(targets: list[Target], spec, limits, cfg: settings.EngineSettings, *,
+                       records_out: list[Records] | None = None,
+                       facts_out: dict | None = None) -> list[Process]:
+    """The processes' snapshots, their pauses as close together as can be: nothing but
+    collection between two pauses. A process's error (in any phase) is its own."""
+    procs = [Process(pid=t.pid, container=t.container, service=t.service) for t in targets]
+    prepared = {p.pid: prep for p in procs
+                if (prep := _or_error(p, lambda p=p: _prepare(p, spec, limits, cfg)))}
+    collected: dict[int, _Collected] = {}
+    with _pins_held(prepared.values()), _hooks_attached(prepared.values(), cfg) as hooks:
+        order = list(prepared.values())
+        for i, prep in enumerate(order):
+            hook = hooks.get(id(prep.program))
+            got = _or_error(prep.proc, lambda prep=prep, hook=hook: _collect(prep, cfg, hook))
+            if got is not None:
+                collected[prep.proc.pid] = got
+                if any(later.program is prep.program for later in order[i + 1:]):
+                    # Its last records are still a view of the program's map, which the
+                    # next process of this program is about to overwrite.
+                    got.raw.freeze()
+    for pid, got in collected.items():
+        prep = prepared[pid]
+        facts = _or_error(prep.proc, lambda prep=prep, got=got:
+                          _finish(prep, got, spec, cfg, records_out))
+        if facts is not None and facts_out is not None:
+            facts_out[pid] = facts
+    return procs
+
+
+def _or_error(proc: Process, phase):
+    """phase(), or None with the error on the process."""
+    try:
+        return phase()
+    except SideeyeError as e:
+        proc.error = str(e)
+        return None
+
+
+@contextlib.contextmanager
+def _pins_held(prepared):
+    """Hold every program's pinned maps (pins.py) for the whole collect phase: taken once
+    each (an flock conflicts with itself on another fd), in one order (no deadlock)."""
+    keys = sorted({p.program.pin_key for p in prepared if p.program.pin_key is not None})
+    with contextlib.ExitStack() as stack:
+        for key in keys:
+            stack.enter_context(pins.lock(key))
+        yield
+
+
+@contextlib.contextmanager
+def _hooks_attached(prepared, cfg: settings.EngineSettings):
+    """Each program's stop hook attached once, before the first pause, for the whole
+    collect phase: attaching costs milliseconds, which would lie between two pauses."""
+    hooks: dict[int, HookLink] = {}
+    try:
+        if cfg.stop_hook:
+            for prep in prepared:
+                if prep.program.hook_fd is not None and id(prep.program) not in hooks:
+                    hooks[id(prep.program)] = HookLink(prep.program)
+                    hooks[id(prep.program)].attach()
+        yield hooks
+    finally:
+        for hook in hooks.values():
+            hook.detach()
+
+
+def _prepare(proc: Process, spec, limits, cfg: settings.EngineSettings) -> _Prepared:
+    """Everything about one process that needs no pause: its binary, layout, program,
+    link probes, capture plan and tables."""
     pid = proc.pid
     exe = exe_for_pid(pid)
     proc.exe = _display_exe(pid, exe)
@@ -195,54 +297,71 @@ def _snapshot_into(proc: Process, spec, limits, cfg: settings.EngineSettings,
     plan = _make_plan(info, links_mod.merged(spec, probes), limits, bias) \
         if info.has_dwarf else None
     decoder = RecordDecoder(info, bias, program.const)
-    # Pinned programs share their maps with every process using them (pins.py).
-    with pins.lock(program.pin_key):
-        collector = Collector(program, pid, addrs, bias, hook_budget_ns=cfg.hook_budget_ns,
-                              threads=cfg.collect_threads,
-                              signal_code=signal_code(info.symtab))
-        raw = Records(pid)
-        times = PauseTimes()
-        tables = _capture_tables(plan, info, bias, program) \
-            if plan is not None and cfg.bpf_capture else None
-        pause_jobs: dict = {}
-        try:
-            wanted = cfg.stop_hook
-            if not wanted or program.hook_fd is None:
-                collector.prewarm()
-            collector.set_capture(tables, int(cfg.capture_pause_s * 1e9),
-                                  plan.limits.total_bytes if plan is not None else 0)
-            hooked = wanted and collector.arm_hook()
-            with paused(pid, times, collector.hook_saw_stop if hooked else None):
-                proc.monotonic_ns = time.monotonic_ns()
-                t0 = time.perf_counter_ns()
-                collector.collect(raw)
-                starts = decoder.syscall_starts(raw)
-                if starts:
-                    collector.start_syscall_walks(raw, starts)
-                t1 = time.perf_counter_ns()
-                if plan is not None:
-                    pause_jobs = _capture_in_pause(plan, decoder, collector, raw, tables,
-                                                   cfg.capture_pause_s)
-                t2 = time.perf_counter_ns()
-            captures = _captures_after(plan, decoder, collector, raw, tables, pause_jobs,
-                                       cfg.capture_pause_s) if plan is not None else []
-        finally:
-            collector.close()
-    _check_survived(pid)
+    tables = _capture_tables(plan, info, bias, program) \
+        if plan is not None and cfg.bpf_capture else None
+    return _Prepared(proc, info, bias, addrs, program, probes, plan, decoder, tables)
+
+
+def _collect(prep: _Prepared, cfg: settings.EngineSettings,
+             hook: HookLink | None = None) -> _Collected:
+    """Pause one process and read it; with its pins held (_pins_held). What is read from
+    the program's maps after the resume is read here too, before the next process of the
+    same program overwrites them."""
+    program, plan, decoder, tables = prep.program, prep.plan, prep.decoder, prep.tables
+    collector = Collector(program, prep.proc.pid, prep.addrs, prep.bias,
+                          hook_budget_ns=cfg.hook_budget_ns, threads=cfg.collect_threads,
+                          signal_code=signal_code(prep.info.symtab), hook=hook)
+    raw = Records(prep.proc.pid)
+    times = PauseTimes()
+    pause_jobs: dict = {}
+    try:
+        wanted = cfg.stop_hook
+        if not wanted or program.hook_fd is None:
+            collector.prewarm()
+        collector.set_capture(tables, int(cfg.capture_pause_s * 1e9),
+                              plan.limits.total_bytes if plan is not None else 0)
+        hooked = wanted and collector.arm_hook()
+        with paused(prep.proc.pid, times, collector.hook_saw_stop if hooked else None):
+            prep.proc.monotonic_ns = time.monotonic_ns()
+            t0 = time.perf_counter_ns()
+            collector.collect(raw)
+            starts = decoder.syscall_starts(raw)
+            if starts:
+                collector.start_syscall_walks(raw, starts)
+            t1 = time.perf_counter_ns()
+            if plan is not None:
+                pause_jobs = _capture_in_pause(plan, decoder, collector, raw, tables,
+                                               cfg.capture_pause_s)
+            t2 = time.perf_counter_ns()
+        # Only copied out of the maps here; decoded after the last resume (_finish).
+        out = collector.capture_output(tables) if tables is not None else None
+    finally:
+        collector.close()
+    return _Collected(raw, times, t1 - t0, t2 - t1, pause_jobs, out, wanted, hooked)
+
+
+def _finish(prep: _Prepared, got: _Collected, spec, cfg: settings.EngineSettings,
+            records_out: list[Records] | None) -> links_mod.ProcessFacts:
+    """After every process is resumed: decode one, attach its variables, and read what
+    its link probes found."""
+    proc, raw, times = prep.proc, got.raw, got.times
+    _check_survived(proc.pid)
+    captures = _captures_after(prep.plan, prep.decoder, got.capture_out, raw, got.pause_jobs,
+                               cfg.capture_pause_s) if prep.plan is not None else []
     proc.pause_ns = times.pause_ns
-    proc.pause_parts_ns = {"stop": times.stop_ns, "collect": t1 - t0, "capture": t2 - t1,
-                           "resume": times.resume_ns}
+    proc.pause_parts_ns = {"stop": times.stop_ns, "collect": got.collect_ns,
+                           "capture": got.capture_ns, "resume": times.resume_ns}
     if raw.hook_ns:
         proc.pause_parts_ns["hook_walk"] = raw.hook_ns
-    proc.collector = _who_collected(raw, program, wanted, hooked)
-    proc.goroutines = decoder.goroutines(raw)
+    proc.collector = _who_collected(raw, prep.program, got.wanted, got.hooked)
+    proc.goroutines = prep.decoder.goroutines(raw)
     if records_out is not None:
         records_out.append(raw.freeze())
     if captures:
         _attach_variables(proc, captures)
-    if spec and not info.has_dwarf:
+    if spec and not prep.info.has_dwarf:
         _no_dwarf_variables(proc, spec)
-    facts = links_mod.take_facts(proc, probes, spec)
+    facts = links_mod.take_facts(proc, prep.probes, spec)
     proc.notes += raw.notes
     if raw.allglen and not proc.goroutines:
         proc.notes.append("no live goroutine could be read")
@@ -391,11 +510,9 @@ def _capture_in_pause(plan, decoder, collector, raw, tables, budget_s: float) ->
     return jobs
 
 
-def _captures_after(plan, decoder, collector, raw, tables, pause_jobs: dict,
-                    budget_s: float) -> list:
+def _captures_after(plan, decoder, out, raw, pause_jobs: dict, budget_s: float) -> list:
     """After the resume: a job per captured frame, [(key, job)], decoding what was read
-    in the pause (by BPF, or by the Python rounds) and nothing more."""
-    out = collector.capture_output(tables) if tables is not None else None
+    in the pause (by BPF into `out`, or by the Python rounds) and nothing more."""
     shared = out.memory() if out is not None else None
     captures, missed = [], 0
     for key, pc, cfa, function in decoder.frames_for_capture(raw, plan.wants):
