@@ -123,6 +123,7 @@ def take_snapshot(targets: list[Target] | list[int], capture=None, limits=None, 
     for proc in procs:
         proc.notes += [f"capture: no function {fn} in any target" for fn in absent]
     snap.processes.extend(procs)
+    snap.skew_ns = skew_ns(procs)
     if cfg.links or user_links:
         snap.links = links_mod.find_links(snap, facts, user_links)
     return snap

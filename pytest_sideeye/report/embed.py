@@ -90,6 +90,9 @@ def embed_document(snapshot: Snapshot) -> dict:
         doc["test"] = dict(snapshot.test)
     if snapshot.settings is not None:
         doc["settings"] = dict(snapshot.settings)
+    if snapshot.skew_ns is not None:
+        doc["skew_ns"] = snapshot.skew_ns
+    doc["together"] = snapshot.together
     doc["links"] = [ln.to_json() for ln in snapshot.links]
     return doc
 
@@ -167,7 +170,7 @@ def expand_embedded(doc: dict) -> dict:
         processes.append(pj)
     out = {"format": FORMAT, "taken_at": doc.get("taken_at", ""), "processes": processes,
            "links": doc.get("links", [])}
-    for k in ("test", "settings"):
+    for k in ("test", "settings", "skew_ns", "together"):
         if k in doc:
             out[k] = doc[k]
     return out

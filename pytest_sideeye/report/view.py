@@ -26,6 +26,7 @@ from pytest_sideeye.snapshot import (
     Snapshot,
     Variable,
     own_frame,
+    skew_text,
 )
 from pytest_sideeye.snapshot import buckets as bk
 
@@ -513,6 +514,7 @@ def page_view(snapshot: Snapshot, opts: Options) -> dict:
     return {
         "test": test_view(snapshot.test),
         "taken_at": clean(snapshot.taken_at),
+        "skew": clean(skew_text(snapshot) or ""),
         "processes": procs,
         "total": sum(p["count"] for p in procs),
         "groups_total": sum(len(p["groups"]) for p in procs),

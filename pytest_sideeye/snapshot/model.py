@@ -243,6 +243,12 @@ class Snapshot:
     links: list[Link] = field(default_factory=list)   # who waits on whom (links.py)
     # The per-snapshot settings it was taken with, by variable (settings.PER_SNAPSHOT)
     settings: dict | None = None
+    # How far apart the processes were stopped: max - min of their monotonic_ns (None
+    # when no process was collected, or the document predates it).
+    skew_ns: int | None = None
+    # Whether every process was stopped before the first was collected (a consistent cut);
+    # false: each was stopped, collected and resumed in turn, back to back.
+    together: bool = False
 
     def to_json(self) -> dict:
         head, tail = self.json_parts()
@@ -255,7 +261,11 @@ class Snapshot:
             tail["test"] = dict(self.test)
         if self.settings is not None:
             tail["settings"] = dict(self.settings)
-        return {"format": FORMAT, "taken_at": self.taken_at}, tail
+        head: dict = {"format": FORMAT, "taken_at": self.taken_at}
+        if self.skew_ns is not None:
+            head["skew_ns"] = self.skew_ns
+        head["together"] = self.together
+        return head, tail
 
     def dumps(self, indent: int | None = None) -> str:
         """The JSON document. Compact (no indent), it is written by _Encoder: the same text
@@ -278,7 +288,8 @@ class Snapshot:
             raise ValueError("field 'settings' should map variables to numbers or booleans")
         return cls([Process.from_json(p) for p in _list(d, "processes", dict)],
                    _get(d, "taken_at", str, ""), test,
-                   [Link.from_json(ln) for ln in _list(d, "links", dict)], settings)
+                   [Link.from_json(ln) for ln in _list(d, "links", dict)], settings,
+                   _get(d, "skew_ns", int, None), _get(d, "together", bool, default=False))
 
     @classmethod
     def load(cls, path) -> "Snapshot":

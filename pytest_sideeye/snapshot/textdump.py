@@ -48,7 +48,22 @@ def render(target: Snapshot | Process | Iterable[Process], *,
     blocks = [render_process(p, now_monotonic_ns=now_monotonic_ns) for p in processes]
     if isinstance(target, Snapshot) and target.links:
         blocks.insert(0, render_links(target))
+    skew = skew_text(target) if isinstance(target, Snapshot) else None
+    if skew:
+        blocks.insert(0, f"# {skew}")
     return "\n".join(blocks)
+
+
+def skew_text(snap: Snapshot) -> str | None:
+    """The header's "8 processes within 0.4 ms": how far apart the processes were stopped
+    (Snapshot.skew_ns); None with fewer than two processes collected."""
+    n = sum(1 for p in snap.processes if p.monotonic_ns is not None)
+    if snap.skew_ns is None or n < 2:
+        return None
+    ms = snap.skew_ns / 1e6
+    how = "stopped together" if snap.together else "stopped one after the other"
+    return f"{n} processes within {ms:.1f} ms ({how})" if ms < 100 else \
+        f"{n} processes within {ms:.0f} ms ({how})"
 
 
 # --- links and wait chains ------------------------------------------------------------------
