@@ -109,7 +109,8 @@ def test_json_round_trip_keeps_links(peers):
 def test_text_names_the_chain(peers):
     snap, spid, cpid, *_ = peers
     text = render_text(snap)
-    assert text.startswith("# wait chains:\n")
+    header, chains = text.split("\n", 1)
+    assert header.startswith("# 2 processes within ") and chains.startswith("# wait chains:\n")
     assert f"pid {cpid} g" in text and "[chan receive] in main.parkHandler" in text
     assert "GET /park?order=42" in text
 
