@@ -214,11 +214,18 @@ class Collector:
         self.buf = bytearray(64)
         self.helpers = self._start_helpers(threads - 1) \
             if threads > 1 and self._goroutines_now() >= HELPERS_FROM else []
+        self.signal_code = signal_code
+        self.claim()
+
+    def claim(self) -> None:
+        """Write this process's part of the program's shared config; again right before
+        its pause when other collectors of the same program were made meanwhile (take.py
+        makes them all before the first pause)."""
         # Always written: a stale id of an earlier collector's helper could be this
         # thread's now (programs are pinned and shared).
         CFG.set_array(self.p.cfg, "helper_tid", [h.tid for h in self.helpers])
         # Always written too: another binary's code ranges mean nothing in this one.
-        CFG.set(self.p.cfg, **(signal_code.config(bias) if signal_code
+        CFG.set(self.p.cfg, **(self.signal_code.config(self.bias) if self.signal_code
                                else SignalCode.NONE))
 
     def _start_helpers(self, n: int) -> list[_Helper]:
@@ -238,6 +245,9 @@ class Collector:
         return struct.unpack("<Q", data)[0] if data else 0
 
     def close(self) -> None:
+        """Idempotent: take.py closes each after its pause, and any left on the way out."""
+        if self.link is None:
+            return
         if self.own_hook:
             self._detach_hook()
         elif self.hook_link is not None:
@@ -249,8 +259,10 @@ class Collector:
             self.hook_link = None
         for h in self.helpers:
             h.close()
+        self.helpers = []
         CFG.set_array(self.p.cfg, "helper_tid", [])
         os.close(self.link)
+        self.link = None
 
     # --- variable capture in BPF (capture/templates.py) ----------------------------------
     def set_capture(self, tables, budget_ns: int = 0, budget_bytes: int = 0) -> None:

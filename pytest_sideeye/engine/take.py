@@ -212,11 +212,13 @@ def _snapshot_together(targets: list[Target], spec, limits, cfg: settings.Engine
     prepared = {p.pid: prep for p in procs
                 if (prep := _or_error(p, lambda p=p: _prepare(p, spec, limits, cfg)))}
     collected: dict[int, _Collected] = {}
-    with _pins_held(prepared.values()), _hooks_attached(prepared.values(), cfg) as hooks:
-        order = list(prepared.values())
+    with _pins_held(prepared.values()), _hooks_attached(prepared.values(), cfg) as hooks, \
+            _collectors_made(prepared.values(), cfg, hooks) as collectors:
+        order = [prep for prep in prepared.values() if prep.proc.pid in collectors]
         for i, prep in enumerate(order):
-            hook = hooks.get(id(prep.program))
-            got = _or_error(prep.proc, lambda prep=prep, hook=hook: _collect(prep, cfg, hook))
+            collector = collectors[prep.proc.pid]
+            got = _or_error(prep.proc, lambda prep=prep, collector=collector:
+                            _collect(prep, cfg, collector))
             if got is not None:
                 collected[prep.proc.pid] = got
                 if any(later.program is prep.program for later in order[i + 1:]):
@@ -269,6 +271,26 @@ def _hooks_attached(prepared, cfg: settings.EngineSettings):
             hook.detach()
 
 
+@contextlib.contextmanager
+def _collectors_made(prepared, cfg: settings.EngineSettings, hooks: dict):
+    """A Collector per process, made before the first pause (its iterator link, helper
+    threads and target's goroutine count cost up to milliseconds), {pid: collector};
+    closed on the way out if its collection did not."""
+    collectors: dict[int, Collector] = {}
+    try:
+        for prep in prepared:
+            made = _or_error(prep.proc, lambda prep=prep: Collector(
+                prep.program, prep.proc.pid, prep.addrs, prep.bias,
+                hook_budget_ns=cfg.hook_budget_ns, threads=cfg.collect_threads,
+                signal_code=signal_code(prep.info.symtab), hook=hooks.get(id(prep.program))))
+            if made is not None:
+                collectors[prep.proc.pid] = made
+        yield collectors
+    finally:
+        for collector in collectors.values():
+            collector.close()
+
+
 def _prepare(proc: Process, spec, limits, cfg: settings.EngineSettings) -> _Prepared:
     """Everything about one process that needs no pause: its binary, layout, program,
     link probes, capture plan and tables."""
@@ -303,19 +325,17 @@ def _prepare(proc: Process, spec, limits, cfg: settings.EngineSettings) -> _Prep
     return _Prepared(proc, info, bias, addrs, program, probes, plan, decoder, tables)
 
 
-def _collect(prep: _Prepared, cfg: settings.EngineSettings,
-             hook: HookLink | None = None) -> _Collected:
+def _collect(prep: _Prepared, cfg: settings.EngineSettings, collector: Collector
+             ) -> _Collected:
     """Pause one process and read it; with its pins held (_pins_held). What is read from
     the program's maps after the resume is read here too, before the next process of the
     same program overwrites them."""
     program, plan, decoder, tables = prep.program, prep.plan, prep.decoder, prep.tables
-    collector = Collector(program, prep.proc.pid, prep.addrs, prep.bias,
-                          hook_budget_ns=cfg.hook_budget_ns, threads=cfg.collect_threads,
-                          signal_code=signal_code(prep.info.symtab), hook=hook)
     raw = Records(prep.proc.pid)
     times = PauseTimes()
     pause_jobs: dict = {}
     try:
+        collector.claim()   # the program's shared config: other collectors were made since
         wanted = cfg.stop_hook
         if not wanted or program.hook_fd is None:
             collector.prewarm()
