@@ -10,7 +10,9 @@ The targets are fixture `peers`: N/2 servers and N/2 clients, each client with i
 requests parked in its server's handlers and a raw TCP connection both ends of which
 read, so that every snapshot must link each client to its server. Also printed: how
 many snapshots had every client linked to its server. Runs as root; the agent is its
-own (`sideeye agent --socket` in a temporary folder), never the machine's.
+own (`sideeye agent --socket` in a temporary folder, running this tree's code), never the
+machine's. benchmarks/skew_bench.out holds a run before issue 28 and one after: the
+"before" ran this script from an export of the older commit (git archive).
 """
 from __future__ import annotations
 
@@ -57,7 +59,9 @@ def start_agent(folder: Path) -> subprocess.Popen:
     sock = folder / "agent.sock"
     proc = subprocess.Popen([*SIDEEYE, "agent", "--socket", str(sock), "--log",
                              str(folder / "agent.log")], cwd="/",
-                            env={**os.environ, "SIDEEYE_BPF_PINS": "0"})
+                            # This tree's engine, whichever is installed (--before runs).
+                            env={**os.environ, "SIDEEYE_BPF_PINS": "0",
+                                 "PYTHONPATH": str(ROOT)})
     deadline = time.monotonic() + 30
     while True:
         try:
