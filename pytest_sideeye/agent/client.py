@@ -104,9 +104,9 @@ def ask(method: str, path: str, doc: dict | None = None, *, timeout: float = 10.
     else:
         where = str(socket_path or settings.agent_socket())
         s = _connect(where, timeout)
+    data = bytearray()
     try:
         s.sendall(request_bytes(method, path, doc, token))
-        data = bytearray()
         while chunk := s.recv(1 << 20):
             data += chunk
             if len(data) > MAX_ANSWER_BYTES:
@@ -118,11 +118,22 @@ def ask(method: str, path: str, doc: dict | None = None, *, timeout: float = 10.
         if getattr(e, "reason", None):   # TLS 1.3: a refused client certificate shows here
             raise AgentUnavailable(f"TLS with the sideeye agent at {where} failed: "
                                    f"{e.reason}") from None
+        if url and not data and _is_tls_error(e):
+            # The same refusal when the agent's alert did not reach us before its close
+            # (seen 1 run in 4 on a loaded machine): a TLS failure all the same.
+            raise AgentUnavailable(f"TLS with the sideeye agent at {where} failed: the agent "
+                                   "closed the connection before answering (does it accept "
+                                   "this client's certificate?)") from None
         raise AgentUnavailable(f"the sideeye agent on {where} dropped the connection "
                                f"({e.strerror})") from None
     finally:
         s.close()
     return _split_response(bytes(data), where)
+
+
+def _is_tls_error(e: OSError) -> bool:
+    import ssl  # loaded already: only a remote agent's connection gets here
+    return isinstance(e, ssl.SSLError)
 
 
 def _split_response(data: bytes, where: str) -> tuple[int, dict[str, str], bytes]:

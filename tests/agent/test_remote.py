@@ -195,4 +195,7 @@ def test_a_client_certificate_stands_in_for_the_token(remote_agent, hello_contai
     crt, key = client_cert(folder, "intruder", signed_by_ca=False)
     r = snapshot({**no_token, "SIDEEYE_AGENT_CERT": crt, "SIDEEYE_AGENT_KEY": key}, pid)
     assert r.returncode == 2 and r.stderr.count("\n") == 1
-    assert "TLS with the sideeye agent at https://" in r.stderr and "UNKNOWN_CA" in r.stderr
+    # The agent's alert names the reason; when its close overtakes the alert, the client
+    # still says TLS failed and asks about the certificate.
+    assert "TLS with the sideeye agent at https://" in r.stderr
+    assert "UNKNOWN_CA" in r.stderr or "this client's certificate" in r.stderr
