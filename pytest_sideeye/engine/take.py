@@ -24,7 +24,13 @@ from pytest_sideeye.capture import compile_plan
 from pytest_sideeye.engine import links as links_mod
 from pytest_sideeye.engine import pins
 from pytest_sideeye.engine.bpf import Program, layout_macros
-from pytest_sideeye.engine.collect import Collector, HookLink, Records
+from pytest_sideeye.engine.collect import (
+    Collector,
+    HookLink,
+    PackedCapture,
+    Records,
+    pack_capture,
+)
 from pytest_sideeye.engine.cstructs import check_capture_formats
 from pytest_sideeye.engine.decode import RecordDecoder
 from pytest_sideeye.engine.pause import PauseTimes, paused, proc_state
@@ -188,6 +194,7 @@ class _Prepared:
     plan: object
     decoder: RecordDecoder
     tables: object
+    packed: PackedCapture | None   # the tables as the maps hold them
 
 
 @dataclass
@@ -322,7 +329,8 @@ def _prepare(proc: Process, spec, limits, cfg: settings.EngineSettings) -> _Prep
     decoder = RecordDecoder(info, bias, program.const)
     tables = _capture_tables(plan, info, bias, program) \
         if plan is not None and cfg.bpf_capture else None
-    return _Prepared(proc, info, bias, addrs, program, probes, plan, decoder, tables)
+    packed = pack_capture(tables, program.const) if tables is not None else None
+    return _Prepared(proc, info, bias, addrs, program, probes, plan, decoder, tables, packed)
 
 
 def _collect(prep: _Prepared, cfg: settings.EngineSettings, collector: Collector
@@ -340,7 +348,7 @@ def _collect(prep: _Prepared, cfg: settings.EngineSettings, collector: Collector
         if not wanted or program.hook_fd is None:
             collector.prewarm()
         collector.set_capture(tables, int(cfg.capture_pause_s * 1e9),
-                              plan.limits.total_bytes if plan is not None else 0)
+                              plan.limits.total_bytes if plan is not None else 0, prep.packed)
         hooked = wanted and collector.arm_hook()
         with paused(prep.proc.pid, times, collector.hook_saw_stop if hooked else None):
             prep.proc.monotonic_ns = time.monotonic_ns()
