@@ -30,6 +30,10 @@ os.environ.setdefault("SIDEEYE_CAPTURE_PAUSE_MS", "900")
 # The suite checks the engine in the test process, whatever agent this machine runs (the
 # agent's own tests start theirs, on their own socket, and turn this back on for it).
 os.environ.setdefault("SIDEEYE_AGENT", "0")
+# The suite's process sees some forty binaries (fixtures x Go versions x stripped builds),
+# in an order that would make the default memo budget (192 MB, for a daemon living weeks)
+# re-read most of them; the memory tests set their own budgets.
+os.environ.setdefault("SIDEEYE_MEMO_MB", "4096")
 # The Go versions the engine is checked against in CI (installed by scripts/setup.sh).
 GO_VERSIONS = ("1.21.13", "1.24.11", "1.27.3")
 # Where Debian's golang-google-grpc-dev (installed by scripts/setup.sh) puts grpc-go and its
