@@ -25,6 +25,7 @@ from pytest_sideeye.snapshot import (
     Process,
     Snapshot,
     Variable,
+    apart_text,
     own_frame,
     skew_text,
 )
@@ -468,6 +469,7 @@ def goroutine_links(snapshot: Snapshot) -> dict[int, dict[int, list[dict]]]:
     out: dict[int, dict[int, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for ln in snapshot.links:
         request = clean(ln.request)
+        apart = apart_text(snapshot, ln) or ""
         for me, other, other_addr, role in ((ln.client, ln.server, ln.server_addr, "waiting on"),
                                             (ln.server, ln.client, ln.client_addr, "serving")):
             if me is None or me.goroutine is None:
@@ -476,7 +478,8 @@ def goroutine_links(snapshot: Snapshot) -> dict[int, dict[int, list[dict]]]:
             lines.append({"anchor": "" if lines else goroutine_anchor(me.pid, me.goroutine),
                           "gid": me.goroutine, "role": role, "kind": ln.kind,
                           "arrow": "\u2192" if role == "waiting on" else "\u2190",
-                          "other": _side(snapshot, other, other_addr), "request": request})
+                          "other": _side(snapshot, other, other_addr), "request": request,
+                          "apart": apart})
     return out
 
 
@@ -503,6 +506,7 @@ def links_view(snapshot: Snapshot) -> list[dict]:
              "client": _side(snapshot, ln.client, ln.client_addr),
              "server": _side(snapshot, ln.server, ln.server_addr),
              "request": clean(ln.request),
+             "apart": apart_text(snapshot, ln) or "",
              "addrs": clean(f"{ln.client_addr} \u2192 {ln.server_addr}")
              if ln.client_addr and ln.server_addr else ""} for ln in snapshot.links]
 

@@ -19,6 +19,11 @@ from pytest_sideeye.snapshot.links import serving as _serving
 from pytest_sideeye.snapshot.links import waiting_on as _waiting_on
 
 FORMAT = "sideeye.snapshot/v1"
+# A link whose two processes were stopped further apart than this is flagged in the
+# reports (Snapshot.sides_apart_ns): a fast RPC over loopback starts and ends within a
+# millisecond or two, so past 1 ms one side may show a request the other has already
+# finished (or not yet begun), and the link may not be one instant's state.
+LINK_APART_NS = 1_000_000
 
 
 # --- reading JSON written by someone else: every field checked for its JSON type, so that
@@ -340,6 +345,19 @@ class Snapshot:
 
     def process(self, pid: int) -> Process | None:
         return next((p for p in self.processes if p.pid == pid), None)
+
+    def sides_apart_ns(self, link: Link) -> int | None:
+        """How far apart the two processes of a link were stopped, when that is more than
+        LINK_APART_NS; None when it is not, when both sides are one process, when a side
+        or its stop time is unknown, or when all were stopped together (one instant)."""
+        if self.together or link.client is None or link.server is None or \
+                link.client.pid == link.server.pid:
+            return None
+        a, b = self.process(link.client.pid), self.process(link.server.pid)
+        if a is None or b is None or a.monotonic_ns is None or b.monotonic_ns is None:
+            return None
+        gap = abs(a.monotonic_ns - b.monotonic_ns)
+        return gap if gap > LINK_APART_NS else None
 
     def _pid_of(self, g: Goroutine, pid: int | None) -> int:
         if pid is not None:

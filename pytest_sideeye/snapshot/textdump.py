@@ -29,7 +29,7 @@ import json
 from typing import Iterable
 
 from pytest_sideeye.snapshot.godump import dump_info
-from pytest_sideeye.snapshot.links import Chain, Endpoint
+from pytest_sideeye.snapshot.links import Chain, Endpoint, Link
 from pytest_sideeye.snapshot.model import Frame, Goroutine, Process, Snapshot, Variable
 
 _MINUTE_NS = 60_000_000_000
@@ -54,16 +54,26 @@ def render(target: Snapshot | Process | Iterable[Process], *,
     return "\n".join(blocks)
 
 
+def _ms(ns: int) -> str:
+    ms = ns / 1e6
+    return f"{ms:.1f} ms" if ms < 100 else f"{ms:.0f} ms"
+
+
 def skew_text(snap: Snapshot) -> str | None:
     """The header's "8 processes within 0.4 ms": how far apart the processes were stopped
     (Snapshot.skew_ns); None with fewer than two processes collected."""
     n = sum(1 for p in snap.processes if p.monotonic_ns is not None)
     if snap.skew_ns is None or n < 2:
         return None
-    ms = snap.skew_ns / 1e6
     how = "stopped together" if snap.together else "stopped one after the other"
-    return f"{n} processes within {ms:.1f} ms ({how})" if ms < 100 else \
-        f"{n} processes within {ms:.0f} ms ({how})"
+    return f"{n} processes within {_ms(snap.skew_ns)} ({how})"
+
+
+def apart_text(snap: Snapshot, link: Link) -> str | None:
+    """"sides collected 12.3 ms apart" on a link whose two processes were stopped far
+    apart (Snapshot.sides_apart_ns); None when the link is one instant's state."""
+    gap = snap.sides_apart_ns(link)
+    return None if gap is None else f"sides collected {_ms(gap)} apart"
 
 
 # --- links and wait chains ------------------------------------------------------------------
@@ -81,8 +91,10 @@ def render_links(snap: Snapshot) -> str:
         req = f"  {ln.request}" if ln.request else ""
         addrs = f"  ({ln.client_addr} -> {ln.server_addr})" \
             if ln.client_addr and ln.server_addr else ""
+        apart = apart_text(snap, ln)
+        apart = f"  [{apart}]" if apart else ""
         lines.append(f"#   {ln.kind:4} {side_text(snap, ln.client, ln.client_addr)} -> "
-                     f"{side_text(snap, ln.server, ln.server_addr)}{req}{addrs}")
+                     f"{side_text(snap, ln.server, ln.server_addr)}{req}{addrs}{apart}")
     return "\n".join(lines) + "\n"
 
 
