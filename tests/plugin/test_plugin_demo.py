@@ -3,11 +3,13 @@ caught by the timeout, the report found and judged."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
 import pytest
 
+from pytest_sideeye.snapshot import skew_text
 from pytest_sideeye.snapshot.model import Snapshot
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("needs_root", "needs_docker")]
@@ -49,6 +51,16 @@ def test_demo_catches_the_deadlock_and_points_at_the_report(tmp_path):
     # The test process's own requests reach the gateway from outside the snapshot.
     outside = [ln for ln in snap.links if ln.client is None]
     assert sorted(ln.path for ln in outside) == ["/api/orders", "/api/orders/cancel/1"]
+    # The snapshot reports its skew (issue 28.3): how far apart the three were stopped,
+    # in the JSON and in the text and HTML headers.
+    stops = [p.monotonic_ns for p in snap.processes]
+    assert snap.skew_ns == max(stops) - min(stops)
+    header = skew_text(snap)
+    assert re.fullmatch(r"3 processes within \d+(\.\d)? ms \(stopped (together|one after "
+                        r"the other)\)", header or ""), header
+    text = report.with_suffix(".txt").read_text(encoding="utf-8").splitlines()
+    assert f"# {header}" in text
+    assert f'<td class="skew">{header}</td>' in report.read_text(encoding="utf-8")
 
 
 def test_demo_says_so_when_the_run_went_wrong(tmp_path):
