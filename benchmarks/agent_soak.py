@@ -21,12 +21,12 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
+from agent_bench import start_agent  # noqa: E402  (this folder: the same private agent)
 from oracle import start_app  # noqa: E402
 
 from pytest_sideeye.agent import health, snapshot_bytes  # noqa: E402
@@ -43,21 +43,6 @@ def build_binaries(count: int, go: str) -> list[Path]:
     variable the program does not have, so only the link's inputs (and with them the build
     id and the build info's -ldflags) change."""
     return [toolchains.build(MANYPARKED, go, ldflags=f"-X main.build={i}") for i in range(count)]
-
-
-def start_agent(folder: Path, env: dict[str, str]) -> subprocess.Popen:
-    sock = folder / "agent.sock"
-    proc = subprocess.Popen([*SIDEEYE, "agent", "--socket", str(sock), "--log",
-                             str(folder / "agent.log")], env=env, cwd="/")
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            health(str(sock))
-            return proc
-        except Exception:  # noqa: BLE001 - not up yet
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise SystemExit("the agent did not start") from None
-            time.sleep(0.05)
 
 
 def stop(agent: subprocess.Popen) -> None:
