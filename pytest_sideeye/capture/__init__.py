@@ -11,23 +11,27 @@ from pytest_sideeye.capture.plan import FrameJob, Plan, make_plan, run_rounds
 from pytest_sideeye.capture.spec import (
     CaptureSpec,
     Expr,
+    TypeRule,
     UserLink,
     parse_expr,
     parse_link,
     parse_links,
     parse_specs,
+    parse_type_rule,
     split_exprs,
+    split_spec_line,
     with_links,
 )
 from pytest_sideeye.capture.templates import (
-                                              C_FORMATS,
-                                              CaptureOutput,
-                                              ReadTemplates,
-                                              compile_plan,
-                                              parse_output,
+    C_FORMATS,
+    CaptureOutput,
+    ReadTemplates,
+    compile_plan,
+    parse_output,
 )
 from pytest_sideeye.capture.values import Budget, Limits, Memory
 
 __all__ = ["C_FORMATS", "Budget", "CaptureOutput", "CaptureSpec", "Expr", "FrameJob", "Limits", "Memory",
            "Plan", "ReadTemplates", "UserLink", "compile_plan", "make_plan", "parse_expr", "parse_link",
-           "parse_links", "parse_output", "parse_specs", "run_rounds", "split_exprs", "with_links"]
+           "parse_links", "parse_output", "parse_specs", "parse_type_rule", "run_rounds", "split_exprs",
+           "split_spec_line", "TypeRule", "with_links"]

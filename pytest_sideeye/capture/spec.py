@@ -9,6 +9,10 @@ does), `*p`, indexes `xs[0]`, map keys `m["key"]` / `m[42]`, type assertions
 `conn.(*net.TCPConn).fd` (the value is an error when the dynamic type is another; unlike a
 field through an interface, an assertion lets the BPF reads follow it, and the plan checks
 the steps after it). A malformed spec is a CaptureSpecError, one line.
+
+Type rules, `type:main.Order: ID, Customer` (or `type:main.Order`, the whole value), name a
+type instead of functions: every variable of that type or a pointer to it, and every value
+of it reached through a captured expression (capture/typerules.py, capture/reach.py).
 """
 from __future__ import annotations
 
@@ -32,14 +36,32 @@ class Expr:
     text: str
     root: str
     steps: tuple[Step, ...]
+    # The type rule (its TYPE as written) this expression was planned for: a variable of
+    # that type found in the function's DWARF (capture/typerules.py); None for the spec's own.
+    rule: str | None = None
+
+
+@dataclass(frozen=True)
+class TypeRule:
+    """`type:main.Order: ID, Customer`: every value of TYPE (or *TYPE) in a frame, and every
+    one reached through a captured expression, captured as these expressions relative to
+    the value (`steps` of each; an empty tuple of exprs: the whole value)."""
+    type: str
+    exprs: tuple[Expr, ...] = ()
+
+    @property
+    def text(self) -> str:
+        return f"type:{self.type}" + (": " + ", ".join(e.text for e in self.exprs)
+                                      if self.exprs else "")
 
 
 @dataclass
 class CaptureSpec:
     functions: dict[str, list[Expr]] = field(default_factory=dict)
+    types: dict[str, TypeRule] = field(default_factory=dict)   # TYPE -> its rule
 
     def __bool__(self) -> bool:
-        return bool(self.functions)
+        return bool(self.functions) or bool(self.types)
 
 
 _IDENT = re.compile(r"[A-Za-z_\u00c0-\uffff][\w\u00c0-\uffff]*")
@@ -145,15 +167,23 @@ def parse_specs(specs: "Iterable[str] | dict[str, Iterable[str]] | CaptureSpec |
     if isinstance(specs, CaptureSpec):
         return specs
     pairs: list[tuple[str, str]] = []
+    rules: list[TypeRule] = []
     if isinstance(specs, dict):
         for fn, exprs in specs.items():
             if isinstance(exprs, str):
                 exprs = split_exprs(exprs)
+            if str(fn).strip().startswith(TYPE_PREFIX):
+                rules.append(parse_type_rule(f"{str(fn).strip()}: {', '.join(exprs)}"
+                                             if exprs else str(fn)))
+                continue
             pairs += [(str(fn).strip(), e) for e in exprs]
     else:
         if isinstance(specs, str):
             specs = [specs]
         for item in specs:
+            if item.strip().startswith(TYPE_PREFIX):
+                rules.append(parse_type_rule(item))
+                continue
             fn, sep, rest = item.partition(":")
             if not sep or not fn.strip() or not rest.strip():
                 raise CaptureSpecError(f"bad capture spec {item!r}: expected "
@@ -167,7 +197,91 @@ def parse_specs(specs: "Iterable[str] | dict[str, Iterable[str]] | CaptureSpec |
         bucket = out.functions.setdefault(fn, [])
         if expr not in bucket:
             bucket.append(expr)
+    for rule in rules:
+        old = out.types.get(rule.type)
+        if old is not None:   # the same TYPE twice: one rule with both expression lists
+            rule = TypeRule(rule.type, old.exprs + tuple(e for e in rule.exprs
+                                                         if e not in old.exprs))
+        out.types[rule.type] = rule
     return out
+
+
+# --- type rules: `type:TYPE: EXPR, EXPR` or `type:TYPE` (the whole value) -----------------
+
+TYPE_PREFIX = "type:"
+# Rule expressions are relative to the value; they are parsed on this stand-in root.
+RULE_ROOT = "\u2218"
+
+
+def parse_type_rule(item: str) -> TypeRule:
+    """`type:main.Order: ID, Customer.Name` -> TypeRule; the type may have type arguments
+    (`main.Box[int]`, whose brackets may hold colons no more than commas matter)."""
+    body = item.strip()[len(TYPE_PREFIX):]
+    end = _head_end(body)
+    type_name, rest = body[:end].strip().lstrip("*").strip(), body[end + 1:]
+    if not type_name or any(c.isspace() for c in type_name.split("[", 1)[0]):
+        raise CaptureSpecError(f"bad capture spec {item!r}: expected type:TYPE or "
+                               "type:TYPE: EXPR[,EXPR...] (e.g. type:main.Order: ID, Customer)")
+    if end < len(body) and not rest.strip():
+        raise CaptureSpecError(f"bad capture spec {item!r}: no expression after "
+                               f"'type:{type_name}:' (write type:{type_name} for the whole value)")
+    exprs: list[Expr] = []
+    for text in split_exprs(rest):
+        e = parse_rule_expr(text)
+        if e not in exprs:
+            exprs.append(e)
+    return TypeRule(type_name, tuple(exprs))
+
+
+def _head_end(body: str) -> int:
+    """Where a rule's TYPE ends: its first ':' outside brackets (or the end)."""
+    depth = 0
+    for i, ch in enumerate(body):
+        if ch in "[(":
+            depth += 1
+        elif ch in "])":
+            depth -= 1
+        elif ch == ":" and depth == 0:
+            return i
+    return len(body)
+
+
+def split_spec_line(line: str) -> tuple[str, list[str]]:
+    """One written spec -> (head, expressions), the head being what a dict spec's key is:
+    'main.settle: o, o.ID' -> ('main.settle', ['o', 'o.ID']); 'type:main.Order: ID' ->
+    ('type:main.Order', ['ID']); 'type:main.Order' -> ('type:main.Order', []) (the whole
+    value). For the ini option's lines and anything else that merges specs as a dict."""
+    line = line.strip()
+    if line.startswith(TYPE_PREFIX):
+        end = len(TYPE_PREFIX) + _head_end(line[len(TYPE_PREFIX):])
+        return line[:end].strip(), split_exprs(line[end + 1:])
+    head, _sep, rest = line.partition(":")
+    return head.strip(), split_exprs(rest)
+
+
+def parse_rule_expr(text: str) -> Expr:
+    """A rule's expression, relative to the value: `ID`, `Customer.Name`, `Lines[0]`,
+    `Any.(*main.T)`. Its root is RULE_ROOT; its steps apply to the value."""
+    t = text.strip()
+    if t.startswith("*"):
+        raise CaptureSpecError(f"bad type rule expression {t!r}: it starts at the value, "
+                               "with a field (ID), an index ([0]) or an assertion (.(T))")
+    joined = RULE_ROOT + (t if t.startswith((".", "[")) else "." + t)
+    try:
+        e = parse_expr(joined)
+    except CaptureSpecError as err:
+        raise CaptureSpecError(str(err).replace(repr(joined), repr(t))
+                               .replace(RULE_ROOT, "")) from None
+    return Expr(t, RULE_ROOT, e.steps)
+
+
+def rule_expr_for(rule: TypeRule, e: Expr | None, root: str) -> Expr:
+    """The rule's expression `e` (None: the whole value) on a variable named root, marked
+    with the rule: `o.ID`."""
+    if e is None:
+        return Expr(root, root, (), rule.type)
+    sep = "" if e.text.startswith((".", "[")) else "."
+    return Expr(f"{root}{sep}{e.text}", root, e.steps, rule.type)
 
 
 # --- user-defined links: two captured expressions whose equal values link their frames ---
@@ -217,7 +331,8 @@ def with_links(spec: CaptureSpec | None, links: list[UserLink]) -> CaptureSpec |
     frames like any captured variable)."""
     if not links:
         return spec
-    out = CaptureSpec({fn: list(exprs) for fn, exprs in (spec.functions if spec else {}).items()})
+    out = CaptureSpec({fn: list(exprs) for fn, exprs in (spec.functions if spec else {}).items()},
+                      dict(spec.types) if spec else {})
     for ln in links:
         for fn, e in ((ln.client_function, ln.client_expr), (ln.server_function, ln.server_expr)):
             bucket = out.functions.setdefault(fn, [])

@@ -155,19 +155,21 @@ def _html_report_path(config: pytest.Config, start: Path) -> Path | None:
 
 
 def parse_capture_lines(lines: Iterable[str]) -> dict[str, list[str]]:
-    from pytest_sideeye.capture import split_exprs
-    """'pkg.Func: a, b.c' lines (ini sideeye_capture) -> {"pkg.Func": ["a", "b.c"]}."""
+    """'pkg.Func: a, b.c' lines (ini sideeye_capture) -> {"pkg.Func": ["a", "b.c"]};
+    a type rule 'type:pkg.T: a, b' (or 'type:pkg.T', the whole value) keys 'type:pkg.T'."""
+    from pytest_sideeye.capture import split_spec_line
     spec: dict[str, list[str]] = {}
     for line in lines:
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        func, sep, names = line.partition(":")
-        exprs = split_exprs(names)
-        if not sep or not func.strip() or not exprs:
+        func, exprs = split_spec_line(line)
+        rule = func.startswith("type:") and len(func) > len("type:")
+        if not func or not (exprs or rule) or ":" not in line:
             raise pytest.UsageError(
-                f"sideeye_capture line {line!r}: want 'pkg.Func: var, var'")
-        merge_capture(spec, {func.strip(): exprs})
+                f"sideeye_capture line {line!r}: want 'pkg.Func: var, var' or "
+                "'type:pkg.Type: field, field'")
+        merge_capture(spec, {func: exprs})
     return spec
 
 
