@@ -65,12 +65,19 @@ class Variable:
     available: bool = True    # False when not live at this PC
     truncated: bool = False   # a limit cut the value short
     error: str | None = None  # one line when reading failed (bad pointer, ...)
+    # A type rule's value (capture spec `type:main.Order: ID`): `rule` is its TYPE as
+    # written, `of` the name of the value of that type ("o", "h.Any"), `name` the rule's
+    # expression on it ("o.ID"). None for what a function's spec asked.
+    rule: str | None = None
+    of: str | None = None
 
     def to_json(self) -> dict:
         d = {"name": self.name, "type": self.type, "value": self.value,
              "available": self.available, "truncated": self.truncated}
         if self.error:
             d["error"] = self.error
+        if self.rule is not None:
+            d["rule"], d["of"] = self.rule, self.of
         return d
 
     @classmethod
@@ -78,7 +85,8 @@ class Variable:
         return cls(_get(d, "name", str), _get(d, "type", str, ""), _get(d, "value", object, None),
                    available=_get(d, "available", bool, default=True),
                    truncated=_get(d, "truncated", bool, default=False),
-                   error=_get(d, "error", str, None))
+                   error=_get(d, "error", str, None), rule=_get(d, "rule", str, None),
+                   of=_get(d, "of", str, None))
 
 
 @dataclass
