@@ -25,8 +25,10 @@ ReadMem = Callable[[int, int], bytes]
 G_FIELDS = ("goid", "atomicstatus", "sched.sp", "sched.pc", "sched.bp", "sched.g",
             "sched.ctxt", "stack.lo", "stack.hi", "stackguard0", "syscallsp", "syscallpc",
             "waitsince", "waitreason", "gopc", "startpc", "m", "labels")
+# trackingSeq: a per-goroutine counter of its exits from _Grunning (casgstatus), which the
+# engine compares between its pre-read and its pause (engine/collect.py).
 G_OPTIONAL = ("syscallbp", "parentGoid", "sched.lr", "sched.ret", "_panic", "_defer",
-              "lockedm", "preempt")
+              "lockedm", "preempt", "trackingSeq")
 M_FIELDS = ("procid", "curg", "alllink", "g0", "id")
 M_OPTIONAL = ("tls", "vdsoSP", "vdsoPC", "libcallsp", "libcallpc", "gsignal", "p")
 
