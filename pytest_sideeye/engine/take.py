@@ -21,6 +21,7 @@ from pytest_sideeye import capture as capture_mod
 from pytest_sideeye import settings
 from pytest_sideeye.binary import analyze
 from pytest_sideeye.capture import compile_plan
+from pytest_sideeye.engine import labels as labels_mod
 from pytest_sideeye.engine import links as links_mod
 from pytest_sideeye.engine import pins
 from pytest_sideeye.engine.bpf import Program, layout_macros
@@ -195,6 +196,7 @@ class _Prepared:
     decoder: RecordDecoder
     tables: object
     packed: PackedCapture | None   # the tables as the maps hold them
+    labels: labels_mod.LabelReader | None = None   # pprof labels, when it can have any
 
 
 @dataclass
@@ -208,6 +210,8 @@ class _Collected:
     capture_out: object   # what the BPF capture read (CaptureOutput), or None
     wanted: bool
     hooked: bool
+    labels: labels_mod.Taken | None = None
+    labels_ns: int = 0
 
 
 def _snapshot_together(targets: list[Target], spec, limits, cfg: settings.EngineSettings, *,
@@ -330,7 +334,8 @@ def _prepare(proc: Process, spec, limits, cfg: settings.EngineSettings) -> _Prep
     tables = _capture_tables(plan, info, bias, program) \
         if plan is not None and cfg.bpf_capture else None
     packed = pack_capture(tables, program.const) if tables is not None else None
-    return _Prepared(proc, info, bias, addrs, program, probes, plan, decoder, tables, packed)
+    return _Prepared(proc, info, bias, addrs, program, probes, plan, decoder, tables, packed,
+                     labels_mod.label_reader(info, bias))
 
 
 def _collect(prep: _Prepared, cfg: settings.EngineSettings, collector: Collector
@@ -362,11 +367,15 @@ def _collect(prep: _Prepared, cfg: settings.EngineSettings, collector: Collector
                 pause_jobs = _capture_in_pause(plan, decoder, collector, raw, tables,
                                                cfg.capture_pause_s)
             t2 = time.perf_counter_ns()
+            taken = prep.labels.read(raw, prep.proc.pid, time.monotonic() + cfg.capture_pause_s) \
+                if prep.labels is not None else None
+            t3 = time.perf_counter_ns()
         # Only copied out of the maps here; decoded after the last resume (_finish).
         out = collector.capture_output(tables) if tables is not None else None
     finally:
         collector.close()
-    return _Collected(raw, times, t1 - t0, t2 - t1, pause_jobs, out, wanted, hooked)
+    return _Collected(raw, times, t1 - t0, t2 - t1, pause_jobs, out, wanted, hooked, taken,
+                      t3 - t2)
 
 
 def _finish(prep: _Prepared, got: _Collected, spec, cfg: settings.EngineSettings,
@@ -382,8 +391,12 @@ def _finish(prep: _Prepared, got: _Collected, spec, cfg: settings.EngineSettings
                            "capture": got.capture_ns, "resume": times.resume_ns}
     if raw.hook_ns:
         proc.pause_parts_ns["hook_walk"] = raw.hook_ns
+    if got.labels is not None:
+        proc.pause_parts_ns["labels"] = got.labels_ns
     proc.collector = _who_collected(raw, prep.program, got.wanted, got.hooked)
     proc.goroutines = prep.decoder.goroutines(raw)
+    if got.labels is not None:
+        labels_mod.attach(proc, prep.labels, got.labels)
     if records_out is not None:
         records_out.append(raw.freeze())
     if captures:

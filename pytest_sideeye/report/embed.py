@@ -41,7 +41,7 @@ def embed_document(snapshot: Snapshot) -> dict:
     (name, type) list of its captures as "capture", "created_by": creation sites); each
     goroutine is {"id", "state", "stack", "created_by"?, "wait_since_ns"?, "values"?:
     {frame index: [value, ...]}, "variables"?: {frame index: [v1 variable, ...]},
-    "thread"?, "truncated"?}. expand_embedded turns it back into plain v1 JSON."""
+    "thread"?, "truncated"?, "labels"?}. expand_embedded turns it back into plain v1 JSON."""
     stacks: dict[tuple, int] = {}
     sites: dict[tuple, int] = {}
     states: dict[tuple[str, str], int] = {}
@@ -79,6 +79,8 @@ def embed_document(snapshot: Snapshot) -> dict:
                 gj["thread"] = g.thread
             if g.truncated:
                 gj["truncated"] = g.truncated
+            if g.labels:
+                gj["labels"] = dict(g.labels)
             gs.append(gj)
         pj["goroutines"] = gs
         processes.append(pj)
@@ -162,7 +164,7 @@ def expand_embedded(doc: dict) -> dict:
                  "wait_since_ns": gj.get("wait_since_ns"),
                  "created_by": sites[gj["created_by"]] if "created_by" in gj else None,
                  "frames": frames}
-            for k in ("thread", "truncated"):
+            for k in ("thread", "truncated", "labels"):
                 if k in gj:
                     g[k] = gj[k]
             gs.append(g)

@@ -11,6 +11,7 @@ Tables (documented in docs/snapshot-format.md):
     frames     (pid, goroutine, depth, function, file, line, pc, inlined, wrapper)  depth 0: leaf
     variables  (pid, goroutine, depth, function, name, type, value, available, truncated,
                 error)                           value: JSON text
+    labels     (pid, goroutine, key, value)      pprof labels, one row each
     links      (kind, client_pid, client_goroutine, server_pid, server_goroutine,
                 client_addr, server_addr, method, path, stream_id, value, tls,
                 transport)                       tls: 1, 0 or NULL (not known)
@@ -46,6 +47,8 @@ CREATE TABLE frames (
 CREATE TABLE variables (
   pid INTEGER, goroutine INTEGER, depth INTEGER, function TEXT, name TEXT, type TEXT,
   value TEXT, available INTEGER, truncated INTEGER, error TEXT);
+CREATE TABLE labels (
+  pid INTEGER, goroutine INTEGER, key TEXT, value TEXT, PRIMARY KEY (pid, goroutine, key));
 CREATE TABLE links (
   kind TEXT, client_pid INTEGER, client_goroutine INTEGER, server_pid INTEGER,
   server_goroutine INTEGER, client_addr TEXT, server_addr TEXT, method TEXT, path TEXT,
@@ -128,6 +131,8 @@ def _goroutine(db, pid: int, g, captured: dict[str, list[str]]) -> None:
     db.executemany("INSERT OR REPLACE INTO frames VALUES (?,?,?,?,?,?,?,?,?)",
                    [(pid, g.id, depth, _text(f.function), _text(f.file), f.line, f.pc,
                      int(f.inlined), int(f.wrapper)) for depth, f in enumerate(g.frames)])
+    db.executemany("INSERT OR REPLACE INTO labels VALUES (?,?,?,?)",
+                   [(pid, g.id, _text(k), _text(v)) for k, v in g.labels.items()])
     for depth, f in enumerate(g.frames):
         if not f.variables:
             continue

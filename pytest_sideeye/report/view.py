@@ -26,6 +26,7 @@ from pytest_sideeye.snapshot import (
     Snapshot,
     Variable,
     apart_text,
+    labels_text,
     own_frame,
     skew_text,
 )
@@ -237,6 +238,18 @@ def created_by_view(bucket: bk.Bucket) -> list[dict]:
     return out
 
 
+def labels_view(bucket: bk.Bucket) -> list[dict]:
+    """The bucket's distinct pprof label sets, most common first (capped): the set as Go
+    1.27 prints it, and which goroutines hold it."""
+    held: dict[str, list[int]] = {}
+    for g in bucket.goroutines:
+        if g.labels:
+            held.setdefault(labels_text(g.labels), []).append(g.id)
+    ordered = sorted(held, key=lambda t: (-len(held[t]), min(held[t])))
+    return [{"text": clean(t), "ids": fmt_ids(sorted(held[t]), 6), "count": len(held[t]),
+             "all": len(held[t]) == bucket.count} for t in ordered[:MAX_VALUE_SETS]]
+
+
 def wait_view(bucket: bk.Bucket, reference_ns: int | None) -> str:
     """`9.0 s – 12.4 s` (how long members have been blocked, lower bounds) when the
     process carries a CLOCK_MONOTONIC reference; empty when durations cannot be known."""
@@ -272,6 +285,7 @@ def bucket_view(bucket: bk.Bucket, reference_ns: int | None, opts: Options,
         "wait": wait_view(bucket, reference_ns),
         "ids": fmt_ids(bucket.ids(), opts.max_ids),
         "created_by": created_by_view(bucket),
+        "labels": labels_view(bucket),
         "frames": [frame_view(bucket, i) for i in range(len(bucket.frames))],
         "truncated": [{"why": clean(w), "count": n} for w, n in bucket.truncated().most_common()],
         "threads": sorted({g.thread for g in bucket.goroutines if g.thread is not None})[:8],

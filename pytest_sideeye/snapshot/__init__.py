@@ -32,6 +32,7 @@ from pytest_sideeye.snapshot.model import (
 from pytest_sideeye.snapshot.textdump import (
     apart_text,
     chain_text,
+    labels_text,
     own_frame,
     side_text,
     skew_text,
@@ -40,4 +41,4 @@ from pytest_sideeye.snapshot.textdump import render as render_text
 
 __all__ = ["FORMAT", "STATUSES", "Chain", "Container", "Endpoint", "Link", "CreatedBy", "Frame", "Goroutine", "Process",
            "GoroutineGroup", "ProcessDiff", "Snapshot", "SnapshotDiff", "Variable", "buckets", "diff", "group_goroutines", "now_rfc3339", "parse_dump", "process_name",
-           "render_diff_text", "render_text", "chain_text", "own_frame", "side_text", "skew_text", "apart_text"]
+           "render_diff_text", "render_text", "chain_text", "labels_text", "own_frame", "side_text", "skew_text", "apart_text"]

@@ -146,6 +146,9 @@ class Goroutine:
     frames: list[Frame] = field(default_factory=list)
     thread: int | None = None          # OS thread id when running or in a syscall
     truncated: str | None = None       # why the stack ends early ("depth limit", "bad frame pointer", ...)
+    # pprof labels (runtime/pprof.Do, SetGoroutineLabels), sorted by key; a set read in part
+    # ends with the key "…" saying why.
+    labels: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict:
         head, tail = self.json_parts()
@@ -162,6 +165,8 @@ class Goroutine:
             tail["thread"] = self.thread
         if self.truncated:
             tail["truncated"] = self.truncated
+        if self.labels:
+            tail["labels"] = dict(self.labels)
         return head, tail
 
     @classmethod
@@ -170,11 +175,18 @@ class Goroutine:
                    _get(d, "wait_since_ns", int, None),
                    CreatedBy.from_json(_get(d, "created_by", dict, None)),
                    [Frame.from_json(f) for f in _list(d, "frames", dict)],
-                   _get(d, "thread", int, None), _get(d, "truncated", str, None))
+                   _get(d, "thread", int, None), _get(d, "truncated", str, None),
+                   _labels(_get(d, "labels", dict, None)))
 
     def blocked_in(self, function: str) -> bool:
         """True when `function` (exact name, or a suffix after a dot) is on the stack."""
         return any(_function_matches(f.function, function) for f in self.frames)
+
+
+def _labels(d: dict | None) -> dict[str, str]:
+    if d and not all(isinstance(v, str) for v in d.values()):
+        raise ValueError("field 'labels' should map names to strings")
+    return dict(d or {})
 
 
 @dataclass

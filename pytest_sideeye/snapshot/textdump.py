@@ -186,8 +186,33 @@ def goroutine_header(g: Goroutine, *, now_monotonic_ns: int | None = None) -> st
         status += ", locked to thread"
     if g.thread is not None:
         status += f", thread {g.thread}"
-    labels = f" {info.labels}" if info.labels else ""
+    labels = f" {labels_text(g.labels)}" if g.labels else f" {info.labels}" if info.labels else ""
     return f"goroutine {g.id} [{status}]{labels}:"
+
+
+def labels_text(labels: dict[str, str]) -> str:
+    """pprof labels as Go 1.27's tracebacks print them: {key: value, ...}, each quoted
+    when it holds anything but [A-Za-z0-9./_] (runtime/traceback.go)."""
+    return "{" + ", ".join(f"{_label_word(k)}: {_label_word(v)}" for k, v in labels.items()) + "}"
+
+
+def _label_word(s: str) -> str:
+    if all(c.isascii() and (c.isalnum() or c in "./_") for c in s):
+        return s
+    return '"' + "".join(_LABEL_ESCAPES.get(c) or _label_char(c) for c in s) + '"'
+
+
+_LABEL_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\", '"': '\\"'}
+
+
+def _label_char(c: str) -> str:
+    """runtime.printquoted: printable ASCII as is, others as \\xNN, \\uNNNN, \\UNNNNNNNN."""
+    n = ord(c)
+    if 0x20 <= n <= 0x7E:
+        return c
+    if n < 127:
+        return f"\\x{n:02x}"
+    return f"\\u{n:04x}" if n < 0x10000 else f"\\U{n:08x}"
 
 
 def _status_text(g: Goroutine) -> str:

@@ -1,0 +1,335 @@
+"""Each goroutine's pprof labels (runtime/pprof.Do, SetGoroutineLabels), read with its stack.
+
+`g.labels` is an unsafe.Pointer to a `runtime/pprof.labelMap`, whose shape depends on the
+Go release: up to Go 1.23 a `map[string]string` (so g.labels points to a word holding the
+map's hmap pointer); from Go 1.24 a struct around a slice of {key, value} string pairs,
+sorted by key (`LabelSet.list` of `label`, from 1.26 `label.Set.List` of `label.Label`).
+Both shapes are taken from the binary's DWARF, by the labelMap type: a binary without
+DWARF shows no labels.
+
+The pointer changes whenever a goroutine sets labels, so it is read in the pause, and so is
+everything it leads to that lives on the heap (a label set that is no longer referenced may
+be collected and its memory reused once the process runs again). Label sets are never
+modified once made (pprof copies on write), and a goroutine inherits its creator's pointer,
+so each distinct set is read once. Strings in the binary's read-only data (literal keys and
+values) are read from the executable after the resume (binary.ReadOnlyData): the same bytes,
+at no cost to the pause.
+
+    reader = label_reader(info, bias)                        # before the pause
+    taken = reader.read(raw, pid, deadline)                  # in the pause
+    labels = reader.decode(taken)                            # after: {goid: {key: value}}
+"""
+from __future__ import annotations
+
+import gc
+import struct
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from pytest_sideeye.binary import ReadOnlyData
+from pytest_sideeye.engine.collect import F_NOG, H_FLAGS, H_GOID, H_GP, H_STATUS
+from pytest_sideeye.engine.cstructs import c_struct
+from pytest_sideeye.engine.vmread import read_scatter
+
+# read_scatter bound to a process: [(addr, size)] -> (buffer, offsets, bad indexes)
+Scatter = Callable[[list[tuple[int, int]]], tuple[bytes, list[int], set[int]]]
+MAX_LABELS = 64          # labels shown per goroutine; more are cut (a note says so)
+LABEL_BYTES = 512        # bytes shown of one key or value; longer ones end in "…"
+MAX_OVERFLOW = 4         # overflow buckets followed per bucket of a (small) label map
+CUT = "…"
+
+
+@dataclass
+class _Slice:
+    """Go >= 1.24: labelMap is a struct holding a slice of {key, value string} structs."""
+    slice_off: int       # of the slice header in labelMap
+    elem_size: int
+    key_off: int
+    value_off: int
+
+
+@dataclass
+class _Map:
+    """Go <= 1.23: labelMap is a map[string]string (hmap with buckets of 8 slots)."""
+    hmap_size: int
+    count_off: int
+    flags_off: int
+    b_off: int
+    buckets_off: int
+    oldbuckets_off: int
+    bucket_size: int
+    keys_off: int
+    values_off: int
+    overflow_off: int
+
+
+@dataclass
+class Taken:
+    """What the pause read: each live goroutine's labels pointer, each distinct set's
+    (key, value) string headers, the strings read (heap ones), and why anything is missing."""
+    pointers: dict[int, int] = field(default_factory=dict)     # goid -> g.labels
+    sets: dict[int, list] = field(default_factory=dict)        # pointer -> [(kp, kn, vp, vn)]
+    cut: dict[int, str] = field(default_factory=dict)          # pointer -> why incomplete
+    strings: dict[tuple[int, int], bytes | None] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+class LabelReader:
+    def __init__(self, g_offset: int, shape, status_dead: int, rodata: ReadOnlyData | None):
+        self.g_offset = g_offset
+        self.shape = shape
+        self.status_dead = status_dead
+        self.rodata = rodata
+        self.grec = c_struct("grec")
+
+    # --- in the pause ---------------------------------------------------------------
+    def read(self, raw, pid: int, deadline: float) -> Taken:
+        """Every live goroutine's g.labels, then the distinct label sets and their heap
+        strings, a few batched reads in all (vmread), parsed as columns. Python's garbage
+        collector is held off meanwhile: the objects made here could start a collection
+        in the pause, and a full one over the binaries' analyses held in memory took ~40
+        ms."""
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return self._read(raw, lambda reqs: read_scatter(pid, reqs), deadline)
+        finally:
+            if enabled:
+                gc.enable()
+
+    def _read(self, raw, scatter: Scatter, deadline: float) -> Taken:
+        taken = Taken()
+        gs = self._live_goroutines(raw)
+        if not gs:
+            return taken
+        words, bad = _words(scatter, [gp + self.g_offset for gp, _goid in gs])
+        for (_gp, goid), ptr in zip(gs, words):
+            if ptr:
+                taken.pointers[goid] = ptr
+        if bad:
+            taken.notes.append(f"labels: g.labels of {len(bad)} goroutines could not be read")
+        ptrs = sorted(set(taken.pointers.values()))
+        if isinstance(self.shape, _Slice):
+            self._slice_sets(ptrs, scatter, taken)
+        else:
+            self._map_sets(ptrs, scatter, deadline, taken)
+        self._heap_strings(scatter, deadline, taken)
+        return taken
+
+    def _live_goroutines(self, raw) -> list[tuple[int, int]]:
+        """(g address, goid) of each goroutine record that is not dead, from the records'
+        headers read as strided columns."""
+        words = self.grec.size // 8
+        out = []
+        for chunk in raw.chunks:
+            col = memoryview(chunk).cast("B").cast("Q")
+            n = len(col) // words
+            gps = col[H_GP::words].tolist()[:n]
+            goids = col[H_GOID::words].tolist()[:n]
+            status = col[H_STATUS::words].tolist()[:n]
+            flags = col[H_FLAGS::words].tolist()[:n]
+            out += [(gp, goid) for gp, goid, st, fl in zip(gps, goids, status, flags)
+                    if gp and goid and st != self.status_dead and not fl & F_NOG]
+        return out
+
+    def _slice_sets(self, ptrs: list[int], scatter: Scatter, taken: Taken) -> None:
+        """Go >= 1.24: each set's slice header, then its elements, one read each."""
+        s = self.shape
+        buf, _offs, bad = scatter([(p + s.slice_off, 24) for p in ptrs])
+        hdr = memoryview(buf).cast("Q")
+        arrays, lens = hdr[0:3 * len(ptrs):3].tolist(), hdr[1:3 * len(ptrs):3].tolist()
+        todo = []
+        for i, (ptr, arr, n) in enumerate(zip(ptrs, arrays, lens)):
+            if i in bad:
+                taken.cut[ptr] = "unreadable"
+            elif n > 1 << 20:
+                taken.cut[ptr] = "bad length"
+            elif n:
+                todo.append((ptr, arr, n))
+            else:
+                taken.sets[ptr] = []
+        if not todo:
+            return
+        buf, offs, bad = scatter([(arr, min(n, MAX_LABELS) * s.elem_size)
+                                  for _ptr, arr, n in todo])
+        q = memoryview(buf).cast("B")[:offs[-1]].cast("Q").tolist()
+        per, k, v = s.elem_size // 8, s.key_off // 8, s.value_off // 8
+        for i, (ptr, _arr, n) in enumerate(todo):
+            if i in bad:
+                taken.cut[ptr] = "unreadable"
+                continue
+            w = offs[i] // 8
+            taken.sets[ptr] = [(q[e + k], q[e + k + 1], q[e + v], q[e + v + 1])
+                               for e in range(w, w + min(n, MAX_LABELS) * per, per)]
+            if n > MAX_LABELS:
+                taken.cut[ptr] = f"{n - MAX_LABELS} more labels"
+
+    def _map_sets(self, ptrs: list[int], scatter: Scatter, deadline: float,
+                  taken: Taken) -> None:
+        """Go <= 1.23: the map header each set points to, its buckets (and old buckets
+        while it grows), then overflow buckets, a round a hop."""
+        m = self.shape
+        hmaps, bad = _words(scatter, ptrs)
+        live = []
+        for i, (ptr, h) in enumerate(zip(ptrs, hmaps)):
+            if i in bad:
+                taken.cut[ptr] = "unreadable"
+            elif h:
+                live.append((ptr, h))
+            else:
+                taken.sets[ptr] = []
+        if not live:
+            return
+        buf, offs, bad = scatter([(h, m.hmap_size) for _ptr, h in live])
+        blocks = []   # (ptr, address, size) of bucket arrays to read
+        for i, (ptr, _h) in enumerate(live):
+            h = buf[offs[i]:offs[i + 1]]
+            count = int.from_bytes(h[m.count_off:m.count_off + 8], "little")
+            B = h[m.b_off]
+            if i in bad or B > 8:
+                taken.cut[ptr] = "unreadable" if i in bad else "bad map"
+                continue
+            taken.sets[ptr] = []
+            if not count:
+                continue
+            if count > MAX_LABELS:
+                taken.cut[ptr] = f"{count - MAX_LABELS} more labels"
+            buckets = int.from_bytes(h[m.buckets_off:m.buckets_off + 8], "little")
+            old = int.from_bytes(h[m.oldbuckets_off:m.oldbuckets_off + 8], "little")
+            blocks.append((ptr, buckets, (1 << B) * m.bucket_size))
+            if old:   # growing: entries not moved yet are still in the old buckets
+                same_size = h[m.flags_off] & 8
+                blocks.append((ptr, old, (1 << (B if same_size else max(B - 1, 0)))
+                               * m.bucket_size))
+        for _hop in range(MAX_OVERFLOW + 1):
+            if not blocks or time.monotonic() > deadline:
+                break
+            buf, offs, bad = scatter([(addr, size) for _ptr, addr, size in blocks])
+            nxt = []
+            for i, (ptr, _addr, size) in enumerate(blocks):
+                if i in bad:
+                    taken.cut[ptr] = "unreadable"
+                    continue
+                for off in range(offs[i], offs[i] + size, m.bucket_size):
+                    ovf = self._bucket(buf, off, taken.sets[ptr])
+                    if ovf:
+                        nxt.append((ptr, ovf, m.bucket_size))
+            blocks = nxt
+        for ptr, _addr, _size in blocks:
+            taken.cut.setdefault(ptr, "pause budget" if time.monotonic() > deadline
+                                 else "overflow chain")
+        for ptr, refs in taken.sets.items():
+            del refs[MAX_LABELS:]
+
+    def _bucket(self, data: bytes, off: int, refs: list) -> int:
+        """Add a bucket's live slots to refs; returns its overflow bucket's address."""
+        m = self.shape
+        for j in range(8):
+            if data[off + j] >= 5:   # tophash below minTopHash: empty or evacuated
+                refs.append(struct.unpack_from("<2Q", data, off + m.keys_off + 16 * j)
+                            + struct.unpack_from("<2Q", data, off + m.values_off + 16 * j))
+        return int.from_bytes(data[off + m.overflow_off:off + m.overflow_off + 8], "little")
+
+    def _heap_strings(self, scatter: Scatter, deadline: float, taken: Taken) -> None:
+        """The keys' and values' bytes that are not in the read-only data (those are read
+        from the file after the resume)."""
+        ro = self.rodata.ranges if self.rodata is not None else []
+        refs = {(p, min(n, LABEL_BYTES)) for refs in taken.sets.values()
+                for kp, kn, vp, vn in refs for p, n in ((kp, kn), (vp, vn)) if n}
+        heap = sorted(r for r in refs if not any(lo <= r[0] < hi for lo, hi, _off in ro))
+        if not heap:
+            return
+        if time.monotonic() > deadline:
+            taken.notes.append(f"labels: {len(heap)} strings not read (pause budget)")
+            return
+        buf, offs, bad = scatter(heap)
+        taken.strings.update({r: None if i in bad else buf[offs[i]:offs[i + 1]]
+                              for i, r in enumerate(heap)})
+
+    # --- after the resume -----------------------------------------------------------
+    def decode(self, taken: Taken) -> dict[int, dict[str, str]]:
+        """{goid: {key: value}} sorted by key; a set read in part ends with the key "…"
+        saying why."""
+        sets = {ptr: self._labels(ptr, refs, taken) for ptr, refs in taken.sets.items()}
+        for ptr in taken.cut:
+            sets.setdefault(ptr, self._labels(ptr, [], taken))
+        return {goid: sets[ptr] for goid, ptr in taken.pointers.items() if sets.get(ptr)}
+
+    def _labels(self, ptr: int, refs: list, taken: Taken) -> dict[str, str]:
+        out = {self._text(kp, kn, taken): self._text(vp, vn, taken) for kp, kn, vp, vn in refs}
+        out = dict(sorted(out.items()))
+        if ptr in taken.cut:
+            out[CUT] = taken.cut[ptr]
+        return out
+
+    def _text(self, ptr: int, n: int, taken: Taken) -> str:
+        if not n:
+            return ""
+        size = min(n, LABEL_BYTES)
+        data = taken.strings.get((ptr, size))
+        if data is None and self.rodata is not None:
+            data = self.rodata.read(ptr, size)
+        if data is None:
+            return f"<unreadable {ptr:#x}>"
+        text = data.decode("utf-8", errors="replace")
+        return text + CUT if n > size else text
+
+
+def label_reader(info, bias: int) -> LabelReader | None:
+    """The reader for this binary, or None when it cannot hold labels we can read (no
+    DWARF, or runtime/pprof's labelMap is not in it: nothing ever set labels)."""
+    offset = info.layout.g_offsets.get("labels")
+    if offset is None or not info.has_dwarf:
+        return None
+    t = info.debug.type_by_name("runtime/pprof.labelMap")
+    shape = _shape(t) if t is not None else None
+    if shape is None:
+        return None
+    dead = info.layout.status_values.get("_Gdead", -1)
+    return LabelReader(offset, shape, dead, ReadOnlyData.open(info.path, bias))
+
+
+def _shape(t):
+    """The labelMap's shape from its DWARF type: _Slice, _Map, or None if unknown."""
+    if t.kind == "map":
+        h = t.impl
+        fields = {f: h.field(f) if h is not None else None
+                  for f in ("count", "flags", "B", "buckets", "oldbuckets")}
+        if any(v is None for v in fields.values()):
+            return None
+        bt = fields["buckets"].type.elem
+        keys, vals = bt.field("keys"), bt.field("values") or bt.field("elems")
+        ovf = bt.field("overflow")
+        if keys is None or vals is None or ovf is None or keys.type.elem.size != 16:
+            return None
+        return _Map(h.size, fields["count"].offset, fields["flags"].offset,
+                    fields["B"].offset, fields["buckets"].offset,
+                    fields["oldbuckets"].offset, bt.size, keys.offset, vals.offset,
+                    ovf.offset)
+    # Go >= 1.24: labelMap{LabelSet{list []label}} (1.26+: label.Set{List []label.Label}).
+    off, s = 0, t
+    while s.kind == "struct" and len(s.fields) == 1 and s.fields[0].type.kind == "struct":
+        off += s.fields[0].offset
+        s = s.fields[0].type
+    if s.kind != "struct" or len(s.fields) != 1 or s.fields[0].type.kind != "slice":
+        return None
+    elem = s.fields[0].type.elem
+    strs = [f for f in elem.fields if f.type.kind == "string"] if elem is not None else []
+    if len(strs) != 2:
+        return None
+    return _Slice(off + s.fields[0].offset, elem.size, strs[0].offset, strs[1].offset)
+
+
+def attach(proc, reader: LabelReader, taken: Taken) -> None:
+    """Put each goroutine's labels on it (after the resume), and the reader's notes."""
+    by_goid = reader.decode(taken)
+    for g in proc.goroutines:
+        g.labels = by_goid.get(g.id, {})
+    proc.notes += taken.notes
+
+
+def _words(scatter: Scatter, addrs: list[int]) -> tuple[list[int], set[int]]:
+    """The 8-byte word at each address (0 where unreadable), and the unreadable indexes."""
+    buf, _offs, bad = scatter([(a, 8) for a in addrs])
+    return memoryview(buf).cast("B")[:8 * len(addrs)].cast("Q").tolist(), bad
