@@ -148,6 +148,7 @@ class DebugInfo:
         self._locranges: dict[int, list[tuple[int, int, list[int]]]] = {}
         self._cus_by_offset: dict[int, object] = {}
         self._loc_parser = LocationParser(self.dwarf.location_lists())
+        self._package_vars: dict[str, dict[str, dict[str, int]]] = {}
 
     # --- functions by address (pclntab) ---------------------------------------------
     def function_at(self, pc: int) -> str | None:
@@ -385,6 +386,32 @@ class DebugInfo:
         if concrete is None and abstract is None:
             return None
         return FunctionInfo(name, concrete, abstract, variables)
+
+    def packages(self) -> list[str]:
+        """The package paths the binary has compilation units for."""
+        return [name for name in self._cu_map() if name]
+
+    def package_variables(self, package: str) -> dict[str, dict[str, int]]:
+        """Every function of the package's compilation units (bodies and inlined-only ones)
+        -> its parameters and locals, name -> DIE offset of the type. For type rules
+        (capture/typerules.py): which functions hold a variable of a type. Read once."""
+        with self._lock:
+            got = self._package_vars.get(package)
+            if got is None:
+                got = self._package_vars[package] = {}
+                for cu in self._cu_map().get(package, []):
+                    for die in cu.get_top_DIE().iter_children():
+                        n = die.attributes.get("DW_AT_name") \
+                            if die.tag == "DW_TAG_subprogram" else None
+                        if n is None:   # an out-of-line copy: its origin has the names
+                            continue
+                        _collect_names(self, die, got.setdefault(
+                            n.value.decode(errors="replace"), {}))
+            return got
+
+    def type_names(self) -> list[str]:
+        """Every named type of the binary (the name index's keys)."""
+        return list(self._indexes()[0])
 
     def concrete_scope(self, name: str) -> Scope | None:
         fn = self.function(name)

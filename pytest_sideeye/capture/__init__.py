@@ -29,9 +29,11 @@ from pytest_sideeye.capture.templates import (
     compile_plan,
     parse_output,
 )
+from pytest_sideeye.capture.typerules import known as knows_type
 from pytest_sideeye.capture.values import Budget, Limits, Memory
 
 __all__ = ["C_FORMATS", "Budget", "CaptureOutput", "CaptureSpec", "Expr", "FrameJob", "Limits", "Memory",
+           "knows_type",
            "Plan", "ReadTemplates", "UserLink", "compile_plan", "make_plan", "parse_expr", "parse_link",
            "parse_links", "parse_output", "parse_specs", "parse_type_rule", "run_rounds", "split_exprs",
            "split_spec_line", "TypeRule", "with_links"]

@@ -32,7 +32,8 @@ from pytest_sideeye.binary import (
     VarDIE,
     analyze,
 )
-from pytest_sideeye.capture.spec import CaptureSpec, Expr, Step, parse_specs
+from pytest_sideeye.capture import reach, typerules
+from pytest_sideeye.capture.spec import CaptureSpec, Expr, Step, TypeRule, parse_specs
 from pytest_sideeye.capture.values import (
     PENDING,
     SYNTHETIC_BASE,
@@ -66,8 +67,15 @@ class Plan:
         self.constant = constant
         self.spec = spec
         self.limits = limits
-        self.functions: set[str] = set(spec.functions)
         self._infos = {fn: debug.function(fn) for fn in spec.functions}
+        # The instances of a generic function share one name in the pclntab, the name
+        # frames have ("main.keepBox[...]"); DWARF names each by its shapes
+        # ("main.keepBox[go.shape.int]"): a frame's is the one whose code holds its pc.
+        self.instances: dict[str, list[str]] = _instances(debug, self._infos)
+        self.functions: set[str] = set(spec.functions) | set(self.instances)
+        # Type rules (already expanded into the functions above: typerules.expand), for
+        # the values of their types reached inside captured values (reach.py).
+        self.rules: list[TypeRule] = list(spec.types.values())
 
     def wants(self, function_name: str) -> bool:
         return function_name in self.functions
@@ -79,9 +87,18 @@ class Plan:
     def start_frame(self, function: str, pc: int, cfa: int, *, is_call_site: bool,
                     budget: Budget | None = None) -> "FrameJob":
         lookup_pc = pc - 1 if is_call_site else pc
+        function = self._instance(function, lookup_pc)
         bound = self._bindings(function, lookup_pc)
         return FrameJob(self, function, self.spec.functions.get(function, []), bound,
                         lookup_pc, cfa, budget or self.process_budget())
+
+    def _instance(self, function: str, pc: int) -> str:
+        """The DWARF name of the generic instance a frame of `function` at pc runs."""
+        for name in self.instances.get(function, ()):
+            info = self._infos.get(name)
+            if info is not None and info.concrete is not None and info.concrete.contains(pc):
+                return name
+        return function
 
     def _bindings(self, function: str, pc: int) -> dict[str, tuple[VarDIE, int]] | str:
         """Variables in scope at pc: name -> (VarDIE, CU offset); or why there are none."""
@@ -89,7 +106,7 @@ class Plan:
         if info is None:
             return f"no DWARF for {function}"
         physical = self.debug.function_at(pc)
-        if physical == function and info.concrete is not None:
+        if info.concrete is not None and (physical == function or info.concrete.contains(pc)):
             scope = info.concrete
         else:
             outer = self.debug.concrete_scope(physical) if physical else None
@@ -99,6 +116,27 @@ class Plan:
         bound: dict[str, tuple[VarDIE, int]] = {}
         _bind(scope, pc, bound, own=True)
         return bound
+
+
+def _instances(debug: DebugInfo, infos: dict) -> dict[str, list[str]]:
+    """pclntab name -> the DWARF names of the generic instances it stands for."""
+    out: dict[str, list[str]] = {}
+    for name, info in infos.items():
+        if "[" not in name or info is None or info.concrete is None or not info.concrete.ranges:
+            continue
+        f = debug.symtab.func_for_pc(info.concrete.ranges[0][0])
+        frame_name = f.print_name if f is not None else None   # as frames are named
+        if frame_name and frame_name != name:
+            out.setdefault(frame_name, []).append(name)
+    return out
+
+
+def _shown_type(t: GoType) -> str:
+    """A type's name as shown: a generic body's parameter is typed by a typedef named
+    `.param0`; what it stands for says more (*main.Box[go.shape.int])."""
+    if t.name.startswith(".") and t.kind == "ptr" and t.elem is not None:
+        return "*" + t.elem.name
+    return t.name
 
 
 def _inlined_instance(scope: Scope, origin: int | None, pc: int) -> Scope | None:
@@ -154,25 +192,46 @@ def make_plan(binary: "str | os.PathLike | BinaryInfo", spec, limits: Limits | N
     debug = _debug_info(binary)
     spec = parse_specs(spec)
     limits = limits or Limits()
+    _check_rules(debug, spec)
+    spec = typerules.expand(spec, debug)
     for fn, exprs in spec.functions.items():
         info = debug.function(fn)
         if info is None:
             hint = _close_names(fn, debug)
             raise CaptureSpecError(f"unknown function {fn!r} in {_program_name(debug.path)}"
                                    + (f" (did you mean {hint}?)" if hint else ""))
-        for e in exprs:
+        for e in list(exprs):
             if e.root not in info.variables:
                 have = ", ".join(sorted(n for n in info.variables
                                         if n[0].isalpha() or n[0] == "_")) or "none"
                 raise CaptureSpecError(f"unknown variable {e.root!r} in {fn} "
                                        f"(parameters and locals: {have})")
-            _check_steps(debug, fn, e, debug.type_at(info.variables[e.root]))
+            try:
+                _check_steps(debug, fn, e, debug.type_at(info.variables[e.root]))
+            except CaptureSpecError:
+                if e.rule is None:
+                    raise
+                # A rule's expression checked against one instantiation of a generic type
+                # need not apply to another (Box[Order].Item.ID, Box[int].Item.ID).
+                exprs.remove(e)
         if info.concrete is not None:
             debug.warm_scope(info.concrete)
         debug.warm_inliners(fn)
     debug.warm()
     path = binary.path if isinstance(binary, BinaryInfo) else binary
     return Plan(debug, spec, limits, load_bias, ReadOnlyData.open(path, load_bias))
+
+
+def _check_rules(debug: DebugInfo, spec: CaptureSpec) -> None:
+    """Every type rule names a type of the program, and its expressions apply to it."""
+    for rule in spec.types.values():
+        t = typerules.example_type(debug, rule.type)
+        if t is None:
+            hint = typerules.close_types(debug, rule.type)
+            raise CaptureSpecError(f"unknown type {rule.type!r} in {_program_name(debug.path)}"
+                                   + (f" (did you mean {hint}?)" if hint else ""))
+        for e in rule.exprs:
+            _check_steps(debug, f"type {rule.type}", e, t)
 
 
 def _debug_info(binary: "str | os.PathLike | BinaryInfo") -> DebugInfo:
@@ -261,6 +320,10 @@ class FrameJob:
         self._holes: dict[str, list[tuple[int, int, str]]] = {}
         self._result: list[Variable] | None = None
         self._final: dict[int, Variable] = {}
+        # For type rules: each expression's decoded (type, value, decoder), walked after
+        # the resume for values of the rules' types inside it (reach.py).
+        self._seen: dict[Expr, tuple] = {}
+        self._shown: list[Variable] | None = None
         self._waits_for_file = False   # only constant data left: decoded after the resume
         self.rounds = 0
 
@@ -303,7 +366,33 @@ class FrameJob:
             self.mem.final = True
             self.mem.wanted.clear()
             self._result = self._pass()[0]
-        return self._result
+        if self._shown is None:
+            self._shown = self._with_rules(self._result) if self.plan.rules else self._result
+        return self._shown
+
+    def _with_rules(self, found: list[Variable]) -> list[Variable]:
+        """Type rules' part: their variables marked (those not live here left out: a rule
+        asks for the values there are, not for every variable of the type), then the
+        values of their types reached inside every captured value."""
+        out = []
+        for e, v in zip(self.exprs, found):
+            if e.rule is not None:
+                if not v.available:
+                    continue
+                v.rule, v.of = e.rule, e.root
+            out.append(v)
+        names = {v.name for v in out}
+        for e, v in zip(self.exprs, found):
+            seen = self._seen.get(e)
+            if seen is None:
+                continue
+            t, value, dec = seen
+            for r in reach.reached_variables(t, value, e.text, self.plan.rules, dec.dynamic,
+                                             skip=e.rule if not e.steps else None):
+                if r.name not in names:
+                    names.add(r.name)
+                    out.append(r)
+        return out
 
     # --- one decoding pass ----------------------------------------------------------------
     def _pass(self) -> tuple[list[Variable], bool]:
@@ -314,7 +403,8 @@ class FrameJob:
         for i, e in enumerate(self.exprs):
             v = self._final.get(i)
             if v is None:
-                dec = ValueDecoder(self.plan.debug, self.mem, self.plan.limits, self.plan.bias)
+                decoder = reach.WatchingDecoder if self.plan.rules else ValueDecoder
+                dec = decoder(self.plan.debug, self.mem, self.plan.limits, self.plan.bias)
                 v = self._one_safe(dec, e)
                 if dec.pending:
                     pending = True
@@ -365,7 +455,7 @@ class FrameJob:
         if loc is PENDING:
             return Variable(e.text, t.name, None)
         t, addr = loc
-        type_name = t.name
+        type_name = _shown_type(t)
         if t.kind in ("iface", "eface"):
             raw = dec.read(addr, 16)
             if isinstance(raw, bytes):
@@ -380,6 +470,8 @@ class FrameJob:
             value = dec.at(t, addr)
         if value is PENDING:
             return Variable(e.text, type_name, None)
+        if self.plan.rules:
+            self._seen[e] = (t, value, dec)
         return Variable(e.text, type_name, value, truncated=dec.truncated,
                         error=dec.errors[0] if dec.errors else None)
 

@@ -123,12 +123,17 @@ def take_snapshot(targets: list[Target] | list[int], capture=None, limits=None, 
         raise CaptureSpecError(f"unknown function {absent[0]!r}: not in the program of any "
                                "target (capture specs name functions as main.settle or "
                                "pkg/path.(*T).Method)")
+    unknown = _types_in_no_target(targets, spec) if spec and spec.types else []
+    if unknown and strict_capture:
+        raise CaptureSpecError(f"unknown type {unknown[0]!r}: not in the program of any target "
+                               "(type rules name types as main.Order or pkg/path.T)")
     snap = Snapshot(taken_at=now_rfc3339(), settings=cfg.recorded())
     facts: dict[int, links_mod.ProcessFacts] = {}
     with _lock:
         procs = _snapshot_together(targets, spec, limits, cfg, facts_out=facts)
     for proc in procs:
         proc.notes += [f"capture: no function {fn} in any target" for fn in absent]
+        proc.notes += [f"capture: no type {t} in any target" for t in unknown]
     snap.processes.extend(procs)
     snap.skew_ns = skew_ns(procs)
     if cfg.links or user_links:
@@ -153,6 +158,21 @@ def _functions_in_no_target(targets: list[Target], spec) -> list[str]:
         except SideeyeError:
             return []
         left = [fn for fn in left if not has_function(symtab, fn)]
+        if not left:
+            break
+    return left
+
+
+def _types_in_no_target(targets: list[Target], spec) -> list[str]:
+    """Type rules' types found in none of the targets' DWARF (a target that cannot be read
+    counts as having them all: its own error says what is wrong)."""
+    left = list(spec.types)
+    for t in targets:
+        try:
+            debug = analyze(exe_for_pid(t.pid), need_layout=False).debug
+        except SideeyeError:
+            return []
+        left = [name for name in left if not capture_mod.knows_type(debug, name)]
         if not left:
             break
     return left
@@ -487,7 +507,9 @@ def _make_plan(info, spec, limits, bias: int):
     if spec is None:
         return None
     mine = capture_mod.CaptureSpec({fn: exprs for fn, exprs in spec.functions.items()
-                                    if has_function(info.symtab, fn)})
+                                    if has_function(info.symtab, fn)},
+                                   {name: rule for name, rule in spec.types.items()
+                                    if capture_mod.knows_type(info.debug, name)})
     if not mine:
         return None
     kw = {"limits": limits} if limits is not None else {}
