@@ -10,13 +10,17 @@ Tables (documented in docs/snapshot-format.md):
                 top_function)
     frames     (pid, goroutine, depth, function, file, line, pc, inlined, wrapper)  depth 0: leaf
     variables  (pid, goroutine, depth, function, name, type, value, available, truncated,
-                error)                           value: JSON text
+                error, rule, of)                 value: JSON text; rule, of: a type rule's
+                                                 value (its TYPE, the value's name), else NULL
     labels     (pid, goroutine, key, value)      pprof labels, one row each
     links      (kind, client_pid, client_goroutine, server_pid, server_goroutine,
                 client_addr, server_addr, method, path, stream_id, value, tls,
                 transport)                       tls: 1, 0 or NULL (not known)
     and one table per captured function, named as the function ("main.settle"), one row per
-    frame, one column per expression (JSON text): what Side-Eye's users query.
+    frame, one column per expression (JSON text): what Side-Eye's users query;
+    and one table per type rule, named "type:" and the type ("type:main.Order"), one row
+    per value found: (pid, goroutine, depth, function, of), then a column per expression
+    of the rule ("value" for a rule on the whole value).
 
 JSON columns work with SQLite's JSON functions (`json_extract(value, '$.ID')`). Every
 identifier is quoted, so hostile function or expression names stay names.
@@ -46,7 +50,7 @@ CREATE TABLE frames (
   pc INTEGER, inlined INTEGER, wrapper INTEGER, PRIMARY KEY (pid, goroutine, depth));
 CREATE TABLE variables (
   pid INTEGER, goroutine INTEGER, depth INTEGER, function TEXT, name TEXT, type TEXT,
-  value TEXT, available INTEGER, truncated INTEGER, error TEXT);
+  value TEXT, available INTEGER, truncated INTEGER, error TEXT, rule TEXT, "of" TEXT);
 CREATE TABLE labels (
   pid INTEGER, goroutine INTEGER, key TEXT, value TEXT, PRIMARY KEY (pid, goroutine, key));
 CREATE TABLE links (
@@ -58,6 +62,8 @@ CREATE INDEX variables_by_function ON variables (function, name);
 """
 # Columns every per-function table starts with; the expressions follow.
 FRAME_COLUMNS = ("pid", "goroutine", "depth")
+# Columns every per-type table starts with; the rule's expressions follow.
+RULE_COLUMNS = ("pid", "goroutine", "depth", "function", "of")
 
 
 def quote(name: str) -> str:
@@ -93,12 +99,15 @@ def _fill(db: sqlite3.Connection, snap) -> None:
             "test": _json(snap.test) if snap.test is not None else None}
     db.executemany("INSERT INTO snapshot VALUES (?, ?)", [(k, _text(v)) for k, v in meta.items()])
     captured: dict[str, list[str]] = {}   # function -> expressions, in capture order
+    rules: dict[str, list[str]] = {}      # type rule -> its expressions, in capture order
     for p in snap.processes:
         _process(db, p)
         for g in p.goroutines:
-            _goroutine(db, p.pid, g, captured)
+            _goroutine(db, p.pid, g, captured, rules)
     for function, names in captured.items():
         _function_table(db, snap, function, names)
+    for rule, exprs in rules.items():
+        _rule_table(db, snap, rule, exprs)
     db.executemany("INSERT INTO links VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                    [(ln.kind, ln.client.pid if ln.client else None,
                      ln.client.goroutine if ln.client else None,
@@ -119,7 +128,8 @@ def _process(db, p) -> None:
                 _text(_json(p.notes)) if p.notes else None))
 
 
-def _goroutine(db, pid: int, g, captured: dict[str, list[str]]) -> None:
+def _goroutine(db, pid: int, g, captured: dict[str, list[str]],
+               rules: dict[str, list[str]]) -> None:
     cb = g.created_by
     top = next((f.function for f in g.frames if not f.function.startswith("runtime.")),
                g.frames[0].function if g.frames else None)
@@ -136,12 +146,19 @@ def _goroutine(db, pid: int, g, captured: dict[str, list[str]]) -> None:
     for depth, f in enumerate(g.frames):
         if not f.variables:
             continue
-        names = captured.setdefault(f.function, [])
-        names += [v.name for v in f.variables if v.name not in names]
-        db.executemany("INSERT INTO variables VALUES (?,?,?,?,?,?,?,?,?,?)",
+        own = [v.name for v in f.variables if v.rule is None]
+        if own:
+            names = captured.setdefault(f.function, [])
+            names += [n for n in own if n not in names]
+        for v in f.variables:
+            if v.rule is not None:
+                exprs = rules.setdefault(v.rule, [])
+                if _rule_expression(v) not in exprs:
+                    exprs.append(_rule_expression(v))
+        db.executemany("INSERT INTO variables VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                        [(pid, g.id, depth, _text(f.function), _text(v.name), _text(v.type),
                          _text(_json(v.value)), int(v.available), int(v.truncated),
-                         _text(v.error)) for v in f.variables])
+                         _text(v.error), _text(v.rule), _text(v.of)) for v in f.variables])
 
 
 def _function_table(db, snap, function: str, names: list[str]) -> None:
@@ -155,9 +172,9 @@ def _function_table(db, snap, function: str, names: list[str]) -> None:
     for p in snap.processes:
         for g in p.goroutines:
             for depth, f in enumerate(g.frames):
-                if f.function != function or not f.variables:
+                if f.function != function or not any(v.rule is None for v in f.variables):
                     continue
-                values = {v.name: v for v in f.variables}
+                values = {v.name: v for v in f.variables if v.rule is None}
                 rows.append((p.pid, g.id, depth,
                              *(_text(_json(values[n].value)) if n in values and
                                values[n].available else None for n in names)))
@@ -165,10 +182,42 @@ def _function_table(db, snap, function: str, names: list[str]) -> None:
     db.executemany(f"INSERT INTO {quote(table)} VALUES ({marks})", rows)
 
 
-def _column_names(names: list[str]) -> list[str]:
+def _rule_expression(v) -> str:
+    """A rule's variable's expression relative to its value ("ID" of "o.ID"); "value" for
+    the whole value."""
+    of = v.of or ""
+    rel = v.name[len(of):].lstrip(".") if v.name.startswith(of) else v.name
+    return rel or "value"
+
+
+def _rule_table(db, snap, rule: str, exprs: list[str]) -> None:
+    """One table per type rule: a row per value found, a column per expression."""
+    table = _table_name(db, "type:" + rule)
+    columns = [*RULE_COLUMNS, *_column_names(exprs, RULE_COLUMNS)]
+    db.execute(f"CREATE TABLE {quote(table)} ("
+               + ", ".join(f"{quote(c)} {'INTEGER' if i < 3 else 'TEXT'}"
+                           for i, c in enumerate(columns)) + ")")
+    rows = []
+    for p in snap.processes:
+        for g in p.goroutines:
+            for depth, f in enumerate(g.frames):
+                found: dict[str, dict] = {}
+                for v in f.variables:
+                    if v.rule == rule:
+                        found.setdefault(v.of or "", {})[_rule_expression(v)] = v
+                for of, values in found.items():
+                    rows.append((p.pid, g.id, depth, _text(f.function), _text(of),
+                                 *(_text(_json(values[e].value)) if e in values and
+                                   values[e].available and not values[e].error else None
+                                   for e in exprs)))
+    marks = ",".join("?" * len(columns))
+    db.executemany(f"INSERT INTO {quote(table)} VALUES ({marks})", rows)
+
+
+def _column_names(names: list[str], first: tuple[str, ...] = FRAME_COLUMNS) -> list[str]:
     """Expression names as column names: SQLite's are case-insensitive and the frame
     columns come first, so a clash gets a `#2` suffix rather than breaking the table."""
-    taken = {c.lower() for c in FRAME_COLUMNS}
+    taken = {c.lower() for c in first}
     out = []
     for n in names:
         name, k = _text(n), 2

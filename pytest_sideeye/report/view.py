@@ -390,18 +390,21 @@ def clean_logs(logs: str) -> str:
 
 def captures_view(snapshot: Snapshot, labels: list[str], opts: Options) -> list[dict]:
     """One table per captured function: a row per frame (across goroutines and processes),
-    a column per captured expression."""
+    a column per captured expression. A type rule's values have tables of their own
+    (rules_view)."""
     tables: dict[str, dict] = {}
     for pi, p in enumerate(snapshot.processes):
         for g in p.goroutines:
             for f in g.frames:
-                if not f.variables:
+                if not any(v.rule is None for v in f.variables):
                     continue
                 t = tables.setdefault(f.function, {"function": clean(f.function),
                                                    "columns": {}, "rows": [], "total": 0})
                 t["total"] += 1
                 for v in f.variables:
-                    t["columns"].setdefault(v.name, {"name": clean(v.name), "type": clean(v.type)})
+                    if v.rule is None:
+                        t["columns"].setdefault(v.name, {"name": clean(v.name),
+                                                         "type": clean(v.type)})
                 if len(t["rows"]) < opts.max_table_rows:
                     t["rows"].append((pi, g, f))
     out = []
@@ -415,8 +418,51 @@ def captures_view(snapshot: Snapshot, labels: list[str], opts: Options) -> list[
     return out
 
 
-def _capture_row(label: str, g: Goroutine, f: Frame, names: list[str]) -> dict:
-    by_name = {v.name: v for v in f.variables}
+def rule_expression(v: Variable) -> str:
+    """A type rule's variable's expression relative to its value: "ID" of "o.ID"; "" for
+    the whole value."""
+    of = v.of or ""
+    return v.name[len(of):].lstrip(".") if v.name.startswith(of) else v.name
+
+
+def rules_view(snapshot: Snapshot, labels: list[str], opts: Options) -> list[dict]:
+    """One table per type rule: a row per value found (a frame's variable of the type, or
+    one reached inside a captured value), a column per expression of the rule."""
+    tables: dict[str, dict] = {}
+    for pi, p in enumerate(snapshot.processes):
+        for g in p.goroutines:
+            for f in g.frames:
+                values: dict[tuple[str, str], dict[str, Variable]] = {}
+                for v in f.variables:
+                    if v.rule is not None:
+                        values.setdefault((v.rule, v.of or ""), {})[rule_expression(v)] = v
+                for (rule, of), by_expr in values.items():
+                    t = tables.setdefault(rule, {"columns": {}, "rows": [], "total": 0})
+                    t["total"] += 1
+                    for expr, v in by_expr.items():
+                        t["columns"].setdefault(expr, {"name": clean(expr or "(value)"),
+                                                       "type": clean(v.type)})
+                    if len(t["rows"]) < opts.max_table_rows:
+                        t["rows"].append((pi, g, f, of, by_expr))
+    out = []
+    for rule in sorted(tables):
+        t = tables[rule]
+        exprs = list(t["columns"])
+        rows = []
+        for pi, g, f, of, by_expr in t["rows"]:
+            row = _capture_row(labels[pi], g, f, exprs, by_expr)
+            row.update({"function": clean(f.function), "of": clean(of)})
+            rows.append(row)
+        out.append({"type": clean(rule), "columns": [t["columns"][e] for e in exprs],
+                    "rows": rows, "total": t["total"], "shown": len(rows),
+                    "anchor": "t" + hashlib.sha1(rule.encode("utf-8", "surrogatepass")).hexdigest()[:10]})
+    return out
+
+
+def _capture_row(label: str, g: Goroutine, f: Frame, names: list[str],
+                 by_name: dict[str, Variable] | None = None) -> dict:
+    if by_name is None:
+        by_name = {v.name: v for v in f.variables if v.rule is None}
     cells = []
     for n in names:
         v = by_name.get(n)
@@ -537,6 +583,7 @@ def page_view(snapshot: Snapshot, opts: Options) -> dict:
         "total": sum(p["count"] for p in procs),
         "groups_total": sum(len(p["groups"]) for p in procs),
         "captures": captures_view(snapshot, labels, opts),
+        "rules": rules_view(snapshot, labels, opts),
         "chains": chains_view(snapshot),
         "links": links_view(snapshot),
         "states": state_options(snapshot),
