@@ -24,6 +24,8 @@ non-standard packages (main included) are read; for a standard one, all.
 """
 from __future__ import annotations
 
+import dataclasses
+
 from pytest_sideeye.binary import DebugInfo, GoType, package_of
 from pytest_sideeye.capture.spec import CaptureSpec, Expr, TypeRule, rule_expr_for
 
@@ -105,8 +107,8 @@ def expand(spec: CaptureSpec, debug: DebugInfo) -> CaptureSpec:
     variable of its type (marked with the rule); the rules stay in `types` for reach.py."""
     if not spec.types:
         return spec
-    out = CaptureSpec({fn: list(exprs) for fn, exprs in spec.functions.items()},
-                      dict(spec.types))
+    out = dataclasses.replace(spec, functions={fn: list(exprs)
+                                               for fn, exprs in spec.functions.items()})
     for fn, found in frame_variables(debug, list(spec.types.values())).items():
         bucket = out.functions.setdefault(fn, [])
         for name, rule in found:

@@ -124,7 +124,8 @@ def _embed_variables(g: Goroutine, stack: list[dict], gj: dict) -> None:
         if schema is None:
             schema = frame["capture"] = [[v.name, v.type] for v in f.variables]
         if len(schema) == len(f.variables) and all(
-                v.available and not v.truncated and not v.error and c[0] == v.name
+                v.available and not v.truncated and not v.error and v.rule is None
+                and c[0] == v.name
                 and c[1] == v.type for c, v in zip(schema, f.variables)):
             values[str(i)] = [v.value for v in f.variables]
         else:

@@ -12,6 +12,7 @@ from samples import END_SCRIPT, XSS_ATTR, XSS_SCRIPT
 
 from pytest_sideeye import report
 from pytest_sideeye.report import view, write_sqlite
+from pytest_sideeye.report.embed import snapshot_from_report
 from pytest_sideeye.snapshot import Frame, Goroutine, Process, Snapshot, Variable
 
 RULE = "main.Order"
@@ -112,3 +113,11 @@ def test_rule_marks_round_trip_in_the_json():
     assert (v.name, v.rule, v.of) == ("h.Ptr.ID", RULE, "h.Ptr")
     assert back.processes[0].goroutines[1].frames[1].variables[0].rule is None
     assert "rule" not in snap.processes[0].goroutines[1].frames[1].variables[0].to_json()
+
+
+def test_rule_marks_survive_the_report_embedding():
+    """`sideeye report THIS.html` reads the snapshot back from the page: a rule's values
+    keep their marks (the embedding's values-only shortcut has no room for them)."""
+    snap = typed_snapshot()
+    back = snapshot_from_report(report.render_html(snap))
+    assert back.to_json() == snap.to_json()
