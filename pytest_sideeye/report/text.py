@@ -28,10 +28,18 @@ def clean(text: Any) -> str:
     return str(text).translate(_CONTROL)
 
 
+# Characters a literal shows escaped although they are valid text, as Go's strconv.Quote
+# does (they are not printable): line and paragraph separators, the byte-order mark, and
+# the bidirectional controls, which would reorder what a reader sees around them.
+_INVISIBLE = frozenset([0x2028, 0x2029, 0xFEFF, 0x200E, 0x200F, *range(0x202A, 0x202F),
+                        *range(0x2066, 0x206A)])
+
+
 def go_quote(s: str) -> str:
     """A Go-style double-quoted string literal: quotes, backslashes and control characters
     escaped; bytes that were not valid UTF-8 (surrogate escapes) shown as \\xNN, other
-    unpaired surrogates as \\uXXXX. Unambiguous, so a value reads back exactly."""
+    unpaired surrogates, separators and bidi controls as \\uXXXX. Unambiguous, so a
+    value reads back exactly."""
     out = ['"']
     for ch in s:
         c = ord(ch)
@@ -47,7 +55,7 @@ def go_quote(s: str) -> str:
             out.append(f"\\x{c:02x}")
         elif 0xDC80 <= c <= 0xDCFF:
             out.append(f"\\x{c - 0xDC00:02x}")
-        elif 0xD800 <= c <= 0xDFFF or c in (0x2028, 0x2029, 0xFEFF):
+        elif 0xD800 <= c <= 0xDFFF or c in _INVISIBLE:
             out.append(f"\\u{c:04x}")
         else:
             out.append(ch)

@@ -6,13 +6,16 @@ one is found and its values are what the program itself printed."""
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 
+import markupsafe
 import pytest
 from oracle import start_app
 from support import GO_VERSIONS
 
-from pytest_sideeye import engine
+from pytest_sideeye import engine, report
+from pytest_sideeye.report import view, write_sqlite
 
 pytestmark = pytest.mark.usefixtures("needs_root")
 
@@ -79,3 +82,27 @@ def test_a_type_rule_finds_every_value_of_its_type(go_build, version, bpf_captur
     # The function spec's own variable is there, unmarked.
     [(_g, hold)] = snap.frames("main.hold")
     assert [(v.name, v.rule) for v in hold.variables][0] == ("h", None)
+
+
+def test_the_reports_show_a_rules_values_with_hostile_strings_escaped(go_build, tmp_path):
+    """The fixture's order 102 has a customer made to break a page (a script tag, an
+    entity, a bidi override, an escape sequence, a NUL): the report's per-type table shows
+    it as text, the SQLite per-type table holds it exactly."""
+    with start_app(go_build("typerules", GO_VERSIONS[-1])) as app:
+        hostile = printed_values(app)["orders"][1]["Customer"]
+        snap = engine.take_snapshot([app.pid], capture=["type:main.Order: ID, Customer"])
+    assert "<script>" in hostile
+    page = report.render_html(snap)
+    assert page.count("<script") == 2        # the page's own: the data and the enhancer
+    [table] = [t for t in view.rules_view(snap, ["p"], view.Options())
+               if t["type"] == "main.Order"]
+    cells = {r["of"] + "@" + r["function"]: [c["text"] for c in r["cells"]]
+             for r in table["rows"]}
+    # Go-quoted, as strconv.Quote would: quotes, controls and the bidi override escaped.
+    want = '"<script>alert(\\"o\\")</script>&amp;\\u202e\\x1b[31m\\x00end"'
+    assert cells["o@main.byValue"] == ["102", want]
+    assert str(markupsafe.escape(want)) in page
+    db = sqlite3.connect(write_sqlite(snap, tmp_path / "t.db"))
+    [(text,)] = db.execute('SELECT Customer FROM "type:main.Order" '
+                           "WHERE function = 'main.byValue'").fetchall()
+    assert json.loads(text) == hostile    # (json_extract would stop at its NUL)
