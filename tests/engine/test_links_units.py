@@ -47,3 +47,29 @@ def test_own_unix_sockets_resolve_to_their_peers(tmp_path):
     finally:
         for x in (client, server, listener):
             x.close()
+
+
+def test_an_http2_caller_takes_its_connections_fd_from_the_connections_reader():
+    """Over TLS the caller's frame cannot read its connection's fd: its connection's reader
+    goroutine (ClientConn.readLoop, the same lastActive) waits in a read on it. Two
+    connections, told apart by their keys; a caller whose fd was read keeps it."""
+    from pytest_sideeye.engine.links import Fact, http2
+    facts = [Fact(1, "h2_client", None, stream=1, conn_key=(5, 100)),
+             Fact(2, "h2_client", None, stream=1, conn_key=(5, 200)),
+             Fact(3, "h2_client", 9, stream=3, conn_key=(5, 200)),
+             Fact(4, "h2_client", None, stream=5, conn_key=(5, 300)),   # no reader seen
+             Fact(10, "h2_conn", None, conn_key=(5, 100)), Fact(10, "read", 7),
+             Fact(11, "h2_conn", None, conn_key=(5, 200)), Fact(11, "read", 8)]
+    http2.resolve(facts)
+    assert [(f.goroutine, f.fd) for f in facts if f.role == "h2_client"] == \
+        [(1, 7), (2, 8), (3, 9), (4, None)]
+
+
+def test_http2_keys_and_streams_as_the_probes_read_them():
+    from pytest_sideeye.engine.links import http2
+    assert http2.conn_key("h2_client", {"conn_wall": 5, "conn_ext": 100}) == (5, 100)
+    assert http2.conn_key("h2_server", {"conn_wall": 5, "conn_ext": 100}) is None
+    assert http2.conn_key("h2_conn", {"conn_wall": 0, "conn_ext": 0}) is None    # never set
+    assert http2.keep("h2_server", {"stream": 3})
+    assert not http2.keep("h2_server", {"stream": 0}) and not http2.keep("h2_client", {})
+    assert not http2.keep("h2_conn", {"conn_wall": 5})

@@ -11,8 +11,11 @@ are equal.
 
 One module per protocol, each with its probes (PROBES: function -> (role, {fact:
 alternative expressions})), its ranks (RANK: which goroutine stands for an end), keep()
-(whether a frame's values make a fact) and its pairing rule (pair()): adding a protocol
-is adding a module and naming it in PROTOCOLS.
+(whether a frame's values make a fact) and its pairing rule (pair()); optionally
+REQUIRED (role -> the facts without which its probe is dropped from a binary), conn_key()
+(what names a frame's connection in its process when its fd cannot be read) and resolve()
+(giving a process's facts the fds their connections' other frames read): adding a
+protocol is adding a module and naming it in PROTOCOLS.
 
     probes = probe_spec(info)                       # per binary, before the pause
     facts = take_facts(proc, probes, user_spec)     # after decoding, per process
@@ -25,7 +28,7 @@ import ipaddress
 import json
 
 from pytest_sideeye import capture as capture_mod
-from pytest_sideeye.engine.links import grpc, http1, tcp, user
+from pytest_sideeye.engine.links import grpc, http1, http2, tcp, user
 from pytest_sideeye.engine.links.ends import End, Fact, ProcessFacts
 from pytest_sideeye.engine.links.sockets import NetView, Socket, _address, address_text, format_addr
 from pytest_sideeye.engine.links.user import MAX_USER_PAIRS
@@ -39,8 +42,9 @@ __all__ = ["PROBES", "PROTOCOLS", "MAX_USER_PAIRS", "Fact", "NetView", "ProcessF
            "_address"]
 
 # The protocols, most specific first: a connection is gRPC if any stream on it says so,
-# HTTP/1 if a request does, else a plain TCP connection (tcp pairs every connection).
-PROTOCOLS = (grpc, http1, tcp)
+# net/http's HTTP/2 if a stream does, HTTP/1 if a request does, else a plain TCP
+# connection (tcp pairs every connection).
+PROTOCOLS = (grpc, http2, http1, tcp)
 # What each built-in probe reads in a frame of its function, and what the frame says.
 # Each fact may be read by alternative expressions (the first that holds a value wins).
 # Every expression is checked against the binary's DWARF (probe_spec): one that a Go
@@ -49,6 +53,9 @@ PROBES: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
     fn: probe for proto in PROTOCOLS for fn, probe in proto.PROBES.items()}
 _PROTOCOL_OF_ROLE = {role: proto for proto in PROTOCOLS for role in proto.RANK}
 _RANK = {role: rank for proto in PROTOCOLS for role, rank in proto.RANK.items()}
+# The facts without which a role's probe is dropped from a binary (a protocol's REQUIRED).
+_REQUIRED = {role: list(facts) for proto in PROTOCOLS
+             for role, facts in getattr(proto, "REQUIRED", {}).items()}
 
 # The probes a binary accepts, on disk by build id and the probes' own text: checking them
 # plans each against the DWARF, ~0.5 s of a `sideeye snapshot` run without the agent.
@@ -66,7 +73,8 @@ def probe_spec(info) -> capture_mod.CaptureSpec:
 def _cached_probes(info) -> capture_mod.CaptureSpec:
     if not info.has_dwarf:
         return capture_mod.CaptureSpec()   # where a variable is, only DWARF says
-    key = "probes-" + hashlib.sha256(json.dumps([info.build_id, PROBES]).encode()).hexdigest()[:32]
+    key = "probes-" + hashlib.sha256(json.dumps([info.build_id, PROBES, _REQUIRED]).encode()
+                                     ).hexdigest()[:32]
     kept = PROBE_CACHE.load(key)
     if not (isinstance(kept, dict) and all(isinstance(v, list) for v in kept.values())):
         kept = {fn: [e.text for e in exprs]
@@ -78,7 +86,7 @@ def _cached_probes(info) -> capture_mod.CaptureSpec:
 
 def _checked_probes(info) -> capture_mod.CaptureSpec:
     out = capture_mod.CaptureSpec()
-    for fn, (_role, exprs) in PROBES.items():
+    for fn, (role, exprs) in PROBES.items():
         if info.symtab.func_by_name(fn) is None and not info.symtab.inlined_ranges(fn):
             continue
         kept = []
@@ -88,7 +96,11 @@ def _checked_probes(info) -> capture_mod.CaptureSpec:
             except (CaptureSpecError, Exception):   # noqa: BLE001 - a probe never fails a snapshot
                 continue
             kept.append(capture_mod.parse_expr(text))
-        if kept:
+        texts = {e.text for e in kept}
+        # A probe that cannot read what its role needs reads for nothing; worse where its
+        # function is inlined (Go 1.24's ClientConn.RoundTrip, named for Go 1.21's): the
+        # capture reads such frames in the slow Python rounds, in the pause.
+        if kept and all(texts & set(exprs[fact]) for fact in _REQUIRED.get(role, ())):
             out.functions[fn] = kept
     return out
 
@@ -99,8 +111,7 @@ def merged(user: capture_mod.CaptureSpec | None,
     if not probes:
         return user
     out = capture_mod.CaptureSpec({fn: list(es) for fn, es in
-                                   (user.functions if user else {}).items()},
-                                  dict(user.types) if user else {})
+                                   (user.functions if user else {}).items()})
     for fn, exprs in probes.functions.items():
         bucket = out.functions.setdefault(fn, [])
         bucket += [e for e in exprs if e not in bucket]
@@ -129,6 +140,9 @@ def take_facts(proc: Process, probes: capture_mod.CaptureSpec,
             mine = {t for alts in exprs.values() for t in alts}
             f.variables = [v for v in f.variables
                            if v.name not in mine or (f.function, v.name) in asked]
+    for proto in PROTOCOLS:
+        if hasattr(proto, "resolve"):
+            proto.resolve(out.facts)
     return out
 
 
@@ -146,11 +160,13 @@ def _fact(goroutine: int, role: str, got: dict) -> Fact | None:
     if isinstance(path, str) and isinstance(query, str) and query:
         path = f"{path}?{query}"
     tls = got.get("tls")
+    proto = _PROTOCOL_OF_ROLE[role]
     return Fact(goroutine, role, fd,
                 method if isinstance(method, str) else None,
                 path if isinstance(path, str) else None,
                 _int(got.get("stream")), local_port, remote,
-                tls if isinstance(tls, bool) else None)
+                tls if isinstance(tls, bool) else None,
+                proto.conn_key(role, got) if hasattr(proto, "conn_key") else None)
 
 
 def _int(v) -> int | None:

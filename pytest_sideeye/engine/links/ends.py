@@ -20,10 +20,13 @@ class Fact:
     fd: int | None
     method: str | None = None
     path: str | None = None
-    stream: int | None = None        # HTTP/2 stream id (gRPC)
+    stream: int | None = None        # HTTP/2 stream id (gRPC, net/http's HTTP/2)
     local_port: int | None = None
     remote: tuple[str | None, int] | None = None
     tls: bool | None = None          # the connection is TLS (None: not known)
+    # What names the connection within its process when its fd could not be read, the same
+    # in every frame on it (http2.py: the ClientConn's lastActive); None: nothing.
+    conn_key: tuple | None = None
 
 
 @dataclass
@@ -64,3 +67,23 @@ def tls_of(*facts: Fact | None) -> bool | None:
     """A link's `tls`: True when a side read its connection's TLS state, else None (plain,
     or not known: a plain server connection reads the same as an unread one)."""
     return True if any(f is not None and f.tls for f in facts) else None
+
+
+def streams(end: End | None, role: str) -> dict[int, Fact]:
+    """An end's facts in `role` by stream id (HTTP/2: gRPC, net/http's), the lowest
+    goroutine's when two name one stream."""
+    if end is None:
+        return {}
+    out: dict[int, Fact] = {}
+    for f in sorted(end.facts, key=lambda f: f.goroutine):
+        if f.role == role:
+            out.setdefault(f.stream, f)
+    return out
+
+
+def stream_side(end: End | None, fact: Fact | None) -> Endpoint | None:
+    """A stream's side: its goroutine, else the process alone (no goroutine of it waits
+    on that stream: the transport's reader does not stand for a stream)."""
+    if end is None:
+        return None
+    return Endpoint(end.pid, fact.goroutine if fact else None)

@@ -9,9 +9,9 @@ localAddr and remoteAddr): those find the connection when it is wrapped (TLS cre
 cmux, a limit listener), where the fd's type assertion cannot."""
 from __future__ import annotations
 
-from pytest_sideeye.engine.links.ends import End, Fact, tls_of
+from pytest_sideeye.engine.links.ends import End, stream_side, streams, tls_of
 from pytest_sideeye.engine.links.probe_text import conn_fd
-from pytest_sideeye.snapshot import Endpoint, Link
+from pytest_sideeye.snapshot import Link
 
 _GRPC = "google.golang.org/grpc"
 # The stream's own transport (stream.st), not the argument t: Go 1.21's DWARF puts t in a
@@ -45,31 +45,14 @@ def keep(role: str, got: dict) -> bool:
 
 def pair(client: End | None, server: End | None, client_addr: str | None,
          server_addr: str | None) -> list[Link]:
-    calls = _streams(client, "grpc_client")
-    handlers = _streams(server, "grpc_server")
+    calls = streams(client, "grpc_client")
+    handlers = streams(server, "grpc_server")
     links = []
     for sid in sorted(set(calls) | set(handlers)):
         call, handler = calls.get(sid), handlers.get(sid)
         src = call or handler
-        links.append(Link("grpc", _stream_side(client, call), _stream_side(server, handler),
+        links.append(Link("grpc", stream_side(client, call), stream_side(server, handler),
                           client_addr, server_addr, method=src.method, stream_id=sid,
                           tls=tls_of(call, handler), transport="h2"))
     return links
 
-
-def _streams(end: End | None, role: str) -> dict[int, Fact]:
-    if end is None:
-        return {}
-    out: dict[int, Fact] = {}
-    for f in sorted(end.facts, key=lambda f: f.goroutine):
-        if f.role == role:
-            out.setdefault(f.stream, f)
-    return out
-
-
-def _stream_side(end: End | None, fact: Fact | None) -> Endpoint | None:
-    """A stream's side: its goroutine, else the process alone (no goroutine of it waits
-    on that stream: the transport's reader does not stand for a stream)."""
-    if end is None:
-        return None
-    return Endpoint(end.pid, fact.goroutine if fact else None)
