@@ -149,6 +149,7 @@ class DebugInfo:
         self._cus_by_offset: dict[int, object] = {}
         self._loc_parser = LocationParser(self.dwarf.location_lists())
         self._package_vars: dict[str, dict[str, dict[str, int]]] = {}
+        self._inliners_warm: set[str] = set()
 
     # --- functions by address (pclntab) ---------------------------------------------
     def function_at(self, pc: int) -> str | None:
@@ -523,7 +524,11 @@ class DebugInfo:
 
     def warm_inliners(self, name: str) -> None:
         """Load, ahead of any pause, the bodies in the function's own package that inline
-        it (cross-package inlining sites are loaded on first use)."""
+        it (cross-package inlining sites are loaded on first use). Once per function: a
+        type rule plans a hundred functions at every snapshot."""
+        if name in self._inliners_warm:
+            return
+        self._inliners_warm.add(name)
         fn = self.function(name)
         if fn is None or fn.abstract_offset is None:
             return

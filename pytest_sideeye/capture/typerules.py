@@ -25,6 +25,7 @@ non-standard packages (main included) are read; for a standard one, all.
 from __future__ import annotations
 
 import dataclasses
+import weakref
 
 from pytest_sideeye.binary import DebugInfo, GoType, package_of
 from pytest_sideeye.capture.spec import CaptureSpec, Expr, TypeRule, rule_expr_for
@@ -83,10 +84,24 @@ def packages_for(debug: DebugInfo, rules: list[TypeRule]) -> list[str]:
     return [p for p in debug.packages() if everywhere or not is_standard(p)]
 
 
+# Per binary (its DebugInfo, kept while the binary is): rule types -> frame_variables's
+# answer. A snapshot plans its spec again each time; a rule on a standard type reads every
+# package's functions (~0.3 s warm for net/http.Request in a small server).
+_FOUND: "weakref.WeakKeyDictionary[DebugInfo, dict]" = weakref.WeakKeyDictionary()
+
+
 def frame_variables(debug: DebugInfo, rules: list[TypeRule]) -> dict[str, list[tuple[str, TypeRule]]]:
     """function -> [(variable, rule)] for every parameter and local holding a rule's type
     (results, ~r0, compiler temporaries, .dict, and the pieces Go 1.26+ splits captured
     slices into, orders.ptr, are not the program's variables)."""
+    key = tuple(rules)
+    known = _FOUND.setdefault(debug, {})
+    if key not in known:
+        known[key] = _frame_variables(debug, rules)
+    return known[key]
+
+
+def _frame_variables(debug: DebugInfo, rules: list[TypeRule]) -> dict[str, list[tuple[str, TypeRule]]]:
     out: dict[str, list[tuple[str, TypeRule]]] = {}
     for package in packages_for(debug, rules):
         for fn, variables in debug.package_variables(package).items():
