@@ -22,6 +22,7 @@ import os
 import time
 from typing import Callable
 
+import pytest_sideeye.capture.contexts as ctxrules
 from pytest_sideeye.binary import (
     BinaryInfo,
     DebugInfo,
@@ -190,7 +191,7 @@ def make_plan(binary: "str | os.PathLike | BinaryInfo", spec, limits: Limits | N
     segments (string literals) are read from its file at that bias: a BinaryInfo of
     /proc/PID/exe, as the engine passes, is the very file process PID runs."""
     debug = _debug_info(binary)
-    spec = parse_specs(spec)
+    spec = ctxrules.expand(parse_specs(spec), debug)
     limits = limits or Limits()
     _check_rules(debug, spec)
     spec = typerules.expand(spec, debug)
@@ -249,6 +250,8 @@ def _close_names(fn: str, debug: DebugInfo) -> str:
 def _check_steps(debug: DebugInfo, fn: str, e: Expr, t: GoType) -> None:
     """Static check of an expression against DWARF types (interfaces stop the check:
     their dynamic type is only known at run time)."""
+    if ctxrules.is_context_expr(e):
+        return   # a context rule's: planned on a context.Context variable, walked at run time
     where = f"{e.text!r} in {fn}"
     for st in e.steps:
         if st.op == "assert":
@@ -387,8 +390,14 @@ class FrameJob:
             if seen is None:
                 continue
             t, value, dec = seen
-            for r in reach.reached_variables(t, value, e.text, self.plan.rules, dec.dynamic,
-                                             skip=e.rule if not e.steps else None):
+            try:
+                found_here = reach.reached_variables(t, value, e.text, self.plan.rules,
+                                                     dec.dynamic,
+                                                     skip=e.rule if not e.steps else None)
+            except Exception as ex:  # noqa: BLE001 - a bug here must not lose the snapshot
+                v.error = v.error or f"type rules failed: {type(ex).__name__}: {ex}"
+                continue
+            for r in found_here:
                 if r.name not in names:
                     names.add(r.name)
                     out.append(r)
@@ -447,6 +456,8 @@ class FrameJob:
             if isinstance(addr, Variable):
                 addr.name = e.text
                 return addr
+        if ctxrules.is_context_expr(e):
+            return ctxrules.variable(dec, e, t, addr)
         try:
             loc = self._walk(dec, t, addr, e.steps)
         except _Fail as why:
