@@ -7,6 +7,7 @@ ReadTemplates, run by the engine's programs in the pause), the frame jobs of the
 path (`run_rounds`), and the decoding of the bytes read into JSON-ready values
 (values.ValueDecoder) after the resume.
 """
+from pytest_sideeye.capture.contexts import prune as prune_contexts
 from pytest_sideeye.capture.plan import FrameJob, Plan, make_plan, run_rounds
 from pytest_sideeye.capture.spec import (
     CaptureSpec,
@@ -33,6 +34,7 @@ from pytest_sideeye.capture.typerules import known as knows_type
 from pytest_sideeye.capture.values import Budget, Limits, Memory
 
 __all__ = ["C_FORMATS", "Budget", "CaptureOutput", "CaptureSpec", "Expr", "FrameJob", "Limits", "Memory",
+           "prune_contexts",
            "knows_type",
            "Plan", "ReadTemplates", "UserLink", "compile_plan", "make_plan", "parse_expr", "parse_link",
            "parse_links", "parse_output", "parse_specs", "parse_type_rule", "run_rounds", "split_exprs",

@@ -59,9 +59,11 @@ class TypeRule:
 class CaptureSpec:
     functions: dict[str, list[Expr]] = field(default_factory=dict)
     types: dict[str, TypeRule] = field(default_factory=dict)   # TYPE -> its rule
+    # Context rules, `context:KEYTYPE`: the key types (capture/contexts.py).
+    contexts: tuple[str, ...] = ()
 
     def __bool__(self) -> bool:
-        return bool(self.functions) or bool(self.types)
+        return bool(self.functions) or bool(self.types) or bool(self.contexts)
 
 
 _IDENT = re.compile(r"[A-Za-z_\u00c0-\uffff][\w\u00c0-\uffff]*")
@@ -168,10 +170,14 @@ def parse_specs(specs: "Iterable[str] | dict[str, Iterable[str]] | CaptureSpec |
         return specs
     pairs: list[tuple[str, str]] = []
     rules: list[TypeRule] = []
+    keys: list[str] = []
     if isinstance(specs, dict):
         for fn, exprs in specs.items():
             if isinstance(exprs, str):
                 exprs = split_exprs(exprs)
+            if str(fn).strip().startswith(CONTEXT_PREFIX):
+                keys.append(parse_context_rule(str(fn)))
+                continue
             if str(fn).strip().startswith(TYPE_PREFIX):
                 rules.append(parse_type_rule(f"{str(fn).strip()}: {', '.join(exprs)}"
                                              if exprs else str(fn)))
@@ -181,6 +187,9 @@ def parse_specs(specs: "Iterable[str] | dict[str, Iterable[str]] | CaptureSpec |
         if isinstance(specs, str):
             specs = [specs]
         for item in specs:
+            if item.strip().startswith(CONTEXT_PREFIX):
+                keys.append(parse_context_rule(item))
+                continue
             if item.strip().startswith(TYPE_PREFIX):
                 rules.append(parse_type_rule(item))
                 continue
@@ -203,7 +212,22 @@ def parse_specs(specs: "Iterable[str] | dict[str, Iterable[str]] | CaptureSpec |
             rule = TypeRule(rule.type, old.exprs + tuple(e for e in rule.exprs
                                                          if e not in old.exprs))
         out.types[rule.type] = rule
+    out.contexts = tuple(dict.fromkeys(keys))
     return out
+
+
+# --- context rules: `context:KEYTYPE` (capture/contexts.py) --------------------------------
+
+CONTEXT_PREFIX = "context:"
+
+
+def parse_context_rule(item: str) -> str:
+    """`context:main.userKey` -> the key type, "main.userKey"."""
+    key = item.strip()[len(CONTEXT_PREFIX):].strip().rstrip(":").strip()
+    if not key or any(c.isspace() or c in ",:" for c in key):
+        raise CaptureSpecError(f"bad capture spec {item!r}: expected context:KEYTYPE "
+                               "(e.g. context:main.userKey)")
+    return key
 
 
 # --- type rules: `type:TYPE: EXPR, EXPR` or `type:TYPE` (the whole value) -----------------
@@ -252,6 +276,8 @@ def split_spec_line(line: str) -> tuple[str, list[str]]:
     ('type:main.Order', ['ID']); 'type:main.Order' -> ('type:main.Order', []) (the whole
     value). For the ini option's lines and anything else that merges specs as a dict."""
     line = line.strip()
+    if line.startswith(CONTEXT_PREFIX):
+        return line, []
     if line.startswith(TYPE_PREFIX):
         end = len(TYPE_PREFIX) + _head_end(line[len(TYPE_PREFIX):])
         return line[:end].strip(), split_exprs(line[end + 1:])
@@ -332,7 +358,7 @@ def with_links(spec: CaptureSpec | None, links: list[UserLink]) -> CaptureSpec |
     if not links:
         return spec
     out = CaptureSpec({fn: list(exprs) for fn, exprs in (spec.functions if spec else {}).items()},
-                      dict(spec.types) if spec else {})
+                      dict(spec.types) if spec else {}, spec.contexts if spec else ())
     for ln in links:
         for fn, e in ((ln.client_function, ln.client_expr), (ln.server_function, ln.server_expr)):
             bucket = out.functions.setdefault(fn, [])

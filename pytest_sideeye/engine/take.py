@@ -421,6 +421,7 @@ def _finish(prep: _Prepared, got: _Collected, spec, cfg: settings.EngineSettings
         records_out.append(raw.freeze())
     if captures:
         _attach_variables(proc, captures)
+        capture_mod.prune_contexts(proc.goroutines, prep.plan.spec)
     if spec and not prep.info.has_dwarf:
         _no_dwarf_variables(proc, spec)
     facts = links_mod.take_facts(proc, prep.probes, spec)
@@ -510,6 +511,7 @@ def _make_plan(info, spec, limits, bias: int):
                                     if has_function(info.symtab, fn)},
                                    {name: rule for name, rule in spec.types.items()
                                     if capture_mod.knows_type(info.debug, name)})
+    mine.contexts = spec.contexts   # context rules: any program may hold a context
     if not mine:
         return None
     kw = {"limits": limits} if limits is not None else {}

@@ -26,6 +26,8 @@ from pytest_sideeye.snapshot import (
     Snapshot,
     Variable,
     apart_text,
+    done_context_text,
+    done_contexts,
     labels_text,
     own_frame,
     skew_text,
@@ -561,6 +563,12 @@ def chains_view(snapshot: Snapshot) -> list[dict]:
     return out
 
 
+def done_contexts_view(snapshot: Snapshot) -> list[dict]:
+    """Goroutines still waiting on a done context, longest done first (the classic hang)."""
+    return [{"who": clean(f"{_who(snapshot, d.pid)} g{d.goroutine}"),
+             "text": clean(done_context_text(d))} for d in done_contexts(snapshot)]
+
+
 def links_view(snapshot: Snapshot) -> list[dict]:
     return [{"kind": ln.kind,
              "client": _side(snapshot, ln.client, ln.client_addr),
@@ -585,6 +593,7 @@ def page_view(snapshot: Snapshot, opts: Options) -> dict:
         "captures": captures_view(snapshot, labels, opts),
         "rules": rules_view(snapshot, labels, opts),
         "chains": chains_view(snapshot),
+        "done_contexts": done_contexts_view(snapshot),
         "links": links_view(snapshot),
         "states": state_options(snapshot),
         "functions": all_functions(snapshot),

@@ -6,6 +6,7 @@ goroutine dumps (`godump`, the tests' oracle).
 Takes nothing of ours: every other stage imports it, it imports no other stage.
 """
 from pytest_sideeye.snapshot import buckets
+from pytest_sideeye.snapshot.contexts import DoneContext, done_context_text, done_contexts
 from pytest_sideeye.snapshot.diff import (
                                           GoroutineGroup,
                                           ProcessDiff,
@@ -30,15 +31,15 @@ from pytest_sideeye.snapshot.model import (
                                           now_rfc3339,
 )
 from pytest_sideeye.snapshot.textdump import (
-    apart_text,
-    chain_text,
-    labels_text,
-    own_frame,
-    side_text,
-    skew_text,
+                                          apart_text,
+                                          chain_text,
+                                          labels_text,
+                                          own_frame,
+                                          side_text,
+                                          skew_text,
 )
 from pytest_sideeye.snapshot.textdump import render as render_text
 
 __all__ = ["FORMAT", "STATUSES", "Chain", "Container", "Endpoint", "Link", "CreatedBy", "Frame", "Goroutine", "Process",
            "GoroutineGroup", "ProcessDiff", "Snapshot", "SnapshotDiff", "Variable", "buckets", "diff", "group_goroutines", "now_rfc3339", "parse_dump", "process_name",
-           "render_diff_text", "render_text", "chain_text", "labels_text", "own_frame", "side_text", "skew_text", "apart_text"]
+           "render_diff_text", "render_text", "DoneContext", "done_contexts", "done_context_text", "chain_text", "labels_text", "own_frame", "side_text", "skew_text", "apart_text"]

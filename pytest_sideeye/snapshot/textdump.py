@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 from typing import Iterable
 
+from pytest_sideeye.snapshot.contexts import done_context_text, done_contexts
 from pytest_sideeye.snapshot.godump import dump_info
 from pytest_sideeye.snapshot.links import Chain, Endpoint, Link
 from pytest_sideeye.snapshot.model import Frame, Goroutine, Process, Snapshot, Variable
@@ -48,6 +49,9 @@ def render(target: Snapshot | Process | Iterable[Process], *,
     blocks = [render_process(p, now_monotonic_ns=now_monotonic_ns) for p in processes]
     if isinstance(target, Snapshot) and target.links:
         blocks.insert(0, render_links(target))
+    done = render_done_contexts(target) if isinstance(target, Snapshot) else ""
+    if done:
+        blocks.insert(1 if target.links else 0, done)
     skew = skew_text(target) if isinstance(target, Snapshot) else None
     if skew:
         blocks.insert(0, f"# {skew}")
@@ -95,6 +99,18 @@ def render_links(snap: Snapshot) -> str:
         apart = f"  [{apart}]" if apart else ""
         lines.append(f"#   {ln.kind:4} {side_text(snap, ln.client, ln.client_addr)} -> "
                      f"{side_text(snap, ln.server, ln.server_addr)}{req}{addrs}{apart}")
+    return "\n".join(lines) + "\n"
+
+
+def render_done_contexts(snap: Snapshot) -> str:
+    """Goroutines still waiting on a done context (snapshot/contexts.py), as comment lines
+    right after the wait chains: the classic hang, listed first."""
+    done = done_contexts(snap)
+    if not done:
+        return ""
+    lines = ["# still waiting on a done context:"]
+    lines += [f"#   {process_label(snap, d.pid)} g{d.goroutine}: {done_context_text(d)}"
+              for d in done]
     return "\n".join(lines) + "\n"
 
 

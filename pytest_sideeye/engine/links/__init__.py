@@ -111,7 +111,9 @@ def merged(user: capture_mod.CaptureSpec | None,
     if not probes:
         return user
     out = capture_mod.CaptureSpec({fn: list(es) for fn, es in
-                                   (user.functions if user else {}).items()})
+                                   (user.functions if user else {}).items()},
+                                  dict(user.types) if user else {},
+                                  user.contexts if user else ())
     for fn, exprs in probes.functions.items():
         bucket = out.functions.setdefault(fn, [])
         bucket += [e for e in exprs if e not in bucket]

@@ -1,0 +1,106 @@
+"""Context rules (capture/contexts.py): `context:KEYTYPE` captures, in every frame of the
+program's own code holding a context.Context, the top-most value under a key of that type
+(`ctx[main.userKey]`), and every such context's deadline and error. Checked against what
+fixture ctxzoo's goroutines saw through their contexts' own methods (several WithValue
+layers, a cancel, an expired and a live timeout, a custom Context type wrapping a standard
+one by pointer and by value, WithoutCancel, a hostile value), on Go 1.21/1.24/1.27 and on
+both capture paths (BPF templates, which leave context steps to the Python rounds, and
+the Python rounds alone). The reports flag the goroutine still waiting on its expired
+context, and escape the hostile value."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from oracle import start_app
+from support import GO_VERSIONS
+
+from pytest_sideeye import capture
+from pytest_sideeye.capture.spec import split_spec_line
+from pytest_sideeye.engine import take_snapshot
+from pytest_sideeye.errors import CaptureSpecError
+from pytest_sideeye.report import render_html
+from pytest_sideeye.snapshot import done_contexts, render_text
+
+KEYS = ("main.userKey", "main.traceKey", "main.requestKey")
+CAPTURE = [f"context:{k}" for k in KEYS]
+
+
+# --- specs ----------------------------------------------------------------------------
+
+def test_context_rules_parse_in_every_form():
+    want = ("main.userKey", "main.traceKey")
+    assert capture.parse_specs(["context:main.userKey", "context: main.traceKey",
+                                "context:main.userKey"]).contexts == want
+    assert capture.parse_specs({"context:main.userKey": [], "context:main.traceKey": []}
+                               ).contexts == want
+    assert split_spec_line("context:main.userKey") == ("context:main.userKey", [])
+    spec = capture.parse_specs(["main.settle:o", "context:main.userKey"])
+    assert spec.contexts == ("main.userKey",) and list(spec.functions) == ["main.settle"]
+
+
+@pytest.mark.parametrize("bad", ["context:", "context:  ", "context:a b", "context:x,y"])
+def test_a_bad_context_rule_is_one_line(bad):
+    with pytest.raises(CaptureSpecError) as e:
+        capture.parse_specs([bad])
+    assert "\n" not in str(e.value) and "context:KEYTYPE" in str(e.value)
+
+
+# --- captured from ctxzoo ------------------------------------------------------------------
+
+@pytest.fixture(scope="module", params=GO_VERSIONS)
+def zoo(request, go_build, needs_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("contexts") / "seen.json"
+    with start_app(go_build("ctxzoo", request.param), "-out", str(out)) as app:
+        yield app, json.loads(out.read_text())["contexts"]
+
+
+@pytest.mark.parametrize("bpf_capture", ["1", "0"])
+def test_context_values_deadlines_and_errors_are_what_the_program_saw(zoo, bpf_capture,
+                                                                       monkeypatch):
+    monkeypatch.setenv("SIDEEYE_BPF_CAPTURE", bpf_capture)
+    app, expected = zoo
+    snap = take_snapshot([app.pid], capture=CAPTURE)
+    [proc] = snap.processes
+    assert proc.error is None and not [n for n in proc.notes if "capture" in n], proc.notes
+    by_id = {g.id: g for g in proc.goroutines}
+    assert len(expected) == 8
+    for gid, want in expected.items():
+        frame = next(f for f in by_id[int(gid)].frames if f.function == want["function"])
+        got = {v.name: v for v in frame.variables}
+        assert not [v for v in got.values() if v.error], [v.error for v in got.values()]
+        values = {k: got[f"ctx[{k}]"].value for k in KEYS if f"ctx[{k}]" in got}
+        assert values == want["values"], (gid, want["function"])
+        assert got["ctx.Deadline()"].value == want["deadline"], (gid, want["function"])
+        assert got["ctx.Err()"].value == want["err"], (gid, want["function"])
+    # A value's dynamic type is its Go type; a frame whose context variable is not live is
+    # left alone (no unavailable entries).
+    layered = next(f for g in proc.goroutines for f in g.frames
+                   if f.function == "main.waitLayered")
+    assert {v.name: v.type for v in layered.variables}["ctx[main.requestKey]"] == \
+        "main.requestInfo"
+    assert all(v.available for g in proc.goroutines for f in g.frames for v in f.variables)
+
+
+def test_the_reports_flag_a_goroutine_waiting_on_a_done_context(zoo):
+    app, expected = zoo
+    snap = take_snapshot([app.pid], capture=CAPTURE)
+    stuck = next(int(g) for g, w in expected.items() if w["function"] == "main.stuckAfterTimeout")
+    canceled = {int(g) for g, w in expected.items() if w["err"] == "context canceled"}
+    done = done_contexts(snap)
+    assert done[0].goroutine == stuck and done[0].function == "main.stuckAfterTimeout"
+    assert done[0].err == "context deadline exceeded" and done[0].done_ago_ns > 0
+    assert {d.goroutine for d in done[1:]} == canceled
+    text = render_text(snap)
+    head = text.split("\ngoroutine ", 1)[0]
+    assert "# still waiting on a done context:" in head
+    assert f"g{stuck}: context done " in head
+    assert "s ago (deadline exceeded), still waiting in main.stuckAfterTimeout" in head
+    assert "context canceled, still waiting in main.waitCanceled" in head
+
+    html = render_html(snap)
+    assert 'id="done-contexts"' in html
+    assert html.index('id="done-contexts"') < html.index('id="processes"')
+    assert "still waiting in main.stuckAfterTimeout" in html
+    assert "<script>alert('ctx')" not in html
+    assert "&lt;/td&gt;&lt;script&gt;alert(" in html
