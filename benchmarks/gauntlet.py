@@ -113,12 +113,9 @@ ZYGOTE = r"""
 import ctypes, os, sys
 sys.path.insert(0, sys.argv[1])
 from pytest_sideeye.engine import take as engine
-from pytest_sideeye.binary import analyze
-from pytest_sideeye.engine.process import exe_for_pid
 from pytest_sideeye.engine import pause
 targets = [engine.Target(int(a)) for a in sys.argv[2:]]
-info = analyze(exe_for_pid(targets[0].pid))
-engine.program_for(info.layout)
+engine.warm(targets)   # each target prepared as a snapshot would (binary, program, plans)
 # Killed collectors orphan their guardians: become their reaper so none lingers as a zombie.
 ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)   # PR_SET_CHILD_SUBREAPER
 print("WARM", flush=True)
@@ -250,6 +247,66 @@ def run_kills(n: int, version: str, goroutines: int, seed: int = 7) -> KillResul
             return kill_trials(app.pid, foreign.pid, n, random.Random(seed))
         finally:
             os.kill(foreign.pid, signal.SIGCONT)
+
+
+@dataclass
+class TogetherKillResult:
+    trials: int = 0
+    mid_way: int = 0        # kills with some targets still stopped and some collected already
+    while_stopped: int = 0  # kills with at least one target stopped
+    left_stopped: int = 0   # trials where a target was still stopped LEFT_STOPPED_AFTER_S later
+    resume_s: list[float] = field(default_factory=list)  # kill -> every target running
+
+
+def kill_trials_together(target_pids: list[int], n: int, rng: random.Random,
+                         window_s: float) -> TogetherKillResult:
+    """SIGKILL a collector snapshotting every target in together mode (SIDEEYE_TOGETHER=1:
+    all stopped before the first is collected, each resumed once collected) at a random
+    moment within `window_s` after all of them were seen stopped: the guardian must
+    resume those still stopped, every one of them."""
+    res = TogetherKillResult()
+    with Zygote(target_pids, {"SIDEEYE_TOGETHER": "1"}) as zygote:
+        for _ in range(n):
+            child = zygote.fork()
+            deadline = time.perf_counter() + 20.0
+            while not all(is_stopped(p) for p in target_pids):
+                if time.perf_counter() > deadline:
+                    raise RuntimeError("the collector never stopped its targets together")
+                time.sleep(0.0001)
+            time.sleep(rng.uniform(0, window_s))
+            stopped = [p for p in target_pids if is_stopped(p)]
+            os.kill(child, signal.SIGKILL)
+            t0 = time.perf_counter()
+            while any(is_stopped(p) for p in target_pids) and \
+                    time.perf_counter() - t0 < LEFT_STOPPED_AFTER_S:
+                time.sleep(0.0001)
+            res.trials += 1
+            still = [p for p in target_pids if is_stopped(p)]
+            if still:
+                res.left_stopped += 1
+                for p in still:
+                    os.kill(p, signal.SIGCONT)   # keep the next trials meaningful
+            elif stopped:
+                res.resume_s.append(time.perf_counter() - t0)
+            res.while_stopped += bool(stopped)
+            res.mid_way += 0 < len(stopped) < len(target_pids)
+            # The next collector must find every target running (no foreign stop).
+            for p in target_pids:
+                wait_running(p, 1.0)
+    return res
+
+
+def run_kills_together(n: int, version: str, processes: int, goroutines: int,
+                       seed: int = 11) -> TogetherKillResult:
+    """`processes` manyparked targets of `goroutines` each, snapshotted together."""
+    import contextlib
+    with contextlib.ExitStack() as stack:
+        apps = [stack.enter_context(start_app(binary("manyparked", version), "-n",
+                                              str(goroutines))) for _ in range(processes)]
+        # Each target's collection takes ~1 ms a thousand goroutines, more on a loaded
+        # machine: kills land before, between and after the targets' resumes.
+        window_s = processes * max(goroutines, 300) * 5e-6
+        return kill_trials_together([a.pid for a in apps], n, random.Random(seed), window_s)
 
 
 # --- part 1b: the collector frozen mid-pause ---------------------------------------------------

@@ -3,14 +3,16 @@
 The engine reads the settings at the start of each snapshot (`current()`), so a test or a
 user may change them between snapshots; nothing reads them at import time. A bad value is
 one line naming the variable and what it takes (pytest-timeout's style), never a traceback.
-The per-snapshot ones (PER_SNAPSHOT: the first six below) that a caller sets travel with
-its request to the agent, which applies each within its own value (docs/agent.md).
+The per-snapshot ones (PER_SNAPSHOT: the first seven below) that a caller sets travel with
+its request to the agent, which applies each within its own value (docs/agent.md), but
+SIDEEYE_TOGETHER: a choice of how to stop, not a limit, so the caller's applies.
 
 | variable                  | default                         | meaning |
 | SIDEEYE_CAPTURE_PAUSE_MS  | 10                              | pause time variable capture may take per process |
 | SIDEEYE_HOOK_BUDGET_US    | 900                             | how long the stop hook may walk (interrupts off) |
 | SIDEEYE_STOP_HOOK         | 1                               | 0: the iterator does all the reading |
 | SIDEEYE_COLLECT_THREADS   | CPUs available                  | threads walking goroutines in the pause (at most 4) |
+| SIDEEYE_TOGETHER          | 0                               | 1: stop every process of a snapshot first, then collect and resume each (one instant; longer pauses) |
 | SIDEEYE_BPF_CAPTURE       | 1                               | 0: every captured frame goes through the Python path |
 | SIDEEYE_LINKS             | 1                               | 0: no built-in links (no socket reads in the pause)  |
 | SIDEEYE_MAX_PAUSE_S       | 2.0                             | the guardian resumes a target paused longer than this |
@@ -196,6 +198,7 @@ class EngineSettings(NamedTuple):
     bpf_capture: bool
     links: bool
     collect_threads: int    # threads walking goroutines in the pause (1: the main one only)
+    together: bool = False  # every process stopped before the first is collected
 
     def recorded(self) -> dict:
         """Each setting by its variable, in the variable's units: the form a snapshot
@@ -205,15 +208,16 @@ class EngineSettings(NamedTuple):
 
 class Knob(NamedTuple):
     """One per-snapshot setting: its variable, the EngineSettings field it fills, and how.
-    A value in the variable's units times `scale` is the field's. Every knob is a limit
-    for the agent: a caller may ask for less than the agent's own value, never more (for
-    a switch, 0 is less)."""
+    A value in the variable's units times `scale` is the field's. A knob is a limit for
+    the agent (unless limit=False): a caller may ask for less than the agent's own value,
+    never more (for a switch, 0 is less)."""
     variable: str
     field: str
     kind: type               # bool: a switch (1 or 0); int or float: a number
     default: object          # a value, or a function giving the machine's default
     scale: float = 1.0
     minimum: float = 0.0
+    limit: bool = True       # False: a choice the caller makes, whatever the agent's value
 
     def of(self, cfg: EngineSettings) -> float | int | bool:
         """This setting's value in cfg, in the variable's units."""
@@ -248,6 +252,10 @@ PER_SNAPSHOT = (
     Knob("SIDEEYE_BPF_CAPTURE", "bpf_capture", bool, default=True),
     Knob("SIDEEYE_LINKS", "links", bool, default=True),
     Knob("SIDEEYE_COLLECT_THREADS", "collect_threads", int, lambda: _cpus(), minimum=1),
+    # Stopping every process before collecting any: a consistent cut, paid for in pause
+    # length (each process waits for the collection of those before it), still bounded by
+    # the agent's SIDEEYE_MAX_PAUSE_S through its guardian: the caller's choice.
+    Knob("SIDEEYE_TOGETHER", "together", bool, default=False, limit=False),
 )
 
 
@@ -296,13 +304,13 @@ def from_request(doc) -> dict:
 
 def within_limits(asked: dict, limits: EngineSettings) -> tuple[EngineSettings, list[str]]:
     """The settings a caller asked for (from_request), each kept within the agent's own
-    (`limits`, from its environment): at most the agent's value. Returns them and a note
-    for each one lowered."""
+    (`limits`, from its environment): at most the agent's value, but for a knob that is no
+    limit (SIDEEYE_TOGETHER). Returns them and a note for each one lowered."""
     fields, notes = {}, []
     for k in PER_SNAPSHOT:
         mine = k.of(limits)
         value = asked.get(k.variable, mine)
-        if value > mine:
+        if k.limit and value > mine:
             notes.append(f"settings: {k.variable}={_shown(value)} asked, the agent's limit "
                          f"{_shown(mine)} applied")
             value = mine

@@ -34,7 +34,7 @@ from pytest_sideeye.engine.collect import (
 )
 from pytest_sideeye.engine.cstructs import check_capture_formats
 from pytest_sideeye.engine.decode import RecordDecoder
-from pytest_sideeye.engine.pause import PauseTimes, paused, proc_state
+from pytest_sideeye.engine.pause import PauseTimes, paused, proc_state, stopped_together
 from pytest_sideeye.engine.privileges import missing_privileges
 from pytest_sideeye.engine.process import (
     check_runtime_globals,
@@ -79,19 +79,25 @@ def loaded_layouts() -> int:
     return len(_programs)
 
 
-def warm(targets: list[Target] | list[int]) -> int:
-    """Load the programs of each target's runtime layout (and analyse its binary) now, so
-    that a snapshot later pays no kernel verifier: the plugin does it when a test's
-    services are up, the agent when asked. Targets that cannot be read are skipped (their
-    snapshot will say why). Returns how many layouts are loaded in this process."""
+def warm(targets: list[Target] | list[int], capture=None, links=None,
+         cfg: settings.EngineSettings | None = None) -> int:
+    """Do now, while the targets run, what a snapshot does before its first pause
+    (_prepare: the binary's analysis, its runtime layout's program loaded, the link probes',
+    capture spec's and user links' plans and BPF tables), so that a snapshot later pays
+    none of it: the kernel verifier takes seconds, and the first plan of a spec reads the
+    DWARF it needs (~10 s for the link probes of a big program, on a loaded machine). The
+    plugin does it when a test's services are up, the agent when asked. Targets that
+    cannot be read are skipped (their snapshot will say why), and so is a capture spec
+    that does not parse. Returns how many layouts are loaded in this process."""
+    cfg = cfg or settings.current()
+    try:
+        spec = capture_mod.with_links(_parse_capture(capture), capture_mod.parse_links(links))
+    except SideeyeError:
+        spec = None
     for t in targets:
-        pid = t.pid if isinstance(t, Target) else int(t)
-        try:
-            layout = analyze(exe_for_pid(pid)).layout
-            with _lock:
-                program_for(layout)
-        except SideeyeError:
-            continue
+        proc = Process(pid=t.pid if isinstance(t, Target) else int(t))
+        with _lock:   # one target at a time: a snapshot may come in between
+            _or_error(proc, lambda proc=proc: _prepare(proc, spec, None, cfg))
     return len(_programs)
 
 
@@ -127,7 +133,7 @@ def take_snapshot(targets: list[Target] | list[int], capture=None, limits=None, 
     if unknown and strict_capture:
         raise CaptureSpecError(f"unknown type {unknown[0]!r}: not in the program of any target "
                                "(type rules name types as main.Order or pkg/path.T)")
-    snap = Snapshot(taken_at=now_rfc3339(), settings=cfg.recorded())
+    snap = Snapshot(taken_at=now_rfc3339(), settings=cfg.recorded(), together=cfg.together)
     facts: dict[int, links_mod.ProcessFacts] = {}
     with _lock:
         procs = _snapshot_together(targets, spec, limits, cfg, facts_out=facts)
@@ -246,16 +252,17 @@ def _snapshot_together(targets: list[Target], spec, limits, cfg: settings.Engine
     with _pins_held(prepared.values()), _hooks_attached(prepared.values(), cfg) as hooks, \
             _collectors_made(prepared.values(), cfg, hooks) as collectors:
         order = [prep for prep in prepared.values() if prep.proc.pid in collectors]
-        for i, prep in enumerate(order):
-            collector = collectors[prep.proc.pid]
-            got = _or_error(prep.proc, lambda prep=prep, collector=collector:
-                            _collect(prep, cfg, collector))
-            if got is not None:
-                collected[prep.proc.pid] = got
-                if any(later.program is prep.program for later in order[i + 1:]):
-                    # Its last records are still a view of the program's map, which the
-                    # next process of this program is about to overwrite.
-                    got.raw.freeze()
+        with _pauses(order, cfg, collectors) as pause:
+            for i, prep in enumerate(order):
+                collector = collectors[prep.proc.pid]
+                got = _or_error(prep.proc, lambda prep=prep, collector=collector:
+                                _collect(prep, cfg, collector, pause))
+                if got is not None:
+                    collected[prep.proc.pid] = got
+                    if any(later.program is prep.program for later in order[i + 1:]):
+                        # Its last records are still a view of the program's map, which
+                        # the next process of this program is about to overwrite.
+                        got.raw.freeze()
     for pid, got in collected.items():
         prep = prepared[pid]
         facts = _or_error(prep.proc, lambda prep=prep, got=got:
@@ -286,12 +293,33 @@ def _pins_held(prepared):
 
 
 @contextlib.contextmanager
+def _pauses(order: list[_Prepared], cfg: settings.EngineSettings, collectors: dict):
+    """How each process is paused, as paused() is called: one after the other (paused
+    itself), or, in together mode, every one stopped here before the first is collected,
+    each resumed as soon as it is collected, and all on the way out. Before that stop,
+    each target's pages are brought into the caches while it runs (Collector.prewarm),
+    which the pass in its pause would otherwise do cold."""
+    if not cfg.together:
+        yield paused
+        return
+    for prep in order:
+        collector = collectors[prep.proc.pid]
+        collector.claim()
+        _or_error(prep.proc, collector.prewarm)
+    with stopped_together([prep.proc.pid for prep in order]) as group:
+        yield group.held
+
+
+@contextlib.contextmanager
 def _hooks_attached(prepared, cfg: settings.EngineSettings):
     """Each program's stop hook attached once, before the first pause, for the whole
-    collect phase: attaching costs milliseconds, which would lie between two pauses."""
+    collect phase: attaching costs milliseconds, which would lie between two pauses. Not
+    in together mode: the hook walks a process as it stops, and is armed for one process
+    of its program at a time, while together mode stops them all before collecting any
+    (the iterator collects each)."""
     hooks: dict[int, HookLink] = {}
     try:
-        if cfg.stop_hook:
+        if cfg.stop_hook and not cfg.together:
             for prep in prepared:
                 if prep.program.hook_fd is not None and id(prep.program) not in hooks:
                     hooks[id(prep.program)] = HookLink(prep.program)
@@ -358,25 +386,25 @@ def _prepare(proc: Process, spec, limits, cfg: settings.EngineSettings) -> _Prep
                      labels_mod.label_reader(info, bias))
 
 
-def _collect(prep: _Prepared, cfg: settings.EngineSettings, collector: Collector
-             ) -> _Collected:
+def _collect(prep: _Prepared, cfg: settings.EngineSettings, collector: Collector,
+             pause=paused) -> _Collected:
     """Pause one process and read it; with its pins held (_pins_held). What is read from
     the program's maps after the resume is read here too, before the next process of the
-    same program overwrites them."""
+    same program overwrites them. `pause`: paused, or the together mode's (_pauses)."""
     program, plan, decoder, tables = prep.program, prep.plan, prep.decoder, prep.tables
     raw = Records(prep.proc.pid)
     times = PauseTimes()
     pause_jobs: dict = {}
     try:
         collector.claim()   # the program's shared config: other collectors were made since
-        wanted = cfg.stop_hook
-        if not wanted or program.hook_fd is None:
-            collector.prewarm()
+        wanted = cfg.stop_hook and not cfg.together   # together: see _hooks_attached
+        if (not wanted or program.hook_fd is None) and not cfg.together:
+            collector.prewarm()   # together: done before every process was stopped
         collector.set_capture(tables, int(cfg.capture_pause_s * 1e9),
                               plan.limits.total_bytes if plan is not None else 0, prep.packed)
         hooked = wanted and collector.arm_hook()
-        with paused(prep.proc.pid, times, collector.hook_saw_stop if hooked else None):
-            prep.proc.monotonic_ns = time.monotonic_ns()
+        with pause(prep.proc.pid, times, collector.hook_saw_stop if hooked else None):
+            prep.proc.monotonic_ns = times.stopped_at_ns
             t0 = time.perf_counter_ns()
             collector.collect(raw)
             starts = decoder.syscall_starts(raw)
@@ -409,11 +437,13 @@ def _finish(prep: _Prepared, got: _Collected, spec, cfg: settings.EngineSettings
     proc.pause_ns = times.pause_ns
     proc.pause_parts_ns = {"stop": times.stop_ns, "collect": got.collect_ns,
                            "capture": got.capture_ns, "resume": times.resume_ns}
+    if cfg.together:
+        proc.pause_parts_ns["waited"] = times.waited_ns
     if raw.hook_ns:
         proc.pause_parts_ns["hook_walk"] = raw.hook_ns
     if got.labels is not None:
         proc.pause_parts_ns["labels"] = got.labels_ns
-    proc.collector = _who_collected(raw, prep.program, got.wanted, got.hooked)
+    proc.collector = _who_collected(raw, prep.program, got.wanted, got.hooked, cfg.together)
     proc.goroutines = prep.decoder.goroutines(raw)
     if got.labels is not None:
         labels_mod.attach(proc, prep.labels, got.labels)
@@ -452,7 +482,8 @@ def _no_dwarf_variables(proc: Process, spec) -> None:
                                for e in exprs]
 
 
-def _who_collected(raw: Records, program: Program, wanted: bool, hooked: bool) -> str:
+def _who_collected(raw: Records, program: Program, wanted: bool, hooked: bool,
+                   together: bool = False) -> str:
     """The snapshot's `collector` field: which program walked the goroutines, and why not
     the stop hook when it did not; how many the collector's helper threads walked."""
     helped = f"{raw.helper_gs} by helper threads" if raw.helper_gs else ""
@@ -464,6 +495,8 @@ def _who_collected(raw: Records, program: Program, wanted: bool, hooked: bool) -
     helped = f"; {helped}" if helped else ""
     if hooked:
         return f"iterator (the stop hook {raw.hook}{helped})"
+    if together:
+        return f"iterator (no stop hook in together mode{helped})"
     if not wanted:
         return f"iterator (stop hook disabled by SIDEEYE_STOP_HOOK=0{helped})"
     return f"iterator (no stop hook: {program.hook_error}{helped})"

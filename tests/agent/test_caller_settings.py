@@ -54,6 +54,11 @@ def _helper_threads(snap) -> bool:
     return any("by helper threads" in (p.collector or "") for p in snap.processes)
 
 
+def _stopped_together(snap) -> tuple:
+    """Together mode: the snapshot says so, and each process waited stopped for the others."""
+    return snap.together, all("waited" in p.pause_parts_ns for p in snap.processes)
+
+
 # (the settings, what shows them, its value with them). Without them each shows otherwise
 # (checked below), so a setting the agent ignores fails its case.
 CASES = {
@@ -65,6 +70,7 @@ CASES = {
     "stop-hook": ({"SIDEEYE_STOP_HOOK": "0"}, _stop_hook_used, {False}),
     "hook-budget": ({"SIDEEYE_HOOK_BUDGET_US": "0"}, _goroutines_by_hook, "every pid"),
     "helper-threads": ({"SIDEEYE_COLLECT_THREADS": "1"}, _helper_threads, False),
+    "together": ({"SIDEEYE_TOGETHER": "1"}, _stopped_together, (True, True)),
 }
 
 
@@ -75,6 +81,21 @@ BASELINE = {"helper-threads": {"SIDEEYE_COLLECT_THREADS": "2"}}
 def test_every_per_snapshot_setting_has_its_case():
     covered = {name for env, _show, _want in CASES.values() for name in env}
     assert covered == {k.variable for k in settings.PER_SNAPSHOT}
+
+
+def test_together_is_the_callers_choice_not_a_limit(monkeypatch):
+    """SIDEEYE_TOGETHER chooses how to stop, it bounds nothing: a caller asking for it gets
+    it from an agent whose own is off, without a note; one asking nothing gets the agent's."""
+    monkeypatch.delenv("SIDEEYE_TOGETHER", raising=False)
+    agents = settings.current()
+    assert agents.together is False
+    cfg, notes = settings.within_limits({"SIDEEYE_TOGETHER": True}, agents)
+    assert (cfg.together, notes) == (True, [])
+    cfg, notes = settings.within_limits({}, agents._replace(together=True))
+    assert (cfg.together, notes) == (True, [])
+    cfg, notes = settings.within_limits({"SIDEEYE_TOGETHER": False},
+                                        agents._replace(together=True))
+    assert (cfg.together, notes) == (False, [])
 
 
 @pytest.fixture

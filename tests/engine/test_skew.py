@@ -2,7 +2,9 @@
 first and paused back to back, so 8 warm processes are stopped within milliseconds of
 each other (one after the other, they took ~100 ms and more when each process's analysis
 lay between two pauses), the snapshot records that spread as skew_ns, and every client of
-the 8 is linked to its own server, pinned by the order its handler captured."""
+the 8 is linked to its own server, pinned by the order its handler captured. In together
+mode (SIDEEYE_TOGETHER) every one of the 8 is stopped before the first is collected, each
+resumed as soon as it is collected."""
 from __future__ import annotations
 
 import contextlib
@@ -13,7 +15,9 @@ import pytest
 from oracle import start_app
 from peers_links import check_http_ends, check_tcp_ends
 
+from pytest_sideeye import settings
 from pytest_sideeye.engine import Target, take_snapshot
+from pytest_sideeye.snapshot import render_text
 
 PAIRS = 4
 SNAPSHOTS = 3
@@ -35,20 +39,35 @@ def start_pair(exe, stack: contextlib.ExitStack) -> tuple[int, int, str]:
 
 
 @pytest.fixture(scope="module")
-def eight(go_build, needs_root):
-    """SNAPSHOTS snapshots of 4 peers servers and their 4 clients, after a warm-up one."""
+def eight_both(go_build, needs_root):
+    """SNAPSHOTS snapshots of 4 peers servers and their 4 clients, after a warm-up one, in
+    each mode: {together: (pairs, snapshots)}."""
     exe = go_build("peers")
     with contextlib.ExitStack() as stack:
         pairs = [start_pair(exe, stack) for _ in range(PAIRS)]
         targets = [Target(pid) for s, c, _h, _t in pairs for pid in (s, c)]
         capture = {"main.parkHandler": ["order"]}
         take_snapshot(targets, capture=capture)     # warm: binaries analysed, probes made
-        snaps = [take_snapshot(targets, capture=capture) for _ in range(SNAPSHOTS)]
-    return pairs, snaps
+        out = {}
+        for together in (False, True):
+            cfg = settings.current()._replace(together=together)
+            out[together] = pairs, [take_snapshot(targets, capture=capture, cfg=cfg)
+                                    for _ in range(SNAPSHOTS)]
+    return out
 
 
-def test_eight_warm_processes_are_stopped_within_milliseconds(eight):
-    _pairs, snaps = eight
+@pytest.fixture(params=[False, True], ids=["one-after-the-other", "together"])
+def eight(request, eight_both):
+    return eight_both[request.param]
+
+
+@pytest.fixture
+def eight_together(eight_both):
+    return eight_both[True]
+
+
+def test_eight_warm_processes_are_stopped_within_milliseconds(eight_both):
+    _pairs, snaps = eight_both[False]
     spreads = []
     for snap in snaps:
         assert len(snap.processes) == 2 * PAIRS
@@ -69,3 +88,25 @@ def test_every_client_is_linked_to_its_server_in_every_snapshot(eight):
                 ln for ln in snap.links if ln.client is not None and ln.client.pid == cpid])
             check_http_ends(own, cpid, spid, http_addr, "127.0.0.1")
             check_tcp_ends(own, cpid, spid, tcp_addr, "127.0.0.1")
+
+
+def test_together_stops_every_process_before_collecting_any(eight_together):
+    """The consistent cut, structurally: every process's stop instant lies before the
+    first collection begins (its stop plus how long it waited stopped), and each waited
+    at least as long as those collected before it."""
+    _pairs, snaps = eight_together
+    for snap in snaps:
+        assert snap.together is True
+        procs = snap.processes
+        assert all(p.error is None for p in procs), [p.error for p in procs]
+        stops = [p.monotonic_ns for p in procs]
+        assert snap.skew_ns == max(stops) - min(stops)
+        collect_starts = [p.monotonic_ns + p.pause_parts_ns["waited"] for p in procs]
+        assert max(stops) <= min(collect_starts), (stops, collect_starts)
+        # Collected in order, each resumed before the next is collected.
+        ends = [start + p.pause_parts_ns["collect"] + p.pause_parts_ns["capture"]
+                for start, p in zip(collect_starts, procs)]
+        assert all(a <= b for a, b in zip(ends, collect_starts[1:])), (ends, collect_starts)
+        assert all(p.collector.startswith("iterator (no stop hook in together mode")
+                   for p in procs), [p.collector for p in procs]
+        assert "stopped together" in render_text(snap).splitlines()[0]

@@ -65,6 +65,19 @@ def test_killed_collector_never_leaves_the_target_stopped(go_build):
     assert r.foreign_kept_stopped, "a process someone else had stopped was resumed"
 
 
+def test_killed_collector_resumes_every_process_stopped_together(go_build):
+    """Together mode (issue 28.2): 8 processes stopped before the first is collected, the
+    collector killed while some are still stopped (mostly mid-way: some collected and
+    resumed, others waiting): the guardian resumes every one of them."""
+    go_build("manyparked")
+    r = gauntlet.run_kills_together(10, gauntlet.toolchains.default_version(),
+                                    processes=8, goroutines=300)
+    assert r.trials == 10
+    assert r.left_stopped == 0
+    assert r.while_stopped >= 5, "too few kills landed while targets were stopped"
+    assert r.mid_way >= 2, "too few kills landed between two targets' collections"
+
+
 def test_frozen_collector_is_cut_off_by_the_guardian_deadline(go_build):
     """A collector that hangs mid-pause (here: SIGSTOPped) keeps its pipe open, so only the
     guardian's max pause resumes the target; shortened to 0.3 s for the test."""
