@@ -55,7 +55,41 @@ def render(target: Snapshot | Process | Iterable[Process], *,
     skew = skew_text(target) if isinstance(target, Snapshot) else None
     if skew:
         blocks.insert(0, f"# {skew}")
+    rules = render_rules(processes)
+    if rules:
+        blocks.append(rules)
     return "\n".join(blocks)
+
+
+def render_rules(processes: Iterable[Process]) -> str:
+    """Type rules' values, one `# type TYPE:` section per rule after the goroutines, a
+    comment line per value found (a debug=2 reader skips them; each value is also under
+    its frame, named as here):
+    `#   pid 4242 goroutine 18 main.byPointer o: ID = 101, Customer = "ada"`."""
+    found: dict[str, list[str]] = {}
+    for p in processes:
+        for g in p.goroutines:
+            for f in g.frames:
+                values: dict[tuple[str, str], list[str]] = {}
+                for v in f.variables:
+                    if v.rule is not None:
+                        of = v.of or ""
+                        rel = v.name[len(of):].lstrip(".") if v.name.startswith(of) else v.name
+                        text = render_variable(v).split(" = ", 1)[-1]
+                        values.setdefault((v.rule, of), []).append(
+                            f"{rel} = {text}" if rel else text)
+                for (rule, of), parts in values.items():
+                    found.setdefault(rule, []).append(_one_line(
+                        f"#   pid {p.pid} goroutine {g.id} {f.function} {of}: "
+                        + ", ".join(parts)))
+    return "".join(_one_line(f"# type {rule}: {len(lines)} value"
+                             f"{'s' if len(lines) != 1 else ''}") + "\n"
+                   + "\n".join(lines) + "\n" for rule, lines in sorted(found.items()))
+
+
+def _one_line(text: str) -> str:
+    """A comment line stays one line whatever names it holds."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
 
 
 def _ms(ns: int) -> str:

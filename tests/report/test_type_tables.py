@@ -14,6 +14,8 @@ from pytest_sideeye import report
 from pytest_sideeye.report import view, write_sqlite
 from pytest_sideeye.report.embed import snapshot_from_report
 from pytest_sideeye.snapshot import Frame, Goroutine, Process, Snapshot, Variable
+from pytest_sideeye.snapshot.godump import parse_dump
+from pytest_sideeye.snapshot.textdump import render
 
 RULE = "main.Order"
 
@@ -121,3 +123,21 @@ def test_rule_marks_survive_the_report_embedding():
     snap = typed_snapshot()
     back = snapshot_from_report(report.render_html(snap))
     assert back.to_json() == snap.to_json()
+
+
+def test_the_text_lists_each_rules_values_after_the_goroutines():
+    snap = typed_snapshot()
+    snap.processes[0].goroutines[2].frames[0].variables[0].rule = "main.Box\ngoroutine 99 [x]:"
+    text = render(snap)
+    tail = text[text.index("# type "):].splitlines()
+    assert tail == [
+        "# type main.Box\\ngoroutine 99 [x]:: 1 value",      # one line, whatever its name
+        "#   pid 4242 goroutine 12 main.box b: {\"Item\":7}",
+        "# type main.Order: 3 values",
+        "#   pid 4242 goroutine 10 main.byPointer o: ID = 101, Customer = \"ada\"",
+        "#   pid 4242 goroutine 11 main.hold h.Ptr: ID = 105, Customer = "
+        + json.dumps(XSS_SCRIPT, ensure_ascii=False),
+        "#   pid 4242 goroutine 11 main.hold h." + XSS_ATTR + ": ID = 106, Customer = "
+        + json.dumps(END_SCRIPT, ensure_ascii=False)]
+    # A debug=2 reader sees the same goroutines as without the sections.
+    assert [g.id for g in parse_dump(text)] == [10, 11, 12]
