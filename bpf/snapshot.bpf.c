@@ -33,6 +33,18 @@
 //   MODE_CONT     continue walks that ran out of frames (deep stacks) or that start from a
 //                 frame pointer computed by the collector (syscalls without syscallbp).
 //   MODE_READ     copy a list of (address, size) ranges: variables of captured frames.
+// The pre-read (engine/collect.py) walks the goroutines with MODE_GS while the target runs,
+// and after each pass:
+//   MODE_KEEP     keeps each record's header (as read before its walk) in `pre`, by allgs
+//                 index: records[0 .. start) of gout are allgs[count ..).
+// Then, in the pause:
+//   MODE_VERIFY   compares every goroutine's header with the one kept (g, goid, status,
+//                 sched.pc/sp/bp, stack bounds, waitsince, waitreason, trackingSeq); those
+//                 that differ, are new, or were running or in a syscall are listed in
+//                 `changed` and marked in `redo`; then MODE_GS passes with cfg.verify set
+//                 walk only the goroutines marked (whole chunks of GCHUNK left unmarked
+//                 cost nothing). With cfg.verify = VERIFY_NOSEQ trackingSeq is not
+//                 compared: only the ABA test does that, to see it fail.
 // Results go to the mmap-able array map `out`, read by the collector without a syscall.
 
 #define MODE_THREADS 1
@@ -40,6 +52,8 @@
 #define MODE_CONT 4
 #define MODE_READ 8
 #define MODE_CAPTURE 16
+#define MODE_KEEP 32     // the pre-read: keep the headers of the last MODE_GS pass's records
+#define MODE_VERIFY 64   // in the pause: which goroutines differ from what was kept
 
 // Sizes shared with pytest_sideeye/collect.py (keep in sync: it reads them from here).
 #define GS_PER_PASS 16384    // goroutines per MODE_GS pass (power of two)
@@ -66,6 +80,11 @@
 #define READS_PER_PASS 256
 #define TODO_MAX 1024       // records needing a follow-up walk, listed per MODE_GS pass
 #define GCHUNK 64            // goroutines claimed at a time in a MODE_GS pass (power of two)
+#define PRE_MAX 131072       // goroutines whose pre-read headers are kept (power of two)
+#define VERIFY_CHECK 1
+#define VERIFY_NOSEQ 2
+#define PRE_VALID 0x10000    // ghdr.small: the pre-read record may stand for the goroutine
+#define HIST_WORDS 512       // u64 words of runtime.sched.timeToRun read at most (power of two)
 
 // Variable capture (capture_program.py compiles a capture plan into these tables).
 #define CAPQ_MAX 32768       // frames of captured functions found by MODE_GS passes
@@ -182,6 +201,19 @@ struct config {
   // pushes for it (runtime.sigreturn__sigaction), as runtime code ranges [lo, hi): how
   // MODE_THREADS finds the signal frame of a thread caught in the handler (0: never).
   u64 sigtramp_lo, sigtramp_hi, sigret_lo, sigret_hi;
+  u32 verify;          // VERIFY_*: MODE_VERIFY's comparison; MODE_GS walks only `redo`
+  u32 pre_count;       // allgs[0 .. pre_count) have headers kept in `pre` (MODE_KEEP)
+  // runtime.sched.timeToRun (a histogram of u64 counts): MODE_VERIFY sums it, a count of
+  // the tracked transitions to running, which bounds how far trackingSeq may have wrapped.
+  u64 hist_addr;
+  u64 hist_words;
+};
+
+// A goroutine's header as the pre-read read it before walking its stack: what MODE_VERIFY
+// compares. small: waitreason | trackingSeq << 8 | PRE_VALID.
+struct ghdr {
+  u64 gp, goid, sp, pc, bp, lo, hi, waitsince;
+  u32 status, small;
 };
 
 struct capent { u32 gidx, frame; u64 pc, cfa; };       // a frame to capture
@@ -236,6 +268,8 @@ struct out_t {
   u64 capfail;          // capture reads that failed (not resident, or a bad pointer)
   u64 helper_gs;        // goroutines the collector's helper threads walked
   u64 nsigs;            // MODE_THREADS: threads caught in a signal handler (th.sig)
+  u64 nchanged;         // MODE_VERIFY: goroutines listed in `changed` (may exceed PRE_MAX)
+  u64 hist_sum;         // MODE_VERIFY: the sum of timeToRun's words (~0: unreadable)
   union {
     struct grec cg[CONT_PER_PASS];   // MODE_CONT results
     // th.sig[i]: the context a thread caught in the Go signal handler interrupted (as read
@@ -272,6 +306,11 @@ BPF_F_TABLE("array", u32, struct cont, conts, CONT_PER_PASS, BPF_F_MMAPABLE);
 // Indexes of the records of a MODE_GS pass that need a follow-up walk (deeper stacks,
 // syscalls without syscallbp), so the collector never scans all records in the pause.
 BPF_F_TABLE("array", u32, u64, todo, TODO_MAX, BPF_F_MMAPABLE);
+// The pre-read's headers by allgs index; in the pause, the goroutines to walk again: their
+// indexes in `changed`, and a bit each in `redo` (a word per GCHUNK goroutines).
+BPF_F_TABLE("array", u32, struct ghdr, pre, PRE_MAX, BPF_F_MMAPABLE);
+BPF_F_TABLE("array", u32, u32, changed, PRE_MAX, BPF_F_MMAPABLE);
+BPF_F_TABLE("array", u32, u64, redo, PRE_MAX / 64, BPF_F_MMAPABLE);
 BPF_F_TABLE("array", u32, struct readreq, reads, READS_PER_PASS, BPF_F_MMAPABLE);
 BPF_F_TABLE("array", u32, struct capent, capq, CAPQ_MAX, BPF_F_MMAPABLE);
 BPF_F_TABLE("array", u32, struct caprange, captab, CAPTAB_MAX, BPF_F_MMAPABLE);
@@ -427,6 +466,17 @@ static __always_inline void queue_captured(struct config *c, struct out_t *o, st
   iter_destroy(&it);
 }
 
+#ifdef OFF_TRACKSEQ
+#define G_TRACKSEQ(g) (*(u8 *)((g) + (OFF_TRACKSEQ & (G_COPY - 1))))
+#else
+#define G_TRACKSEQ(g) 0   // not in this layout: the collector does no pre-read
+#endif
+
+// waitreason | trackingSeq << 8: a record's H_WAITREASON word (decode.py masks it).
+static __always_inline u64 g_small(u8 *g) {
+  return *(u8 *)(g + (OFF_WAITREASON & (G_COPY - 1))) | (u64)G_TRACKSEQ(g) << 8;
+}
+
 // One goroutine into record i of gout: header fields from its g, then its frames.
 static __always_inline void read_goroutine(struct task_struct *task, struct config *c,
                                            struct out_t *o,
@@ -452,7 +502,7 @@ static __always_inline void read_goroutine(struct task_struct *task, struct conf
     return;
   r->h[H_GOID] = g_word(g, OFF_GOID);
   r->h[H_STATUS] = status;
-  r->h[H_WAITREASON] = *(u8 *)(g + (OFF_WAITREASON & (G_COPY - 1)));
+  r->h[H_WAITREASON] = g_small(g);
   r->h[H_WAITSINCE] = g_word(g, OFF_WAITSINCE);
   r->h[H_GOPC] = g_word(g, OFF_GOPC);
 #ifdef OFF_PARENT
@@ -536,6 +586,15 @@ static __always_inline int pass_goroutines(struct task_struct *task, struct conf
     u64 first = __sync_fetch_and_add(&c->cursor, GCHUNK);
     if (first >= count)
       break;
+    u64 only = ~0ull;   // which goroutines of the chunk to walk
+    if (c->verify) {
+      u32 w = (start + first) / GCHUNK;
+      u64 *bits = redo.lookup(&w);
+      only = bits ? *bits : ~0ull;
+      if (!only)
+        continue;
+    }
+    asm volatile("" : "+r"(only));
     u32 n = count - first;
     if (n > GCHUNK)
       n = GCHUNK;
@@ -558,6 +617,8 @@ static __always_inline int pass_goroutines(struct task_struct *task, struct conf
       u32 j = *jp;
       if (j >= n)
         break;
+      if (!((only >> (j & 63)) & 1))
+        continue;
       read_goroutine(task, c, o, s, first + j, s->ptrs[j & (GCHUNK - 1)], start + first + j,
                      &gbase);
     }
@@ -779,6 +840,151 @@ static __always_inline void pass_capture(struct task_struct *task, struct config
 }
 
 #if !IN_CONTEXT
+// MODE_KEEP: the headers of gout[0 .. count) (a MODE_GS pass's records of allgs[start ..)),
+// as read before each walk; valid when the walk went well and the goroutine was neither
+// running nor in a syscall (its stack moves under us).
+static __always_inline void pass_keep(struct config *c) {
+  u32 start = c->start, count = c->count;
+  struct bpf_iter_num it;
+  int *ip;
+  iter_new(&it, 0, GS_PER_PASS);
+  while ((ip = iter_next(&it))) {
+    u32 i = *ip;
+    if (i >= count)
+      break;
+    u32 k = start + i;
+    struct grec *r = gout.lookup(&i);
+    struct ghdr *pe = pre.lookup(&k);
+    if (!r || !pe)
+      break;
+    u64 status = r->h[H_STATUS], flags = r->h[H_FLAGS];
+    pe->gp = r->h[H_GP];
+    pe->goid = r->h[H_GOID];
+    pe->sp = r->h[H_SP];
+    pe->pc = r->h[H_PC];
+    pe->bp = r->h[H_BP];
+    pe->lo = r->h[H_LO];
+    pe->hi = r->h[H_HI];
+    pe->waitsince = r->h[H_WAITSINCE];
+    pe->status = status;
+    u32 ok = !(flags & (F_BADFP | F_READFAIL | F_NOG)) && status != GSTATUS_RUNNING &&
+             status != GSTATUS_SYSCALL;
+    pe->small = (r->h[H_WAITREASON] & 0xffff) | (ok ? PRE_VALID : 0);
+  }
+  iter_destroy(&it);
+}
+
+// MODE_VERIFY: whether allgs[index] (at gp, its g read into g) is the goroutine kept.
+static __always_inline int unchanged(struct config *c, u8 *g, u64 gp, u64 index) {
+  if (index >= c->pre_count || index >= PRE_MAX || !g)
+    return 0;
+  u32 k = index;
+  struct ghdr *pe = pre.lookup(&k);
+  if (!pe || !(pe->small & PRE_VALID) || pe->gp != gp)
+    return 0;
+  u32 status = *(u32 *)(g + (OFF_STATUS & (G_COPY - 1))) & ~0x1000u;
+  if (status != pe->status)
+    return 0;
+  if (status == GSTATUS_DEAD)
+    return 1;
+  u64 mask = c->verify == VERIFY_NOSEQ ? 0xff : 0xffff;
+  u64 diff = ((g_small(g) ^ pe->small) & mask) | (g_word(g, OFF_GOID) ^ pe->goid) |
+             (g_word(g, OFF_SCHED_SP) ^ pe->sp) | (g_word(g, OFF_SCHED_PC) ^ pe->pc) |
+             (g_word(g, OFF_SCHED_BP) ^ pe->bp) | (g_word(g, OFF_STACK_LO) ^ pe->lo) |
+             (g_word(g, OFF_STACK_HI) ^ pe->hi) | (g_word(g, OFF_WAITSINCE) ^ pe->waitsince);
+  return diff == 0;
+}
+
+// MODE_VERIFY, once per pass: the sum of runtime.sched.timeToRun's counts.
+static __always_inline void sum_hist(struct task_struct *task, struct config *c,
+                                     struct out_t *o, struct scratch_t *s) {
+  u64 n = c->hist_words;
+  o->hist_sum = ~0ull;
+  if (!c->hist_addr || n == 0 || n > HIST_WORDS)
+    return;
+  u64 bytes = n * 8;
+  asm volatile("" : "+r"(bytes));
+  bytes &= HIST_WORDS * 8 * 2 - 1;
+  if (bytes > HIST_WORDS * 8 || bytes == 0)
+    return;
+  if (COPY_USER(s->win, bytes, (void *)c->hist_addr, task))
+    return;
+  u64 sum = 0;
+  struct bpf_iter_num it;
+  int *ip;
+  iter_new(&it, 0, HIST_WORDS);
+  while ((ip = iter_next(&it))) {
+    u32 i = *ip;
+    if (i >= n)
+      break;
+    sum += *(u64 *)(s->win + ((i * 8) & (WIN - 1)));
+  }
+  iter_destroy(&it);
+  o->hist_sum = sum;
+}
+
+// MODE_VERIFY over allgs[0 .. min(allglen, PRE_MAX)), GCHUNK at a time claimed from
+// cfg.cursor (helper threads share it): only the allgs array and the g structs are read,
+// never a stack. Each chunk's word of `redo` is written whole (stale bits never survive).
+static __always_inline u32 pass_verify(struct task_struct *task, struct config *c,
+                                       struct out_t *o, struct scratch_t *s) {
+  u64 allglen = 0, allgs = 0;
+  COPY_USER(&allglen, 8, (void *)c->allglen_addr, task);
+  COPY_USER(&allgs, 8, (void *)c->allgs_addr, task);
+  o->allglen = allglen;
+  o->allgs = allgs;
+  u64 count = allglen < PRE_MAX ? allglen : PRE_MAX;
+  u32 walked = 0;
+  struct bpf_iter_num chunks;
+  int *cp;
+  iter_new(&chunks, 0, PRE_MAX / GCHUNK);
+  while ((cp = iter_next(&chunks))) {
+    u64 first = __sync_fetch_and_add(&c->cursor, GCHUNK);
+    if (first >= count)
+      break;
+    u32 n = count - first;
+    if (n > GCHUNK)
+      n = GCHUNK;
+    u64 bytes = n * 8;
+    asm volatile("" : "+r"(bytes));
+    bytes &= GCHUNK * 8 * 2 - 1;
+    if (bytes > GCHUNK * 8 || bytes == 0)
+      break;
+    u32 w = first / GCHUNK;
+    u64 *bits = redo.lookup(&w);
+    if (!bits)
+      break;
+    if (COPY_USER(s->ptrs, bytes, (void *)(allgs + first * 8), task)) {
+      __sync_fetch_and_add(&o->gerrors, 1);
+      *bits = ~0ull;
+      break;
+    }
+    walked += n;
+    u64 gbase = 0, mark = 0;
+    struct bpf_iter_num it;
+    int *jp;
+    iter_new(&it, 0, GCHUNK);
+    while ((jp = iter_next(&it))) {
+      u32 j = *jp;
+      if (j >= n)
+        break;
+      u64 gp = s->ptrs[j & (GCHUNK - 1)];
+      u8 *g = gp ? read_g(task, s, gp, &gbase) : 0;
+      if (unchanged(c, g, gp, first + j))
+        continue;
+      mark |= 1ull << (j & 63);
+      u32 q = __sync_fetch_and_add(&o->nchanged, 1);
+      u32 *slot = changed.lookup(&q);
+      if (slot)
+        *slot = first + j;
+    }
+    iter_destroy(&it);
+    *bits = mark;
+  }
+  iter_destroy(&chunks);
+  return walked;
+}
+
 static __always_inline int pass_continue(struct task_struct *task, struct config *c,
                                          struct out_t *o, struct scratch_t *s) {
   u32 n = c->start;
@@ -976,7 +1182,7 @@ int bpf_iter__task(struct bpf_iter__task *ctx) {
   u32 mode = c->mode;
   u64 helping = slot != 1;
   if (helping)
-    mode &= MODE_GS | MODE_CAPTURE;
+    mode &= MODE_GS | MODE_CAPTURE | MODE_VERIFY;
   asm volatile("" : "+r"(slot), "+r"(mode), "+r"(helping));
   struct scratch_t *s = scratch.lookup(&slot);
   if (!s)
@@ -991,6 +1197,12 @@ int bpf_iter__task(struct bpf_iter__task *ctx) {
     u64 walked = pass_goroutines(task, c, o, s, c->start, c->count, 0);
     __sync_fetch_and_add(&o->helper_gs, walked * (helping & 1));
   }
+  if ((mode & MODE_VERIFY) && (mode & MODE_THREADS))
+    sum_hist(task, c, o, s);   // the main thread's pass only (helpers have no MODE_THREADS)
+  if (mode & MODE_VERIFY) {
+    u64 walked = pass_verify(task, c, o, s);
+    __sync_fetch_and_add(&o->helper_gs, walked * (helping & 1));
+  }
   if (mode & MODE_CAPTURE) {
     // Its own frames, then the hook's once the hook's region is complete.
     u64 deadline = capture_deadline(c);
@@ -1002,6 +1214,8 @@ int bpf_iter__task(struct bpf_iter__task *ctx) {
     return pass_continue(task, c, o, s);
   if (mode == MODE_READ)
     return pass_reads(task, c, o);
+  if (mode == MODE_KEEP)
+    pass_keep(c);
   return 0;
 }
 #endif  // !IN_CONTEXT

@@ -15,6 +15,8 @@ SIDEEYE_TOGETHER: a choice of how to stop, not a limit, so the caller's applies.
 | SIDEEYE_TOGETHER          | 0                               | 1: stop every process of a snapshot first, then collect and resume each (one instant; longer pauses) |
 | SIDEEYE_BPF_CAPTURE       | 1                               | 0: every captured frame goes through the Python path |
 | SIDEEYE_LINKS             | 1                               | 0: no built-in links (no socket reads in the pause)  |
+| SIDEEYE_PREREAD           | 0                               | 1: walk the goroutines before the pause, check only their headers in it |
+| SIDEEYE_PREREAD_MAX_MS    | 200                             | a pre-read longer than this: the full walk in the pause instead |
 | SIDEEYE_MAX_PAUSE_S       | 2.0                             | the guardian resumes a target paused longer than this |
 | SIDEEYE_MEMO_MB           | 192                             | memory a long-lived process (the agent) keeps about the binaries it saw; least recently used dropped first (memo.py) |
 | SIDEEYE_CACHE             | ~/.cache/sideeye                | root of the disk caches below |
@@ -199,6 +201,13 @@ class EngineSettings(NamedTuple):
     links: bool
     collect_threads: int    # threads walking goroutines in the pause (1: the main one only)
     together: bool = False  # every process stopped before the first is collected
+    # The pre-read (engine/collect.py): walk every goroutine with the target running, and in
+    # the pause check their headers only, walking again those that changed; the full walk
+    # in the pause when the pre-read took longer than preread_max_ns. preread_check
+    # "no-seq" leaves trackingSeq out of the check: only for the ABA test, to see it fail.
+    preread: bool = False
+    preread_max_ns: int = 200_000_000
+    preread_check: str = "header"
 
     def recorded(self) -> dict:
         """Each setting by its variable, in the variable's units: the form a snapshot
@@ -264,6 +273,8 @@ def current() -> EngineSettings:
     capture budget must fit in the guardian's hard limit on a pause: past it the guardian
     resumes the target and the capture would read a running process."""
     cfg = EngineSettings(**{k.field: k.field_value(k.from_environment()) for k in PER_SNAPSHOT})
+    cfg = cfg._replace(preread=_switch("SIDEEYE_PREREAD", default=False),
+                       preread_max_ns=int(_number("SIDEEYE_PREREAD_MAX_MS", 200.0) * 1e6))
     if cfg.capture_pause_s >= max_pause_s() / 2:
         raise SettingError(f"SIDEEYE_CAPTURE_PAUSE_MS={cfg.capture_pause_s * 1000:g} (from the "
                            "environment) must stay under half of SIDEEYE_MAX_PAUSE_S "

@@ -29,6 +29,9 @@ G_FIELDS = ("goid", "atomicstatus", "sched.sp", "sched.pc", "sched.bp", "sched.g
 # engine compares between its pre-read and its pause (engine/collect.py).
 G_OPTIONAL = ("syscallbp", "parentGoid", "sched.lr", "sched.ret", "_panic", "_defer",
               "lockedm", "preempt", "trackingSeq")
+# sched.timeToRun: the histogram of tracked goroutines' scheduling latencies, one count per
+# tracked transition to running: how the engine bounds trackingSeq's wrapping (collect.py).
+SCHED_OPTIONAL = ("timeToRun",)
 M_FIELDS = ("procid", "curg", "alllink", "g0", "id")
 M_OPTIONAL = ("tls", "vdsoSP", "vdsoPC", "libcallsp", "libcallpc", "gsignal", "p")
 
@@ -47,6 +50,8 @@ class RuntimeLayout:
     wait_reasons: list[str]           # index = g.waitreason
     g_sizes: dict[str, int] = field(default_factory=dict)   # byte size of each g field
     m_sizes: dict[str, int] = field(default_factory=dict)
+    sched_offsets: dict[str, int] = field(default_factory=dict)   # runtime.schedt's
+    sched_sizes: dict[str, int] = field(default_factory=dict)
     variables: dict[str, int] = field(default_factory=dict)  # runtime globals, link addresses
     # Where the layouts came from: "dwarf" (the binary's own), or for a binary built
     # without DWARF (-ldflags=-w) from runtime_layouts.json: "table (Go 1.24.11)" for a
@@ -317,13 +322,17 @@ def _load_layout(elffile, read_mem: ReadMem, symbols: dict[str, int] | None) -> 
     m = index.struct("runtime.m")
     g_off, g_sizes = struct_offsets(g, G_FIELDS, G_OPTIONAL)
     m_off, m_sizes = struct_offsets(m, M_FIELDS, M_OPTIONAL)
+    sched = index.find("DW_TAG_structure_type", "runtime.schedt")
+    sched_off, sched_sizes = struct_offsets(sched, (), SCHED_OPTIONAL) if sched is not None \
+        else ({}, {})
     variables = {}
     for name in RUNTIME_VARIABLES:
         addr = (symbols or {}).get(name) or variable_address(index, name)
         if addr:
             variables[name] = addr
     return RuntimeLayout(g_off, _byte_size(g), m_off, _byte_size(m), status_constants(index),
-                         _wait_reasons(index, read_mem, variables), g_sizes, m_sizes, variables)
+                         _wait_reasons(index, read_mem, variables), g_sizes, m_sizes,
+                         sched_off, sched_sizes, variables)
 
 
 def _wait_reasons(index: DwarfIndex, read_mem: ReadMem, variables: dict[str, int]) -> list[str]:

@@ -224,6 +224,8 @@ def layout_macros(layout) -> dict[str, int]:
         macros["OFF_PARENT"] = g["parentGoid"]
     if "syscallbp" in g:
         macros["OFF_SYSCALLBP"] = g["syscallbp"]
+    if "trackingSeq" in g:
+        macros["OFF_TRACKSEQ"] = g["trackingSeq"]
     g_end = max(v for k, v in macros.items() if k.startswith("OFF_") and "_M_" not in k) + 8
     m_end = max(m["procid"], m["curg"], m["alllink"]) + 8
     macros["G_COPY"] = _pow2_at_least(g_end)
@@ -244,9 +246,9 @@ def source_constants() -> dict[str, int]:
 
 
 MAP_NAMES = ("cfg", "out", "gout", "conts", "todo", "reads", "scratch", "capq", "captab",
-             "capbits", "capops", "capbuf", "cappy")
+             "capbits", "capops", "capbuf", "cappy", "pre", "changed", "redo")
 MMAPPED = ("cfg", "out", "gout", "conts", "todo", "reads", "capq", "captab", "capbits", "capops",
-           "capbuf", "cappy")
+           "capbuf", "cappy", "pre", "changed", "redo")
 BPF_MAP_CREATE = 0
 CACHE = JsonCache("bpf", schema=1)
 

@@ -22,6 +22,15 @@ from pytest_sideeye.errors import SideeyeError
 _C = source_constants()
 MODE_THREADS, MODE_GS, MODE_CONT, MODE_READ, MODE_CAPTURE = (
     _C["MODE_THREADS"], _C["MODE_GS"], _C["MODE_CONT"], _C["MODE_READ"], _C["MODE_CAPTURE"])
+MODE_KEEP, MODE_VERIFY = _C["MODE_KEEP"], _C["MODE_VERIFY"]
+VERIFY_CHECK, VERIFY_NOSEQ, PRE_MAX = _C["VERIFY_CHECK"], _C["VERIFY_NOSEQ"], _C["PRE_MAX"]
+GHDR = c_struct("ghdr")
+# g.trackingSeq is a uint8: a goroutine that left running a multiple of 256 times between
+# the pre-read and the pause shows the same header. Each of its exits with trackingSeq % 8
+# == 0 is tracked, and its next transition to running adds one to sched.timeToRun's counts
+# (proc.go casgstatus): 256 exits add at least 31. Fewer since the pre-read began: no
+# goroutine's trackingSeq can have come round.
+WRAP_COUNTS = 256 // 8 - 1
 HOOK_ARMED, HOOK_RUNNING, HOOK_DONE = _C["HOOK_ARMED"], _C["HOOK_RUNNING"], _C["HOOK_DONE"]
 # The shared structs, by field name (bpf/snapshot.bpf.c declares them; cstructs reads them).
 CFG = c_struct("config")
@@ -73,6 +82,16 @@ class Records:
     chunks: list = field(default_factory=list)   # MODE_GS outputs (bytes or map views), in order
     more: dict[tuple[int, int], list[bytes]] = field(default_factory=dict)  # continuations
     syscall_keys: list[tuple[int, int]] = field(default_factory=list)  # maybe in a syscall
+    # With a pre-read (Collector.preread): chunks[:pre_chunks] are its records (chunk ci
+    # holds allgs[ci * per_chunk ...]), the chunk after them the goroutines walked again
+    # in the pause, each superseding the pre-read's record of its allgs index (H_INDEX).
+    pre_chunks: int = 0
+    per_chunk: int = 0
+    walk: str = ""        # "pre-read", or "in the pause" and why: what the snapshot says
+    preread_ns: int = 0
+    rewalked: int = 0     # goroutines walked again in the pause after the pre-read
+    verify_ns: int = 0    # the in-pause check of every goroutine's header
+    rewalk_ns: int = 0    # ... and the walks of those that changed
 
     def freeze(self) -> Records:
         """Copy what still lives in a program's map: the map is reused by the next pause."""
@@ -89,7 +108,9 @@ class Records:
                 "signals": _pack(self.signals_raw), "nsignals": self.nsignals,
                 "more": [[ci, i, [_pack(r) for r in recs]]
                          for (ci, i), recs in sorted(self.more.items())],
-                "syscall_keys": [list(k) for k in self.syscall_keys]}
+                "syscall_keys": [list(k) for k in self.syscall_keys],
+                "pre_chunks": self.pre_chunks, "per_chunk": self.per_chunk, "walk": self.walk,
+                "rewalked": self.rewalked}
 
     @classmethod
     def from_json(cls, d: dict) -> Records:
@@ -101,7 +122,24 @@ class Records:
                    signals_raw=_unpack(d["signals"]) if "signals" in d else b"",
                    nsignals=d.get("nsignals", 0),
                    more={(ci, i): [_unpack(r) for r in recs] for ci, i, recs in d["more"]},
-                   syscall_keys=[tuple(k) for k in d["syscall_keys"]])
+                   syscall_keys=[tuple(k) for k in d["syscall_keys"]],
+                   pre_chunks=d.get("pre_chunks", 0), per_chunk=d.get("per_chunk", 0),
+                   walk=d.get("walk", ""), rewalked=d.get("rewalked", 0))
+
+    def superseded(self) -> set[tuple[int, int]]:
+        """Keys (chunk, record) of the pre-read's records that the pause walked again."""
+        if not self.pre_chunks or len(self.chunks) <= self.pre_chunks:
+            return set()
+        chunk, size = self.chunks[self.pre_chunks], _grec_size()
+        out = set()
+        for off in range(0, len(chunk) - size + 1, size):
+            index = struct.unpack_from("<Q", chunk, off + 8 * H_INDEX)[0]
+            out.add(divmod(index, self.per_chunk))
+        return out
+
+
+def _grec_size() -> int:
+    return c_struct("grec").size
 
 
 def _pack(data: bytes) -> str:
@@ -204,6 +242,10 @@ class Collector:
                  hook_budget_ns: int = 900_000, threads: int = 1,
                  signal_code: SignalCode | None = None, hook: HookLink | None = None):
         self.p = program
+        # The pre-read (preread()): its records, and MODE_GS's filter while re-walking.
+        self.pre: Records | None = None
+        self._verify = 0
+        self._check = VERIFY_CHECK
         # How long the stop hook may walk with interrupts off on its CPU (the iterator
         # takes the rest): settings' SIDEEYE_HOOK_BUDGET_US.
         self.hook_budget_ns = hook_budget_ns
@@ -232,6 +274,7 @@ class Collector:
         self.helpers = self._start_helpers(threads - 1) \
             if threads > 1 and self._goroutines_now() >= HELPERS_FROM else []
         self.signal_code = signal_code
+        # The pre-read (preread()): its records, and MODE_GS's filter while re-walking.
         self.claim()
 
     def claim(self) -> None:
@@ -424,7 +467,9 @@ class Collector:
 
     # --- passes -------------------------------------------------------------------------
     def _configure(self, mode: int, start: int = 0, count: int = 0) -> None:
-        CFG.set(self.p.cfg, mode=mode, start=start, count=count, pad=0,
+        # verify is always written: the maps are shared, a filter left set would skip
+        # goroutines in another collector's walk.
+        CFG.set(self.p.cfg, mode=mode, start=start, count=count, pad=0, verify=self._verify,
                 allgs_addr=self.addrs["runtime.allgs"] + self.bias,
                 allglen_addr=self.addrs["runtime.allglen"] + self.bias,
                 allm_addr=self.addrs["runtime.allm"] + self.bias, bias=self.bias)
@@ -474,9 +519,148 @@ class Collector:
 
     def collect(self, raw: Records) -> None:
         """All stack passes. Called with the target stopped."""
-        pending = self._goroutines(raw)
+        if self.pre is not None:
+            pending = self._verified(raw)
+            if pending is None:
+                pending = self._passes(raw, MODE_GS, 0, [])
+        else:
+            pending = self._goroutines(raw)
         raw.helper_gs = self._out_word("helper_gs")
         self._continue(raw, pending)
+
+    # --- the pre-read: walk while the target runs, check headers in the pause --------
+    def preread(self, max_ns: int, hist: tuple[int, int], check: int = VERIFY_CHECK
+                ) -> Records:
+        """Walk every goroutine with the target running, keeping each header as read
+        before its walk (MODE_KEEP), so that the pause only checks headers (_verified).
+        Returns the pre-read's records; self.pre is set only when it can stand: the
+        goroutine list read whole within max_ns. Call after set_capture: captured frames
+        it finds are queued for the pause's capture pass to read (values are always read
+        in the pause). `hist`: (address, size) of runtime.sched.timeToRun in the target.
+        `check`: VERIFY_NOSEQ only for the ABA test."""
+        pre = Records(self.pid, per_chunk=self.per_pass)
+        self.pre, self._verify = None, 0
+        CFG.set(self.p.cfg, pre_count=0)
+        t0 = time.perf_counter_ns()
+        # Read before any header: every header kept is younger than this count.
+        data = self.read_many(pre, [hist]).get(hist)
+        if data is None:
+            pre.walk = "in the pause (sched.timeToRun was unreadable)"
+            return pre
+        self._hist_base = sum(struct.unpack(f"<{hist[1] // 8}Q", data))
+        CFG.set(self.p.cfg, hist_addr=hist[0], hist_words=hist[1] // 8)
+        view = memoryview(self.p.gout)
+        pending: list = []
+        start = kept = 0
+        while True:
+            self._configure(MODE_GS, start, self.per_pass)
+            self._new_gs_pass(start)
+            self._run(pre, shared=True)
+            allglen, nrecs, ntodo, _gfails, gerrors = self._gs_words()
+            if gerrors:
+                pre.walk = "in the pause (the goroutine list was unreadable while running)"
+                return pre
+            if nrecs:
+                pre.chunks.append(bytes(view[:nrecs * self.grec_size]))
+                pending += self._todo(pre, len(pre.chunks) - 1, nrecs, ntodo)
+                self._configure(MODE_KEEP, start, nrecs)
+                self._run(pre)
+                kept = start + nrecs
+            pre.allglen = allglen
+            start += self.per_pass
+            if start >= allglen or not nrecs or start >= PRE_MAX:
+                break
+            if time.perf_counter_ns() - t0 > max_ns:
+                break
+        self._continue(pre, pending)
+        pre.syscall_keys = []   # never kept valid: walked again in the pause
+        self._unkeep_broken(pre)
+        pre.preread_ns = time.perf_counter_ns() - t0
+        if kept < pre.allglen:
+            pre.walk = (f"in the pause (the pre-read read {kept} of {pre.allglen} goroutines"
+                        + (f" in its {max_ns / 1e6:g} ms" if kept < PRE_MAX else "") + ")")
+            return pre
+        if pre.preread_ns > max_ns:
+            pre.walk = (f"in the pause (the pre-read took {pre.preread_ns / 1e6:.1f} ms, over "
+                        f"its {max_ns / 1e6:g} ms)")
+            return pre
+        CFG.set(self.p.cfg, pre_count=kept)
+        pre.pre_chunks = len(pre.chunks)
+        pre.walk = "pre-read"
+        self.pre, self._check = pre, check
+        return pre
+
+    def _unkeep_broken(self, pre: Records) -> None:
+        """A deep stack whose continuation went wrong while the target ran is walked
+        again in the pause: its kept header is made invalid."""
+        for (ci, i), recs in pre.more.items():
+            flags = struct.unpack_from("<Q", recs[-1], 8 * H_FLAGS)[0]
+            if flags & (F_BADFP | F_READFAIL | F_MORE):
+                index = ci * self.per_pass + i
+                GHDR.set(memoryview(self.p.pre)[index * GHDR.size:], small=0)
+
+    def _verified(self, raw: Records) -> list | None:
+        """In the pause, after a pre-read: check every goroutine's header (MODE_VERIFY,
+        reading the allgs array and the g structs only) and walk again those that differ.
+        Returns the walks to continue, or None (with raw.walk saying why) when the full
+        walk must be done after all."""
+        pre = self.pre
+        t0 = time.perf_counter_ns()
+        self._verify = self._check
+        CFG.set(self.p.cfg, cursor=0)
+        OUT.set(self.p.out, nchanged=0, gerrors=0, helper_gs=0)
+        self._configure(MODE_THREADS | MODE_VERIFY)
+        self._run(raw, shared=True)
+        self._read_threads(raw)
+        allglen, nchanged, gerrors, hist = OUT.get_many(self.p.out, "allglen", "nchanged",
+                                                        "gerrors", "hist_sum")
+        t1 = time.perf_counter_ns()
+        raw.verify_ns, raw.preread_ns, raw.allglen = t1 - t0, pre.preread_ns, allglen
+        ran = hist - self._hist_base
+        why = ("the goroutine list was unreadable" if gerrors else
+               "sched.timeToRun was unreadable" if hist == 2**64 - 1 else
+               f"{ran} tracked runs since the pre-read: trackingSeq could have wrapped"
+               if not 0 <= ran < WRAP_COUNTS else
+               f"{allglen} goroutines, over the {PRE_MAX} a pre-read keeps"
+               if allglen > PRE_MAX else
+               f"{nchanged} of {allglen} goroutines changed since the pre-read"
+               if nchanged > self.per_pass or 2 * nchanged > allglen + 64 else "")
+        if why:
+            self._verify = 0
+            raw.walk = f"in the pause ({why})"
+            return None
+        indexes = sorted(struct.unpack_from(f"<{nchanged}I", self.p.changed, 0))
+        raw.chunks, raw.more = list(pre.chunks), dict(pre.more)
+        raw.pre_chunks, raw.per_chunk = pre.pre_chunks, self.per_pass
+        ci = len(raw.chunks)
+        recs: list[bytes] = []
+        pending: list = []
+        view = memoryview(self.p.gout)
+        for start in sorted({i - i % self.per_pass for i in indexes}):
+            CFG.set(self.p.cfg, cursor=0)
+            OUT.set(self.p.out, nrecs=0, ntodo=0, gfails=0, gerrors=0)
+            self._configure(MODE_GS, start, self.per_pass)
+            self._run(raw, shared=True)
+            for i in indexes:
+                if start <= i < start + self.per_pass:
+                    off = (i - start) * self.grec_size
+                    rec = bytes(view[off:off + self.grec_size])
+                    self._follow_up(raw, (ci, len(recs)), rec, pending)
+                    recs.append(rec)
+        self._verify = 0
+        raw.chunks.append(b"".join(recs))
+        raw.rewalked, raw.walk = len(recs), "pre-read"
+        raw.rewalk_ns = time.perf_counter_ns() - t1
+        return pending
+
+    def _follow_up(self, raw: Records, key: tuple[int, int], rec: bytes, pending: list) -> None:
+        """What _todo does for a pass's listed records, for one record walked again."""
+        flags, cont = struct.unpack_from("<QQ", rec, 8 * H_FLAGS)
+        if flags & F_MORE:
+            lo, hi = struct.unpack_from("<QQ", rec, 8 * H_LO)
+            pending.append((key, cont, lo, hi))
+        elif not flags & F_NOG:
+            raw.syscall_keys.append(key)
 
     def _read_threads(self, raw: Records) -> None:
         nms, nthreads = OUT.get_many(self.p.out, "nms", "nthreads")
@@ -520,6 +704,11 @@ class Collector:
             if self._take_chunk(raw, view, 0, *hooked, pending):
                 return pending
             mode, start = MODE_GS, self.per_pass
+        return self._passes(raw, mode, start, pending)
+
+    def _passes(self, raw: Records, mode: int, start: int, pending: list) -> list:
+        """MODE_GS passes over allgs[start ..) (the first may read the threads too)."""
+        view = memoryview(self.p.gout)
         while True:
             self._configure(mode, start, self.per_pass)
             self._new_gs_pass(start)

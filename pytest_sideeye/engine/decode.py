@@ -148,8 +148,11 @@ class RecordDecoder:
         result = []
         seen = set()
         unknown = 0
+        superseded = raw.superseded()
         for ci, chunk in enumerate(raw.chunks):
             for i in range(len(chunk) // self.grec_size):
+                if (ci, i) in superseded:   # walked again in the pause
+                    continue
                 h, pcs, fps = self._record(chunk, i)
                 flags = h[H_FLAGS]
                 if flags & F_NOG:
@@ -177,8 +180,9 @@ class RecordDecoder:
 
     def _goroutine(self, h, status, pcs, flags, threads, signals, curg_thread) -> Goroutine:
         g = Goroutine(id=h[H_GOID], status=status)
-        if status == "waiting" and h[H_WAITREASON] < len(self.wait_reasons):
-            g.wait_reason = self.wait_reasons[h[H_WAITREASON]]
+        reason = h[H_WAITREASON] & 0xff   # trackingSeq above it (bpf/snapshot.bpf.c)
+        if status == "waiting" and reason < len(self.wait_reasons):
+            g.wait_reason = self.wait_reasons[reason]
         if h[H_WAITSINCE]:
             g.wait_since_ns = h[H_WAITSINCE]
         # Goroutine 1 is started by the runtime's assembly entry: no Go creator to show.
@@ -295,7 +299,10 @@ class RecordDecoder:
         running = self.info.layout.status_values.get("_Grunning")
         keys = ((ci, i) for ci, chunk in enumerate(raw.chunks)
                 for i in range(len(chunk) // self.grec_size))
+        superseded = raw.superseded()
         for ci, i in (sorted(raw.more) if continued_only else keys):
+            if (ci, i) in superseded:
+                continue
             h, pcs, fps = self._record(raw.chunks[ci], i)
             if h[H_FLAGS] & F_NOG or h[H_STATUS] == running or not h[H_GOID]:
                 continue

@@ -26,6 +26,8 @@ from pytest_sideeye.engine import links as links_mod
 from pytest_sideeye.engine import pins
 from pytest_sideeye.engine.bpf import Program, layout_macros
 from pytest_sideeye.engine.collect import (
+    VERIFY_CHECK,
+    VERIFY_NOSEQ,
     Collector,
     HookLink,
     PackedCapture,
@@ -402,7 +404,9 @@ def _collect(prep: _Prepared, cfg: settings.EngineSettings, collector: Collector
             collector.prewarm()   # together: done before every process was stopped
         collector.set_capture(tables, int(cfg.capture_pause_s * 1e9),
                               plan.limits.total_bytes if plan is not None else 0, prep.packed)
-        hooked = wanted and collector.arm_hook()
+        preread = _preread(prep, cfg, collector, raw, pause is paused)
+        # After a pre-read the pause checks headers: the iterator does it, not the hook.
+        hooked = wanted and not preread and collector.arm_hook()
         with pause(prep.proc.pid, times, collector.hook_saw_stop if hooked else None):
             prep.proc.monotonic_ns = times.stopped_at_ns
             t0 = time.perf_counter_ns()
@@ -426,6 +430,37 @@ def _collect(prep: _Prepared, cfg: settings.EngineSettings, collector: Collector
                       t3 - t2)
 
 
+def _preread(prep: _Prepared, cfg: settings.EngineSettings, collector: Collector,
+              raw: Records, one_by_one: bool) -> bool:
+    """Walk the goroutines before the pause (Collector.preread), when the settings ask
+    for it and the layout has trackingSeq; True if the pause may check headers only. The
+    snapshot says which way it went (raw.walk)."""
+    if not cfg.preread or not one_by_one:
+        return False
+    layout = prep.info.layout
+    sched = layout.variables.get("runtime.sched") or prep.info.symbols.get("runtime.sched")
+    ttr, size = layout.sched_offsets.get("timeToRun"), layout.sched_sizes.get("timeToRun")
+    if "OFF_TRACKSEQ" not in prep.program.macros or not sched or ttr is None or not size:
+        raw.walk = "in the pause (this binary's layouts lack g.trackingSeq or sched.timeToRun)"
+        return False
+    check = VERIFY_NOSEQ if cfg.preread_check == "no-seq" else VERIFY_CHECK
+    pre = collector.preread(cfg.preread_max_ns, (sched + prep.bias + ttr, size), check)
+    raw.walk, raw.preread_ns = pre.walk, pre.preread_ns
+    return collector.pre is not None
+
+
+def _walk_fields(proc: Process, raw: Records) -> None:
+    """How the goroutines were walked (Collector.preread), in the snapshot."""
+    if not raw.walk:
+        return
+    proc.walk = raw.walk
+    proc.preread_ns = raw.preread_ns or None
+    if raw.pre_chunks:
+        proc.rewalked = raw.rewalked
+        proc.pause_parts_ns["verify"] = raw.verify_ns
+        proc.pause_parts_ns["rewalk"] = raw.rewalk_ns
+
+
 def _finish(prep: _Prepared, got: _Collected, spec, cfg: settings.EngineSettings,
             records_out: list[Records] | None) -> links_mod.ProcessFacts:
     """After every process is resumed: decode one, attach its variables, and read what
@@ -441,6 +476,7 @@ def _finish(prep: _Prepared, got: _Collected, spec, cfg: settings.EngineSettings
         proc.pause_parts_ns["waited"] = times.waited_ns
     if raw.hook_ns:
         proc.pause_parts_ns["hook_walk"] = raw.hook_ns
+    _walk_fields(proc, raw)
     if got.labels is not None:
         proc.pause_parts_ns["labels"] = got.labels_ns
     proc.collector = _who_collected(raw, prep.program, got.wanted, got.hooked, cfg.together)
@@ -487,6 +523,8 @@ def _who_collected(raw: Records, program: Program, wanted: bool, hooked: bool,
     """The snapshot's `collector` field: which program walked the goroutines, and why not
     the stop hook when it did not; how many the collector's helper threads walked."""
     helped = f"{raw.helper_gs} by helper threads" if raw.helper_gs else ""
+    if raw.pre_chunks:
+        return f"iterator (headers checked after a pre-read{'; ' + helped if helped else ''})"
     if hooked and raw.hook == "walked":
         if raw.hook_gs >= raw.allglen:
             return "stop hook"

@@ -217,6 +217,12 @@ class Process:
     # Where the runtime's layouts came from: "DWARF", or for a binary built without it
     # "table (Go 1.24)", plus "; goroutine list found in the code" when stripped of symbols.
     layouts: str | None = None
+    # How the goroutines were walked: "pre-read" (while the target ran, then only their
+    # headers checked in the pause) or "in the pause" and why; how long the pre-read
+    # took, and how many goroutines the pause walked again after it.
+    walk: str | None = None
+    preread_ns: int | None = None
+    rewalked: int | None = None
 
     def to_json(self) -> dict:
         head, tail = self.json_parts()
@@ -242,6 +248,9 @@ class Process:
             d["collector"] = self.collector
         if self.layouts is not None:
             d["layouts"] = self.layouts
+        for name in ("walk", "preread_ns", "rewalked"):
+            if getattr(self, name) is not None:
+                d[name] = getattr(self, name)
         return head, d
 
     @classmethod
@@ -257,7 +266,9 @@ class Process:
                    _get(d, "error", str, None), list(_list(d, "notes", str)),
                    [Goroutine.from_json(g) for g in _list(d, "goroutines", dict)],
                    _get(d, "logs", str, None), _get(d, "monotonic_ns", int, None),
-                   _get(d, "collector", str, None), _get(d, "layouts", str, None))
+                   _get(d, "collector", str, None), _get(d, "layouts", str, None),
+                   _get(d, "walk", str, None), _get(d, "preread_ns", int, None),
+                   _get(d, "rewalked", int, None))
 
 
 @dataclass
