@@ -17,17 +17,17 @@ from typing import Any, Callable, Iterable, Iterator
 
 import pytest
 
-from pytest_sideeye.errors import CaptureSpecError, NoPermission, SideeyeError, one_line
+from pytest_sideeye.errors import CaptureSpecError, SideeyeError, one_line
 from pytest_sideeye.plugin import attach, leaks
+from pytest_sideeye.plugin.taking import take
 from pytest_sideeye.plugin.targets import (
     add_container_options,
-    add_notes,
     build_targets,
     services_of,
 )
 from pytest_sideeye.plugin.targets import configure as configure_targets
 from pytest_sideeye.plugin.timeouts import OwnTimeout
-from pytest_sideeye.snapshot import Process, Snapshot, now_rfc3339
+from pytest_sideeye.snapshot import Snapshot
 
 DEFAULT_DIR = "sideeye-reports"
 DEFAULT_BUDGET_S = 60.0
@@ -268,98 +268,7 @@ def settings_of(config: pytest.Config) -> Settings:
 
 
 # --------------------------------------------------------------------------- taking snapshots
-
-def run_bounded(fn: Callable[[], Any], seconds: float, what: str) -> Any:
-    """Run fn in a helper thread and wait at most `seconds`: a snapshot taken from a timer
-    must not become a second hang. The engine resumes its targets on its own."""
-    box: dict[str, Any] = {}
-
-    def work() -> None:
-        try:
-            box["value"] = fn()
-        except BaseException as e:  # handed to the caller below
-            box["error"] = e
-
-    t = threading.Thread(target=work, name=f"sideeye {what}", daemon=True)
-    t.start()
-    t.join(seconds)
-    if t.is_alive():
-        raise SideeyeError(f"{what} did not finish within {seconds:g} s")
-    if "error" in box:
-        raise box["error"]
-    return box.get("value")
-
-
-def _take_one_at_a_time(targets: list[Any], capture: dict[str, list[str]],
-                        links: list[str] | None = None) -> Snapshot:
-    """A timer's snapshot can start while another one (a fixture's, a failure's) still
-    runs in a helper thread: the engine takes one at a time. One capture spec serves every
-    service of a test: the engine gives each process the functions its program has, and
-    notes those that none has (strict_capture=False)."""
-    from pytest_sideeye.agent import take_snapshot  # the agent when it answers, else here
-    return take_snapshot(targets, capture or None, strict_capture=False, links=links or None)
-
-
-def take(services: list[Any], capture: dict[str, list[str]], budget_s: float,
-         raise_errors: bool = False, links: list[str] | None = None
-         ) -> tuple[Snapshot, str | None]:
-    """Snapshot the services' processes. Returns the snapshot and, when no goroutines could
-    be read at all, the one-line reason. Logs are read after the pause, so the snapshot
-    is as close to the moment as possible."""
-    problem: str | None = None
-    from pytest_sideeye.agent import missing_privileges  # none with an agent to ask
-    try:
-        lacking = missing_privileges()
-        if lacking:
-            raise NoPermission(lacking)
-        targets, gone = build_targets(services)
-        if targets:
-            snap = run_bounded(lambda: _take_one_at_a_time(targets, capture, links), budget_s,
-                               "snapshot")
-        else:
-            snap = Snapshot(taken_at=now_rfc3339())
-        snap.processes.extend(gone)
-        add_notes(snap.processes, services)
-        if not targets:
-            problem = "no running Go process in the test's services"
-    except SideeyeError as e:
-        if raise_errors:
-            raise
-        problem = one_line(e)
-        snap = Snapshot(processes=_errored(services, problem), taken_at=now_rfc3339())
-    except Exception as e:  # an engine bug: still one line and a report with the logs
-        if raise_errors:
-            raise SideeyeError(f"snapshot failed: {type(e).__name__}: {one_line(e)}") from e
-        problem = f"snapshot failed: {type(e).__name__}: {one_line(e)}"
-        snap = Snapshot(processes=_errored(services, problem), taken_at=now_rfc3339())
-    _add_logs(snap, services, budget_s)
-    return snap, problem
-
-
-def _errored(services: list[Any], problem: str) -> list[Process]:
-    procs = []
-    for svc in services:
-        try:
-            container = svc.container_info()
-        except Exception:
-            container = None
-        procs.append(Process(pid=0, container=container, service=svc.name, error=problem))
-    return procs
-
-
-def _add_logs(snap: Snapshot, services: list[Any], budget_s: float) -> None:
-    for svc in services:
-        try:
-            logs = run_bounded(svc.logs, min(budget_s, 10.0), f"logs of {svc.name}")
-        except Exception as e:
-            logs = f"(logs unavailable: {one_line(e)})"
-        procs = [p for p in snap.processes if p.service == svc.name]
-        for p in procs:
-            p.logs = logs
-        if not procs:
-            snap.processes.append(Process(pid=0, service=svc.name, logs=logs,
-                                          error="no process snapshotted"))
-
+# (taking.py: bounded, through the agent, logs after the pause)
 
 def snapshot_item(item: pytest.Item, phase: str, stem: str, outcome: str, message: str,
                   services: list[Any] | None = None, capture: dict[str, Any] | None = None,

@@ -289,15 +289,15 @@ def test_the_plugins_snapshots_carry_its_processs_settings(agent, pids, monkeypa
     """The plugin takes its snapshots through agent.take_snapshot, which asks the agent
     whenever it answers: the settings of the pytest process's environment go with them."""
     from pytest_sideeye import agent as agent_mod
-    from pytest_sideeye.plugin import hooks
+    from pytest_sideeye.plugin import taking
     for name, value in agent.client_env().items():
         if name.startswith("SIDEEYE_AGENT"):
             monkeypatch.setenv(name, value)
     monkeypatch.setenv("SIDEEYE_LINKS", "0")
     assert agent_mod.route().kind == "agent"
     before = len(agent.log_lines())
-    snap = hooks._take_one_at_a_time(pids[:2], {})
+    snap = taking._take_one_at_a_time(pids[:2], {})
     assert len([ln for ln in agent.log_lines()[before:] if "snapshot for uid 0" in ln]) == 1
     assert snap.links == [] and snap.settings["SIDEEYE_LINKS"] is False
     monkeypatch.delenv("SIDEEYE_LINKS")
-    assert hooks._take_one_at_a_time(pids[:2], {}).links != []
+    assert taking._take_one_at_a_time(pids[:2], {}).links != []

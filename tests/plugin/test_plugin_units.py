@@ -10,7 +10,7 @@ import pytest
 
 from pytest_sideeye import capture
 from pytest_sideeye.errors import CaptureSpecError, SideeyeError
-from pytest_sideeye.plugin import attach
+from pytest_sideeye.plugin import attach, taking
 from pytest_sideeye.plugin import hooks as plugin
 from pytest_sideeye.snapshot.model import Snapshot
 
@@ -70,13 +70,13 @@ def test_timeout_message_names_the_report(tmp_path):
 
 
 def test_run_bounded_returns_raises_and_gives_up():
-    assert plugin.run_bounded(lambda: 42, 5, "x") == 42
+    assert taking.run_bounded(lambda: 42, 5, "x") == 42
     with pytest.raises(ZeroDivisionError):
-        plugin.run_bounded(lambda: 1 / 0, 5, "x")
+        taking.run_bounded(lambda: 1 / 0, 5, "x")
     stop = threading.Event()
     t0 = time.monotonic()
     with pytest.raises(SideeyeError, match="snapshot did not finish within 0.2 s"):
-        plugin.run_bounded(lambda: stop.wait(10), 0.2, "snapshot")
+        taking.run_bounded(lambda: stop.wait(10), 0.2, "snapshot")
     assert time.monotonic() - t0 < 5
     stop.set()
 
