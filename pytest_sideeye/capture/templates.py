@@ -248,9 +248,11 @@ def _pieces(pieces, t: GoType) -> list[tuple[int, int, int, bool]]:
     return out
 
 
-def _template_for(plan, function: str, pc: int, max_ops: int, read_max: int):
+def _template_for(plan, function: str, pc: int, max_ops: int, read_max: int, *,
+                  slots_only: bool = False):
     """The ops reading every expression of `function` in a frame at pc (link-time), or
-    None when only the Python path can (TooComplex)."""
+    None when only the Python path can (TooComplex). slots_only: the frame's slots alone
+    (what they point to is read after the resume: engine/links/after_resume.py)."""
     bound = plan._bindings(function, pc)
     if isinstance(bound, str):
         return None
@@ -278,6 +280,8 @@ def _template_for(plan, function: str, pc: int, max_ops: int, read_max: int):
         if hi - lo > read_max:
             raise TooComplex("slots too far apart")
         frame = tpl.op(OP_SLOT, 0, lo, size=hi - lo)
+        if slots_only:
+            return tpl.ops
         for e, ps, t in roots:
             pieces = [(vo, fo - lo, size, m) for vo, fo, size, m in ps]
             _expression(tpl, e, t, _Loc(frame, 0, pieces), plan.limits, debug)
@@ -355,10 +359,12 @@ def _boundaries(plan, function: str, scope) -> list[int]:
     return sorted(points)
 
 
-def compile_plan(plan, bias: int, const: dict[str, int], symtab=None) -> ReadTemplates | None:
+def compile_plan(plan, bias: int, const: dict[str, int], symtab=None,
+                 slots_only: frozenset[str] = frozenset()) -> ReadTemplates | None:
     """The plan's BPF tables (runtime addresses), or None when nothing can be templated.
     symtab (pclntab.Symtab): where the functions run inlined, in any package (without it,
-    only the inlining sites in the function's own package, from DWARF, are known)."""
+    only the inlining sites in the function's own package, from DWARF, are known).
+    slots_only: functions whose frames' slots alone are read in the pause."""
     max_ops, read_max = const["CAP_OPS"], const["CAP_READ_MAX"]
     max_templates, max_ranges = const["CAP_TEMPLATES"], const["CAPTAB_MAX"]
     own: list[tuple[int, int, int]] = []        # (lo, hi, template) link-time
@@ -378,7 +384,8 @@ def compile_plan(plan, bias: int, const: dict[str, int], symtab=None) -> ReadTem
         for lo, hi in info.concrete.ranges:
             cuts = [p for p in points if lo < p < hi]
             for a, b in zip([lo] + cuts, cuts + [hi]):
-                ops = _template_for(plan, function, a, max_ops, read_max)
+                ops = _template_for(plan, function, a, max_ops, read_max,
+                                    slots_only=function in slots_only)
                 if ops is None:
                     t = TPL_PYTHON
                 else:

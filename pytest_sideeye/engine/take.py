@@ -36,6 +36,7 @@ from pytest_sideeye.engine.collect import (
 )
 from pytest_sideeye.engine.cstructs import check_capture_formats
 from pytest_sideeye.engine.decode import RecordDecoder
+from pytest_sideeye.engine.links import after_resume as after_resume_mod
 from pytest_sideeye.engine.pause import PauseTimes, paused, proc_state, stopped_together
 from pytest_sideeye.engine.privileges import missing_privileges
 from pytest_sideeye.engine.process import (
@@ -225,6 +226,9 @@ class _Prepared:
     tables: object
     packed: PackedCapture | None   # the tables as the maps hold them
     labels: labels_mod.LabelReader | None = None   # pprof labels, when it can have any
+    # Functions only the link probes read, BPF reading their frames' slots alone: what
+    # those point to is read after the resume (links/after_resume.py).
+    after_resume: frozenset = frozenset()
 
 
 @dataclass
@@ -381,11 +385,13 @@ def _prepare(proc: Process, spec, limits, cfg: settings.EngineSettings) -> _Prep
     plan = _make_plan(info, links_mod.merged(spec, probes), limits, bias) \
         if info.has_dwarf else None
     decoder = RecordDecoder(info, bias, program.const)
-    tables = _capture_tables(plan, info, bias, program) \
+    after_resume = after_resume_mod.functions(spec, probes)
+    tables = _capture_tables(plan, info, bias, program, after_resume) \
         if plan is not None and cfg.bpf_capture else None
     packed = pack_capture(tables, program.const) if tables is not None else None
     return _Prepared(proc, info, bias, addrs, program, probes, plan, decoder, tables, packed,
-                     labels_mod.label_reader(info, bias))
+                     labels_mod.label_reader(info, bias),
+                     after_resume if tables is not None else frozenset())
 
 
 def _collect(prep: _Prepared, cfg: settings.EngineSettings, collector: Collector,
@@ -468,7 +474,8 @@ def _finish(prep: _Prepared, got: _Collected, spec, cfg: settings.EngineSettings
     proc, raw, times = prep.proc, got.raw, got.times
     _check_survived(proc.pid)
     captures = _captures_after(prep.plan, prep.decoder, got.capture_out, raw, got.pause_jobs,
-                               cfg.capture_pause_s) if prep.plan is not None else []
+                               cfg.capture_pause_s, prep.after_resume) \
+        if prep.plan is not None else []
     proc.pause_ns = times.pause_ns
     proc.pause_parts_ns = {"stop": times.stop_ns, "collect": got.collect_ns,
                            "capture": got.capture_ns, "resume": times.resume_ns}
@@ -597,13 +604,14 @@ def _make_plan(info, spec, limits, bias: int):
     return plan
 
 
-def _capture_tables(plan, info, bias: int, program):
+def _capture_tables(plan, info, bias: int, program, slots_only: frozenset = frozenset()):
     """The plan compiled for the BPF capture (capture/templates.py), once per binary, spec,
     limits and load address (in the binary's memo group: a PIE's few latest load addresses,
     memo.PER_KIND); None when nothing of it can be read by BPF."""
-    key = (info.build_id, repr(plan.spec), repr(plan.limits), bias)
+    key = (info.build_id, repr(plan.spec), repr(plan.limits), bias, tuple(sorted(slots_only)))
     return MEMO.remember(info.build_id, "tables", key,
-                         lambda: compile_plan(plan, bias, program.const, info.symtab))
+                         lambda: compile_plan(plan, bias, program.const, info.symtab,
+                                              slots_only))
 
 
 def _capture_in_pause(plan, decoder, collector, raw, tables, budget_s: float) -> dict:
@@ -647,11 +655,14 @@ def _capture_in_pause(plan, decoder, collector, raw, tables, budget_s: float) ->
     return jobs
 
 
-def _captures_after(plan, decoder, out, raw, pause_jobs: dict, budget_s: float) -> list:
+def _captures_after(plan, decoder, out, raw, pause_jobs: dict, budget_s: float,
+                    after_resume: frozenset = frozenset()) -> list:
     """After the resume: a job per captured frame, [(key, job)], decoding what was read
-    in the pause (by BPF into `out`, or by the Python rounds) and nothing more."""
+    in the pause (by BPF into `out`, or by the Python rounds) and nothing more; but for
+    the frames of `after_resume` functions BPF read, what their slots point to is read
+    now (links/after_resume.py)."""
     shared = out.memory() if out is not None else None
-    captures, missed = [], 0
+    captures, missed, later = [], 0, []
     for key, pc, cfa, function in decoder.frames_for_capture(raw, plan.wants):
         job = pause_jobs.get((pc, cfa, function))
         if job is None:
@@ -660,10 +671,14 @@ def _captures_after(plan, decoder, out, raw, pause_jobs: dict, budget_s: float) 
             if entry is None:
                 missed += 1
             job.mem.shared = shared
-            job.mem.final = True
+            job.mem.final = entry is None or function not in after_resume
+            if not job.mem.final:
+                later.append(job)
             if out is not None and out.dropped:
                 job.mem.final_why = "budget"   # reads refused: the byte budget ran out
         captures.append((key, job))
+    if later:
+        after_resume_mod.read(raw.pid, later)
     if out is not None and out.unreached:
         raw.notes.append(
             f"capture stopped at its pause budget ({budget_s * 1000:g} ms): "

@@ -73,3 +73,39 @@ def test_http2_keys_and_streams_as_the_probes_read_them():
     assert http2.keep("h2_server", {"stream": 3})
     assert not http2.keep("h2_server", {"stream": 0}) and not http2.keep("h2_client", {})
     assert not http2.keep("h2_conn", {"conn_wall": 5})
+
+
+def test_the_probes_read_only_their_frames_slots_in_the_pause(go_build):
+    """What the probes' slots point to is read after the resume (links/after_resume.py):
+    in BPF, a frame of a function only the links read costs one read, its slots; a
+    function the user's spec captures too is read whole in the pause."""
+    from pytest_sideeye import capture
+    from pytest_sideeye.binary import analyze
+    from pytest_sideeye.capture.templates import OP_SLOT, TPL_PYTHON
+    from pytest_sideeye.engine.links import after_resume, probe_spec
+    info = analyze(go_build("peers", "1.24.11"))
+    probes = probe_spec(info)
+    const = {"CAP_OPS": 16, "CAP_READ_MAX": 2048, "CAP_TEMPLATES": 64, "CAPTAB_MAX": 1024}
+
+    def templates(spec, later):
+        plan = capture.make_plan(info, spec)
+        tables = capture.compile_plan(plan, 0, const, info.symtab, later)
+        out = {}
+        for lo, _hi, t in tables.ranges:
+            if t != TPL_PYTHON and tables.templates[t]:
+                out.setdefault(info.symtab.func_for_pc(lo).name, []).append(tables.templates[t])
+        return out
+
+    later = after_resume.functions(None, probes)
+    assert "net/http.(*conn).serve" in later and "internal/poll.(*FD).Read" in later
+    deferred = templates(probes, later)
+    assert "net/http.(*conn).serve" in deferred and "net/http.(*persistConn).roundTrip" in deferred
+    for ops in (o for per_fn in deferred.values() for o in per_fn):
+        assert [op[0] for op in ops] == [OP_SLOT], ops
+    whole = capture.CaptureSpec({**probes.functions, "net/http.(*conn).serve":
+                                 [*probes.functions["net/http.(*conn).serve"],
+                                  capture.parse_expr("c.remoteAddr")]})
+    mine = after_resume.functions(capture.CaptureSpec({"net/http.(*conn).serve": [
+        capture.parse_expr("c.remoteAddr")]}), probes)
+    assert "net/http.(*conn).serve" not in mine and "internal/poll.(*FD).Read" in mine
+    assert max(len(o) for o in templates(whole, mine)["net/http.(*conn).serve"]) > 10
