@@ -16,7 +16,7 @@ SIDEEYE_TOGETHER: a choice of how to stop, not a limit, so the caller's applies.
 | SIDEEYE_BPF_CAPTURE       | 1                               | 0: every captured frame goes through the Python path |
 | SIDEEYE_LINKS             | 1                               | 0: no built-in links (no socket reads in the pause)  |
 | SIDEEYE_PREREAD           | 0                               | 1: walk the goroutines before the pause, check only their headers in it |
-| SIDEEYE_PREREAD_MAX_MS    | 200                             | a pre-read longer than this: the full walk in the pause instead |
+| SIDEEYE_PREREAD_MAX_MS    | 500                             | a pre-read longer than this: the full walk in the pause instead |
 | SIDEEYE_MAX_PAUSE_S       | 2.0                             | the guardian resumes a target paused longer than this |
 | SIDEEYE_MEMO_MB           | 192                             | memory a long-lived process (the agent) keeps about the binaries it saw; least recently used dropped first (memo.py) |
 | SIDEEYE_CACHE             | ~/.cache/sideeye                | root of the disk caches below |
@@ -206,7 +206,7 @@ class EngineSettings(NamedTuple):
     # in the pause when the pre-read took longer than preread_max_ns. preread_check
     # "no-seq" leaves trackingSeq out of the check: only for the ABA test, to see it fail.
     preread: bool = False
-    preread_max_ns: int = 200_000_000
+    preread_max_ns: int = 500_000_000
     preread_check: str = "header"
 
     def recorded(self) -> dict:
@@ -274,7 +274,7 @@ def current() -> EngineSettings:
     resumes the target and the capture would read a running process."""
     cfg = EngineSettings(**{k.field: k.field_value(k.from_environment()) for k in PER_SNAPSHOT})
     cfg = cfg._replace(preread=_switch("SIDEEYE_PREREAD", default=False),
-                       preread_max_ns=int(_number("SIDEEYE_PREREAD_MAX_MS", 200.0) * 1e6))
+                       preread_max_ns=int(_number("SIDEEYE_PREREAD_MAX_MS", 500.0) * 1e6))
     if cfg.capture_pause_s >= max_pause_s() / 2:
         raise SettingError(f"SIDEEYE_CAPTURE_PAUSE_MS={cfg.capture_pause_s * 1000:g} (from the "
                            "environment) must stay under half of SIDEEYE_MAX_PAUSE_S "

@@ -31,6 +31,7 @@ GHDR = c_struct("ghdr")
 # (proc.go casgstatus): 256 exits add at least 31. Fewer since the pre-read began: no
 # goroutine's trackingSeq can have come round.
 WRAP_COUNTS = 256 // 8 - 1
+GCHUNK_WALKS = 256   # goroutines walked again from which the helper threads join in
 HOOK_ARMED, HOOK_RUNNING, HOOK_DONE = _C["HOOK_ARMED"], _C["HOOK_RUNNING"], _C["HOOK_DONE"]
 # The shared structs, by field name (bpf/snapshot.bpf.c declares them; cstructs reads them).
 CFG = c_struct("config")
@@ -629,7 +630,9 @@ class Collector:
             self._verify = 0
             raw.walk = f"in the pause ({why})"
             return None
-        indexes = sorted(struct.unpack_from(f"<{nchanged}I", self.p.changed, 0))
+        # An array map's values are 8-byte aligned in its mapping: a u32 each 8 bytes.
+        indexes = sorted(i & 0xffffffff for i in
+                         struct.unpack_from(f"<{nchanged}Q", self.p.changed, 0))
         raw.chunks, raw.more = list(pre.chunks), dict(pre.more)
         raw.pre_chunks, raw.per_chunk = pre.pre_chunks, self.per_pass
         ci = len(raw.chunks)
@@ -640,7 +643,8 @@ class Collector:
             CFG.set(self.p.cfg, cursor=0)
             OUT.set(self.p.out, nrecs=0, ntodo=0, gfails=0, gerrors=0)
             self._configure(MODE_GS, start, self.per_pass)
-            self._run(raw, shared=True)
+            # Waking the helpers costs more than a few walks (0.1-0.3 ms a pass).
+            self._run(raw, shared=len(indexes) > GCHUNK_WALKS)
             for i in indexes:
                 if start <= i < start + self.per_pass:
                     off = (i - start) * self.grec_size

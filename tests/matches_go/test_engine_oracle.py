@@ -55,9 +55,11 @@ def test_parked_goroutines_match_the_runtime_dump(parkzoo):
     assert proc.go_version == f"go{version}"
 
 
-def test_the_stop_hook_walks_in_the_pause(parkzoo):
-    """On this kernel the goroutines are walked by the stop hook (in the target's context);
-    a fallback to the iterator alone would still be correct but slower, so it fails here."""
+def test_the_stop_hook_walks_in_the_pause(parkzoo, monkeypatch):
+    """On this kernel the goroutines are walked by the stop hook (in the target's context)
+    when they are walked in the pause (no pre-read); a fallback to the iterator alone would
+    still be correct but slower, so it fails here."""
+    monkeypatch.setenv("SIDEEYE_PREREAD", "0")
     _version, app = parkzoo
     proc = engine.take_snapshot([app.pid]).processes[0]
     assert proc.error is None, proc.error
@@ -71,12 +73,30 @@ def test_the_stop_hook_walks_in_the_pause(parkzoo):
     ({"SIDEEYE_HOOK_BUDGET_US": "0"}, "stop hook and iterator (0 of "),
 ], ids=["iterator-alone", "hook-out-of-budget"])
 def test_every_collection_path_matches_the_runtime_dump(parkzoo, env, collector, monkeypatch):
+    monkeypatch.setenv("SIDEEYE_PREREAD", "0")   # the paths of a walk in the pause
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     _version, app = parkzoo
     proc, _stable, diffs = snapshot_and_compare(app)
     assert not diffs, "\n".join(diffs)
     assert proc.collector.startswith(collector), proc.collector
+
+
+@pytest.mark.parametrize("preread", ["1", "0"], ids=["pre-read", "in-the-pause"])
+def test_both_walks_match_the_runtime_dump(parkzoo, preread, monkeypatch):
+    """With the pre-read (issue 27) the pause checks headers and keeps the records walked
+    while the target ran; without it the pause walks everything: the same dump either way."""
+    monkeypatch.setenv("SIDEEYE_PREREAD", preread)
+    _version, app = parkzoo
+    proc, stable, diffs = snapshot_and_compare(app)
+    assert not diffs, "\n".join(diffs)
+    if preread == "1":
+        assert proc.walk == "pre-read", proc.walk
+        # parkzoo's spinners run, and its sleepers may wake: a few, never most.
+        assert proc.rewalked < len(proc.goroutines) / 2, proc.rewalked
+        assert {"verify", "rewalk"} <= set(proc.pause_parts_ns)
+    else:
+        assert proc.walk is None and proc.rewalked is None
 
 
 def test_deep_recursion_is_complete(parkzoo):
