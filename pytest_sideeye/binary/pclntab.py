@@ -391,6 +391,25 @@ class Symtab:
             keep_wrapper = name in _KEEP_WRAPPER_BELOW
             pc = entry + parent_pc
 
+    def _inliners(self) -> dict[str, list[int]]:
+        """Function name (as printed) -> the indexes of the functions whose inline trees
+        name it, built in one pass (a capture of many functions, such as a context rule's,
+        asked each name of every tree again: seconds)."""
+        index = self.__dict__.get("_inliners_index")
+        if index is None:
+            by_off: dict[int, set[int]] = {}
+            for i in range(len(self)):
+                tree = self._inline_tree(i)
+                for j in range(len(tree) // _INLINED_CALL.size if tree else 0):
+                    off = _INLINED_CALL.unpack_from(tree, j * _INLINED_CALL.size)[1]
+                    by_off.setdefault(off, set()).add(i)
+            index = {}
+            for off, funcs in by_off.items():
+                index.setdefault(func_name_for_print(_cstring(self._funcnametab, off)),
+                                 set()).update(funcs)
+            index = self.__dict__["_inliners_index"] = {k: sorted(v) for k, v in index.items()}
+        return index
+
     def inlined_ranges(self, name: str) -> list[tuple[int, int]]:
         """The pc ranges where function `name` (as printed) runs inlined into another
         function, itself or something inlined into it: every function's inline tree is
@@ -399,10 +418,8 @@ class Symtab:
         if name in cache:
             return cache[name]
         out: list[tuple[int, int]] = []
-        for i in range(len(self)):
+        for i in self._inliners().get(name, ()):
             tree = self._inline_tree(i)
-            if not tree:
-                continue
             calls = [_INLINED_CALL.unpack_from(tree, j * _INLINED_CALL.size)
                      for j in range(len(tree) // _INLINED_CALL.size)]
             mine = [func_name_for_print(_cstring(self._funcnametab, c[1])) == name

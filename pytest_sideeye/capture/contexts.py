@@ -6,7 +6,7 @@ captured its deadline and whether it is done: `ctx.Deadline()` (RFC 3339, null w
 has none) and `ctx.Err()` ("context canceled", "context deadline exceeded", or null).
 
 Planned before the pause like a function spec (`expand`): the functions holding a
-context.Context variable come from DWARF (typerules.frame_variables), and each gets
+context.Context variable come from DWARF (the program's own packages only), and each gets
 expressions whose single step is a context step (CONTEXT_OPS). The plan's Python rounds
 read them (the BPF templates leave any step they do not know to Python): `variable`
 walks the chain from the frame's interface value, layer by layer, in as many rounds as it
@@ -22,7 +22,9 @@ not its values.
 """
 from __future__ import annotations
 
-from pytest_sideeye.capture.spec import CaptureSpec, Expr, Step, TypeRule
+from pytest_sideeye.binary import package_of
+from pytest_sideeye.capture import typerules
+from pytest_sideeye.capture.spec import CaptureSpec, Expr, Step
 from pytest_sideeye.capture.values import PENDING, Cut, ValueDecoder, is_direct_iface
 from pytest_sideeye.snapshot import Variable
 
@@ -50,25 +52,34 @@ def expand(spec: CaptureSpec, debug) -> CaptureSpec:
     keys = tuple(getattr(spec, "contexts", ()))
     if not keys:
         return spec
-    from pytest_sideeye.capture import typerules
     out = CaptureSpec({fn: list(exprs) for fn, exprs in spec.functions.items()},
                       dict(spec.types), keys)
-    found = typerules.frame_variables(debug, [TypeRule(CONTEXT_TYPE)])
-    for fn, variables in found.items():
-        if typerules.is_standard(_package(fn)):
-            continue   # the standard library's own frames: net/http's plumbing, ...
+    for fn, names in context_variables(debug).items():
         bucket = out.functions.setdefault(fn, [])
-        for name, _rule in variables:
-            for e in context_exprs(name, keys):
-                if e not in bucket:
-                    bucket.append(e)
+        for name in names:
+            bucket += [e for e in context_exprs(name, keys) if e not in bucket]
     return out
 
 
-def _package(function: str) -> str:
-    slash = function.rfind("/")
-    dot = function.find(".", slash + 1)
-    return function if dot < 0 else function[:dot]
+def context_variables(debug) -> dict[str, list[str]]:
+    """function -> its context.Context parameters and locals, in the packages of the
+    program's own code (the standard library's are not read: most of a binary's DWARF)."""
+    out: dict[str, list[str]] = {}
+    for package in debug.packages():
+        if typerules.is_standard(package):
+            continue
+        for fn, variables in debug.package_variables(package).items():
+            if fn.startswith("type:") or package_of(fn) != package:
+                # The compiler's equality and hash functions; another package's function
+                # inlined here (found in its own package's units, if it has a body there:
+                # one with none would be looked for through the whole DWARF, seconds).
+                continue
+            names = [name for name, off in variables.items()
+                     if not name.startswith(("~", ".")) and "." not in name
+                     and debug.type_at(off).name == CONTEXT_TYPE]
+            if names:
+                out[fn] = names
+    return out
 
 
 def context_texts(spec: CaptureSpec) -> set[str]:

@@ -10,10 +10,11 @@ context, and escape the hostile value."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from oracle import start_app
-from support import GO_VERSIONS
+from support import GO_VERSIONS, GRPC_GOPATH
 
 from pytest_sideeye import capture
 from pytest_sideeye.capture.spec import split_spec_line
@@ -21,6 +22,7 @@ from pytest_sideeye.engine import take_snapshot
 from pytest_sideeye.errors import CaptureSpecError
 from pytest_sideeye.report import render_html
 from pytest_sideeye.snapshot import done_contexts, render_text
+from pytest_sideeye.snapshot.contexts import rfc3339_ns
 
 KEYS = ("main.userKey", "main.traceKey", "main.requestKey")
 CAPTURE = [f"context:{k}" for k in KEYS]
@@ -104,3 +106,36 @@ def test_the_reports_flag_a_goroutine_waiting_on_a_done_context(zoo):
     assert "still waiting in main.stuckAfterTimeout" in html
     assert "<script>alert('ctx')" not in html
     assert "&lt;/td&gt;&lt;script&gt;alert(" in html
+
+
+# --- a program we did not write: grpc-go's server ------------------------------------------
+
+@pytest.mark.parametrize("version", GO_VERSIONS)
+def test_grpc_servers_contexts_carry_metadata_and_deadline(version, go_build, needs_root):
+    """grpcpeers' client calls with outgoing metadata and a deadline an hour away: the
+    server's own frames (grpc-go's processStreamingRPC) hold a context whose incoming
+    metadata and deadline are what the client sent."""
+    exe = go_build("grpcpeers", version, gopath=GRPC_GOPATH)
+    with start_app(exe, "server") as server, \
+            start_app(exe, "client", f"127.0.0.1:{server.port}", "meta") as client:
+        deadline = time.monotonic() + 30
+        while sum(line.startswith("parked") for line in server.output) < 2:
+            assert time.monotonic() < deadline, f"handlers not reached: {server.output}"
+            time.sleep(0.05)
+        sent_after = time.time()
+        snap = take_snapshot([server.pid],
+                             capture=["context:google.golang.org/grpc/metadata.mdIncomingKey"])
+        assert client.alive()
+    [proc] = snap.processes
+    frames = [f for g in proc.goroutines for f in g.frames
+              if f.function == "google.golang.org/grpc.(*Server).processStreamingRPC"]
+    found = [{v.name: v.value for v in f.variables} for f in frames]
+    ours = [v for v in found
+            if (v.get("ctx[google.golang.org/grpc/metadata.mdIncomingKey]") or {})
+            .get("tenant") == ["acme"]]
+    assert len(ours) == 1, found
+    md = ours[0]["ctx[google.golang.org/grpc/metadata.mdIncomingKey]"]
+    assert md["request-id"] == ["r-42"] and md["content-type"] == ["application/grpc"]
+    deadline = rfc3339_ns(ours[0]["ctx.Deadline()"]) / 1e9
+    assert sent_after + 3000 < deadline < sent_after + 3600
+    assert ours[0]["ctx.Err()"] is None
