@@ -1,18 +1,23 @@
 """How far apart in time the processes of one snapshot are collected (issue 28): the
 spread (max - min of the processes' monotonic_ns, the snapshot's skew_ns) and each
 process's pause, for 2, 8 (and --sizes) warm processes, through a private agent and
-without one (SIDEEYE_AGENT=0: the engine in this process, kept warm). Medians over
---reps (max in brackets).
+without one (SIDEEYE_AGENT=0: the engine in this process, kept warm), in both modes: one
+after the other (each process stopped, collected and resumed in turn) and together
+(SIDEEYE_TOGETHER=1: every process stopped before the first is collected, each resumed
+once collected, so a process's pause includes the collection of those before it).
+Medians over --reps (max in brackets).
 
     .venv/bin/python benchmarks/skew_bench.py [--reps 9] [--sizes 2,8] [--go 1.24.11]
+        [--modes after,together]
 
 The targets are fixture `peers`: N/2 servers and N/2 clients, each client with its
 requests parked in its server's handlers and a raw TCP connection both ends of which
 read, so that every snapshot must link each client to its server. Also printed: how
 many snapshots had every client linked to its server. Runs as root; the agent is its
 own (`sideeye agent --socket` in a temporary folder, running this tree's code), never the
-machine's. benchmarks/skew_bench.out holds a run before issue 28 and one after: the
-"before" ran this script from an export of the older commit (git archive).
+machine's. benchmarks/skew_bench.out holds a run before issue 28 and one after (the
+"before" ran this script from an export of the older commit, git archive), then both
+modes.
 """
 from __future__ import annotations
 
@@ -91,6 +96,9 @@ def measure(pairs: list[tuple[int, int]], reps: int) -> dict:
         for p in snap.processes:
             if p.error:
                 raise SystemExit(f"snapshot of {p.pid} failed: {p.error}")
+        if snap.together != (os.environ.get("SIDEEYE_TOGETHER") == "1"):
+            raise SystemExit(f"asked SIDEEYE_TOGETHER={os.environ.get('SIDEEYE_TOGETHER')}, "
+                             f"the snapshot says together={snap.together}")
         stops = [p.monotonic_ns for p in snap.processes]
         spreads.append(max(stops) - min(stops))
         pauses += [p.pause_ns for p in snap.processes]
@@ -102,9 +110,12 @@ def ms(ns: float) -> str:
     return f"{ns / 1e6:.1f}"
 
 
-def row(route: str, n: int, r: dict, reps: int) -> str:
+MODES = {"after": ("one after the other", "0"), "together": ("together", "1")}
+
+
+def row(route: str, mode: str, n: int, r: dict, reps: int) -> str:
     s, p = r["spread"], r["pause"]
-    return (f"| {route} | {n} | {ms(statistics.median(s))} ({ms(max(s))}) | "
+    return (f"| {route} | {MODES[mode][0]} | {n} | {ms(statistics.median(s))} ({ms(max(s))}) | "
             f"{ms(statistics.median(p))} ({ms(max(p))}) | {r['linked']}/{reps} |")
 
 
@@ -113,14 +124,16 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=9)
     ap.add_argument("--sizes", default="2,8")
     ap.add_argument("--go", default=toolchains.default_version())
+    ap.add_argument("--modes", default="after,together",
+                    help="after (one after the other), together (SIDEEYE_TOGETHER=1)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root (the agent, and the snapshots without it)")
     with open("/proc/loadavg") as f:
         load = f.read().split()[0]
     print(f"Go {args.go}, load average {load}, medians of {args.reps} snapshots (max); ms\n")
-    print("| route | processes | spread | pause per process | all linked |")
-    print("|---|---|---|---|---|")
+    print("| route | mode | processes | spread | pause per process | all linked |")
+    print("|---|---|---|---|---|---|")
     exe = toolchains.build(ROOT / "fixtures" / "goapps" / "peers", args.go)
     folder = Path(tempfile.mkdtemp(prefix="sideeye-skew-bench-"))
     proc = start_agent(folder)
@@ -128,10 +141,17 @@ def main() -> None:
         for n in [int(x) for x in args.sizes.split(",")]:
             with contextlib.ExitStack() as stack:
                 pairs = start_pairs(exe, n, stack)
-                os.environ.update(SIDEEYE_AGENT="1", SIDEEYE_AGENT_SOCKET=str(folder / "agent.sock"))
-                print(row("private agent", n, measure(pairs, args.reps), args.reps), flush=True)
-                os.environ["SIDEEYE_AGENT"] = "0"
-                print(row("SIDEEYE_AGENT=0", n, measure(pairs, args.reps), args.reps), flush=True)
+                for mode in args.modes.split(","):
+                    # Set in this process's environment, it travels to the agent with each
+                    # request like every per-snapshot setting.
+                    os.environ["SIDEEYE_TOGETHER"] = MODES[mode][1]
+                    os.environ.update(SIDEEYE_AGENT="1",
+                                      SIDEEYE_AGENT_SOCKET=str(folder / "agent.sock"))
+                    print(row("private agent", mode, n, measure(pairs, args.reps), args.reps),
+                          flush=True)
+                    os.environ["SIDEEYE_AGENT"] = "0"
+                    print(row("SIDEEYE_AGENT=0", mode, n, measure(pairs, args.reps), args.reps),
+                          flush=True)
     finally:
         proc.terminate()
         proc.wait(30)
