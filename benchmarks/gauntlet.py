@@ -349,6 +349,9 @@ class LoadResult:
     snapshots: int = 0
     snapshot_errors: list[str] = field(default_factory=list)
     pauses_ms: list[float] = field(default_factory=list)
+    # Per snapshot: its walk (pre-read or in the pause, why), the share re-walked.
+    walks: list[str] = field(default_factory=list)
+    rewalked_share: list[float] = field(default_factory=list)
     target_goroutines: tuple[int, int] = (0, 0)    # idle, before and after
     target_rss_kib: tuple[int, int] = (0, 0)
     collector_rss_kib: tuple[int, int] = (0, 0)
@@ -412,6 +415,9 @@ def run_load(snapshots: int, seconds: float, rate: int, version: str) -> LoadRes
                 res.snapshot_errors.append(proc.error or "no goroutines")
             else:
                 res.pauses_ms.append(proc.pause_ns / 1e6)
+                res.walks.append(proc.walk or "in the pause (no pre-read)")
+                if proc.rewalked is not None:
+                    res.rewalked_share.append(proc.rewalked / len(proc.goroutines))
         res.loaded = client_result(p, seconds + 60)
         c1 = (rss_kib(), open_fds(), mappings())
         res.baseline_after = client_result(start_client(client, url, rate, seconds), seconds + 60)
@@ -551,6 +557,14 @@ def print_load(r: LoadResult, rate: int, seconds: float) -> None:
     if r.pauses_ms:
         print(f"pause per snapshot: median {statistics.median(r.pauses_ms):.3f} ms, "
               f"max {max(r.pauses_ms):.3f} ms")
+    if r.walks:
+        pre = sum(w == "pre-read" for w in r.walks)
+        others = sorted({w[:80] for w in r.walks if w != "pre-read"})[:3]
+        print(f"walked after a pre-read: {pre} of {len(r.walks)} snapshots"
+              + (f" (others, e.g.: {'; '.join(others)})" if others else ""))
+    if r.rewalked_share:
+        print(f"share of goroutines walked again in the pause: median "
+              f"{statistics.median(r.rewalked_share):.1%}, max {max(r.rewalked_share):.1%}")
     print(_row("resource", "before", "after"))
     print("|---|---|---|")
     for name, (a, b) in (("target goroutines (idle)", r.target_goroutines),
