@@ -94,6 +94,8 @@ class LabelReader:
         gc.disable()
         try:
             return self._read(raw, lambda reqs: read_scatter(pid, reqs), deadline)
+        except Exception as e:  # noqa: BLE001 - never let labels cost the snapshot
+            return Taken(notes=[f"labels: not read: {type(e).__name__}: {e}"])
         finally:
             if enabled:
                 gc.enable()
@@ -323,7 +325,11 @@ def _shape(t):
 
 def attach(proc, reader: LabelReader, taken: Taken) -> None:
     """Put each goroutine's labels on it (after the resume), and the reader's notes."""
-    by_goid = reader.decode(taken)
+    try:
+        by_goid = reader.decode(taken)
+    except Exception as e:  # noqa: BLE001 - never let labels cost the snapshot
+        by_goid = {}
+        taken.notes.append(f"labels: not decoded: {type(e).__name__}: {e}")
     for g in proc.goroutines:
         g.labels = by_goid.get(g.id, {})
     proc.notes += taken.notes

@@ -118,3 +118,16 @@ def test_scattered_reads_merge_and_survive_holes():
 def test_scattered_reads_of_a_gone_process_are_all_bad():
     buf, offs, bad = read_scatter(2 ** 22 + 12345, [(4096, 8), (8192, 8)])
     assert bad == {0, 1}
+
+
+def test_a_failure_reading_labels_is_a_note_not_a_lost_snapshot(labeled, monkeypatch):
+    """A bug or a surprise in the labels' memory must not cost the snapshot its stacks."""
+    from pytest_sideeye.engine import labels
+
+    def broken(*_a, **_k):
+        raise ValueError("surprise")
+    monkeypatch.setattr(labels.LabelReader, "_read", broken)
+    _version, app, _expected, _snap = labeled
+    [proc] = take_snapshot([app.pid]).processes
+    assert proc.error is None and proc.goroutines
+    assert "labels: not read: ValueError: surprise" in proc.notes
