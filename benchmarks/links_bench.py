@@ -8,8 +8,10 @@ Shapes: `manyparked` (1,000 goroutines, none on a socket: the probes find no fra
 fixture `peers` with --requests HTTP requests parked in their handlers, each on its own
 connection (the client process waits in net/http's roundTrip and reads in its transport's
 readLoop, the server's handlers and background reads wait on the same connections: every
-one of those goroutines has a probed frame). Also printed: links found, and the time
-spent after the resume resolving fds to connections and matching them (not in the pause).
+one of those goroutines has a probed frame). Also printed: links found, the time spent
+after the resume resolving fds to connections, reading what the probed frames' slots point
+to and matching them (not in the pause), and the pause's parts (stop, collect, capture,
+hook_walk, ...) with links off and on: where the probes' cost goes.
 
 --before-26: a third column, the pause with the probes as they were before issue 26 (no
 transport addresses, TLS state or Unix-socket fds read), in the same alternation, so that
@@ -66,6 +68,8 @@ def measure(pids: list[int], reps: int, before_26: bool = False) -> dict:
     on: dict[int, list[int]] = {p: [] for p in pids}
     off: dict[int, list[int]] = {p: [] for p in pids}
     old: dict[int, list[int]] = {p: [] for p in pids}
+    # The pause's parts (stop, collect, capture, resume, ...), by mode: where the cost goes.
+    parts: dict[tuple[bool, int], list[dict]] = {(m, p): [] for m in (True, False) for p in pids}
     took_on, took_off, took_old, found = [], [], [], 0
     modes = [(True, False, on, took_on), (False, False, off, took_off)]
     if before_26:
@@ -78,10 +82,13 @@ def measure(pids: list[int], reps: int, before_26: bool = False) -> dict:
             took.append(t)
             for p in snap.processes:
                 into[p.pid].append(p.pause_ns)
+                if not before:
+                    parts[(links, p.pid)].append(p.pause_parts_ns)
             if links and not before:
                 found = len(snap.links)
                 counts = {p.pid: len(p.goroutines) for p in snap.processes}
     return {"on": on, "off": off, "old": old, "links": found, "goroutines": counts,
+            "parts": parts,
             "took_on": statistics.median(took_on), "took_off": statistics.median(took_off)}
 
 
@@ -97,6 +104,15 @@ def row(shape: str, pid: int, r: dict) -> str:
     return (f"| {shape} | {r['goroutines'][pid]:,} | {ms(statistics.median(off))} "
             f"({ms(min(off))}) | {ms(statistics.median(on))} ({ms(min(on))}) | "
             f"{delta / 1e6:+.3f} | {r['links']} |{before}")
+
+
+def parts_row(shape: str, pid: int, r: dict) -> str:
+    """The median of each part of the pause, links off -> on."""
+    def med(name: str, *, links: bool) -> float:
+        return statistics.median(d.get(name, 0) for d in r["parts"][(links, pid)])
+    names = sorted({k for d in r["parts"][(True, pid)] for k in d})
+    return f"| {shape} | " + ", ".join(
+        f"{k} {ms(med(k, links=False))} -> {ms(med(k, links=True))}" for k in names) + " |"
 
 
 def main() -> None:
@@ -116,6 +132,7 @@ def main() -> None:
         time.sleep(0.5)
         r = measure([app.pid], args.reps, args.before_26)
         print(row("manyparked (no socket)", app.pid, r))
+        rows = [parts_row("manyparked (no socket)", app.pid, r)]
     peers = toolchains.build(ROOT / "fixtures" / "goapps" / "peers", args.go)
     with start_app(peers, "server") as server:
         http_port, tcp_port = server.ready_line.split()[1:3]
@@ -129,6 +146,11 @@ def main() -> None:
             r = measure([server.pid, client.pid], args.reps, args.before_26)
             print(row(f"peers server ({args.requests + 2} handlers)", server.pid, r))
             print(row(f"peers client ({args.requests + 2} requests)", client.pid, r))
+            rows += [parts_row("peers server", server.pid, r),
+                     parts_row("peers client", client.pid, r)]
+            print("\nThe pause's parts, median ms, links off -> on:\n")
+            print("| target | parts |\n|---|---|")
+            print("\n".join(rows))
             print(f"\nwhole take_snapshot of both, median: links on {r['took_on'] * 1000:.1f} ms,"
                   f" off {r['took_off'] * 1000:.1f} ms (the difference includes the /proc "
                   "reads and matching after the resume)")
