@@ -270,12 +270,14 @@ class Program:
     The bytecode is cached on disk per (source, layout, kernel): a cached program is loaded
     without bcc, its maps created here and their fds patched into the instructions. Loaded
     programs and their maps are pinned in bpffs (pins.py): a later process opens them
-    instead of loading (`from_pins`), and shares their maps (take.py holds pins.lock)."""
+    instead of loading (`from_pins`), and shares their maps: take.py holds
+    pins.lock(pins_folder), the folder they came from (None: maps of this process only)."""
 
     def __init__(self, macros: dict[str, int]):
         self.macros = dict(macros)
         self.const = source_constants()
         self.map_fds: dict[str, int] = {}
+        self.pins_folder: int | None = None
         templates, specs = _cached_program(self.macros)
         if not templates:
             templates, specs = _compile_templates(self.macros)
@@ -285,16 +287,17 @@ class Program:
         self.from_pins = self._open_pins(specs)
         if not self.from_pins:
             self._load(templates, specs)
-            pins.pin(bpf_syscall, self.pin_key, self._fds_to_pin())
+            self.pins_folder = pins.pin(bpf_syscall, self.pin_key, self._fds_to_pin())
         for name in MMAPPED:
             setattr(self, name, self._mmap(name))
 
     def _open_pins(self, specs: list[MapSpec]) -> bool:
         """Take the maps and programs another process pinned (pins.py), if complete."""
-        fds = pins.open_pinned(bpf_syscall, self.pin_key,
+        got = pins.open_pinned(bpf_syscall, self.pin_key,
                                [s.name for s in specs] + ["iter", "hook"])
-        if fds is None:
+        if got is None:
             return False
+        fds, self.pins_folder = got
         self.map_fds = {s.name: fds[s.name] for s in specs}
         self.prog_fd = fds["iter"]
         self.hook_fd = fds.get("hook")
@@ -381,6 +384,8 @@ class Program:
             os.close(self.hook_fd)
         for fd in self.map_fds.values():
             os.close(fd)
+        if self.pins_folder is not None:
+            os.close(self.pins_folder)
 
 
 # --- compiling and the bytecode cache ----------------------------------------------------

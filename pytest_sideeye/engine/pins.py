@@ -5,9 +5,13 @@ ones open the pins instead of loading (BPF_OBJ_GET, microseconds instead of seco
 
 Pins of another package version or program key are stale (the C, the layout or the kernel
 changed) and are replaced: each pinning removes the folders of other versions. The pinned
-maps are shared by every process using them, so a snapshot holds `lock(key)` (an flock
-beside the pins' folder) while it uses them. Like the disk caches, pins are only a
-shortcut: anything failing here means loading as before, never an error.
+maps are shared by every process using them, so a snapshot holds `lock(folder)` while it
+uses them: an flock on the very folder its maps came from, kept open by the process from
+the moment it got them. Not the folder's path: a pinning of another key removes the folder
+while processes still hold its maps, and a lock taken by path then locked nothing (or
+another set of maps' folder), so two of them overwrote each other's records in the shared
+maps and a snapshot silently showed a third of the goroutines. Like the disk caches, pins
+are only a shortcut: anything failing here means loading as before, never an error.
 """
 from __future__ import annotations
 
@@ -58,12 +62,17 @@ def _obj(syscall: Syscall, cmd: int, path: Path, fd: int = 0) -> int:
     return syscall(cmd, attr)
 
 
-def open_pinned(syscall: Syscall, key: str, names: list[str]) -> dict[str, int] | None:
-    """fds of every pinned object named (all or None); "hook" may be absent."""
+def open_pinned(syscall: Syscall, key: str,
+                names: list[str]) -> tuple[dict[str, int], int] | None:
+    """fds of every pinned object named (all or None; "hook" may be absent), and an fd of
+    the folder they came from (what `lock` locks): the folder is opened first and must
+    still be the one at its path once every object is open, else another process replaced
+    it meanwhile and the objects may come from two folders (None: load instead)."""
     folder = _folder(key)
     try:
         if folder is None or not (folder / "iter").exists():
             return None
+        folder_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     except OSError:
         return None
     fds: dict[str, int] = {}
@@ -72,34 +81,47 @@ def open_pinned(syscall: Syscall, key: str, names: list[str]) -> dict[str, int] 
             if name == "hook" and not (folder / name).exists():
                 continue
             fds[name] = _obj(syscall, BPF_OBJ_GET, folder / name)
+        if not _same_file(folder, folder_fd):
+            raise OSError("the pins' folder was replaced while opened")
     except OSError:
-        for fd in fds.values():
+        for fd in [*fds.values(), folder_fd]:
             os.close(fd)
         return None
-    return fds
+    return fds, folder_fd
 
 
-def pin(syscall: Syscall, key: str, fds: dict[str, int]) -> None:
+def _same_file(path: Path, fd: int) -> bool:
+    st, held = os.stat(path), os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (held.st_dev, held.st_ino)
+
+
+def pin(syscall: Syscall, key: str, fds: dict[str, int]) -> int | None:
     """Pin every fd under the key's folder: into a private folder first, renamed into
-    place, so another process sees all of them or none. Stale folders go."""
+    place, so another process sees all of them or none. Stale folders go. Returns an fd of
+    the folder (what `lock` locks; a rename keeps the folder), or None when the maps stay
+    this process's own (not pinned: nobody shares them, no lock is needed)."""
     folder = _folder(key)
     if folder is None:
-        return
+        return None
     try:
         folder.parent.mkdir(exist_ok=True)
         if not _is_bpffs(folder.parent):
-            return
+            return None
         _remove_stale(folder)
         tmp = folder.with_name(f"tmp_{os.getpid()}_{folder.name}")
         tmp.mkdir()
         for name, fd in fds.items():
             _obj(syscall, BPF_OBJ_PIN, tmp / name, fd)
+        folder_fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY)
         try:
             os.rename(tmp, folder)
         except OSError:
+            os.close(folder_fd)
             _remove(tmp)   # another process pinned first: its pins serve
+            return None
+        return folder_fd
     except OSError:
-        pass
+        return None
 
 
 def _remove_stale(keep: Path) -> None:
@@ -115,18 +137,24 @@ def _remove(folder: Path) -> None:
         folder.rmdir()
 
 
+def folder_id(folder_fd: int) -> tuple[int, int]:
+    """Which folder an fd holds: processes and programs holding the same one share maps."""
+    st = os.fstat(folder_fd)
+    return st.st_dev, st.st_ino
+
+
 @contextlib.contextmanager
-def lock(key: str | None) -> Iterator[None]:
-    """Hold the pinned maps of `key` for one snapshot: an flock on the pins' own folder,
-    which every process using them opens (other processes wait)."""
-    folder = _folder(key) if key is not None else None
-    try:
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY) if folder is not None else None
-    except OSError:
-        fd = None   # the pins were removed meanwhile: this process's fds still work
-    if fd is None:
+def lock(folder_fd: int | None) -> Iterator[None]:
+    """Hold the pinned maps of the folder `folder_fd` (from open_pinned or pin) for one
+    snapshot: an flock on that folder, which every process holding its maps has open
+    (other processes wait), even once another pinning removed it. None: maps of this
+    process only."""
+    if folder_fd is None:
         yield
         return
+    # A fresh open of the folder each time, as before: an flock belongs to an open file,
+    # which a forked child shares with its parent (they would not exclude each other).
+    fd = os.open(f"/proc/self/fd/{folder_fd}", os.O_RDONLY | os.O_DIRECTORY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

@@ -290,11 +290,12 @@ def _or_error(proc: Process, phase):
 @contextlib.contextmanager
 def _pins_held(prepared):
     """Hold every program's pinned maps (pins.py) for the whole collect phase: taken once
-    each (an flock conflicts with itself on another fd), in one order (no deadlock)."""
-    keys = sorted({p.program.pin_key for p in prepared if p.program.pin_key is not None})
+    per folder (an flock conflicts with itself on another fd), in one order (no deadlock)."""
+    folders = {pins.folder_id(p.program.pins_folder): p.program.pins_folder
+               for p in prepared if p.program.pins_folder is not None}
     with contextlib.ExitStack() as stack:
-        for key in keys:
-            stack.enter_context(pins.lock(key))
+        for _, fd in sorted(folders.items()):
+            stack.enter_context(pins.lock(fd))
         yield
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import subprocess
 import sys
 import uuid
@@ -81,3 +82,64 @@ def test_processes_sharing_pinned_maps_take_turns(pins_root, parked):
     both = [snapshots(parked.pid, 6, pins_root) for _ in range(2)]
     for r in map(result, both):
         assert r == {"from_pins": [True], "parked": [1000] * 6}
+
+
+# One process holding pinned maps: opens them (a snapshot of `pid`), says so, then on each
+# line of stdin takes the engine's own lock of its maps (take._pins_held), says when it
+# has it, and keeps it until the next line.
+HOLDER = """
+import sys, time, types
+from pytest_sideeye import engine
+from pytest_sideeye.engine.take import _pins_held, _programs
+engine.take_snapshot([int(sys.argv[1])])
+prog, = _programs.values()
+print("OPEN", prog.from_pins, flush=True)
+sys.stdin.readline()
+with _pins_held([types.SimpleNamespace(program=prog)]):
+    print("HELD", flush=True)
+    sys.stdin.readline()
+print("RELEASED", flush=True)
+"""
+
+
+def test_processes_sharing_pinned_maps_take_turns_after_their_folder_is_gone(
+        pins_root, parked, go_build):
+    """Two processes hold a layout's pinned maps; another layout's pinning removes their
+    folder (pins of other keys are stale); they must still take turns. The lock was taken
+    by the folder's path, which was gone: both went on at once, and one snapshot's records
+    overwrote the other's in the shared maps (seen: 199 of 1,000 parked goroutines)."""
+    result(snapshots(parked.pid, 1, pins_root))   # loads and pins this layout
+    env = {**os.environ, "SIDEEYE_BPF_PINS": str(pins_root), "SIDEEYE_AGENT": "0"}
+    holders = [subprocess.Popen([sys.executable, "-u", "-c", HOLDER, str(parked.pid)],
+                                env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    try:
+        for h in holders:
+            assert h.stdout.readline().split() == ["OPEN", "True"], h.stderr.read()
+        pinned, = pins_root.iterdir()
+        with start_app(go_build("manyparked", "1.21.13"), "-n", "10") as other:
+            result(snapshots(other.pid, 1, pins_root))   # another layout pins its own
+        assert not pinned.exists()
+        first, second = holders
+        say(first, "")
+        assert first.stdout.readline() == "HELD\n"
+        say(second, "")
+        assert not readable(second, 1.5), "both hold the shared maps at once"
+        say(first, "")
+        assert first.stdout.readline() == "RELEASED\n"
+        assert readable(second, 30) and second.stdout.readline() == "HELD\n"
+        say(second, "")
+        assert second.stdout.readline() == "RELEASED\n"
+    finally:
+        for h in holders:
+            h.kill()
+            h.communicate()
+
+
+def say(proc: subprocess.Popen, line: str) -> None:
+    proc.stdin.write(line + "\n")
+    proc.stdin.flush()
+
+
+def readable(proc: subprocess.Popen, timeout: float) -> bool:
+    return bool(select.select([proc.stdout], [], [], timeout)[0])
