@@ -3,7 +3,7 @@
 The engine reads the settings at the start of each snapshot (`current()`), so a test or a
 user may change them between snapshots; nothing reads them at import time. A bad value is
 one line naming the variable and what it takes (pytest-timeout's style), never a traceback.
-The per-snapshot ones (PER_SNAPSHOT: the first seven below) that a caller sets travel with
+The per-snapshot ones (PER_SNAPSHOT: the first eight below) that a caller sets travel with
 its request to the agent, which applies each within its own value (docs/agent.md), but
 SIDEEYE_TOGETHER: a choice of how to stop, not a limit, so the caller's applies.
 
@@ -15,7 +15,7 @@ SIDEEYE_TOGETHER: a choice of how to stop, not a limit, so the caller's applies.
 | SIDEEYE_TOGETHER          | 0                               | 1: stop every process of a snapshot first, then collect and resume each (one instant; longer pauses) |
 | SIDEEYE_BPF_CAPTURE       | 1                               | 0: every captured frame goes through the Python path |
 | SIDEEYE_LINKS             | 1                               | 0: no built-in links (no socket reads in the pause)  |
-| SIDEEYE_PREREAD           | 0                               | 1: walk the goroutines before the pause, check only their headers in it |
+| SIDEEYE_PREREAD           | 1                               | 0: every goroutine walked in the pause (1: walked before it, only their headers checked in it) |
 | SIDEEYE_PREREAD_MAX_MS    | 500                             | a pre-read longer than this: the full walk in the pause instead |
 | SIDEEYE_MAX_PAUSE_S       | 2.0                             | the guardian resumes a target paused longer than this |
 | SIDEEYE_MEMO_MB           | 192                             | memory a long-lived process (the agent) keeps about the binaries it saw; least recently used dropped first (memo.py) |
@@ -205,7 +205,7 @@ class EngineSettings(NamedTuple):
     # the pause check their headers only, walking again those that changed; the full walk
     # in the pause when the pre-read took longer than preread_max_ns. preread_check
     # "no-seq" leaves trackingSeq out of the check: only for the ABA test, to see it fail.
-    preread: bool = False
+    preread: bool = True
     preread_max_ns: int = 500_000_000
     preread_check: str = "header"
 
@@ -261,6 +261,9 @@ PER_SNAPSHOT = (
     Knob("SIDEEYE_BPF_CAPTURE", "bpf_capture", bool, default=True),
     Knob("SIDEEYE_LINKS", "links", bool, default=True),
     Knob("SIDEEYE_COLLECT_THREADS", "collect_threads", int, lambda: _cpus(), minimum=1),
+    # The pre-read (engine/collect.py): the goroutines walked while the target runs, only
+    # their headers checked in the pause. 0: everything walked in the pause.
+    Knob("SIDEEYE_PREREAD", "preread", bool, default=True),
     # Stopping every process before collecting any: a consistent cut, paid for in pause
     # length (each process waits for the collection of those before it), still bounded by
     # the agent's SIDEEYE_MAX_PAUSE_S through its guardian: the caller's choice.
@@ -273,8 +276,7 @@ def current() -> EngineSettings:
     capture budget must fit in the guardian's hard limit on a pause: past it the guardian
     resumes the target and the capture would read a running process."""
     cfg = EngineSettings(**{k.field: k.field_value(k.from_environment()) for k in PER_SNAPSHOT})
-    cfg = cfg._replace(preread=_switch("SIDEEYE_PREREAD", default=False),
-                       preread_max_ns=int(_number("SIDEEYE_PREREAD_MAX_MS", 500.0) * 1e6))
+    cfg = cfg._replace(preread_max_ns=int(_number("SIDEEYE_PREREAD_MAX_MS", 500.0) * 1e6))
     if cfg.capture_pause_s >= max_pause_s() / 2:
         raise SettingError(f"SIDEEYE_CAPTURE_PAUSE_MS={cfg.capture_pause_s * 1000:g} (from the "
                            "environment) must stay under half of SIDEEYE_MAX_PAUSE_S "

@@ -50,6 +50,10 @@ def _goroutines_by_hook(snap) -> set:
                                                        p.collector or "")}
 
 
+def _walked_after_a_preread(snap) -> bool:
+    return any(p.walk == "pre-read" for p in snap.processes)
+
+
 def _helper_threads(snap) -> bool:
     return any("by helper threads" in (p.collector or "") for p in snap.processes)
 
@@ -67,15 +71,21 @@ CASES = {
                        {("0", "read in BPF")}),
     "bpf-capture": ({"SIDEEYE_BPF_CAPTURE": "0", "SIDEEYE_CAPTURE_PAUSE_MS": "0"},
                     _capture_budget, {("0", "read by Python")}),
-    "stop-hook": ({"SIDEEYE_STOP_HOOK": "0"}, _stop_hook_used, {False}),
-    "hook-budget": ({"SIDEEYE_HOOK_BUDGET_US": "0"}, _goroutines_by_hook, "every pid"),
-    "helper-threads": ({"SIDEEYE_COLLECT_THREADS": "1"}, _helper_threads, False),
+    # The stop hook walks in the pause: without the pre-read (which checks headers only).
+    "stop-hook": ({"SIDEEYE_STOP_HOOK": "0", "SIDEEYE_PREREAD": "0"}, _stop_hook_used,
+                  {False}),
+    "hook-budget": ({"SIDEEYE_HOOK_BUDGET_US": "0", "SIDEEYE_PREREAD": "0"},
+                    _goroutines_by_hook, "every pid"),
+    "preread": ({"SIDEEYE_PREREAD": "0"}, _walked_after_a_preread, False),
+    # Helpers join a walk in the pause: the pre-read's check is over before they wake.
+    "helper-threads": ({"SIDEEYE_COLLECT_THREADS": "1", "SIDEEYE_PREREAD": "0"},
+                       _helper_threads, False),
     "together": ({"SIDEEYE_TOGETHER": "1"}, _stopped_together, (True, True)),
 }
 
 
 # Where the default may already show what the case does (one CPU: no helper threads).
-BASELINE = {"helper-threads": {"SIDEEYE_COLLECT_THREADS": "2"}}
+BASELINE = {"helper-threads": {"SIDEEYE_COLLECT_THREADS": "2", "SIDEEYE_PREREAD": "0"}}
 
 
 def test_every_per_snapshot_setting_has_its_case():
@@ -187,7 +197,8 @@ def test_the_agent_keeps_a_callers_settings_within_its_own(shared_dir, hello, cl
     more gets the agent's, with a note each; one asking for less (one collecting thread)
     gets it; one asking nothing gets the agent's, without a note."""
     limited = RunningAgent(shared_dir / "agent-limits",
-                           {"SIDEEYE_CAPTURE_PAUSE_MS": "0", "SIDEEYE_STOP_HOOK": "0"})
+                           {"SIDEEYE_CAPTURE_PAUSE_MS": "0", "SIDEEYE_STOP_HOOK": "0",
+                            "SIDEEYE_PREREAD": "0"})   # the hook walks in the pause only
     try:
         clean_env.setenv("SIDEEYE_CAPTURE_PAUSE_MS", "50")
         clean_env.setenv("SIDEEYE_STOP_HOOK", "1")
@@ -301,3 +312,16 @@ def test_the_plugins_snapshots_carry_its_processs_settings(agent, pids, monkeypa
     assert snap.links == [] and snap.settings["SIDEEYE_LINKS"] is False
     monkeypatch.delenv("SIDEEYE_LINKS")
     assert taking._take_one_at_a_time(pids[:2], {}).links != []
+
+
+@pytest.mark.slow
+def test_together_from_the_command_line_through_the_agent(agent, pids, tmp_path):
+    """`sideeye snapshot --together` is SIDEEYE_TOGETHER=1: the agent stops both processes
+    before collecting either, and the document says so."""
+    out = tmp_path / "s.json"
+    r = sideeye("snapshot", "--pid", str(pids[0]), "--pid", str(pids[1]), "--together",
+                "--json", str(out), env=agent.client_env())
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(out.read_text())
+    assert doc["together"] is True and doc["settings"]["SIDEEYE_TOGETHER"] is True
+    assert all("waited" in p["pause_parts_ns"] for p in doc["processes"]), doc["processes"]

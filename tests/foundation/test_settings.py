@@ -30,7 +30,7 @@ def test_bad_values_are_one_line(monkeypatch, name, value, message):
 def test_defaults_and_switches(monkeypatch):
     for name in ("SIDEEYE_CAPTURE_PAUSE_MS", "SIDEEYE_HOOK_BUDGET_US", "SIDEEYE_STOP_HOOK",
                  "SIDEEYE_BPF_CAPTURE", "SIDEEYE_MAX_PAUSE_S", "SIDEEYE_LINKS",
-                 "SIDEEYE_COLLECT_THREADS"):
+                 "SIDEEYE_COLLECT_THREADS", "SIDEEYE_PREREAD", "SIDEEYE_PREREAD_MAX_MS"):
         monkeypatch.delenv(name, raising=False)
     assert settings.current() == settings.EngineSettings(
         capture_pause_s=0.01, hook_budget_ns=900_000, stop_hook=True, bpf_capture=True,
