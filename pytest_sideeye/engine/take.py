@@ -265,9 +265,12 @@ def _snapshot_together(targets: list[Target], spec, limits, cfg: settings.Engine
                                 _collect(prep, cfg, collector, pause))
                 if got is not None:
                     collected[prep.proc.pid] = got
-                    if any(later.program is prep.program for later in order[i + 1:]):
+                    if prep.program.pins_folder is not None or \
+                            any(later.program is prep.program for later in order[i + 1:]):
                         # Its last records are still a view of the program's map, which
-                        # the next process of this program is about to overwrite.
+                        # the next process of this program is about to overwrite, or,
+                        # pinned, another process's snapshot once the pins' lock is let go
+                        # (before this one is decoded).
                         got.raw.freeze()
     for pid, got in collected.items():
         prep = prepared[pid]

@@ -143,3 +143,46 @@ def say(proc: subprocess.Popen, line: str) -> None:
 
 def readable(proc: subprocess.Popen, timeout: float) -> bool:
     return bool(select.select([proc.stdout], [], [], timeout)[0])
+
+
+# One process: a snapshot of `pid` in which, between its collect phase (the pins' lock
+# held) and the decoding of what it read, another process takes a snapshot of `other`
+# with the same pinned maps (the SNAPSHOTS script): a delay a loaded machine can put there.
+DECODED_LATE = """
+import json, subprocess, sys
+from pytest_sideeye import engine
+from pytest_sideeye.engine import take
+pid, other, script = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+engine.take_snapshot([pid])   # loads and pins, or opens the pins
+finish = take._finish
+
+def late_finish(*args, **kw):
+    got = subprocess.run([sys.executable, "-c", script, other, "1"], check=True,
+                         capture_output=True, text=True).stdout
+    print(got, end="", flush=True)
+    return finish(*args, **kw)
+
+take._finish = late_finish
+p = engine.take_snapshot([pid]).processes[0]
+print(json.dumps({"parked": sum(any(f.function == "main.parkedLeaf" for f in g.frames)
+                                for g in p.goroutines), "notes": p.notes}))
+"""
+
+
+def test_a_snapshot_decoded_after_another_process_reused_the_pinned_maps(
+        pins_root, parked, go_build):
+    """The last records a snapshot read stay a view of the pinned map until decoded, after
+    the pins' lock is let go: another process's snapshot (here of another program of the
+    same Go, a few goroutines) then wrote its own records there, and the first showed
+    those in place of as many of its own. The walk in the pause (no pre-read, or one that
+    gave way to it) is the one leaving its records in the map."""
+    env = {**os.environ, "SIDEEYE_BPF_PINS": str(pins_root), "SIDEEYE_AGENT": "0",
+           "SIDEEYE_PREREAD": "0"}
+    with start_app(go_build("typerules")) as other:
+        out = subprocess.run([sys.executable, "-c", DECODED_LATE, str(parked.pid),
+                              str(other.pid), SNAPSHOTS], env=env, capture_output=True,
+                             text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    between, first = map(json.loads, out.stdout.splitlines())
+    assert between == {"from_pins": [True], "parked": [0]}   # it did share the maps
+    assert first == {"parked": 1000, "notes": []}
