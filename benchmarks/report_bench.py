@@ -2,6 +2,15 @@
 event) for synthetic but realistic snapshots of 1,000 / 10,000 / 100,000 goroutines.
 
     .venv/bin/python benchmarks/report_bench.py [--sizes 1000,10000,100000] [--runs 3]
+    .venv/bin/python benchmarks/report_bench.py --timeout-runs 3   (as root, with Docker)
+
+--timeout-runs N: instead, the time from a timeout to its written report (issue 28.4):
+the demo suite (`python -m pytest_sideeye.cli.demo`, three services in containers, one
+test hanging into its --sideeye-timeout) run N times in each mode (one after the other,
+SIDEEYE_TOGETHER=1), read from the junit property sideeye.report_s the plugin records:
+its timer firing -> snapshot of the three -> HTML, JSON and text written. Through a private
+agent running this tree's code (skew_bench.start_agent), warmed by the plugin as the
+machine's would be.
 
 The snapshots have ~20 distinct stacks of ~10 frames modelled on a real Go 1.24 service
 (frames taken from a GOTRACEBACK=all dump: runtime.gopark, runtime.chanrecv2,
@@ -20,6 +29,7 @@ import zlib
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))   # skew_bench's private agent
 
 from pytest_sideeye.snapshot.model import (  # noqa: E402
     Container,
@@ -204,13 +214,69 @@ def load_times(paths: list[Path], runs: int) -> list[float]:
     return out
 
 
+HANGING = "test_cancel_during_rush"
+
+
+def timeout_to_report(runs: int) -> None:
+    """The demo's timeout snapshot, `runs` times per mode: seconds from the timer firing
+    to the report written (junit property sideeye.report_s), and the snapshot's skew."""
+    import os
+    with open("/proc/loadavg") as f:
+        load = f.read().split()[0]
+    print(f"timeout -> written report, demo suite (3 services), load average {load}; "
+          f"median (max) of {runs}\n")
+    print("| mode | timeout -> report, s | skew, ms | pause of the last, ms |")
+    print("|---|---|---|---|")
+    from skew_bench import start_agent
+    folder = Path(tempfile.mkdtemp(prefix="sideeye-timeout-bench-agent-"))
+    agent = start_agent(folder)
+    try:
+        for mode, together in (("one after the other", "0"), ("together", "1")):
+            env = {**os.environ, "SIDEEYE_TOGETHER": together, "SIDEEYE_AGENT": "1",
+                   "SIDEEYE_AGENT_SOCKET": str(folder / "agent.sock")}
+            _timeout_row(mode, env, runs)
+    finally:
+        agent.terminate()
+        agent.wait(30)
+
+
+def _timeout_row(mode: str, env: dict, runs: int) -> None:
+    import json
+    import subprocess
+    import xml.etree.ElementTree as ET
+    took, skews, pauses = [], [], []
+    for _ in range(runs):
+        with tempfile.TemporaryDirectory(prefix="sideeye-timeout-bench-") as tmp:
+            subprocess.run([sys.executable, "-m", "pytest_sideeye.cli.demo", "--dir", tmp,
+                            "--timeout", "8"], env=env, capture_output=True, timeout=600)
+            cases = ET.parse(Path(tmp) / "demo-junit.xml").iter("testcase")
+            [case] = [c for c in cases if c.get("name") == HANGING]
+            props = {q.get("name"): q.get("value") for q in case.iter("property")}
+            took.append(float(props["sideeye.report_s"]))
+            doc = json.loads((Path(tmp) / f"test_shop.py__{HANGING}" / "timeout.json")
+                             .read_text())
+            if doc.get("skew_ns") is None:
+                raise SystemExit("the timeout's snapshot collected nothing: "
+                                 f"{[p.get('error') for p in doc['processes']]}")
+            skews.append(doc["skew_ns"] / 1e6)
+            pauses.append(max(p["pause_ns"] for p in doc["processes"]) / 1e6)
+    print(f"| {mode} | {statistics.median(took):.2f} ({max(took):.2f}) | "
+          f"{statistics.median(skews):.1f} ({max(skews):.1f}) | "
+          f"{statistics.median(pauses):.1f} ({max(pauses):.1f}) |", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     from pytest_sideeye.report import render_html
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="1000,10000,100000")
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--timeout-runs", type=int, default=0,
+                    help="measure the demo's timeout -> report instead (root, Docker)")
     args = ap.parse_args(argv)
+    if args.timeout_runs:
+        timeout_to_report(args.timeout_runs)
+        return 0
     sizes = [int(s) for s in args.sizes.split(",")]
     rows = []
     with tempfile.TemporaryDirectory(prefix="sideeye-bench-") as tmp:

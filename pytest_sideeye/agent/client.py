@@ -321,18 +321,21 @@ def take_snapshot(targets: list, capture=None, *, strict_capture: bool = True,
     raise NoPermission(chosen.detail)
 
 
-def warm(targets: list) -> None:
-    """Have whoever will take these targets' snapshots load their programs now (the agent
-    keeps them; this process keeps its own). Quiet: a failure here is the snapshot's to
+def warm(targets: list, capture=None, links=None) -> None:
+    """Have whoever will take these targets' snapshots prepare them now as a snapshot
+    would (engine.warm: programs, the link probes', capture spec's and links' plans; the
+    agent keeps them, this process its own). Quiet: a failure here is the snapshot's to
     report, later."""
     try:
         chosen = route()
         if chosen.kind == "agent":
-            req = SnapshotRequest([_target_spec(t) for t in targets])
+            req = SnapshotRequest([_target_spec(t) for t in targets], _capture_json(capture),
+                                  strict_capture=False, links=_links_json(links),
+                                  settings=settings.requested() or None)
             ask("POST", "/v1/warm", req.to_json(), timeout=SNAPSHOT_TIMEOUT_S)
         elif chosen.kind == "engine":
             from pytest_sideeye import engine
-            engine.warm(_resolved_here(targets))
+            engine.warm(_resolved_here(targets), capture, links)
     except SideeyeError:
         pass
 

@@ -347,8 +347,10 @@ class Agent:
         t0 = time.perf_counter()
         try:
             targets = self._authorized_targets(job)
-            if job.warm_only:
-                loaded = engine.warm(targets)
+            if job.warm_only:   # prepared as its snapshot will be, with the same settings
+                cfg, _clamped = settings.within_limits(job.request.settings or {},
+                                                       settings.current())
+                loaded = engine.warm(targets, job.request.capture, job.request.links, cfg)
                 self.log(f"warmed for {job.caller.describe()}: "
                          f"{', '.join(str(t.pid) for t in targets)}; {loaded} layouts loaded; "
                          f"took {(time.perf_counter() - t0) * 1000:.0f} ms")

@@ -46,6 +46,10 @@ def _snapshot_parser(sub) -> None:
                    help="link the frames of F and G whose expressions hold equal values "
                         "(HTTP and TCP links need nothing), e.g. "
                         "'gateway.handle:req.ID == main.place:o.ID'")
+    p.add_argument("--together", action="store_true",
+                   help="stop every process before collecting any (one instant across them; "
+                        "each pause then includes the collection of those before it): "
+                        "SIDEEYE_TOGETHER=1")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,6 +100,8 @@ def cmd_snapshot(args) -> int:
 
     if not args.pid and not args.container:
         raise SideeyeError("nothing to snapshot: give --pid PID or --container NAME")
+    if args.together:   # read by the engine, carried to the agent, as every setting
+        os.environ["SIDEEYE_TOGETHER"] = "1"
     # Outputs are checked before any target is paused: a pause for nothing is a cost.
     for path in filter(None, (args.json, args.html, args.sqlite)):
         _check_writable(path)

@@ -22,6 +22,7 @@ from pytest_sideeye.snapshot import Snapshot
 from pytest_sideeye.snapshot import render_text as render
 
 PROPERTY = "sideeye.report"
+TOOK_PROPERTY = "sideeye.report_s"     # Written.took_s
 REPORTS_ATTR = "sideeye_reports"       # list[dict] on TestReport, read by the controller
 _MAX_DIR_NAME = 120
 
@@ -36,6 +37,9 @@ class Written:
     txt: Path | None
     problems: list[str]
     stem: str = ""        # timeout, setup, call, snapshot-N: the files' name
+    # Seconds from the moment that asked for it (a timeout's timer firing) to its files
+    # written: junit property sideeye.report_s (benchmarks/report_bench.py --timeout-runs).
+    took_s: float | None = None
 
     @property
     def main(self) -> Path:
@@ -140,6 +144,8 @@ def record_on_item(item: pytest.Item, written: Written, phase: str, start: Path,
     report, which pytest builds from the item later on."""
     shown = display_path(written.main, start)
     item.user_properties.append((PROPERTY, shown))
+    if written.took_s is not None:
+        item.user_properties.append((TOOK_PROPERTY, f"{written.took_s:.3f}"))
     if junit_attachments:
         item.add_report_section(phase, "stdout", attachment_line(written, start))
 

@@ -9,6 +9,7 @@ user's run) -> attach.py (files, junit, pytest-html, terminal summary).
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -22,11 +23,11 @@ from pytest_sideeye.plugin import attach, leaks
 from pytest_sideeye.plugin.taking import take
 from pytest_sideeye.plugin.targets import (
     add_container_options,
-    build_targets,
     services_of,
 )
 from pytest_sideeye.plugin.targets import configure as configure_targets
 from pytest_sideeye.plugin.timeouts import OwnTimeout
+from pytest_sideeye.plugin.warming import warm_services
 from pytest_sideeye.snapshot import Snapshot
 
 DEFAULT_DIR = "sideeye-reports"
@@ -76,6 +77,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                   "anywhere on the stack are not leaks (one a line)", type="linelist")
     parser.addini("sideeye_leaks_ignore_created_by", "goroutines created by this function "
                   "are not leaks (one a line)", type="linelist")
+    g.addoption("--sideeye-together", action="store_true", default=None,
+                help="stop every process of a snapshot before collecting any (one instant "
+                     "across services; each pause then includes the collection of those "
+                     "before it): SIDEEYE_TOGETHER=1")
+    parser.addini("sideeye_together", "like --sideeye-together", type="bool", default=False)
     add_container_options(g, parser)
 
 
@@ -97,6 +103,7 @@ class Settings:
     leaks_ignore_top_function: list[str] = field(default_factory=list)
     leaks_ignore_created_by: list[str] = field(default_factory=list)
     links: list[str] = field(default_factory=list)
+    together: bool = False
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> "Settings":
@@ -125,6 +132,8 @@ class Settings:
             leaks_ignore_top_function=list(config.getini("sideeye_leaks_ignore_top_function")),
             leaks_ignore_created_by=list(config.getini("sideeye_leaks_ignore_created_by")),
             links=_ini_links(config),
+            together=bool(config.getoption("sideeye_together")
+                          or config.getini("sideeye_together")),
         )
 
 
@@ -272,8 +281,11 @@ def settings_of(config: pytest.Config) -> Settings:
 
 def snapshot_item(item: pytest.Item, phase: str, stem: str, outcome: str, message: str,
                   services: list[Any] | None = None, capture: dict[str, Any] | None = None,
-                  raise_errors: bool = False, links=None
+                  raise_errors: bool = False, links=None, since: float | None = None
                   ) -> tuple[Snapshot, attach.Written, str | None]:
+    """`since`: the perf_counter() of what asked for it (a timeout's timer firing), from
+    which Written.took_s counts; else now."""
+    since = time.perf_counter() if since is None else since
     settings = settings_of(item.config)
     if services is None:
         services = services_of(item)
@@ -284,6 +296,7 @@ def snapshot_item(item: pytest.Item, phase: str, stem: str, outcome: str, messag
                  "message": message}
     written = attach.write_files(snap, settings.base_dir, item.nodeid, stem,
                                  sqlite=settings.sqlite)
+    written.took_s = time.perf_counter() - since
     if problem:
         written.problems.insert(0, f"no snapshot: {problem}")
     else:  # partial: say which processes are missing and why, one line each
@@ -307,6 +320,7 @@ def timeout_message(seconds: float, written: attach.Written | None, start: Path,
 def on_own_timeout(item: pytest.Item, seconds: float) -> str:
     """Runs in the timer (signal handler or thread): snapshot while the test still hangs,
     write the report, return the failure message."""
+    fired = time.perf_counter()
     settings = settings_of(item.config)
     st = state_of(item)
     written, problem = None, None
@@ -315,7 +329,7 @@ def on_own_timeout(item: pytest.Item, seconds: float) -> str:
         message = timeout_message(seconds, None, settings.start_dir)
         try:
             _, written, problem = snapshot_item(item, st.phase, "timeout", "timeout", message,
-                                                services=services)
+                                                services=services, since=fired)
             st.timeout_written, st.timeout_problem = written, problem
         except Exception as e:  # even writing failed (disk full...): one line, in the message
             problem = f"sideeye: {one_line(e)}"
@@ -325,6 +339,7 @@ def on_own_timeout(item: pytest.Item, seconds: float) -> str:
 def pre_timeout_snapshot(item: pytest.Item, seconds: float, method: str) -> None:
     """pytest-timeout's timer is about to fire: snapshot now, in this timer thread, and
     write the files at once (its thread method ends the process with os._exit)."""
+    fired = time.perf_counter()
     settings = settings_of(item.config)
     st = state_of(item)
     services = services_of(item)
@@ -333,7 +348,7 @@ def pre_timeout_snapshot(item: pytest.Item, seconds: float, method: str) -> None
     message = f"Timeout (>{seconds:g}s) from pytest-timeout"
     try:
         _, written, problem = snapshot_item(item, st.phase, "timeout", "timeout", message,
-                                            services=services)
+                                            services=services, since=fired)
     except Exception as e:
         st.timeout_problem = f"sideeye: {one_line(e)}"
         return
@@ -453,8 +468,24 @@ def pytest_configure(config: pytest.Config) -> None:
                    "ignore_created_by=()): fail the test when it leaves goroutines behind "
                    "in its services")
     config.stash[_SETTINGS] = Settings.from_config(config)
+    if config.stash[_SETTINGS].together:
+        _set_env_for_run(config, "SIDEEYE_TOGETHER", "1")
     configure_targets(config)
     config.pluginmanager.register(SummaryCollector(), "sideeye-summary")
+
+
+def _set_env_for_run(config: pytest.Config, name: str, value: str) -> None:
+    """A per-snapshot setting chosen by an option: in this process's environment for the
+    run, where the engine reads it and whence it travels to the agent (settings.py)."""
+    before = os.environ.get(name)
+    os.environ[name] = value
+
+    def restore() -> None:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+    config.add_cleanup(restore)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -487,21 +518,20 @@ def pytest_runtest_setup(item: pytest.Item):
     _warm_engine(item)
 
 
-_warmed_images: set[str] = set()
-
-
 def _warm_engine(item: pytest.Item) -> None:
-    """Once a test's services are up, whoever will snapshot them (the agent, or this
-    process) loads their programs in the background, once per image: a timeout's snapshot
-    then pays no kernel verifier (seconds) before the timeout it precedes."""
+    """Once a test's services are up, before its body runs, whoever will snapshot them
+    starts preparing every one of them as a snapshot would (warming.py), so that a
+    timeout's pays no analysis."""
     settings = settings_of(item.config)
-    fresh = [s for s in services_of(item) if getattr(s, "image", None) not in _warmed_images]
-    if not (settings.on_timeout or settings.on_failure or settings.leaks) or not fresh:
+    if not (settings.on_timeout or settings.on_failure or settings.leaks):
         return
-    _warmed_images.update(getattr(s, "image", None) for s in fresh)
-    from pytest_sideeye.agent import warm
-    threading.Thread(target=lambda: warm(build_targets(fresh)[0]), daemon=True,
-                     name="sideeye warm").start()
+    try:
+        capture, links = item_capture(item, settings), item_links(item, settings)
+    except Exception:   # a bad marker: the snapshot will say so
+        capture, links = {}, []
+    warmed = warm_services(services_of(item), capture, links)
+    if warmed:   # junit property: which services this test warmed (first of their image)
+        item.user_properties.append(("sideeye.warmed", ", ".join(warmed)))
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)

@@ -98,6 +98,13 @@ class Project:
             out[case.get("name")] = {"failure": "failed"}.get(kind, kind)
         return out
 
+    def properties(self, name: str) -> dict[str, str]:
+        """The junit properties of test `name`."""
+        for case in ET.parse(self.path / "junit.xml").iter("testcase"):
+            if case.get("name") == name:
+                return {q.get("name"): q.get("value") for q in case.iter("property")}
+        raise AssertionError(f"no test {name} in junit.xml")
+
     def message(self, name: str) -> str:
         for case in ET.parse(self.path / "junit.xml").iter("testcase"):
             if case.get("name") == name:

@@ -201,6 +201,10 @@ def test_sdk_and_testcontainers_found_by_auto(tmp_path, shop_images):
                                             "gateway", "sleeper"]
         assert_shop_hang_seen(hang, "gateway", "backends[orders]")
         assert_no_go_named_with_logs(hang, "sleeper")
+        # Every container found behind the fixtures was being prepared for a snapshot
+        # before the body ran (the first test of their images; warming.py).
+        assert set(p.properties("test_hang").get("sideeye.warmed", "").split(", ")) == {
+            "backends[ledger]", "backends[orders]", "gateway"}
         gw = by_service(hang)["gateway"][0]
         assert "gateway listening" in gw.logs and gw.container.id
         failed = p.report("test_shop.py::test_fails", "call")

@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 
 import pytest
 
@@ -61,6 +62,11 @@ def test_demo_catches_the_deadlock_and_points_at_the_report(tmp_path):
     text = report.with_suffix(".txt").read_text(encoding="utf-8").splitlines()
     assert f"# {header}" in text
     assert f'<td class="skew">{header}</td>' in report.read_text(encoding="utf-8")
+    # The time from the timeout to the written report, for benchmarks/report_bench.py.
+    [case] = [c for c in ET.parse(tmp_path / "demo-junit.xml").iter("testcase")
+              if c.get("name") == "test_cancel_during_rush"]
+    took = [q.get("value") for q in case.iter("property") if q.get("name") == "sideeye.report_s"]
+    assert len(took) == 1 and float(took[0]) > 0, took
 
 
 def test_demo_says_so_when_the_run_went_wrong(tmp_path):

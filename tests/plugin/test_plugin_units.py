@@ -2,6 +2,7 @@
 runs, report files from a recorded snapshot, and the timers on tests without services."""
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -212,3 +213,27 @@ def test_two():
 """)
     result = pytester.runpytest_subprocess("-p", "no:timeout", "--sideeye-timeout=5")
     result.assert_outcomes(passed=2)
+
+
+TOGETHER_SEEN = """
+import os
+def test_sees():
+    print("SIDEEYE_TOGETHER=" + repr(os.environ.get("SIDEEYE_TOGETHER")))
+"""
+
+
+@pytest.mark.parametrize("how", ["option", "ini", "neither"])
+def test_together_option_and_ini_set_the_setting_for_the_run(pytester, monkeypatch, how):
+    """--sideeye-together and ini sideeye_together choose together mode as SIDEEYE_TOGETHER=1
+    does: in the run's environment, where the engine reads it and whence it goes to the
+    agent with every snapshot request (settings.requested)."""
+    monkeypatch.delenv("SIDEEYE_TOGETHER", raising=False)
+    if how == "ini":
+        pytester.makeini("[pytest]\nsideeye_together = true\n")
+    pytester.makepyfile(test_t=TOGETHER_SEEN)
+    args = ["--sideeye-together"] if how == "option" else []
+    result = pytester.runpytest_inprocess("-p", "no:timeout", "-s", *args)
+    result.assert_outcomes(passed=1)
+    want = "None" if how == "neither" else "'1'"
+    result.stdout.fnmatch_lines([f"*SIDEEYE_TOGETHER={want}*"])
+    assert "SIDEEYE_TOGETHER" not in os.environ   # the run's, restored after it
