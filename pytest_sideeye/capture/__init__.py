@@ -29,6 +29,7 @@ from pytest_sideeye.capture.templates import (
     ReadTemplates,
     compile_plan,
     parse_output,
+    read_as_bpf,
 )
 from pytest_sideeye.capture.typerules import known as knows_type
 from pytest_sideeye.capture.values import Budget, Limits, Memory
@@ -37,5 +38,6 @@ __all__ = ["C_FORMATS", "Budget", "CaptureOutput", "CaptureSpec", "Expr", "Frame
            "prune_contexts",
            "knows_type",
            "Plan", "ReadTemplates", "UserLink", "compile_plan", "make_plan", "parse_expr", "parse_link",
-           "parse_links", "parse_output", "parse_specs", "parse_type_rule", "run_rounds", "split_exprs",
+           "parse_links", "parse_output", "parse_specs", "parse_type_rule", "read_as_bpf", "run_rounds",
+           "split_exprs",
            "split_spec_line", "TypeRule", "with_links"]

@@ -486,3 +486,71 @@ def parse_output(capq: bytes, regions: list[tuple[int, int, int]], buf, used: in
         out.reads.setdefault(entry, []).append((addr, data, size))
         pos += 16 + ((size + 7) & ~7)
     return out
+
+
+# --- the templates' reads made after the resume (engine/links/after_resume.py) -----------
+
+def read_as_bpf(tables: ReadTemplates, frames: list[tuple[int, int, Memory]],
+                read_batch) -> None:
+    """For each frame (pc, cfa, mem) whose slots the pause read into mem (a slots_only
+    template), make the reads its full template in `tables` would have made in BPF
+    (capture_frame), from memory as it is now, and add them to mem: a level of pointers at
+    a time across all the frames, one read_batch ({(addr, size): bytes or None}) a level,
+    so that each frame is then decoded in one pass rather than in a round a pointer. The
+    slots themselves are never read here, only taken from mem. Templates with reads other
+    than slots, pointers and strings are left to the rounds (capture.run_rounds)."""
+    starts = [lo for lo, _hi, _t in tables.ranges]
+    states = []
+    for pc, cfa, mem in frames:
+        i = bisect.bisect_right(starts, pc - 1) - 1      # a return address: the call is before
+        if i < 0 or not (tables.ranges[i][0] <= pc - 1 < tables.ranges[i][1]):
+            continue
+        t = tables.ranges[i][2]
+        if t == TPL_PYTHON or t >= len(tables.templates):
+            continue
+        ops = tables.templates[t]
+        if ops and all(op[0] in (OP_SLOT, OP_PTR, OP_STR) for op in ops):
+            states.append((cfa, mem, ops, [None] * len(ops), [False] * len(ops)))
+    for _level in range(16):
+        wanted: dict[tuple[int, int], list] = {}
+        for cfa, mem, ops, res, done in states:
+            for k, (kind, src, _count, off, size, limit) in enumerate(ops):
+                if done[k]:
+                    continue
+                if kind == OP_SLOT:
+                    res[k], done[k] = _known(mem, cfa + off, size), True
+                    continue
+                if not done[src]:
+                    continue
+                buf, need = res[src], 16 if kind == OP_STR else 8
+                done[k] = True
+                if buf is None or off + need > len(buf):
+                    continue
+                p = struct.unpack_from("<Q", buf, off)[0]
+                if kind == OP_STR:
+                    n = struct.unpack_from("<q", buf, off + 8)[0]
+                    size = min(n, limit) if n > 0 else 0
+                if not p or size <= 0:
+                    continue
+                res[k] = _known(mem, p, size)
+                if res[k] is None:
+                    done[k] = False
+                    wanted.setdefault((p, size), []).append((mem, res, done, k))
+        if not wanted:
+            return
+        got = read_batch(sorted(wanted))
+        for (p, size), owners in wanted.items():
+            data = got.get((p, size))
+            data = bytes(data[:size]) if data is not None and len(data) >= size else None
+            for mem, res, done, k in owners:
+                res[k], done[k] = data, True
+                if data is not None:
+                    mem.add(p, data)
+
+
+def _known(mem: Memory, addr: int, size: int) -> bytes | None:
+    """What mem (or the memory it shares) holds of [addr, addr + size), read nothing."""
+    got = mem._lookup(addr, size)
+    if got is None and mem.shared is not None:
+        got = mem.shared._lookup(addr, size)
+    return got

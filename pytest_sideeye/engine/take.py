@@ -478,7 +478,9 @@ def _finish(prep: _Prepared, got: _Collected, spec, cfg: settings.EngineSettings
     proc, raw, times = prep.proc, got.raw, got.times
     _check_survived(proc.pid)
     captures = _captures_after(prep.plan, prep.decoder, got.capture_out, raw, got.pause_jobs,
-                               cfg.capture_pause_s, prep.after_resume) \
+                               cfg.capture_pause_s, prep.after_resume,
+                               lambda: _capture_tables(prep.plan, prep.info, prep.bias,
+                                                       prep.program)) \
         if prep.plan is not None else []
     proc.pause_ns = times.pause_ns
     proc.pause_parts_ns = {"stop": times.stop_ns, "collect": got.collect_ns,
@@ -660,11 +662,11 @@ def _capture_in_pause(plan, decoder, collector, raw, tables, budget_s: float) ->
 
 
 def _captures_after(plan, decoder, out, raw, pause_jobs: dict, budget_s: float,
-                    after_resume: frozenset = frozenset()) -> list:
+                    after_resume: frozenset = frozenset(), full_tables=None) -> list:
     """After the resume: a job per captured frame, [(key, job)], decoding what was read
     in the pause (by BPF into `out`, or by the Python rounds) and nothing more; but for
     the frames of `after_resume` functions BPF read, what their slots point to is read
-    now (links/after_resume.py)."""
+    now (links/after_resume.py), as `full_tables()`'s templates would have in the pause."""
     shared = out.memory() if out is not None else None
     captures, missed, later = [], 0, []
     for key, pc, cfa, function in decoder.frames_for_capture(raw, plan.wants):
@@ -677,12 +679,12 @@ def _captures_after(plan, decoder, out, raw, pause_jobs: dict, budget_s: float,
             job.mem.shared = shared
             job.mem.final = entry is None or function not in after_resume
             if not job.mem.final:
-                later.append(job)
+                later.append((pc, cfa, job))
             if out is not None and out.dropped:
                 job.mem.final_why = "budget"   # reads refused: the byte budget ran out
         captures.append((key, job))
     if later:
-        after_resume_mod.read(raw.pid, later)
+        after_resume_mod.read(raw.pid, later, full_tables() if full_tables else None)
     if out is not None and out.unreached:
         raw.notes.append(
             f"capture stopped at its pause budget ({budget_s * 1000:g} ms): "

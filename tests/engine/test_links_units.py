@@ -109,3 +109,35 @@ def test_the_probes_read_only_their_frames_slots_in_the_pause(go_build):
         capture.parse_expr("c.remoteAddr")]}), probes)
     assert "net/http.(*conn).serve" not in mine and "internal/poll.(*FD).Read" in mine
     assert max(len(o) for o in templates(whole, mine)["net/http.(*conn).serve"]) > 10
+
+
+def test_the_templates_reads_are_made_after_the_resume_a_pointer_level_at_a_time():
+    """capture.read_as_bpf: a frame whose slots the pause read gets, from memory as it is
+    now, what its template reads (pointer, then string), one batch a level across frames;
+    its slots are never read again (the stack has moved on)."""
+    import struct
+
+    from pytest_sideeye import capture
+    from pytest_sideeye.capture.templates import OP_PTR, OP_SLOT, OP_STR
+    # Template: the slot at cfa-16 (8 bytes) holds a pointer to a 24-byte struct whose
+    # first 16 bytes are a string header.
+    ops = [(OP_SLOT, 0, 0, -16, 8, 0), (OP_PTR, 0, 0, 0, 24, 0), (OP_STR, 1, 0, 0, 0, 512)]
+    tables = capture.ReadTemplates([(0x1000, 0x2000, 0)], [ops], 0x1000, 0x2000)
+    live = {(0x9000, 24): struct.pack("<QqQ", 0xA000, 5, 0), (0xA000, 5): b"hello"}
+    batches = []
+
+    def batch(reqs):
+        batches.append(sorted(reqs))
+        return {r: live.get(r) for r in reqs}
+
+    frames = []
+    for cfa in (0x7000, 0x7100):
+        shared = capture.Memory(capture.Budget(1 << 20))
+        shared.add(cfa - 16, struct.pack("<Q", 0x9000))        # what the pause read
+        mem = capture.Memory(capture.Budget(1 << 20))
+        mem.shared = shared
+        frames.append((0x1500, cfa, mem))
+    capture.read_as_bpf(tables, frames, batch)
+    assert batches == [[(0x9000, 24)], [(0xA000, 5)]]          # one read a level, shared
+    for _pc, _cfa, mem in frames:
+        assert mem.read(0x9000, 24) == live[(0x9000, 24)] and mem.read(0xA000, 5) == b"hello"

@@ -33,13 +33,20 @@ def functions(spec: capture_mod.CaptureSpec | None,
     return frozenset(fn for fn in probes.functions if fn not in mine)
 
 
-def read(pid: int, jobs: list) -> None:
-    """Finish the jobs (capture.FrameJob, their slots from the pause in mem.shared) from
-    the running process's memory; what cannot be read is cut."""
+def read(pid: int, frames: list, tables=None) -> None:
+    """Finish the frames' jobs ((pc, cfa, capture.FrameJob), their slots from the pause in
+    mem.shared) from the running process's memory; what cannot be read is cut. `tables`:
+    the full templates (capture.ReadTemplates), whose reads are made first, a pointer level
+    at a time across all the frames: each job then decodes in about one pass, where the
+    rounds alone take one a pointer (measured: ~3.7 passes a frame, ~0.4 s for 1,300
+    probed frames)."""
     def batch(reqs: list[tuple[int, int]]) -> dict[tuple[int, int], bytes | None]:
         buf, offsets, bad = read_scatter(pid, reqs)
         return {r: None if i in bad else buf[offsets[i]:offsets[i + 1]]
                 for i, r in enumerate(reqs)}
+    if tables is not None:
+        capture_mod.read_as_bpf(tables, [(pc, cfa, job.mem) for pc, cfa, job in frames], batch)
+    jobs = [job for _pc, _cfa, job in frames]
     capture_mod.run_rounds(jobs, batch, max_rounds=MAX_ROUNDS)
     for job in jobs:
         job.mem.final = True
