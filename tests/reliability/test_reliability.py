@@ -192,6 +192,25 @@ def test_zombie_is_a_clear_error(hello):
         zombie.wait()
 
 
+def test_together_leaves_a_process_someone_else_stopped_as_it_is(go_build, hello):
+    """Together mode: a target already stopped by someone else is refused in one line and
+    left stopped, and the others of the snapshot are stopped, collected and resumed."""
+    from pytest_sideeye import settings
+    with start_app(go_build("manyparked"), "-n", "10") as foreign:
+        os.kill(foreign.pid, signal.SIGSTOP)
+        try:
+            assert gauntlet.wait_stopped(foreign.pid, 5.0)
+            cfg = settings.current()._replace(together=True)
+            snap = engine.take_snapshot([foreign.pid, hello], cfg=cfg)
+            assert snap.together
+            assert_one_line(snap.processes[0].error)
+            assert "already stopped by someone else" in snap.processes[0].error
+            assert_healthy(snap.processes[1])
+            assert gauntlet.is_stopped(foreign.pid) and not gauntlet.is_stopped(hello)
+        finally:
+            os.kill(foreign.pid, signal.SIGCONT)
+
+
 def test_pid_reused_by_a_non_go_process(hello):
     # What a reused PID looks like to us: the number now names some other, non-Go program.
     other = subprocess.Popen(["sleep", "30"])
