@@ -34,6 +34,7 @@ from pytest_sideeye.binary import (
     analyze,
 )
 from pytest_sideeye.capture import reach, typerules
+from pytest_sideeye.capture.chainwalk import WALK_ROUNDS, ChainWalk
 from pytest_sideeye.capture.spec import CaptureSpec, Expr, Step, TypeRule, parse_specs
 from pytest_sideeye.capture.values import (
     PENDING,
@@ -55,6 +56,7 @@ ReadBatch = Callable[[list[tuple[int, int]]], dict[tuple[int, int], "bytes | Non
 # --- the plan ----------------------------------------------------------------------------
 
 _UINT8 = GoType(-1, "uint8", "uint", 1)
+_CFA_PROBE = 1 << 40
 
 
 class Plan:
@@ -77,6 +79,13 @@ class Plan:
         # Type rules (already expanded into the functions above: typerules.expand), for
         # the values of their types reached inside captured values (reach.py).
         self.rules: list[TypeRule] = list(spec.types.values())
+        # Per (function, pc): the variables in scope; per (variable, pc): its pieces at a
+        # CFA of 0 (Go's locations are CFA-relative). The frames of 1,000 goroutines parked
+        # at one pc then cost a dict lookup each in the pause, not a DWARF scope walk.
+        self._bound: dict[tuple[str, int], "dict[str, tuple[VarDIE, int]] | str"] = {}
+        self._pieces: dict[tuple[int, int], tuple] = {}
+        self._has_contexts: dict[str, bool] = {}
+        self._ctx_slots: dict[tuple[str, int], list] = {}
 
     def wants(self, function_name: str) -> bool:
         return function_name in self.functions
@@ -88,10 +97,78 @@ class Plan:
     def start_frame(self, function: str, pc: int, cfa: int, *, is_call_site: bool,
                     budget: Budget | None = None) -> "FrameJob":
         lookup_pc = pc - 1 if is_call_site else pc
-        function = self._instance(function, lookup_pc)
-        bound = self._bindings(function, lookup_pc)
+        function = self._instance(function, lookup_pc) if self.instances else function
+        bound = self._bound.get((function, lookup_pc))
+        if bound is None:
+            bound = self._bound[(function, lookup_pc)] = self._bindings(function, lookup_pc)
         return FrameJob(self, function, self.spec.functions.get(function, []), bound,
                         lookup_pc, cfa, budget or self.process_budget())
+
+    def location(self, var: VarDIE, cu_off: int, pc: int, cfa: int) -> "list[Piece] | None":
+        """debug.location, the expression evaluated once per variable and pc."""
+        key = (var.die_offset or id(var), pc)
+        got = self._pieces.get(key)
+        if got is None:
+            # Evaluated at two CFAs: a piece that moves with it is CFA-relative (fbreg,
+            # call_frame_cfa), one that does not is absolute (DW_OP_addr).
+            at0 = self.debug.location(var, cu_off, pc, 0)
+            at1 = self.debug.location(var, cu_off, pc, _CFA_PROBE)
+            moves = [p.kind == "mem" and q.addr != p.addr for p, q in zip(at0 or (), at1 or ())]
+            got = self._pieces[key] = (at0, moves)
+        pieces, moves = got
+        if not pieces or not any(moves):
+            return pieces
+        return [Piece(p.kind, p.addr + cfa, p.size, p.why) if m else p
+                for p, m in zip(pieces, moves)]
+
+    # --- context variables (their chains walked by chainwalk.py) -------------------------
+    def has_contexts(self, function: str) -> bool:
+        got = self._has_contexts.get(function)
+        if got is None:
+            exprs = self.spec.functions.get(function, ())
+            got = self._has_contexts[function] = any(map(ctxrules.is_context_expr, exprs))
+        return got
+
+    def walk_only(self, function: str) -> bool:
+        """Every expression of the function's is a context expression."""
+        return all(map(ctxrules.is_context_expr, self.spec.functions.get(function, ())))
+
+    def context_slots(self, function: str, pc: int, bound) -> list:
+        """The function's context variables in memory at pc: [(name, [(address at a CFA of
+        0, size, moves with the CFA)], key types asked)], once per (function, pc). Those
+        not in scope, not live or partly in registers are left to FrameJob._one
+        (unavailable)."""
+        key = (function, pc)
+        got = self._ctx_slots.get(key)
+        if got is not None:
+            return got
+        got = []
+        exprs = self.spec.functions.get(function, ())
+        names = dict.fromkeys(e.root for e in exprs if ctxrules.is_context_expr(e))
+        for name in names if not isinstance(bound, str) else ():
+            b = bound.get(name)
+            if b is None:
+                continue
+            var, cu_off = b
+            at0 = self.location(var, cu_off, pc, 0)
+            at1 = self.location(var, cu_off, pc, _CFA_PROBE)
+            if not at0 or any(p.kind != "mem" for p in at0):
+                continue
+            size = self.debug.type_at(var.type_offset).size
+            parts, off = [], 0
+            for p, q in zip(at0, at1):
+                n = p.size if p.size is not None else size - off
+                moves = q.addr != p.addr
+                if parts and parts[-1][0] + parts[-1][1] == p.addr and parts[-1][2] == moves:
+                    parts[-1] = (parts[-1][0], parts[-1][1] + n, moves)   # adjacent: one read
+                else:
+                    parts.append((p.addr, n, moves))
+                off += n
+            keys = tuple(e.steps[0].arg for e in exprs
+                         if e.root == name and e.steps[0].op == ctxrules.OP_VALUE)
+            got.append((name, parts, keys))
+        self._ctx_slots[key] = got
+        return got
 
     def _instance(self, function: str, pc: int) -> str:
         """The DWARF name of the generic instance a frame of `function` at pc runs."""
@@ -329,10 +406,34 @@ class FrameJob:
         self._shown: list[Variable] | None = None
         self._waits_for_file = False   # only constant data left: decoded after the resume
         self.rounds = 0
+        # Context expressions are walked for all frames together (chainwalk.py): the
+        # walk, and this frame's context variables it reads (name -> its Root).
+        self.contexts = None
+        self.context_roots: dict = {}
+        self._walked = False           # every expression is the walk's: no rounds of its own
+
+    @property
+    def has_contexts(self) -> bool:
+        return self.plan.has_contexts(self.function)
+
+    def attach_contexts(self, walk) -> None:
+        """Leave this frame's context variables that are in memory to `walk`."""
+        self.contexts = walk
+        cfa = self.cfa
+        for name, parts, keys in self.plan.context_slots(self.function, self.pc, self.bound):
+            self.context_roots[name] = walk.add_root(
+                [(a + cfa if moves else a, n) for a, n, moves in parts], keys)
+        self._walked = self.plan.walk_only(self.function)
+
+    def _walks(self, e: Expr) -> bool:
+        return self.contexts is not None and e.root in self.context_roots and \
+            ctxrules.is_context_expr(e)
 
     # --- the round protocol -------------------------------------------------------------
     def requests(self) -> list[tuple[int, int]]:
         """(addr, size) still needed; [] when done."""
+        if self._walked:
+            return []
         for _ in range(4):
             if self._result is not None or self._waits_for_file:
                 return []
@@ -362,13 +463,18 @@ class FrameJob:
     def done(self) -> bool:
         """Every value decoded, or only constant data left to read from the file (no cut
         for lack of rounds)."""
-        return self._result is not None or self._waits_for_file
+        own = self._result is not None or self._waits_for_file or self._walked
+        return own and (self.contexts is None or self.contexts.finished)
 
     def variables(self) -> list[Variable]:
         if self._result is None:
             self.mem.final = True
             self.mem.wanted.clear()
             self._result = self._pass()[0]
+        if self._shown is None and self.context_roots:
+            # The walk's answers are final only now (after the pause: chainwalk.finish).
+            self._result = [self.contexts.variable(self.context_roots[e.root], e)
+                            if self._walks(e) else v for e, v in zip(self.exprs, self._result)]
         if self._shown is None:
             self._shown = self._with_rules(self._result) if self.plan.rules else self._result
         return self._shown
@@ -411,7 +517,9 @@ class FrameJob:
         out, pending = [], False
         for i, e in enumerate(self.exprs):
             v = self._final.get(i)
-            if v is None:
+            if v is None and self._walks(e):
+                v = Variable(e.text, "", None)     # the walk's, in variables()
+            elif v is None:
                 decoder = reach.WatchingDecoder if self.plan.rules else ValueDecoder
                 dec = decoder(self.plan.debug, self.mem, self.plan.limits, self.plan.bias)
                 v = self._one_safe(dec, e)
@@ -442,7 +550,7 @@ class FrameJob:
         var, cu_off = b
         t = self.plan.debug.type_at(var.type_offset)
         if e.root not in self._locations:
-            self._locations[e.root] = self.plan.debug.location(var, cu_off, self.pc, self.cfa)
+            self._locations[e.root] = self.plan.location(var, cu_off, self.pc, self.cfa)
         pieces = self._locations[e.root]
         if not pieces or all(p.kind != "mem" for p in pieces):
             return Variable(e.text, t.name, None, available=False)
@@ -681,14 +789,19 @@ def run_rounds(jobs: list[FrameJob], read_batch: ReadBatch, max_rounds: int = 8,
     `deadline` (time.monotonic()) bounds the time spent here, which is pause time: past
     it no more requests are gathered; unfinished jobs then decode what they have, the rest
     marked cut, when variables() is called (after the resume)."""
+    # The frames' context chains: walked together, a level a round (chainwalk.py), for
+    # as many rounds as their depth asks.
+    walk = ChainWalk.attach(jobs)
+    most = max(max_rounds, WALK_ROUNDS) if walk is not None else max_rounds
     rounds = 0
-    while rounds < max_rounds:
+    while rounds < most:
         wanted = {}
-        for job in jobs:
+        for job in jobs if rounds < max_rounds else ():
             if deadline is not None and time.monotonic() > deadline:
                 break
             wanted[job] = job.requests()
-        union = sorted({r for reqs in wanted.values() for r in reqs})
+        walking = walk.requests() if walk is not None else []
+        union = sorted({r for reqs in wanted.values() for r in reqs}.union(walking))
         if not union:
             break
         results = read_batch(union)
@@ -696,6 +809,8 @@ def run_rounds(jobs: list[FrameJob], read_batch: ReadBatch, max_rounds: int = 8,
         for job, reqs in wanted.items():
             if reqs:
                 job.feed({r: results.get(r) for r in reqs})
+        if walking:
+            walk.feed(results)
         if deadline is not None and time.monotonic() > deadline:
             break
     return rounds

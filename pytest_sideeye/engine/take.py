@@ -11,6 +11,7 @@ capture spec) raise SideeyeError before anything is paused.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import threading
 import time
@@ -46,6 +47,7 @@ from pytest_sideeye.engine.process import (
     pick_layout,
 )
 from pytest_sideeye.engine.sigframe import signal_code
+from pytest_sideeye.engine.vmread import read_dict
 from pytest_sideeye.errors import CaptureSpecError, NoPermission, SideeyeError, TargetGone
 from pytest_sideeye.memo import MEMO, measured
 from pytest_sideeye.snapshot import Container, Process, Snapshot, Variable, now_rfc3339
@@ -426,8 +428,9 @@ def _collect(prep: _Prepared, cfg: settings.EngineSettings, collector: Collector
                 collector.start_syscall_walks(raw, starts)
             t1 = time.perf_counter_ns()
             if plan is not None:
-                pause_jobs = _capture_in_pause(plan, decoder, collector, raw, tables,
-                                               cfg.capture_pause_s)
+                with _gc_held():
+                    pause_jobs = _capture_in_pause(plan, decoder, collector, raw, tables,
+                                                   cfg.capture_pause_s)
             t2 = time.perf_counter_ns()
             taken = prep.labels.read(raw, prep.proc.pid, time.monotonic() + cfg.capture_pause_s) \
                 if prep.labels is not None else None
@@ -620,6 +623,20 @@ def _capture_tables(plan, info, bias: int, program, slots_only: frozenset = froz
                                               slots_only))
 
 
+@contextlib.contextmanager
+def _gc_held():
+    """Python's collector held off: the capture's objects (a job a frame, a node a
+    context) could start a full collection over the binaries' analyses in the pause
+    (seen: 60-200 ms of a 1,000-frame context rule's capture; labels.py does the same)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def _capture_in_pause(plan, decoder, collector, raw, tables, budget_s: float) -> dict:
     """The reads BPF does not do: the frames whose ranges need Python (interfaces, maps,
     inlined copies, ...) and those of deep stacks past a record's frames, read in batched
@@ -650,8 +667,11 @@ def _capture_in_pause(plan, decoder, collector, raw, tables, budget_s: float) ->
         jobs[(pc, cfa, function)] = plan.start_frame(function, pc - decoder.bias, cfa, is_call_site=True,
                                                      budget=budget)
     if jobs:
-        capture_mod.run_rounds(list(jobs.values()),
-                               lambda reqs: collector.read_many(raw, reqs), deadline=deadline)
+        # process_vm_readv, not the iterator's read passes: a round of 1,000 small reads
+        # costs ~0.5 ms instead of 2-12 ms on a loaded machine (context chains take one a
+        # level); it faults pages in as the iterator does.
+        capture_mod.run_rounds(list(jobs.values()), lambda reqs: read_dict(raw.pid, reqs),
+                               deadline=deadline)
     unfinished = sum(1 for j in jobs.values() if not j.done)
     if unfinished or skipped:
         raw.notes.append(

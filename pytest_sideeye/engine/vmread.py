@@ -110,3 +110,12 @@ def _readv_all(pid: int, reqs: list[tuple[int, int]]) -> tuple[bytes, list[int],
             done += 1
         i = done
     return buf.raw, offsets, bad
+
+
+def read_dict(pid: int, reqs: list[tuple[int, int]]) -> dict[tuple[int, int], bytes | None]:
+    """read_scatter as the capture rounds take it: {(addr, size): bytes, None if bad}."""
+    if not reqs:
+        return {}
+    buf, offsets, bad = read_scatter(pid, reqs)
+    return {r: None if i in bad else buf[offsets[i]:offsets[i + 1]]
+            for i, r in enumerate(reqs)}
