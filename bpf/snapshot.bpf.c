@@ -61,7 +61,7 @@
 #define MAX_FRAMES 64        // frames per goroutine per pass (power of two)
 #define WIN 4096             // stack window copied at once (power of two)
 #define GWIN 4096            // g structs copied at once: consecutive gs share it (power of two)
-#define HDR_WORDS 20         // u64 words of a goroutine record before its frames
+#define HDR_WORDS 21         // u64 words of a goroutine record before its frames
 #define MAX_THREADS 64
 #define MAX_HELPERS 3       // collector threads helping the iterator walk, on other CPUs
 #define STK_WORDS 64         // words of a thread's stack copied from its sp (a leaf's frame)
@@ -142,6 +142,7 @@
 #define H_FLAGS 17
 #define H_CONT_FP 18
 #define H_INDEX 19
+#define H_LABELS 20         // g.labels (pprof labels: engine/labels.py reads the set)
 
 struct bpf_iter_meta { void *seq; u64 session_id; u64 seq_num; };
 
@@ -511,6 +512,13 @@ static __always_inline void read_goroutine(struct task_struct *task, struct conf
   r->h[H_PARENT] = 0;
 #endif
   r->h[H_M] = g_word(g, OFF_M);
+  // The g is in hand: its pprof label set's pointer costs one store here, against a read
+  // of every goroutine's g again from user space (engine/labels.py: only non-nil ones).
+#ifdef OFF_LABELS
+  r->h[H_LABELS] = g_word(g, OFF_LABELS);
+#else
+  r->h[H_LABELS] = 0;
+#endif
   u64 lo = g_word(g, OFF_STACK_LO), hi = g_word(g, OFF_STACK_HI);
   r->h[H_LO] = lo;
   r->h[H_HI] = hi;

@@ -226,6 +226,8 @@ def layout_macros(layout) -> dict[str, int]:
         macros["OFF_SYSCALLBP"] = g["syscallbp"]
     if "trackingSeq" in g:
         macros["OFF_TRACKSEQ"] = g["trackingSeq"]
+    if "labels" in g:
+        macros["OFF_LABELS"] = g["labels"]
     g_end = max(v for k, v in macros.items() if k.startswith("OFF_") and "_M_" not in k) + 8
     m_end = max(m["procid"], m["curg"], m["alllink"]) + 8
     macros["G_COPY"] = _pow2_at_least(g_end)

@@ -48,10 +48,11 @@ HELPERS_FROM = 2048
 F_MORE, F_BADFP, F_READFAIL, F_NOG = _C["F_MORE"], _C["F_BADFP"], _C["F_READFAIL"], _C["F_NOG"]
 # Words of a goroutine record's header (struct grec.h), as the C numbers them.
 (H_GP, H_GOID, H_STATUS, H_WAITREASON, H_WAITSINCE, H_GOPC, H_PARENT, H_M, H_LO, H_HI,
- H_SP, H_PC, H_BP, H_SYSSP, H_SYSPC, H_SYSBP, H_NFRAMES, H_FLAGS, H_CONT_FP, H_INDEX) = (
+ H_SP, H_PC, H_BP, H_SYSSP, H_SYSPC, H_SYSBP, H_NFRAMES, H_FLAGS, H_CONT_FP, H_INDEX,
+ H_LABELS) = (
     _C[f"H_{n}"] for n in ("GP", "GOID", "STATUS", "WAITREASON", "WAITSINCE", "GOPC",
                            "PARENT", "M", "LO", "HI", "SP", "PC", "BP", "SYSSP", "SYSPC",
-                           "SYSBP", "NFRAMES", "FLAGS", "CONT_FP", "INDEX"))
+                           "SYSBP", "NFRAMES", "FLAGS", "CONT_FP", "INDEX", "LABELS"))
 
 MAX_TOTAL_FRAMES = 1024   # deeper stacks are cut (the runtime itself prints 100)
 MAX_CONT_ROUNDS = MAX_TOTAL_FRAMES // 64

@@ -7,13 +7,23 @@ sorted by key (`LabelSet.list` of `label`, from 1.26 `label.Set.List` of `label.
 Both shapes are taken from the binary's DWARF, by the labelMap type: a binary without
 DWARF shows no labels.
 
-The pointer changes whenever a goroutine sets labels, so it is read in the pause, and so is
-everything it leads to that lives on the heap (a label set that is no longer referenced may
-be collected and its memory reused once the process runs again). Label sets are never
-modified once made (pprof copies on write), and a goroutine inherits its creator's pointer,
-so each distinct set is read once. Strings in the binary's read-only data (literal keys and
-values) are read from the executable after the resume (binary.ReadOnlyData): the same bytes,
-at no cost to the pause.
+The pointer itself comes with each goroutine's record: the BPF walk has the g in hand and
+stores g.labels in the header (H_LABELS), so a program where no goroutine has labels costs
+the pause no read at all here. g.labels is written only by the goroutine itself
+(runtime_setProfLabel stores getg().labels), by newproc (a goroutine inherits its creator's
+pointer) and on exit (cleared): after a pre-read, a goroutine whose record was kept neither
+ran, nor was made, nor died (the pause's header check walks those again), so its pointer
+is the pause's.
+
+Label sets are never modified once made (Go 1.21-1.27's runtime/pprof/label.go:
+WithLabels builds a new map or merged slice, SetGoroutineLabels and Do only swap the
+pointer), so each distinct set is read once. Their contents are read in the pause all the
+same, a few batched reads for all distinct sets: after the resume a goroutine may drop its
+set, the collector free it and the memory hold another set or anything else, and reading
+it back then could not tell a live set from a reused address (checking g.labels again
+after the read leaves the drop-free-reuse-set-again case undetectable). Strings in the
+binary's read-only data (literal keys and values) are read from the executable after the
+resume (binary.ReadOnlyData): the same bytes, at no cost to the pause.
 
     reader = label_reader(info, bias)                        # before the pause
     taken = reader.read(raw, pid, deadline)                  # in the pause
@@ -28,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from pytest_sideeye.binary import ReadOnlyData
-from pytest_sideeye.engine.collect import F_NOG, H_FLAGS, H_GOID, H_GP, H_STATUS
+from pytest_sideeye.engine.collect import F_NOG, H_FLAGS, H_GOID, H_LABELS, H_STATUS
 from pytest_sideeye.engine.cstructs import c_struct
 from pytest_sideeye.engine.vmread import read_scatter
 
@@ -67,8 +77,10 @@ class _Map:
 @dataclass
 class Taken:
     """What the pause read: each live goroutine's labels pointer, each distinct set's
-    (key, value) string headers, the strings read (heap ones), and why anything is missing."""
+    (key, value) string headers, the strings read (heap ones), and why anything is missing;
+    `reads`: how many ranges of the target's memory the pause read for them."""
     pointers: dict[int, int] = field(default_factory=dict)     # goid -> g.labels
+    reads: int = 0
     sets: dict[int, list] = field(default_factory=dict)        # pointer -> [(kp, kn, vp, vn)]
     cut: dict[int, str] = field(default_factory=dict)          # pointer -> why incomplete
     strings: dict[tuple[int, int], bytes | None] = field(default_factory=dict)
@@ -76,8 +88,7 @@ class Taken:
 
 
 class LabelReader:
-    def __init__(self, g_offset: int, shape, status_dead: int, rodata: ReadOnlyData | None):
-        self.g_offset = g_offset
+    def __init__(self, shape, status_dead: int, rodata: ReadOnlyData | None):
         self.shape = shape
         self.status_dead = status_dead
         self.rodata = rodata
@@ -85,11 +96,11 @@ class LabelReader:
 
     # --- in the pause ---------------------------------------------------------------
     def read(self, raw, pid: int, deadline: float) -> Taken:
-        """Every live goroutine's g.labels, then the distinct label sets and their heap
-        strings, a few batched reads in all (vmread), parsed as columns. Python's garbage
-        collector is held off meanwhile: the objects made here could start a collection
-        in the pause, and a full one over the binaries' analyses held in memory took ~40
-        ms."""
+        """The distinct label sets the goroutines' records point to (H_LABELS) and their
+        heap strings: a few batched reads in all (vmread), none without labels, parsed as
+        columns. Python's garbage collector is held off meanwhile: the objects made here
+        could start a collection in the pause, and a full one over the binaries' analyses
+        held in memory took ~40 ms."""
         enabled = gc.isenabled()
         gc.disable()
         try:
@@ -100,17 +111,15 @@ class LabelReader:
             if enabled:
                 gc.enable()
 
-    def _read(self, raw, scatter: Scatter, deadline: float) -> Taken:
+    def _read(self, raw, read: Scatter, deadline: float) -> Taken:
         taken = Taken()
-        gs = self._live_goroutines(raw)
-        if not gs:
+        taken.pointers = self._pointers(raw)
+        if not taken.pointers:
             return taken
-        words, bad = _words(scatter, [gp + self.g_offset for gp, _goid in gs])
-        for (_gp, goid), ptr in zip(gs, words):
-            if ptr:
-                taken.pointers[goid] = ptr
-        if bad:
-            taken.notes.append(f"labels: g.labels of {len(bad)} goroutines could not be read")
+
+        def scatter(reqs):
+            taken.reads += len(reqs)
+            return read(reqs)
         ptrs = sorted(set(taken.pointers.values()))
         if isinstance(self.shape, _Slice):
             self._slice_sets(ptrs, scatter, taken)
@@ -119,20 +128,29 @@ class LabelReader:
         self._heap_strings(scatter, deadline, taken)
         return taken
 
-    def _live_goroutines(self, raw) -> list[tuple[int, int]]:
-        """(g address, goid) of each goroutine record that is not dead, from the records'
-        headers read as strided columns."""
+    def _pointers(self, raw) -> dict[int, int]:
+        """{goid: g.labels} of each live goroutine with labels, from the records' H_LABELS
+        column (the BPF walk's copy of the word); a chunk where that column is all zeros,
+        the usual case, costs one scan of it. With a pre-read, a record the pause walked
+        again supersedes the pre-read's (its goroutine may have died or changed labels)."""
         words = self.grec.size // 8
-        out = []
-        for chunk in raw.chunks:
+        superseded = None
+        out: dict[int, int] = {}
+        for ci, chunk in enumerate(raw.chunks):
             col = memoryview(chunk).cast("B").cast("Q")
             n = len(col) // words
-            gps = col[H_GP::words].tolist()[:n]
+            ptrs = col[H_LABELS::words].tolist()[:n]
+            if not any(ptrs):
+                continue
+            if superseded is None:
+                superseded = raw.superseded()
             goids = col[H_GOID::words].tolist()[:n]
             status = col[H_STATUS::words].tolist()[:n]
             flags = col[H_FLAGS::words].tolist()[:n]
-            out += [(gp, goid) for gp, goid, st, fl in zip(gps, goids, status, flags)
-                    if gp and goid and st != self.status_dead and not fl & F_NOG]
+            for i, (ptr, goid, st, fl) in enumerate(zip(ptrs, goids, status, flags)):
+                if ptr and goid and st != self.status_dead and not fl & F_NOG and \
+                        (ci, i) not in superseded:
+                    out[goid] = ptr
         return out
 
     def _slice_sets(self, ptrs: list[int], scatter: Scatter, taken: Taken) -> None:
@@ -281,15 +299,14 @@ class LabelReader:
 def label_reader(info, bias: int) -> LabelReader | None:
     """The reader for this binary, or None when it cannot hold labels we can read (no
     DWARF, or runtime/pprof's labelMap is not in it: nothing ever set labels)."""
-    offset = info.layout.g_offsets.get("labels")
-    if offset is None or not info.has_dwarf:
+    if "labels" not in info.layout.g_offsets or not info.has_dwarf:
         return None
     t = info.debug.type_by_name("runtime/pprof.labelMap")
     shape = _shape(t) if t is not None else None
     if shape is None:
         return None
     dead = info.layout.status_values.get("_Gdead", -1)
-    return LabelReader(offset, shape, dead, ReadOnlyData.open(info.path, bias))
+    return LabelReader(shape, dead, ReadOnlyData.open(info.path, bias))
 
 
 def _shape(t):
@@ -332,6 +349,7 @@ def attach(proc, reader: LabelReader, taken: Taken) -> None:
         taken.notes.append(f"labels: not decoded: {type(e).__name__}: {e}")
     for g in proc.goroutines:
         g.labels = by_goid.get(g.id, {})
+    proc.label_reads = taken.reads
     proc.notes += taken.notes
 
 

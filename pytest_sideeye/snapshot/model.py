@@ -223,6 +223,10 @@ class Process:
     walk: str | None = None
     preread_ns: int | None = None
     rewalked: int | None = None
+    # Ranges of the target's memory the pause read for pprof labels (engine/labels.py):
+    # the distinct label sets and their strings, 0 when no goroutine has labels; None when
+    # the binary cannot have any.
+    label_reads: int | None = None
 
     def to_json(self) -> dict:
         head, tail = self.json_parts()
@@ -248,7 +252,7 @@ class Process:
             d["collector"] = self.collector
         if self.layouts is not None:
             d["layouts"] = self.layouts
-        for name in ("walk", "preread_ns", "rewalked"):
+        for name in ("walk", "preread_ns", "rewalked", "label_reads"):
             if getattr(self, name) is not None:
                 d[name] = getattr(self, name)
         return head, d
@@ -268,7 +272,7 @@ class Process:
                    _get(d, "logs", str, None), _get(d, "monotonic_ns", int, None),
                    _get(d, "collector", str, None), _get(d, "layouts", str, None),
                    _get(d, "walk", str, None), _get(d, "preread_ns", int, None),
-                   _get(d, "rewalked", int, None))
+                   _get(d, "rewalked", int, None), _get(d, "label_reads", int, None))
 
 
 @dataclass

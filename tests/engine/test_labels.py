@@ -53,6 +53,34 @@ def test_every_goroutines_labels_are_what_it_saw(labeled):
     assert "labels" in proc.pause_parts_ns
 
 
+@pytest.mark.parametrize("preread", ["1", "0"])
+def test_labels_are_read_per_set_never_per_goroutine(labeled, monkeypatch, preread):
+    """The BPF walk carries each goroutine's g.labels in its record: the pause reads only
+    the distinct sets (at most 3 ranges each: the map's or slice's header, its buckets or
+    pairs) and their heap strings (2 a label at most), however many goroutines there are,
+    with the pre-read (its kept records' pointers) and without it."""
+    monkeypatch.setenv("SIDEEYE_PREREAD", preread)
+    _version, app, expected, _snap = labeled
+    [proc] = take_snapshot([app.pid]).processes
+    assert (proc.walk == "pre-read") == (preread == "1"), proc.walk
+    assert {str(g.id): g.labels for g in proc.goroutines if g.labels} == expected["labels"]
+    sets = {tuple(ls.items()) for ls in expected["labels"].values()}
+    assert 0 < proc.label_reads <= sum(3 + 2 * len(s) for s in sets), proc.label_reads
+
+
+@pytest.mark.parametrize("preread", ["1", "0"])
+def test_a_program_without_labels_costs_no_label_read(go_build, needs_root, monkeypatch,
+                                                       preread):
+    """manyparked links runtime/pprof (net/http/pprof) and labels none of its 1,000
+    goroutines: nothing is read for labels in the pause (it was a word per goroutine)."""
+    monkeypatch.setenv("SIDEEYE_PREREAD", preread)
+    with start_app(go_build("manyparked", "1.24.11"), "-n", "1000") as app:
+        [proc] = take_snapshot([app.pid]).processes
+    assert proc.error is None and len(proc.goroutines) > 1000
+    assert not any(g.labels for g in proc.goroutines)
+    assert "labels" in proc.pause_parts_ns and proc.label_reads == 0
+
+
 def test_labels_in_the_text_the_report_and_sqlite(labeled, tmp_path):
     _version, _app, expected, snap = labeled
     [proc] = snap.processes
