@@ -2,7 +2,7 @@
 SIDEEYE_LINKS=1 and =0, alternating, medians over --reps (min in brackets).
 
     .venv/bin/python benchmarks/links_bench.py [--reps 9] [--go 1.24.11] [--requests 300]
-                                               [--before-26]
+                                               [--before-26] [--reads-in-pause]
 
 Shapes: `manyparked` (1,000 goroutines, none on a socket: the probes find no frame), and
 fixture `peers` with --requests HTTP requests parked in their handlers, each on its own
@@ -12,6 +12,10 @@ one of those goroutines has a probed frame). Also printed: links found, the time
 after the resume resolving fds to connections, reading what the probed frames' slots point
 to and matching them (not in the pause), and the pause's parts (stop, collect, capture,
 hook_walk, ...) with links off and on: where the probes' cost goes.
+
+--reads-in-pause: every probe read made in the pause, as before the probes read only their
+frames' slots there and the rest after the resume (engine/links/after_resume.py): run the
+bench with and without it to see what that moved out of the pause.
 
 --before-26: a third column, the pause with the probes as they were before issue 26 (no
 transport addresses, TLS state or Unix-socket fds read), in the same alternation, so that
@@ -122,8 +126,13 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=300)
     ap.add_argument("--before-26", action="store_true",
                     help="also the pause with the probes before issue 26")
+    ap.add_argument("--reads-in-pause", action="store_true",
+                    help="every probe read in the pause (none deferred to after the resume)")
     args = ap.parse_args()
-    print(f"Go {args.go}, medians of {args.reps} (min); pause in ms\n")
+    if args.reads_in_pause:
+        engine.after_resume_mod.functions = lambda spec, probes: frozenset()
+    print(f"Go {args.go}, medians of {args.reps} (min); pause in ms"
+          + ("; every probe read in the pause" if args.reads_in_pause else "") + "\n")
     extra = " links on, before 26 | added by 26 |" if args.before_26 else ""
     print("| target | goroutines | pause, links off | pause, links on | added | links |" + extra)
     print("|---|---|---|---|---|---|" + ("---|---|" if args.before_26 else ""))
