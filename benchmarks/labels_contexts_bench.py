@@ -1,10 +1,10 @@
 """What pprof labels and context rules add to a snapshot's pause (issue 29.2, 29.3).
 
-Labels are read in every snapshot of a program that has runtime/pprof: g.labels of every
-goroutine, then each distinct label set (engine/labels.py), timed as pause_parts_ns
-"labels". Three targets of N goroutines each:
+Labels are read in every snapshot of a program that has runtime/pprof: each distinct label
+set the goroutines' records point to (the BPF walk copies g.labels; engine/labels.py),
+timed as pause_parts_ns "labels". Three targets of N goroutines each:
 - manyparked -n N: net/http/pprof linked, no goroutine labeled (the cost every such
-  program pays: one word per goroutine);
+  program pays: a scan of the records, no read);
 - ctxzoo -n N: every goroutine with labels of its own (pprof.Do(..., {"i": "<i>"}): N
   distinct sets, the worst case);
 - ctxzoo -n N with `context:main.userKey`: the same goroutines' contexts (each park frame
