@@ -112,7 +112,7 @@ class ChainWalk:
             if not job.has_contexts:
                 continue
             if walk is None:
-                walk = cls(job.plan, job.mem.budget)
+                walk = cls(job.plan, job.budget)
             job.attach_contexts(walk)
         return walk
 
@@ -178,13 +178,19 @@ class ChainWalk:
             self._decode_pass()
 
     def _root(self, root: Root) -> bool:
-        parts = [self._read(addr, size) for addr, size in root.pieces]   # all asked at once
-        if PENDING in parts:
+        pieces = root.pieces
+        if len(pieces) == 1:
+            raw = self._got.get(pieces[0], PENDING)
+            if raw is PENDING:
+                raw = self._read(*pieces[0])
+        else:
+            parts = [self._read(addr, size) for addr, size in pieces]   # all asked at once
+            raw = PENDING if PENDING in parts else None if None in parts else b"".join(parts)
+        if raw is PENDING:
             return False
-        if None in parts:
-            root.why = f"cannot read the context at {root.pieces[0][0]:#x} (unreadable)"
+        if raw is None:
+            root.why = f"cannot read the context at {pieces[0][0]:#x} (unreadable)"
             return True
-        raw = parts[0] if len(parts) == 1 else b"".join(parts)
         root.read = True
         itab = u(raw, 0, 8)
         if itab:                                   # else a nil Context: nothing below

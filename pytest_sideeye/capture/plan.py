@@ -85,6 +85,7 @@ class Plan:
         self._bound: dict[tuple[str, int], "dict[str, tuple[VarDIE, int]] | str"] = {}
         self._pieces: dict[tuple[int, int], tuple] = {}
         self._has_contexts: dict[str, bool] = {}
+        self._walk_only: dict[str, bool] = {}
         self._ctx_slots: dict[tuple[str, int], list] = {}
 
     def wants(self, function_name: str) -> bool:
@@ -131,7 +132,11 @@ class Plan:
 
     def walk_only(self, function: str) -> bool:
         """Every expression of the function's is a context expression."""
-        return all(map(ctxrules.is_context_expr, self.spec.functions.get(function, ())))
+        got = self._walk_only.get(function)
+        if got is None:
+            exprs = self.spec.functions.get(function, ())
+            got = self._walk_only[function] = all(map(ctxrules.is_context_expr, exprs))
+        return got
 
     def context_slots(self, function: str, pc: int, bound) -> list:
         """The function's context variables in memory at pc: [(name, [(address at a CFA of
@@ -394,7 +399,8 @@ class FrameJob:
         self.bound = bound
         self.pc = pc
         self.cfa = cfa
-        self.mem = Memory(budget, plan.limits.merge_gap, plan.constant)
+        self.budget = budget
+        self._mem: Memory | None = None
         self._locations: dict[str, list[Piece] | None] = {}
         self._synthetic: dict[str, int] = {}
         self._holes: dict[str, list[tuple[int, int, str]]] = {}
@@ -411,6 +417,14 @@ class FrameJob:
         self.contexts = None
         self.context_roots: dict = {}
         self._walked = False           # every expression is the walk's: no rounds of its own
+
+    @property
+    def mem(self) -> Memory:
+        """What this frame read (made when first needed: a frame whose variables are all
+        context variables reads nothing of its own, and the pause makes 1,000 of them)."""
+        if self._mem is None:
+            self._mem = Memory(self.budget, self.plan.limits.merge_gap, self.plan.constant)
+        return self._mem
 
     @property
     def has_contexts(self) -> bool:
@@ -794,12 +808,16 @@ def run_rounds(jobs: list[FrameJob], read_batch: ReadBatch, max_rounds: int = 8,
     walk = ChainWalk.attach(jobs)
     most = max(max_rounds, WALK_ROUNDS) if walk is not None else max_rounds
     rounds = 0
+    active = list(jobs)     # a job that asks for nothing is done with its rounds
     while rounds < most:
         wanted = {}
-        for job in jobs if rounds < max_rounds else ():
+        for job in active if rounds < max_rounds else ():
             if deadline is not None and time.monotonic() > deadline:
                 break
-            wanted[job] = job.requests()
+            reqs = job.requests()
+            if reqs:
+                wanted[job] = reqs
+        active = list(wanted)
         walking = walk.requests() if walk is not None else []
         union = sorted({r for reqs in wanted.values() for r in reqs}.union(walking))
         if not union:

@@ -321,8 +321,14 @@ class RecordDecoder:
                         yield (h[H_GOID], pc, name, n), pc, fp + 16, name
 
     def _wanted_at(self, pc: int, wants) -> tuple[str, ...]:
-        frames = self.symtab.frames_for_pc(pc - self.bias, is_call_site=True)
-        return tuple(f.function for f in frames if wants(f.function))
+        """The captured functions running at pc (inlined ones too), once per pc: the
+        pause asks for each of 1,000 frames parked at one pc."""
+        cache = self._wanted_cache = getattr(self, "_wanted_cache", {})
+        got = cache.get((pc, wants))
+        if got is None:
+            frames = self.symtab.frames_for_pc(pc - self.bias, is_call_site=True)
+            got = cache[(pc, wants)] = tuple(f.function for f in frames if wants(f.function))
+        return got
 
     def syscall_starts(self, raw: Records) -> list:
         """Go < 1.23 keeps no frame pointer for a goroutine in a syscall: compute it from
