@@ -108,6 +108,42 @@ def test_the_reports_flag_a_goroutine_waiting_on_a_done_context(zoo):
     assert "&lt;/td&gt;&lt;script&gt;alert(" in html
 
 
+# --- many goroutines within the default budget ---------------------------------------------
+
+MANY = 200
+TRIES = 5
+
+
+def test_a_context_rule_over_hundreds_of_goroutines_fits_the_default_budget(
+        go_build, needs_root, tmp_path, monkeypatch):
+    """ctxzoo -n 200: 200 more goroutines parked in main.park, each holding a context (a
+    pprof.Do valueCtx over Background), and their callers' closures holding Background:
+    ~430 frames whose chains the walk reads together (chainwalk.py) within the default
+    capture budget (10 ms). Structural, not timed: a snapshot captures every park frame's
+    context whole, as many as the fixture printed parked goroutines; a snapshot preempted
+    past its budget on a loaded machine says so in a note (never a silent loss), and the
+    next is taken (up to TRIES)."""
+    monkeypatch.delenv("SIDEEYE_CAPTURE_PAUSE_MS", raising=False)
+    out = tmp_path / "seen.json"
+    with start_app(go_build("ctxzoo", GO_VERSIONS[1]), "-out", str(out), "-n", str(MANY)) as app:
+        seen = json.loads(out.read_text())
+        parked = {int(g) for g in seen["labels"]} | set(seen["unlabeled"])
+        assert len(parked) > MANY
+        take_snapshot([app.pid], capture=["context:main.userKey"])   # plans, DWARF types
+        tries = []
+        for _ in range(TRIES):
+            [proc] = take_snapshot([app.pid], capture=["context:main.userKey"]).processes
+            got = {g.id for g in proc.goroutines for f in g.frames if f.function == "main.park"
+                   for v in f.variables if v.name == "ctx.Err()" and v.value is None
+                   and not v.error}
+            cut = [n for n in proc.notes if "pause budget" in n]
+            tries.append((len(got & parked), cut))
+            if got >= parked:
+                break
+            assert cut, (len(got), len(parked), proc.notes)
+        assert tries[-1][0] == len(parked), tries
+
+
 # --- a program we did not write: grpc-go's server ------------------------------------------
 
 @pytest.mark.parametrize("version", GO_VERSIONS)
