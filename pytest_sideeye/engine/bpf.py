@@ -41,6 +41,15 @@ def bpf_source() -> Path:
                          "(pytest_sideeye/bpf/snapshot.bpf.c): reinstall the package")
 
 
+@lru_cache(maxsize=1)
+def bpf_text() -> bytes:
+    """The C, read once per process. The Python side's record layouts were loaded with the
+    process, so the C it compiles, hashes and parses structs from must be the one that
+    matched them then: a long-lived agent whose files are replaced by an upgrade keeps
+    compiling the C it started with, never a mix of old Python and new C."""
+    return bpf_source().read_bytes()
+
+
 @contextlib.contextmanager
 def captured_stderr() -> Iterator[Callable[[], list[str]]]:
     """clang and libbpf print straight to fd 2: keep what they say off the user's one line.
@@ -238,7 +247,7 @@ def layout_macros(layout) -> dict[str, int]:
 def source_constants() -> dict[str, int]:
     """Numeric #defines of the C source, so the Python side reads the same sizes."""
     out = {}
-    for line in bpf_source().read_text().splitlines():
+    for line in bpf_text().decode().splitlines():
         parts = line.split()
         if len(parts) >= 3 and parts[0] == "#define" and parts[2].lstrip("-").isdigit():
             out[parts[1]] = int(parts[2])
@@ -395,7 +404,7 @@ class Program:
 # map in the spec list; loading creates the maps and puts their fds back (_relocate).
 
 def _cache_key(macros: dict[str, int]) -> str:
-    h = hashlib.sha256(bpf_source().read_bytes())
+    h = hashlib.sha256(bpf_text())
     h.update(repr(sorted(macros.items())).encode())
     h.update(repr(kernel_btf()).encode())
     h.update(os.uname().release.encode())
@@ -500,7 +509,7 @@ def _compile(macros: dict[str, int], in_context: bool):
     cflags.append(f"-DIN_CONTEXT={int(in_context)}")
     if in_context:
         cflags += [f"-D{k}={v}" for k, v in sorted(btf.hook_macros().items())]
-    text = bpf_source().read_bytes()
+    text = bpf_text()
     with captured_stderr() as said:
         try:
             return BPF(text=text, cflags=cflags)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from pytest_sideeye.capture import C_FORMATS
-from pytest_sideeye.engine.bpf import bpf_source, source_constants
+from pytest_sideeye.engine.bpf import bpf_source, bpf_text, source_constants
 from pytest_sideeye.errors import BpfUnavailable
 
 _TYPES = {"u8": "B", "u16": "H", "u32": "I", "u64": "Q", "s32": "i", "s64": "q"}
@@ -109,7 +109,7 @@ def parse_struct(source: str, name: str, consts: dict[str, int]) -> CStruct:
 @lru_cache(maxsize=None)
 def c_struct(name: str) -> CStruct:
     """The layout of `struct name` in bpf/snapshot.bpf.c."""
-    return parse_struct(bpf_source().read_text(), name, source_constants())
+    return parse_struct(bpf_text().decode(), name, source_constants())
 
 
 @lru_cache(maxsize=None)
