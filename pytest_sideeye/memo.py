@@ -20,6 +20,14 @@ the binary's function count, ~1-2 MB at most here); so the budget is the measure
 underestimate by that much per binary kept. An entry dropped alone (PER_KIND) whose parts
 another entry still uses (the DWARF view keeps the first analysis's function table) frees
 less than it weighed, until its group goes.
+
+Each entry is weighed once (weighed()): its weight is kept, by (kind, key), after the entry
+is dropped, and an entry made again (a binary dropped for the budget and seen again) opens
+no tracing window. Every window costs memory for good: this Python's tracemalloc (CPython
+before 3.12.5, python/cpython#121390) never frees the tracebacks it interned when tracing
+stops, one per distinct line that allocated in the window (measured: 1.2 MB of the C heap
+per 5 snapshots, ~200 KB per window around a plan; the agent grew that much per snapshot
+while it re-made evicted binaries). Weighing once leaves one window per entry ever made.
 """
 from __future__ import annotations
 
@@ -39,6 +47,9 @@ T = TypeVar("T")
 
 _ABSENT = object()
 
+
+# Weights kept (weighed()), least recently used dropped past it: a few hundred bytes each.
+WEIGHTS_KEPT = 4096
 
 # Entries of one kind a group keeps at most, the least recently used dropped past it. Kinds
 # keyed by something per process (an executable's file: a container's overlay gives each
@@ -69,6 +80,9 @@ class Memo:
         self._where: dict[tuple[str, Hashable], str] = {}   # (kind, key) -> its group
         self._lock = threading.RLock()
         self.evicted = 0       # groups dropped for the budget, over the process's life
+        # (kind, key) -> bytes, as measured when the entry was first made; kept past the
+        # entry's eviction (and clear()) so that making it again traces nothing
+        self._weights: OrderedDict[tuple[str, Hashable], int] = OrderedDict()
 
     @property
     def budget(self) -> int:
@@ -108,14 +122,44 @@ class Memo:
 
     def remember(self, group: str, kind: str, key: Hashable, make: Callable[[], T]) -> T:
         """The entry (kind, key), made by `make` and stored in `group` when absent, weighing
-        what `make` left allocated (measured())."""
+        what `make` left allocated (weighed())."""
         found = self.get(kind, key, _ABSENT)
         if found is not _ABSENT:
             return found
-        with measured() as size:
+        with self.weighed(kind, key) as size:
             value = make()
         self.put(group, kind, key, value, size.nbytes)
         return value
+
+    @contextlib.contextmanager
+    def weighed(self, kind: str, key: Hashable) -> Iterator[Size]:
+        """measured(), the first time the entry (kind, key) is made; after that, its weight
+        as then measured, without tracing (see the module's docstring: each tracing window
+        leaks). Within an enclosing window, a weight known already counts as that window's
+        inner bytes, as a measured one would."""
+        with self._lock:
+            known = self._weights.get((kind, key))
+            if known is not None:
+                self._weights.move_to_end((kind, key))
+        if known is None:
+            with measured() as size:
+                yield size
+            with self._lock:
+                self._weights[(kind, key)] = size.nbytes
+                while len(self._weights) > WEIGHTS_KEPT:
+                    self._weights.popitem(last=False)
+            return
+        size = Size(0)
+        size.nbytes = known
+        yield size
+        windows = _local.__dict__.get("windows")
+        if windows:
+            windows[-1]._inner += known
+
+    def weights(self) -> int:
+        """How many entries' weights are known (each was traced once)."""
+        with self._lock:
+            return len(self._weights)
 
     def _shrink(self, keep: str) -> None:
         budget = self.budget
@@ -152,6 +196,7 @@ class Memo:
                     "binaries": len(self._groups),
                     "entries": sum(len(g.entries) for g in self._groups.values()),
                     "evicted": self.evicted,
+                    "weights": len(self._weights),   # entries ever weighed (traced once)
                     "kept": list(self._groups)}   # build ids, least recently used first
 
 

@@ -42,7 +42,7 @@ from pytest_sideeye.binary.layout import (
 from pytest_sideeye.binary.pclntab import Symtab
 from pytest_sideeye.errors import MissingDebugInfo, NoPermission, NotGoBinary, SideeyeError
 from pytest_sideeye.files import JsonCache
-from pytest_sideeye.memo import MEMO, measured
+from pytest_sideeye.memo import MEMO
 
 CACHE = JsonCache("binary", schema=6)
 MIN_GO = (1, 21)
@@ -135,7 +135,7 @@ def analyze(path: str | os.PathLike, *, need_layout: bool = True,
     key = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
     info = MEMO.get("binary", key)
     if info is None:
-        with measured() as size:
+        with MEMO.weighed("binary", key) as size:
             info = _analyze_file(path, use_disk_cache)
         MEMO.put(info.build_id, "binary", key, info, size.nbytes)
     if info.path != path:

@@ -49,7 +49,7 @@ from pytest_sideeye.engine.process import (
 from pytest_sideeye.engine.sigframe import signal_code
 from pytest_sideeye.engine.vmread import read_dict
 from pytest_sideeye.errors import CaptureSpecError, NoPermission, SideeyeError, TargetGone
-from pytest_sideeye.memo import MEMO, measured
+from pytest_sideeye.memo import MEMO
 from pytest_sideeye.snapshot import Container, Process, Snapshot, Variable, now_rfc3339
 
 RUNTIME_ADDRS = ("runtime.allgs", "runtime.allglen", "runtime.allm")
@@ -607,7 +607,7 @@ def _make_plan(info, spec, limits, bias: int):
     key = (info.build_id, repr(mine), repr(limits))
     if MEMO.get("planned", key):
         return capture_mod.make_plan(info, mine, load_bias=bias, **kw)
-    with measured() as size:
+    with MEMO.weighed("planned", key) as size:
         plan = capture_mod.make_plan(info, mine, load_bias=bias, **kw)
     MEMO.put(info.build_id, "planned", key, value=True, nbytes=size.nbytes)
     return plan
