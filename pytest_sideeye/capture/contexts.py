@@ -54,11 +54,28 @@ def expand(spec: CaptureSpec, debug) -> CaptureSpec:
         return spec
     out = CaptureSpec({fn: list(exprs) for fn, exprs in spec.functions.items()},
                       dict(spec.types), keys)
+    warm_types(debug, keys)
     for fn, names in context_variables(debug).items():
         bucket = out.functions.setdefault(fn, [])
         for name in names:
             bucket += [e for e in context_exprs(name, keys) if e not in bucket]
     return out
+
+
+# The standard library's context types a chain is made of (and the *T an interface holds).
+STANDARD_TYPES = ("valueCtx", "cancelCtx", "timerCtx", "afterFuncCtx", "withoutCancelCtx",
+                  "stopCtx", "backgroundCtx", "todoCtx", "emptyCtx", "deadlineExceededError")
+
+
+def warm_types(debug, keys: tuple[str, ...]) -> None:
+    """Build the chain's DWARF types before the pause: the first snapshot would otherwise
+    parse each (a few ms) when its nodes meet them, in the pause."""
+    for name in STANDARD_TYPES:
+        for full in (f"context.{name}", f"*context.{name}"):
+            debug.type_by_name(full)
+    for key in keys:
+        debug.type_by_name(key)
+        debug.type_by_name("*" + key)
 
 
 def context_variables(debug) -> dict[str, list[str]]:
