@@ -9,9 +9,10 @@ capture, on both capture paths (in BPF during the pause; the Python rounds).
 Prints a table headed by the machine's load average: per spec and path, the median pause
 (SIGSTOP -> SIGCONT) and the Python rounds' part of it over --reps snapshots (min in
 brackets), the values found in main.many's frames (median [min]: a capture that reaches
-its pause budget, SIDEEYE_CAPTURE_PAUSE_MS, leaves the rest out), and the plan's cost
-before the pause (make_plan in a fresh process, reading the DWARF the rule needs; then
-warm).
+its pause budget, SIDEEYE_CAPTURE_PAUSE_MS, leaves the rest out) and how many snapshots
+had fewer than N, with how many of those said why in a note (a snapshot short of values
+without a note would be a bug), and the plan's cost before the pause (make_plan in a fresh
+process, reading the DWARF the rule needs; then warm).
 """
 from __future__ import annotations
 
@@ -75,17 +76,19 @@ def run(n: int, reps: int, version: str) -> list[tuple]:
             os.environ["SIDEEYE_BPF_CAPTURE"] = path
             for name, spec in SPECS.items():
                 engine.take_snapshot([app.pid], capture=spec)   # warm: programs, plan
-                pauses, parts, counts = [], [], []
+                pauses, parts, counts, noted = [], [], [], 0
                 for _ in range(reps):
                     snap = engine.take_snapshot([app.pid], capture=spec)
                     p = snap.processes[0]
                     pauses.append(p.pause_ns)
                     parts.append(p.pause_parts_ns.get("capture", 0))
                     counts.append(found(snap, spec))
+                    noted += bool(spec and counts[-1] < n and p.notes)
                 rows.append((name, "BPF" if path == "1" else "Python", statistics.median(pauses),
                              min(pauses), statistics.median(parts),
                              (int(statistics.median(counts)), min(counts)),
-                             plans.get(name)))
+                             plans.get(name),
+                             (sum(c < n for c in counts) if spec else 0, noted)))
     return rows
 
 
@@ -106,12 +109,12 @@ def main() -> None:
           f"{os.environ.get('SIDEEYE_CAPTURE_PAUSE_MS', 'default')} ms; "
           f"load average {load}, {os.cpu_count()} CPUs")
     print(f"{'spec':<14} {'path':<7} {'pause ms':>16} {'capture ms':>11} {'values':>12} "
-          f"{'plan ms (first/warm)':>21}")
-    for name, path, med, lo, cap, count, plan in run(args.n, args.reps, args.go):
+          f"{'short (noted)':>14} {'plan ms (first/warm)':>21}")
+    for name, path, med, lo, cap, count, plan, short in run(args.n, args.reps, args.go):
         plan_text = f"{plan[0]:.0f} / {plan[1]:.1f}" if plan else "-"
         values = f"{count[0]} [{count[1]}]"
         print(f"{name:<14} {path:<7} {ms(med):>8} [{ms(lo):>5}] {ms(cap):>11} {values:>12} "
-              f"{plan_text:>21}")
+              f"{f'{short[0]} ({short[1]})':>14} {plan_text:>21}")
     print(f"# load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
