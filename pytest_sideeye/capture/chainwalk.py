@@ -100,6 +100,7 @@ class ChainWalk:
         self._values: dict = {}
         self._times: dict = {}
         self.finished = False     # nothing left to read in the pause
+        self._fed = False         # bytes came in since the walk was set up
         self._final = False       # finish() ran: every answer decoded
 
     # --- setting up ---------------------------------------------------------------------
@@ -122,6 +123,8 @@ class ChainWalk:
         root = Root(pieces)
         self.roots.append(root)
         self._open_roots.append(root)
+        for addr, size in pieces:     # asked for now: the first round reads every root
+            self._read(addr, size)
         if keys and keys not in self._key_sets:
             self._key_sets.add(keys)
             self._keys_wanted.update(keys)
@@ -140,6 +143,7 @@ class ChainWalk:
         return self._issued + self._mem_issued
 
     def feed(self, results: dict) -> None:
+        self._fed = True
         got = self._got
         for r in self._issued:
             data = results.get(r)
@@ -164,7 +168,7 @@ class ChainWalk:
         """Everything that the bytes read so far allow: roots' nodes, nodes' layers and
         parents (a parent met again is not read again); when every chain is read, the
         answers' decoding, a pass per round."""
-        if self._open_roots:
+        if self._open_roots and self._fed:     # else still waiting for their first read
             self._open_roots = [r for r in self._open_roots if not self._root(r)]
         if self._open:
             # Parents found on the way join the list (_node) and are settled at once.
@@ -365,7 +369,8 @@ class ChainWalk:
             return
         self._final = self.finished = True
         for r in self._open_roots:
-            r.why = f"cannot read the context at {r.pieces[0][0]:#x} (rounds)"
+            if not self._root(r):
+                r.why = f"cannot read the context at {r.pieces[0][0]:#x} (rounds)"
         for n in self._open:
             n.why = f"cannot read the context at {n.data:#x} (rounds)"
         self._open_roots, self._open = [], []
