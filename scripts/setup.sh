@@ -78,23 +78,46 @@ start_dockerd() {
 
 # The sideeye agent (`sideeye agent`): one privileged process per machine that takes
 # snapshots for members of group sideeye (docs/agent.md). Started as dockerd is: only when
-# nothing answers on its socket. Real hosts use scripts/systemd/sideeye-agent.service.
+# nothing answers on its socket, or restarted when what answers runs other pytest-sideeye
+# code than this checkout's (an earlier clone or version: its snapshots would be that
+# code's). Real hosts use scripts/systemd/sideeye-agent.service.
 AGENT_SOCKET=${SIDEEYE_AGENT_SOCKET:-/run/sideeye/agent.sock}
 
-agent_answers() {
-  SIDEEYE_AGENT_SOCKET=$AGENT_SOCKET timeout 10 "$ROOT/.venv/bin/python" -c \
-    'from pytest_sideeye.agent import health; health()' >/dev/null 2>&1
+# Prints "current", the pid of an agent running other code, or nothing when none answers.
+agent_state() {
+  SIDEEYE_AGENT_SOCKET=$AGENT_SOCKET timeout 10 "$ROOT/.venv/bin/python" -c '
+from pytest_sideeye.agent import health
+from pytest_sideeye.agent.identity import code_id
+doc = health()
+print("current" if doc.get("code") == code_id() else doc.get("pid"))' 2>/dev/null
+}
+
+stop_other_agent() {
+  local pid=$1
+  log "restarting the sideeye agent (pid $pid): it runs other pytest-sideeye code than $ROOT"
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 1 40); do
+    # Gone, or a zombie its parent has yet to reap (it no longer holds the socket).
+    grep -qs '^State:[[:space:]]*[A-Z]' "/proc/$pid/status" || return 0
+    grep -qs '^State:[[:space:]]*Z' "/proc/$pid/status" && return 0
+    sleep 0.25
+  done
+  log "the sideeye agent (pid $pid) did not stop within 10 s; leaving it"
+  exit 1
 }
 
 start_agent() {
   getent group sideeye >/dev/null || groupadd --system sideeye
-  agent_answers && return 0
+  local state
+  state=$(agent_state) || true   # nothing answers: empty
+  [ "$state" = current ] && return 0
+  [ -n "$state" ] && stop_other_agent "$state"
   log "starting the sideeye agent on $AGENT_SOCKET (log: /var/log/sideeye-agent.log)"
   # setsid: the agent outlives this shell; its guardian (own session) outlives the agent.
   setsid nohup "$ROOT/.venv/bin/sideeye" agent --socket "$AGENT_SOCKET" \
     --log /var/log/sideeye-agent.log </dev/null >>/var/log/sideeye-agent.log 2>&1 &
   for _ in $(seq 1 80); do
-    agent_answers && return 0
+    [ "$(agent_state)" = current ] && return 0
     sleep 0.25
   done
   log "the sideeye agent did not answer within 20 s; see /var/log/sideeye-agent.log"

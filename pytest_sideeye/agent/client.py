@@ -11,6 +11,7 @@ import urllib.parse
 from typing import TYPE_CHECKING, NamedTuple
 
 from pytest_sideeye import settings
+from pytest_sideeye.agent.identity import code_id
 from pytest_sideeye.agent.protocol import (
                                            PROCESSES_HEADER,
                                            SnapshotRequest,
@@ -170,7 +171,8 @@ def snapshot_bytes(targets: list, capture=None, *, strict_capture: bool = True,
     # The caller's settings are checked here, as the engine would (one line, before
     # anything is asked), and travel with the request: the agent bounds them by its own.
     req = SnapshotRequest([_target_spec(t) for t in targets], _capture_json(capture),
-                          strict_capture, _links_json(links), settings.requested() or None)
+                          strict_capture, _links_json(links), settings.requested() or None,
+                          code_id())
     status, headers, body = ask("POST", "/v1/snapshot", req.to_json(), timeout=timeout,
                                 socket_path=socket_path)
     if status != 200:

@@ -194,6 +194,8 @@ class SnapshotRequest(NamedTuple):
     # The per-snapshot settings the caller set (settings.requested()), by variable; the
     # agent's own apply to the others, and bound these.
     settings: dict | None = None
+    # The caller's code (identity.code_id): an agent running other code says so.
+    code: str | None = None
 
     def to_json(self) -> dict:
         d = {"targets": [t.to_json() for t in self.targets], "capture": self.capture,
@@ -202,6 +204,8 @@ class SnapshotRequest(NamedTuple):
             d["links"] = list(self.links)
         if self.settings:
             d["settings"] = dict(self.settings)
+        if self.code:
+            d["code"] = self.code
         return d
 
 
@@ -229,8 +233,11 @@ def parse_snapshot_request(body: bytes) -> SnapshotRequest:
         raise HttpError(400, "'links' must be a list of 'pkg.F: expr == pkg.G: expr' strings")
     if links and len(json.dumps(links)) > MAX_CAPTURE_BYTES:
         raise HttpError(413, f"links over the limit of {MAX_CAPTURE_BYTES} bytes")
+    code = doc.get("code")
+    if code is not None and (not isinstance(code, str) or len(code) > 64):
+        raise HttpError(400, "'code' must be a string of at most 64 characters")
     return SnapshotRequest([_target(t) for t in raw_targets], capture or None, strict,
-                           links or None, _settings(doc.get("settings")))
+                           links or None, _settings(doc.get("settings")), code)
 
 
 def _settings(raw) -> dict | None:

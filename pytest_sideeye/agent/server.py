@@ -42,6 +42,7 @@ from pytest_sideeye.agent.authorize import (
                                             peer_of,
                                             remote_caller,
 )
+from pytest_sideeye.agent.identity import code_id
 from pytest_sideeye.agent.protocol import (
                                            HttpError,
                                            SnapshotAnswer,
@@ -92,6 +93,7 @@ class Agent:
         self.resolve_container = resolve_container or _resolve_container
         self.in_docker = in_docker
         self.started = time.time()
+        self.code = code_id()   # what it loaded: the files may be replaced under it
         self.served = 0
         self.listener: socket.socket | None = None
         self.token = ""
@@ -299,7 +301,7 @@ class Agent:
         conn.close()
 
     def health(self) -> dict:
-        return {"agent": "sideeye", "version": VERSION, "pid": os.getpid(),
+        return {"agent": "sideeye", "version": VERSION, "code": self.code, "pid": os.getpid(),
                 "socket": str(self.path), "group": self.group,
                 "uptime_s": round(time.time() - self.started, 1),
                 "snapshots": self.served, "waiting": self.jobs.qsize(),
@@ -362,8 +364,9 @@ class Agent:
             snap = self.take(targets, capture=job.request.capture,
                              strict_capture=job.request.strict_capture,
                              links=job.request.links, cfg=cfg)
+            other_code = self._other_code(job.request.code)
             for p in snap.processes:
-                p.notes += clamped
+                p.notes += clamped + other_code
         except Refused as e:   # logged with the answer, as every refusal
             return 403, {"error": str(e)}
         except CaptureSpecError as e:
@@ -374,6 +377,17 @@ class Agent:
         self.log(_snapshot_line(job.caller, snap, time.perf_counter() - t0))
         return 200, SnapshotAnswer(snap.dumps(), [{"pid": p.pid, "error": p.error}
                                                   for p in snap.processes])
+
+    def _other_code(self, callers: str | None) -> list[str]:
+        """A note when the caller runs other pytest-sideeye code than this agent started
+        with (an upgrade or a new checkout since): what the snapshot names and how it reads
+        things are this agent's. Callers too old to say theirs get no note."""
+        if callers is None or callers == self.code:
+            return []
+        started = time.strftime("%Y-%m-%d %H:%M", time.localtime(self.started))
+        return [f"taken by a sideeye agent running other pytest-sideeye code (agent {self.code}, "
+                f"started {started}; caller {callers}): restart the agent to match "
+                "(bash scripts/setup.sh, or systemctl restart sideeye-agent)"]
 
     def _authorized_targets(self, job: Job) -> list:
         """Engine targets for the request, every pid checked against the caller's rule

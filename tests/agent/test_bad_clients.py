@@ -86,7 +86,8 @@ def test_malformed_json_is_one_line(slow_agent, start_target):
     for body, says in ((b"{not json", "malformed JSON"), (b"[1, 2]", "must be a JSON object"),
                        (b'{"targets": [{"pid": "1"}]}', "is not a positive integer"),
                        (b'{"targets": []}', "non-empty list"),
-                       (b'{"targets": [{"pid": 1}], "capture": 7}', "'capture' must be")):
+                       (b'{"targets": [{"pid": 1}], "capture": 7}', "'capture' must be"),
+                       (b'{"targets": [{"pid": 1}], "code": 7}', "'code' must be")):
         status, doc = raw_request(slow_agent.socket, post(body))
         assert status == 400 and says in doc["error"] and "\n" not in doc["error"], doc
     status, doc = raw_request(slow_agent.socket, b"GARBAGE\r\n\r\n")
