@@ -52,9 +52,13 @@ def test_the_agent_keeps_binaries_within_its_budget_least_recently_used_first(
             kept = snapshot(agent, targets[2])
             assert kept["kept"] == [a, c] and kept["evicted"] == 1, kept
             assert kept["bytes"] <= kept["budget_bytes"] == int(float(budget) * MB), kept
+            weighed = kept["weights"]
             kept = snapshot(agent, targets[1])            # b again: analysed again
             assert kept["kept"] == [c, b] and kept["evicted"] == 2, kept
             assert kept["bytes"] <= kept["budget_bytes"], kept
+            # ... weighed as the first time, without tracing: each tracing window leaks
+            # (memo.py), and the agent grew ~200 KB at every re-analysis.
+            assert kept["weights"] == weighed, kept
         finally:
             agent.stop()
     finally:
