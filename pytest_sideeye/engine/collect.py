@@ -94,6 +94,9 @@ class Records:
     rewalked: int = 0     # goroutines walked again in the pause after the pre-read
     verify_ns: int = 0    # the in-pause check of every goroutine's header
     rewalk_ns: int = 0    # ... and the walks of those that changed
+    # The pre-read's records with pprof labels, {(chunk, index): (goid, g.labels)}, found
+    # before the pause (labels.LabelReader.prescan) so the pause scans only the re-walked.
+    pre_labels: dict[tuple[int, int], tuple[int, int]] | None = None
 
     def freeze(self) -> Records:
         """Copy what still lives in a program's map: the map is reused by the next pause."""
@@ -635,6 +638,7 @@ class Collector:
         indexes = sorted(i & 0xffffffff for i in
                          struct.unpack_from(f"<{nchanged}Q", self.p.changed, 0))
         raw.chunks, raw.more = list(pre.chunks), dict(pre.more)
+        raw.pre_labels = pre.pre_labels
         raw.pre_chunks, raw.per_chunk = pre.pre_chunks, self.per_pass
         ci = len(raw.chunks)
         recs: list[bytes] = []

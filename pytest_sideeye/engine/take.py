@@ -419,7 +419,11 @@ def _collect(prep: _Prepared, cfg: settings.EngineSettings, collector: Collector
         preread = _preread(prep, cfg, collector, raw, pause is paused)
         # After a pre-read the pause checks headers: the iterator does it, not the hook.
         hooked = wanted and not preread and collector.arm_hook()
-        with pause(prep.proc.pid, times, collector.hook_saw_stop if hooked else None):
+        # No collection of Python's garbage in the pause: a full one over the binaries'
+        # analyses held in memory costs milliseconds to tens of them (seen: 2-3 ms of a
+        # 10,000-goroutine "resume", 60-200 ms of a context rule's capture).
+        with _gc_held(), pause(prep.proc.pid, times,
+                               collector.hook_saw_stop if hooked else None):
             prep.proc.monotonic_ns = times.stopped_at_ns
             t0 = time.perf_counter_ns()
             collector.collect(raw)
@@ -428,9 +432,8 @@ def _collect(prep: _Prepared, cfg: settings.EngineSettings, collector: Collector
                 collector.start_syscall_walks(raw, starts)
             t1 = time.perf_counter_ns()
             if plan is not None:
-                with _gc_held():
-                    pause_jobs = _capture_in_pause(plan, decoder, collector, raw, tables,
-                                                   cfg.capture_pause_s)
+                pause_jobs = _capture_in_pause(plan, decoder, collector, raw, tables,
+                                               cfg.capture_pause_s)
             t2 = time.perf_counter_ns()
             taken = prep.labels.read(raw, prep.proc.pid, time.monotonic() + cfg.capture_pause_s) \
                 if prep.labels is not None else None
@@ -459,7 +462,11 @@ def _preread(prep: _Prepared, cfg: settings.EngineSettings, collector: Collector
     check = VERIFY_NOSEQ if cfg.preread_check == "no-seq" else VERIFY_CHECK
     pre = collector.preread(cfg.preread_max_ns, (sched + prep.bias + ttr, size), check)
     raw.walk, raw.preread_ns = pre.walk, pre.preread_ns
-    return collector.pre is not None
+    if collector.pre is None:
+        return False
+    if prep.labels is not None:
+        prep.labels.prescan(collector.pre)
+    return True
 
 
 def _walk_fields(proc: Process, raw: Records) -> None:
@@ -625,9 +632,8 @@ def _capture_tables(plan, info, bias: int, program, slots_only: frozenset = froz
 
 @contextlib.contextmanager
 def _gc_held():
-    """Python's collector held off: the capture's objects (a job a frame, a node a
-    context) could start a full collection over the binaries' analyses in the pause
-    (seen: 60-200 ms of a 1,000-frame context rule's capture; labels.py does the same)."""
+    """Python's collector held off for a pause: the objects made in it (records, a job a
+    frame, a node a context) could start a full collection over the binaries' analyses."""
     enabled = gc.isenabled()
     gc.disable()
     try:
