@@ -262,18 +262,26 @@ def kill_trials_together(target_pids: list[int], n: int, rng: random.Random,
                          window_s: float) -> TogetherKillResult:
     """SIGKILL a collector snapshotting every target in together mode (SIDEEYE_TOGETHER=1:
     all stopped before the first is collected, each resumed once collected) at a random
-    moment within `window_s` after all of them were seen stopped: the guardian must
-    resume those still stopped, every one of them."""
+    moment: the guardian must resume those still stopped, every one of them. A third of
+    the kills come as soon as all of them are seen stopped, a third as soon as the first
+    is seen running again (mid-way), a third at a random moment within `window_s`: aimed
+    at the moments that matter rather than timed, which a fast or a loaded machine (or
+    this process's own polling, on 2 CPUs) would shift."""
     res = TogetherKillResult()
     with Zygote(target_pids, {"SIDEEYE_TOGETHER": "1"}) as zygote:
-        for _ in range(n):
+        for trial in range(n):
             child = zygote.fork()
             deadline = time.perf_counter() + 20.0
             while not all(is_stopped(p) for p in target_pids):
                 if time.perf_counter() > deadline:
                     raise RuntimeError("the collector never stopped its targets together")
                 time.sleep(0.0001)
-            time.sleep(rng.uniform(0, window_s))
+            if trial % 3 == 1:
+                while all(is_stopped(p) for p in target_pids) and \
+                        time.perf_counter() < deadline:
+                    pass
+            elif trial % 3 == 2:
+                time.sleep(rng.uniform(0, window_s))
             stopped = [p for p in target_pids if is_stopped(p)]
             os.kill(child, signal.SIGKILL)
             t0 = time.perf_counter()

@@ -127,13 +127,17 @@ def test_pids_are_host_go_processes(needs_docker, ledger, go_build):
 def test_pids_include_every_go_process_of_the_container(needs_docker, ledger):
     # A second Go process exec'd into the container: in its PID namespace, not a child.
     ledger.container.exec_run(["/ledger", "-addr", ":9091"], detach=True)
+    # Until the exec is done: `docker exec` first runs `runc init` (Go too) in the
+    # container, whose cmdline reads empty while it becomes /ledger.
     deadline = time.monotonic() + 10
-    while len(ledger.pids) < 2 and time.monotonic() < deadline:
+    while time.monotonic() < deadline:
+        pids = ledger.pids
+        if len(pids) == 2 and _cmdline(pids[1])[:1] == [b"/ledger"]:
+            break
         time.sleep(0.05)
     init_pid, second = ledger.pids
     assert init_pid == ledger.container.attrs["State"]["Pid"]
-    assert Path(f"/proc/{second}/cmdline").read_bytes().split(b"\0")[:3] == \
-        [b"/ledger", b"-addr", b":9091"]
+    assert _cmdline(second)[:3] == [b"/ledger", b"-addr", b":9091"]
     # Only Go executables count: this Python process is not one.
     assert containers._is_go_executable(second)
     assert not containers._is_go_executable(os.getpid())
@@ -481,3 +485,10 @@ def test_source_without_go_mod(needs_docker, tmp_path, request):
     finally:
         svc.stop()
         images.docker_client().images.remove(svc.image, force=True)
+
+
+def _cmdline(pid: int) -> list[bytes]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return []
