@@ -223,6 +223,11 @@ class RecordDecoder:
             g.truncated = g.truncated or "depth limit"
         elif cut:
             g.truncated = g.truncated or cut
+        if not g.frames and not g.truncated:
+            # Seen once in 2,000 snapshots of a churning program: a goroutine running on
+            # the system stack whose saved registers led nowhere. Never an empty stack
+            # that does not say so.
+            g.truncated = "no frame could be read at this instant"
         return g
 
     def _created_by(self, gopc: int, parent: int) -> CreatedBy | None:

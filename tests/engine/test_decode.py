@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pytest_sideeye.binary import analyze
 from pytest_sideeye.engine.bpf import source_constants
+from pytest_sideeye.engine.collect import H_GOID, H_GP, H_SP
 from pytest_sideeye.engine.decode import RecordDecoder
 
 
@@ -33,3 +34,13 @@ def test_stack_stops_at_goexit_and_unknown_pcs_are_marked(go_build):
     frames, cut = d.symbolize([main.entry + 8, 0x10])
     assert [f.function for f in frames] == ["main.main"]
     assert cut and "0x10" in cut
+
+
+def test_a_goroutine_without_frames_always_says_why(go_build):
+    """A running goroutine on the system stack whose saved registers led to no frame (a
+    churn snapshot under load once had one): its stack is marked, never silently empty."""
+    d = decoder_for(go_build("parkzoo", "1.24.11"))
+    h = [0] * source_constants()["HDR_WORDS"]
+    h[H_GOID], h[H_GP], h[H_SP] = 58551, 0xc000100000, 0xc000200f00
+    g = d._goroutine(h, "running", [], 0, {}, {}, {})
+    assert g.frames == [] and g.truncated == "no frame could be read at this instant"
