@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pytest_sideeye.engine.links.sockets import Socket
-from pytest_sideeye.snapshot import Endpoint
+from pytest_sideeye.snapshot import Endpoint, Link
 
 
 @dataclass
@@ -87,3 +87,22 @@ def stream_side(end: End | None, fact: Fact | None) -> Endpoint | None:
     if end is None:
         return None
     return Endpoint(end.pid, fact.goroutine if fact else None)
+
+
+def pair_streams(kind: str, client_role: str, server_role: str, client: End | None,
+                 server: End | None, client_addr: str | None, server_addr: str | None
+                 ) -> list[Link]:
+    """One link per stream of an HTTP/2 connection (gRPC's, net/http's): its caller in
+    `client_role` and its handler in `server_role`, paired by stream id (the same at both
+    ends). One rule for both protocols, so that they pair streams alike; a protocol whose
+    facts carry no path (gRPC: the method names the call) gives links without one."""
+    calls = streams(client, client_role)
+    handlers = streams(server, server_role)
+    links = []
+    for sid in sorted(set(calls) | set(handlers)):
+        call, handler = calls.get(sid), handlers.get(sid)
+        src = call or handler
+        links.append(Link(kind, stream_side(client, call), stream_side(server, handler),
+                          client_addr, server_addr, method=src.method, path=src.path,
+                          stream_id=sid, tls=tls_of(call, handler), transport="h2"))
+    return links

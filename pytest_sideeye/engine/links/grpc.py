@@ -9,7 +9,7 @@ localAddr and remoteAddr): those find the connection when it is wrapped (TLS cre
 cmux, a limit listener), where the fd's type assertion cannot."""
 from __future__ import annotations
 
-from pytest_sideeye.engine.links.ends import End, stream_side, streams, tls_of
+from pytest_sideeye.engine.links.ends import End, pair_streams
 from pytest_sideeye.engine.links.probe_text import conn_fd
 from pytest_sideeye.snapshot import Link
 
@@ -45,14 +45,5 @@ def keep(role: str, got: dict) -> bool:
 
 def pair(client: End | None, server: End | None, client_addr: str | None,
          server_addr: str | None) -> list[Link]:
-    calls = streams(client, "grpc_client")
-    handlers = streams(server, "grpc_server")
-    links = []
-    for sid in sorted(set(calls) | set(handlers)):
-        call, handler = calls.get(sid), handlers.get(sid)
-        src = call or handler
-        links.append(Link("grpc", stream_side(client, call), stream_side(server, handler),
-                          client_addr, server_addr, method=src.method, stream_id=sid,
-                          tls=tls_of(call, handler), transport="h2"))
-    return links
-
+    return pair_streams("grpc", "grpc_client", "grpc_server", client, server, client_addr,
+                        server_addr)

@@ -30,7 +30,7 @@ The server's connection is found by the client address it recorded (`remoteAddrS
 wrapped or TLS), or by its fd when plain."""
 from __future__ import annotations
 
-from pytest_sideeye.engine.links.ends import End, Fact, stream_side, streams, tls_of
+from pytest_sideeye.engine.links.ends import End, Fact, pair_streams
 from pytest_sideeye.engine.links.probe_text import conn_fd
 from pytest_sideeye.snapshot import Link
 
@@ -106,13 +106,5 @@ def resolve(facts: list[Fact]) -> None:
 
 def pair(client: End | None, server: End | None, client_addr: str | None,
          server_addr: str | None) -> list[Link]:
-    calls = streams(client, "h2_client")
-    handlers = streams(server, "h2_server")
-    links = []
-    for sid in sorted(set(calls) | set(handlers)):
-        call, handler = calls.get(sid), handlers.get(sid)
-        src = call or handler
-        links.append(Link("http", stream_side(client, call), stream_side(server, handler),
-                          client_addr, server_addr, method=src.method, path=src.path,
-                          stream_id=sid, tls=tls_of(call, handler), transport="h2"))
-    return links
+    return pair_streams("http", "h2_client", "h2_server", client, server, client_addr,
+                        server_addr)
