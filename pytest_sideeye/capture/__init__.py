@@ -8,6 +8,7 @@ path (`run_rounds`), and the decoding of the bytes read into JSON-ready values
 (values.ValueDecoder) after the resume.
 """
 from pytest_sideeye.capture.contexts import prune as prune_contexts
+from pytest_sideeye.capture.memory import Budget, Limits, Memory
 from pytest_sideeye.capture.plan import FrameJob, Plan, make_plan, run_rounds
 from pytest_sideeye.capture.spec import (
     CaptureSpec,
@@ -32,7 +33,6 @@ from pytest_sideeye.capture.templates import (
     read_as_bpf,
 )
 from pytest_sideeye.capture.typerules import known as knows_type
-from pytest_sideeye.capture.values import Budget, Limits, Memory
 
 __all__ = ["C_FORMATS", "Budget", "CaptureOutput", "CaptureSpec", "Expr", "FrameJob", "Limits", "Memory",
            "prune_contexts",

@@ -22,7 +22,9 @@ nearest standard layer's with one, the error likewise; withoutCancelCtx hides bo
 from __future__ import annotations
 
 from pytest_sideeye.capture import contexts as ctx
-from pytest_sideeye.capture.values import PENDING, Memory, ValueDecoder, is_direct_iface, u
+from pytest_sideeye.capture.interfaces import is_direct_iface
+from pytest_sideeye.capture.memory import PENDING, Memory, u
+from pytest_sideeye.capture.values import ValueDecoder
 from pytest_sideeye.snapshot import Variable
 
 WALK_ROUNDS = ctx.MAX_LAYERS + 8   # a level a round, then the values' own reads

@@ -24,8 +24,10 @@ from __future__ import annotations
 
 from pytest_sideeye.binary import package_of
 from pytest_sideeye.capture import typerules
+from pytest_sideeye.capture.interfaces import is_direct_iface
+from pytest_sideeye.capture.memory import PENDING, Cut
 from pytest_sideeye.capture.spec import CaptureSpec, Expr, Step
-from pytest_sideeye.capture.values import PENDING, Cut, ValueDecoder, is_direct_iface
+from pytest_sideeye.capture.values import ValueDecoder
 from pytest_sideeye.snapshot import Variable
 
 CONTEXT_TYPE = "context.Context"

@@ -35,18 +35,10 @@ from pytest_sideeye.binary import (
 )
 from pytest_sideeye.capture import reach, typerules
 from pytest_sideeye.capture.chainwalk import WALK_ROUNDS, ChainWalk
+from pytest_sideeye.capture.interfaces import is_direct_iface
+from pytest_sideeye.capture.memory import PENDING, SYNTHETIC_BASE, Budget, Cut, Limits, Memory, u
 from pytest_sideeye.capture.spec import CaptureSpec, Expr, Step, TypeRule, parse_specs
-from pytest_sideeye.capture.values import (
-    PENDING,
-    SYNTHETIC_BASE,
-    Budget,
-    Cut,
-    Limits,
-    Memory,
-    ValueDecoder,
-    is_direct_iface,
-    u,
-)
+from pytest_sideeye.capture.values import ValueDecoder
 from pytest_sideeye.errors import CaptureSpecError
 from pytest_sideeye.snapshot import Variable
 

@@ -20,7 +20,8 @@ import struct
 from dataclasses import dataclass, field
 
 from pytest_sideeye.binary import GoType, iter_scopes
-from pytest_sideeye.capture.values import Budget, Memory, is_direct_iface
+from pytest_sideeye.capture.interfaces import is_direct_iface
+from pytest_sideeye.capture.memory import Budget, Memory
 
 OP_END, OP_SLOT, OP_PTR, OP_STR, OP_SLICE, OP_EACH_STR, OP_EACH_PTR = range(7)
 OP_FMT = "<BBHiII"            # struct capop: kind, src, count, off, size, limit

@@ -1,4 +1,5 @@
-"""values.py: decoding typed Go values, checked against varzoo's own rendering.
+"""values.py (and the modules it reads through: memory, maps, interfaces, gotime,
+gostrings): decoding typed Go values, checked against varzoo's own rendering.
 
 varzoo prints the address of its global `zoo` and a reflect-based rendering of it; the
 tests decode `main.Zoo` at that address with values.py, reading the stopped process
@@ -17,8 +18,8 @@ import pytest
 from varzoo import BIG, Zoo, start_varzoo
 
 from pytest_sideeye.binary import analyze
-from pytest_sideeye.capture import mapkeys, values
-from pytest_sideeye.capture.values import Budget, Limits, Memory
+from pytest_sideeye.capture import gostrings, gotime, mapkeys, memory, values
+from pytest_sideeye.capture.memory import Budget, Limits, Memory
 
 
 def same(got, want, go_type: str) -> bool:
@@ -73,7 +74,7 @@ HOSTILE = {
 def test_hostile_strings_round_trip_exactly(zoo, name):
     d = zoo.decode(name)
     through_json = json.loads(json.dumps(d.value))
-    assert values.string_bytes(through_json) == HOSTILE[name]
+    assert gostrings.string_bytes(through_json) == HOSTILE[name]
     if name == "Invalid":
         assert d.value == {"$b64": base64.b64encode(HOSTILE[name]).decode(),
                            "$text": "bad\ufffdutf8"}
@@ -161,7 +162,7 @@ def test_budget_limits_total_bytes(zoo):
     (3 * 10**9, "3s"), (2**63 - 1, "2562047h47m16.854775807s"),
 ])
 def test_go_duration(ns, text):
-    assert values.go_duration(ns) == text
+    assert gotime.go_duration(ns) == text
 
 
 @pytest.mark.parametrize("unix, nsec, offset, text", [
@@ -171,7 +172,7 @@ def test_go_duration(ns, text):
     (1, 500000000, -3600, "1969-12-31T23:00:01.5-01:00"),
 ])
 def test_format_rfc3339(unix, nsec, offset, text):
-    assert values.format_rfc3339(unix, nsec, offset) == text
+    assert gotime.format_rfc3339(unix, nsec, offset) == text
 
 
 def test_memory_merges_near_requests_and_retries_failed_merges():
@@ -182,8 +183,8 @@ def test_memory_merges_near_requests_and_retries_failed_merges():
     mem.feed({(0x1000, 0x18): None, (0x9000, 8): b"12345678"})
     assert mem.read(0x9000, 8) == b"12345678"
     # The failed merged read is retried part by part, not declared unreadable.
-    assert mem.read(0x1000, 8) is values.PENDING
-    assert mem.read(0x1010, 8) is values.PENDING
+    assert mem.read(0x1000, 8) is memory.PENDING
+    assert mem.read(0x1010, 8) is memory.PENDING
     assert sorted(mem.take_requests()) == [(0x1000, 8), (0x1010, 8)]
 
 
@@ -199,7 +200,7 @@ def test_budget_refuses_reads_beyond_it():
     mem = Memory(Budget(10))
     mem.wanted = {(0x5000, 8), (0x9000, 8)}
     assert mem.take_requests() == [(0x5000, 8)]
-    assert mem.read(0x9000, 8) == values.Cut(0x9000, "budget")
+    assert mem.read(0x9000, 8) == memory.Cut(0x9000, "budget")
 
 
 def load_bias(pid: int, exe: str) -> int:
@@ -275,7 +276,7 @@ def _key_data_addresses(zoo, name: str) -> set[int]:
         if not dec.pending:
             break
         mem.feed(zoo.read_batch(mem.take_requests()))
-    return {values.u(kb, koff, 8) for _kt, kb, koff, *_rest in entries}
+    return {memory.u(kb, koff, 8) for _kt, kb, koff, *_rest in entries}
 
 
 @pytest.mark.parametrize("pairs, want", [

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from pytest_sideeye.binary import DebugInfo, GoType
 from pytest_sideeye.capture import values
-from pytest_sideeye.capture.values import Limits
+from pytest_sideeye.capture.memory import Limits
 
 BIG = Limits(string_bytes=1 << 16, slice_bytes=1 << 16, map_bytes=1 << 20, pointer_depth=16)
 

@@ -287,7 +287,8 @@ def test_values_decode_random_memory(varzoo_seed, data):
     the limits; never an exception or an endless read."""
     import random
 
-    from pytest_sideeye.capture.values import Limits, read_value
+    from pytest_sideeye.capture.memory import Limits
+    from pytest_sideeye.capture.values import read_value
 
     seed = data.draw(st.integers(0, 2**32), label="memory seed")
     unreadable = data.draw(st.floats(0, 0.5), label="share unreadable")
