@@ -11,9 +11,9 @@ import base64
 import hashlib
 import json
 import re
-from html.parser import HTMLParser
 
 import pytest
+from html_text import parse_html
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from samples import (  # noqa: F401
@@ -49,37 +49,6 @@ from pytest_sideeye.snapshot.model import (
     Snapshot,
     Variable,
 )
-
-
-class _Text(HTMLParser):
-    """Collects what a browser would show as text, and every tag it would build."""
-
-    def __init__(self):
-        super().__init__(convert_charrefs=True)
-        self.text: list[str] = []
-        self.tags: list[tuple[str, dict]] = []
-        self._in: list[str] = []
-
-    def handle_starttag(self, tag, attrs):
-        self.tags.append((tag, dict(attrs)))
-        if tag in ("script", "style"):
-            self._in.append(tag)
-
-    def handle_endtag(self, tag):
-        if self._in and self._in[-1] == tag:
-            self._in.pop()
-
-    def handle_data(self, data):
-        if not self._in:
-            self.text.append(data)
-
-
-def parse(html_text: str) -> _Text:
-    p = _Text()
-    p.feed(html_text)
-    p.close()
-    return p
-
 
 # --------------------------------------------------------------------------- buckets
 
@@ -281,7 +250,7 @@ def test_clean_makes_controls_and_surrogates_visible():
 
 def test_report_of_a_recorded_hang_shows_test_processes_and_groups():
     page = report.render_html(recorded())
-    p = parse(page)
+    p = parse_html(page)
     text = "".join(p.text)
     assert "tests/test_orders.py::test_checkout_completes" in text
     assert "Timeout (>10.0s) from pytest-timeout." in text
@@ -354,7 +323,7 @@ def test_inline_variables_show_distinct_value_sets_with_their_goroutines():
 
 def test_csp_forbids_network_and_pins_the_inline_style_and_script_by_hash():
     page = report.render_html(recorded())
-    csp = next(attrs["content"] for tag, attrs in parse(page).tags
+    csp = next(attrs["content"] for tag, attrs in parse_html(page).tags
                if attrs.get("http-equiv") == "Content-Security-Policy")
     directives = dict(d.strip().split(" ", 1) for d in csp.split(";"))
     assert directives["default-src"] == "'none'"
@@ -368,7 +337,7 @@ def test_csp_forbids_network_and_pins_the_inline_style_and_script_by_hash():
 
 def test_page_references_nothing_outside_itself():
     page = report.render_html(load_bench().synthetic_snapshot(300))
-    tags = parse(page).tags
+    tags = parse_html(page).tags
     for tag, attrs in tags:
         assert "src" not in attrs, tag
         assert attrs.get("href", "#").startswith("#"), (tag, attrs)
@@ -381,7 +350,7 @@ def test_hostile_strings_are_escaped_and_show_as_text():
     snap = hostile_snapshot()
     page = report.render_html(snap)
     page.encode("utf-8")                        # no lone surrogates left anywhere
-    p = parse(page)
+    p = parse_html(page)
     assert [t for t, _ in p.tags if t == "script"] == ["script", "script"]
     assert [t for t, _ in p.tags if t in ("img", "b", "i")] == []
     # The only SVGs are the flame graphs (one per process with goroutines), made of our
@@ -443,7 +412,7 @@ def test_any_captured_text_stays_text_and_round_trips(function, text, value, typ
                     {"nodeid": text, "phase": "call", "outcome": text, "message": text})
     page = report.render_html(snap)
     page.encode("utf-8")
-    p = parse(page)
+    p = parse_html(page)
     assert [t for t, _ in p.tags if t in ("script", "style")] == ["style", "script", "script"]
     assert not any(k.startswith("on") for _, attrs in p.tags for k in attrs)
     assert report.snapshot_from_report(page).to_json() == snap.to_json()
