@@ -36,7 +36,7 @@
 // The pre-read (engine/collect.py) walks the goroutines with MODE_GS while the target runs,
 // and after each pass:
 //   MODE_KEEP     keeps each record's header (as read before its walk) in `pre`, by allgs
-//                 index: records[0 .. start) of gout are allgs[count ..).
+//                 index (from cfg.pre_base): records[0 .. start) of gout are allgs[count ..).
 // Then, in the pause:
 //   MODE_VERIFY   compares every goroutine's header with the one kept (g, goid, status,
 //                 sched.pc/sp/bp, stack bounds, waitsince, waitreason, trackingSeq); those
@@ -208,6 +208,11 @@ struct config {
   // the tracked transitions to running, which bounds how far trackingSeq may have wrapped.
   u64 hist_addr;
   u64 hist_words;
+  // Where this process's kept headers start in `pre`: processes of one program pre-read
+  // before one stop (together mode) each keep theirs in slots of their own,
+  // pre[pre_base .. pre_base + pre_count).
+  u32 pre_base;
+  u32 pad2;
 };
 
 // A goroutine's header as the pre-read read it before walking its stack: what MODE_VERIFY
@@ -860,7 +865,7 @@ static __always_inline void pass_keep(struct config *c) {
     u32 i = *ip;
     if (i >= count)
       break;
-    u32 k = start + i;
+    u32 k = c->pre_base + start + i;
     struct grec *r = gout.lookup(&i);
     struct ghdr *pe = pre.lookup(&k);
     if (!r || !pe)
@@ -886,7 +891,7 @@ static __always_inline void pass_keep(struct config *c) {
 static __always_inline int unchanged(struct config *c, u8 *g, u64 gp, u64 index) {
   if (index >= c->pre_count || index >= PRE_MAX || !g)
     return 0;
-  u32 k = index;
+  u32 k = c->pre_base + index;   // past PRE_MAX: no entry (the collector never sets that)
   struct ghdr *pe = pre.lookup(&k);
   if (!pe || !(pe->small & PRE_VALID) || pe->gp != gp)
     return 0;

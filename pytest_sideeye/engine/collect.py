@@ -220,6 +220,24 @@ def pack_capture(tables, const: dict) -> PackedCapture:
                          shift, bits)
 
 
+@dataclass(frozen=True)
+class PreSlots:
+    """Which of the PRE_MAX slots of a program's `pre` map a pre-read keeps its headers
+    in: [base, base + count). Processes of one program pre-read before one stop (together
+    mode) share the map, so each takes the slots the ones before it left; one by one, each
+    has all of them."""
+    base: int = 0
+    count: int = PRE_MAX
+
+    def short_of(self, allglen: int) -> str:
+        """The snapshot's `walk` when the goroutines outnumber the slots."""
+        if self.count >= PRE_MAX:
+            return f"in the pause ({allglen} goroutines, over the {PRE_MAX} a pre-read keeps)"
+        return (f"in the pause ({allglen} goroutines, over the {self.count} pre-read slots "
+                f"of {PRE_MAX} that the processes of its program pre-read before it left "
+                "(together mode))")
+
+
 class HookLink:
     """The stop hook's attachment to sched_switch, which several collectors of one program
     may share (take.py collects a snapshot's processes back to back: attaching costs
@@ -249,6 +267,8 @@ class Collector:
         self.p = program
         # The pre-read (preread()): its records, and MODE_GS's filter while re-walking.
         self.pre: Records | None = None
+        self._slots = PreSlots()
+        self._pre_count, self._hist, self._queue = 0, (0, 0), None
         self._verify = 0
         self._check = VERIFY_CHECK
         # How long the stop hook may walk with interrupts off on its CPU (the iterator
@@ -534,18 +554,21 @@ class Collector:
         self._continue(raw, pending)
 
     # --- the pre-read: walk while the target runs, check headers in the pause --------
-    def preread(self, max_ns: int, hist: tuple[int, int], check: int = VERIFY_CHECK
-                ) -> Records:
+    def preread(self, max_ns: int, hist: tuple[int, int], check: int = VERIFY_CHECK,
+                slots: PreSlots | None = None) -> Records:
         """Walk every goroutine with the target running, keeping each header as read
         before its walk (MODE_KEEP), so that the pause only checks headers (_verified).
         Returns the pre-read's records; self.pre is set only when it can stand: the
         goroutine list read whole within max_ns. Call after set_capture: captured frames
         it finds are queued for the pause's capture pass to read (values are always read
         in the pause). `hist`: (address, size) of runtime.sched.timeToRun in the target.
-        `check`: VERIFY_NOSEQ only for the ABA test."""
+        `check`: VERIFY_NOSEQ only for the ABA test. `slots`: where in the program's
+        `pre` map this process's headers go (PreSlots; all of it by default)."""
         pre = Records(self.pid, per_chunk=self.per_pass)
         self.pre, self._verify = None, 0
-        CFG.set(self.p.cfg, pre_count=0)
+        self._slots = slots or PreSlots()
+        self._pre_count, self._hist, self._queue = 0, hist, None
+        CFG.set(self.p.cfg, pre_count=0, pre_base=self._slots.base)
         t0 = time.perf_counter_ns()
         # Read before any header: every header kept is younger than this count.
         data = self.read_many(pre, [hist]).get(hist)
@@ -564,6 +587,9 @@ class Collector:
             allglen, nrecs, ntodo, _gfails, gerrors = self._gs_words()
             if gerrors:
                 pre.walk = "in the pause (the goroutine list was unreadable while running)"
+                return pre
+            if nrecs and start + nrecs > self._slots.count:
+                pre.walk = self._slots.short_of(allglen)
                 return pre
             if nrecs:
                 pre.chunks.append(bytes(view[:nrecs * self.grec_size]))
@@ -590,10 +616,39 @@ class Collector:
                         f"its {max_ns / 1e6:g} ms)")
             return pre
         CFG.set(self.p.cfg, pre_count=kept)
+        self._pre_count = kept
         pre.pre_chunks = len(pre.chunks)
         pre.walk = "pre-read"
         self.pre, self._check = pre, check
+        self._queue = self._queued_frames()
         return pre
+
+    @property
+    def pre_kept(self) -> int:
+        """Slots of the program's `pre` map this process's standing pre-read holds."""
+        return self._pre_count if self.pre is not None else 0
+
+    def _queued_frames(self) -> tuple[int, bytes] | None:
+        """The captured frames the pre-read queued (capq's second region, the iterator's,
+        and its count), as bytes: a later process's pre-read of the same program queues
+        its own there (together mode); requeue() puts them back. None: no capture."""
+        if not CFG.get(self.p.cfg, "cap_hi"):
+            return None
+        n = self._out_word("ncapq1")
+        first = self.p.const["CAPQ_REGION"]
+        kept = min(n, first)
+        return n, bytes(self.p.capq[first * CAPENT.size:(first + kept) * CAPENT.size])
+
+    def requeue(self) -> None:
+        """In the pause, after set_capture (which empties capq): the captured frames this
+        process's pre-read queued, back in capq for the capture pass, when other processes
+        of its program were pre-read after it (together mode)."""
+        if self.pre is None or self._queue is None:
+            return
+        n, entries = self._queue
+        first = self.p.const["CAPQ_REGION"] * CAPENT.size
+        self.p.capq[first:first + len(entries)] = entries
+        OUT.set(self.p.out, ncapq1=n)
 
     def _unkeep_broken(self, pre: Records) -> None:
         """A deep stack whose continuation went wrong while the target ran is walked
@@ -601,7 +656,7 @@ class Collector:
         for (ci, i), recs in pre.more.items():
             flags = struct.unpack_from("<Q", recs[-1], 8 * H_FLAGS)[0]
             if flags & (F_BADFP | F_READFAIL | F_MORE):
-                index = ci * self.per_pass + i
+                index = self._slots.base + ci * self.per_pass + i
                 GHDR.set(memoryview(self.p.pre)[index * GHDR.size:], small=0)
 
     def _verified(self, raw: Records) -> list | None:
@@ -612,7 +667,10 @@ class Collector:
         pre = self.pre
         t0 = time.perf_counter_ns()
         self._verify = self._check
-        CFG.set(self.p.cfg, cursor=0)
+        # This process's slots and counters: another process of the program may have
+        # been pre-read since (together mode).
+        CFG.set(self.p.cfg, cursor=0, pre_base=self._slots.base, pre_count=self._pre_count,
+                hist_addr=self._hist[0], hist_words=self._hist[1] // 8)
         OUT.set(self.p.out, nchanged=0, gerrors=0, helper_gs=0)
         self._configure(MODE_THREADS | MODE_VERIFY)
         self._run(raw, shared=True)

@@ -27,11 +27,13 @@ from pytest_sideeye.engine import links as links_mod
 from pytest_sideeye.engine import pins
 from pytest_sideeye.engine.bpf import Program, layout_macros
 from pytest_sideeye.engine.collect import (
+    PRE_MAX,
     VERIFY_CHECK,
     VERIFY_NOSEQ,
     Collector,
     HookLink,
     PackedCapture,
+    PreSlots,
     Records,
     pack_capture,
 )
@@ -260,11 +262,12 @@ def _snapshot_together(targets: list[Target], spec, limits, cfg: settings.Engine
     with _pins_held(prepared.values()), _hooks_attached(prepared.values(), cfg) as hooks, \
             _collectors_made(prepared.values(), cfg, hooks) as collectors:
         order = [prep for prep in prepared.values() if prep.proc.pid in collectors]
-        with _pauses(order, cfg, collectors) as pause:
+        with _pauses(order, cfg, collectors) as (pause, ready):
             for i, prep in enumerate(order):
                 collector = collectors[prep.proc.pid]
                 got = _or_error(prep.proc, lambda prep=prep, collector=collector:
-                                _collect(prep, cfg, collector, pause))
+                                _collect(prep, cfg, collector, pause,
+                                         ready.get(prep.proc.pid)))
                 if got is not None:
                     collected[prep.proc.pid] = got
                     if prep.program.pins_folder is not None or \
@@ -306,20 +309,29 @@ def _pins_held(prepared):
 
 @contextlib.contextmanager
 def _pauses(order: list[_Prepared], cfg: settings.EngineSettings, collectors: dict):
-    """How each process is paused, as paused() is called: one after the other (paused
-    itself), or, in together mode, every one stopped here before the first is collected,
-    each resumed as soon as it is collected, and all on the way out. Before that stop,
-    each target's pages are brought into the caches while it runs (Collector.prewarm),
-    which the pass in its pause would otherwise do cold."""
+    """How each process is paused, as paused() is called, and what was done before
+    every pause ({pid: _Ready}): one after the other (paused itself; each does its own
+    before its pause), or, in together mode, every one stopped here before the first is
+    collected, each resumed as soon as it is collected, and all on the way out. Before
+    that stop, each target is done while it runs (_before_pause: its pages brought into
+    the caches, its goroutines pre-read), the processes of one program each pre-read
+    into slots of their own in its `pre` map (PreSlots), so one short stop verifies
+    them all."""
     if not cfg.together:
-        yield paused
+        yield paused, {}
         return
+    ready: dict[int, _Ready] = {}
+    kept: dict[int, int] = {}   # id(program): slots of its `pre` map taken so far
     for prep in order:
-        collector = collectors[prep.proc.pid]
-        collector.claim()
-        _or_error(prep.proc, collector.prewarm)
+        collector, raw = collectors[prep.proc.pid], Records(prep.proc.pid)
+        base = kept.get(id(prep.program), 0)
+        preread = _or_error(prep.proc, lambda prep=prep, collector=collector, raw=raw, base=base:
+                            _before_pause(prep, cfg, collector, raw,
+                                          PreSlots(base, PRE_MAX - base)))
+        kept[id(prep.program)] = base + collector.pre_kept
+        ready[prep.proc.pid] = _Ready(raw, bool(preread))
     with stopped_together([prep.proc.pid for prep in order]) as group:
-        yield group.held
+        yield group.held, ready
 
 
 @contextlib.contextmanager
@@ -400,23 +412,59 @@ def _prepare(proc: Process, spec, limits, cfg: settings.EngineSettings) -> _Prep
                      after_resume if tables is not None else frozenset())
 
 
+@dataclass
+class _Ready:
+    """What _before_pause did for a process before together mode's stop: its records so
+    far (the pre-read's walk field) and whether its pause may check headers only."""
+    raw: Records
+    preread: bool
+
+
+def _before_pause(prep: _Prepared, cfg: settings.EngineSettings, collector: Collector,
+                  raw: Records, slots: PreSlots | None = None) -> bool:
+    """What a process's collection does while it still runs: the program's config made
+    this process's, its pages brought into the caches (Collector.prewarm; not when the
+    stop hook will walk: it runs as the target stops), its capture tables, and its
+    goroutines pre-read (_preread, into `slots`). True if its pause may check headers
+    only."""
+    collector.claim()   # the program's shared config: other collectors were made since
+    if not (_hook_wanted(cfg) and prep.program.hook_fd is not None):
+        collector.prewarm()
+    _set_capture(prep, cfg, collector)
+    return _preread(prep, cfg, collector, raw, slots)
+
+
+def _hook_wanted(cfg: settings.EngineSettings) -> bool:
+    return cfg.stop_hook and not cfg.together   # together: see _hooks_attached
+
+
+def _set_capture(prep: _Prepared, cfg: settings.EngineSettings, collector: Collector) -> None:
+    plan = prep.plan
+    collector.set_capture(prep.tables, int(cfg.capture_pause_s * 1e9),
+                          plan.limits.total_bytes if plan is not None else 0, prep.packed)
+
+
 def _collect(prep: _Prepared, cfg: settings.EngineSettings, collector: Collector,
-             pause=paused) -> _Collected:
+             pause=paused, ready: _Ready | None = None) -> _Collected:
     """Pause one process and read it; with its pins held (_pins_held). What is read from
     the program's maps after the resume is read here too, before the next process of the
-    same program overwrites them. `pause`: paused, or the together mode's (_pauses)."""
-    program, plan, decoder, tables = prep.program, prep.plan, prep.decoder, prep.tables
-    raw = Records(prep.proc.pid)
+    same program overwrites them. `pause`: paused, or the together mode's (_pauses), whose
+    `ready` says what was done before every process was stopped."""
+    plan, decoder, tables = prep.plan, prep.decoder, prep.tables
+    raw = ready.raw if ready is not None else Records(prep.proc.pid)
     times = PauseTimes()
     pause_jobs: dict = {}
     try:
-        collector.claim()   # the program's shared config: other collectors were made since
-        wanted = cfg.stop_hook and not cfg.together   # together: see _hooks_attached
-        if (not wanted or program.hook_fd is None) and not cfg.together:
-            collector.prewarm()   # together: done before every process was stopped
-        collector.set_capture(tables, int(cfg.capture_pause_s * 1e9),
-                              plan.limits.total_bytes if plan is not None else 0, prep.packed)
-        preread = _preread(prep, cfg, collector, raw, pause is paused)
+        wanted = _hook_wanted(cfg)
+        if ready is None:
+            preread = _before_pause(prep, cfg, collector, raw)
+        else:
+            # Stopped already: this process's part of the program's shared maps again
+            # (other processes of its program were pre-read and collected since).
+            preread = ready.preread
+            collector.claim()
+            _set_capture(prep, cfg, collector)
+            collector.requeue()
         # After a pre-read the pause checks headers: the iterator does it, not the hook.
         hooked = wanted and not preread and collector.arm_hook()
         # No collection of Python's garbage in the pause: a full one over the binaries'
@@ -447,11 +495,12 @@ def _collect(prep: _Prepared, cfg: settings.EngineSettings, collector: Collector
 
 
 def _preread(prep: _Prepared, cfg: settings.EngineSettings, collector: Collector,
-              raw: Records, one_by_one: bool) -> bool:
-    """Walk the goroutines before the pause (Collector.preread), when the settings ask
-    for it and the layout has trackingSeq; True if the pause may check headers only. The
-    snapshot says which way it went (raw.walk)."""
-    if not cfg.preread or not one_by_one:
+              raw: Records, slots: PreSlots | None) -> bool:
+    """Walk the goroutines before the pause (Collector.preread, into `slots` of the
+    program's `pre` map), when the settings ask for it and the layout has trackingSeq;
+    True if the pause may check headers only. The snapshot says which way it went
+    (raw.walk)."""
+    if not cfg.preread:
         return False
     layout = prep.info.layout
     sched = layout.variables.get("runtime.sched") or prep.info.symbols.get("runtime.sched")
@@ -460,7 +509,8 @@ def _preread(prep: _Prepared, cfg: settings.EngineSettings, collector: Collector
         raw.walk = "in the pause (this binary's layouts lack g.trackingSeq or sched.timeToRun)"
         return False
     check = VERIFY_NOSEQ if cfg.preread_check == "no-seq" else VERIFY_CHECK
-    pre = collector.preread(cfg.preread_max_ns, (sched + prep.bias + ttr, size), check)
+    pre = collector.preread(cfg.preread_max_ns, (sched + prep.bias + ttr, size), check,
+                            slots)
     raw.walk, raw.preread_ns = pre.walk, pre.preread_ns
     if collector.pre is None:
         return False
