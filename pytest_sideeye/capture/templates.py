@@ -51,6 +51,19 @@ class ReadTemplates:
     def is_constant(self, addr: int, size: int) -> bool:
         return any(lo <= addr and addr + size <= hi for lo, hi in self.constant)
 
+    def slots_alone(self, pc: int) -> list[tuple[int, int]] | None:
+        """(offset from the CFA, size) of each read that the template of a frame at
+        return address pc makes, when it reads nothing but the frame's own slots (a
+        slots_only template); None otherwise, or when no template covers pc."""
+        i = bisect.bisect_right(self.ranges, (pc - 1, 1 << 64)) - 1   # the call is before pc
+        if i < 0 or not self.ranges[i][0] <= pc - 1 < self.ranges[i][1]:
+            return None
+        t = self.ranges[i][2]
+        ops = self.templates[t] if t < len(self.templates) else None
+        if not ops or any(op[0] != OP_SLOT for op in ops):
+            return None
+        return [(off, size) for _kind, _src, _count, off, size, _limit in ops]
+
     def pack_ranges(self) -> bytes:
         return b"".join(struct.pack(RANGE_FMT, lo, hi, t, 0) for lo, hi, t in self.ranges)
 

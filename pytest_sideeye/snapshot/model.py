@@ -227,6 +227,9 @@ class Process:
     # the distinct label sets and their strings, 0 when no goroutine has labels; None when
     # the binary cannot have any.
     label_reads: int | None = None
+    # Frames of the link probes whose stack slots the pre-read read, not the pause
+    # (engine/links/preread_slots.py): those of the goroutines it did not walk again.
+    preread_probe_frames: int | None = None
 
     def to_json(self) -> dict:
         head, tail = self.json_parts()
@@ -252,7 +255,7 @@ class Process:
             d["collector"] = self.collector
         if self.layouts is not None:
             d["layouts"] = self.layouts
-        for name in ("walk", "preread_ns", "rewalked", "label_reads"):
+        for name in ("walk", "preread_ns", "rewalked", "label_reads", "preread_probe_frames"):
             if getattr(self, name) is not None:
                 d[name] = getattr(self, name)
         return head, d
@@ -272,7 +275,8 @@ class Process:
                    _get(d, "logs", str, None), _get(d, "monotonic_ns", int, None),
                    _get(d, "collector", str, None), _get(d, "layouts", str, None),
                    _get(d, "walk", str, None), _get(d, "preread_ns", int, None),
-                   _get(d, "rewalked", int, None), _get(d, "label_reads", int, None))
+                   _get(d, "rewalked", int, None), _get(d, "label_reads", int, None),
+                   _get(d, "preread_probe_frames", int, None))
 
 
 @dataclass
