@@ -2,11 +2,9 @@
 host's loopback or a Docker network): each stream joins the client goroutine holding its
 order (main.call) to the handler holding the same order (main.parkHandler), with the
 stream id the client printed for it (READY ORDER/STREAM...), so that a swapped pairing, or
-one by stream id across the fixture's two connections, fails.
-
-h2c served by Go 1.24 to 1.26 leaves the handler's goroutine unnamed
-(engine/links/http2.py says why): those streams link the client goroutine to the server
-process."""
+one by stream id across the fixture's two connections, fails. Every stream names its
+handler's goroutine, h2c served by Go 1.24 to 1.26 too (its runHandler frame's `rw` read
+from the copy its deferred closure keeps: binary/closure_copies.py)."""
 from __future__ import annotations
 
 from peers_links import captured, functions
@@ -20,16 +18,9 @@ def sent_streams(ready_line: str) -> dict[int, int]:
     return dict(map(int, w.split("/")) for w in ready_line.split()[1:])
 
 
-def handler_unnamed(go_version: str, how: str) -> bool:
-    """h2c handlers of Go 1.24 to 1.26: no frame of their goroutine holds the stream."""
-    return how == "h2c" and go_version.removeprefix("go").startswith(
-        ("1.24.", "1.25.", "1.26."))
-
-
 def check_h2(snap, cpid: int, spid: int, addrs: dict, sent: dict[int, int],
              client_host: str) -> None:
     """addrs: "tls" and "h2c" -> the server's address. The snapshot must capture CAPTURE."""
-    go = next(p.go_version for p in snap.processes if p.pid == spid)
     orders = {o: "tls" for o in TLS_ORDERS} | {o: "h2c" for o in H2C_ORDERS if o in sent}
     assert sorted(sent) == sorted(orders), sent
     http = {ln.path: ln for ln in snap.links if ln.kind == "http"}
@@ -43,9 +34,6 @@ def check_h2(snap, cpid: int, spid: int, addrs: dict, sent: dict[int, int],
         assert (ln.client.pid, ln.server.pid) == (cpid, spid), ln
         assert captured(snap, cpid, ln.client.goroutine, "main.call", "order") == order, \
             f"order {order}'s stream is linked to {functions(snap, cpid, ln.client.goroutine)}"
-        if handler_unnamed(go, how):
-            assert ln.server.goroutine is None, ln
-            continue
         assert captured(snap, spid, ln.server.goroutine, "main.parkHandler", "order") == order, \
             f"order {order}'s stream is linked to {functions(snap, spid, ln.server.goroutine)}"
     # One connection per transport, its streams told apart by their ids.

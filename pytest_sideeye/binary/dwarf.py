@@ -28,6 +28,7 @@ from typing import Iterator
 from elftools.dwarf.locationlists import LocationParser
 from elftools.elf.elffile import ELFFile
 
+from pytest_sideeye.binary import closure_copies
 from pytest_sideeye.binary.dwarf_expr import LocationEvaluator, Piece
 from pytest_sideeye.binary.pclntab import Symtab
 from pytest_sideeye.errors import MissingDebugInfo, NotGoBinary
@@ -150,6 +151,9 @@ class DebugInfo:
         self._loc_parser = LocationParser(self.dwarf.location_lists())
         self._package_vars: dict[str, dict[str, dict[str, int]]] = {}
         self._inliners_warm: set[str] = set()
+        # Parameter DIE offset -> the extra locations of its copies in deferred closures
+        # (closure_copies.py), found with the function.
+        self._copies: dict[int, list[tuple[int, int, list[int]]]] = {}
 
     # --- functions by address (pclntab) ---------------------------------------------
     def function_at(self, pc: int) -> str | None:
@@ -367,11 +371,15 @@ class DebugInfo:
         concrete = None
         abstract = None
         variables: dict[str, int] = {}
+        closures: dict[str, list] = {}
         for cu in cus:
             for die in cu.get_top_DIE().iter_children():
                 if die.tag != "DW_TAG_subprogram":
                     continue
                 n = die.attributes.get("DW_AT_name")
+                if n is not None and closure_copies.is_closure_of(name, n.value.decode(
+                        errors="replace")):
+                    closures[n.value.decode(errors="replace")] = closure_copies.captured(die)
                 if n is None or n.value.decode(errors="replace") != name:
                     continue
                 if "DW_AT_inline" in die.attributes:
@@ -386,7 +394,20 @@ class DebugInfo:
                     _collect_names(self, die, variables)
         if concrete is None and abstract is None:
             return None
+        if concrete is not None and any(closures.values()):
+            self._copies.update(closure_copies.copies(
+                self.symtab, self._read_code, name, concrete.variables, closures))
         return FunctionInfo(name, concrete, abstract, variables)
+
+    def _read_code(self, addr: int, n: int) -> bytes:
+        """n bytes of the binary's code at a link-time address (KeyError outside .text)."""
+        text = self.elf.get_section_by_name(".text")
+        if text is None or not text["sh_addr"] <= addr <= addr + n <= text["sh_addr"] + \
+                text["sh_size"]:
+            raise KeyError(f"{addr:#x}+{n} is not in .text")
+        with open(self.path, "rb") as f:
+            f.seek(text["sh_offset"] + addr - text["sh_addr"])
+            return f.read(n)
 
     def packages(self) -> list[str]:
         """The package paths the binary has compilation units for."""
@@ -491,7 +512,10 @@ class DebugInfo:
         key = var.die_offset or id(var)
         got = self._locranges.get(key)
         if got is None:
-            got = self._locranges[key] = self._parse_locations(var, cu_offset)
+            # A copy first: where DWARF says "in a register" (until the call that passes
+            # it returns) the copy is the one a parked frame still has.
+            got = self._locranges[key] = self._copies.get(var.die_offset, []) + \
+                self._parse_locations(var, cu_offset)
         return got
 
     def _parse_locations(self, var: VarDIE, cu_offset: int) -> list[tuple[int, int, list[int]]]:

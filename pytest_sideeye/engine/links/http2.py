@@ -15,19 +15,19 @@ ClientConn.readLoop frame holds the same ClientConn, and its innermost read
 `lastActive` (a time stamp in ns that every new stream sets): equal in both frames, read in
 the same pause, different for two connections (resolve()).
 
-The server: the handler goroutine's runHandler frame no longer holds its response writer
-or request when the handler runs (they live on in its deferred closure, which DWARF does not
-describe), nor do serverHandler.ServeHTTP's; the frames that still do, checked on Go
-1.21.13, 1.24.11 and 1.27.3:
+The server: while the handler runs, DWARF puts the handler goroutine's runHandler `rw`
+and `req` in registers (they were passed to the handler), and serverHandler.ServeHTTP's
+and unencryptedHTTP2Request.ServeHTTP's (h2c, Go 1.24 to 1.26) likewise. The frames that
+still hold them, checked on Go 1.21.13, 1.24.11 and 1.27.3:
+- Go 1.24 to 1.26, TLS and h2c: runHandler, through the copies its deferred closure keeps
+  in its frame (binary/closure_copies.py; that closure's DWARF gives their offsets since
+  Go 1.23, so not on 1.21);
 - Go 1.21 to 1.26 over TLS: initALPNRequest.ServeHTTP (every request of a connection whose
   ALPN protocol net/http's server handed over, h2 here), its `rw` a *http2responseWriter;
 - Go 1.27, TLS and h2c: http2Handler.ServeHTTP, the adapter of net/http/internal/http2's
   handlers, its `w` the stream's *responseWriter.
-h2c served by Go 1.24 to 1.26 (http.Protocols) has neither: its streams link the client
-goroutine to the server process, the handler's goroutine null. (ServeMux.ServeHTTP holds
-`w` too, but probing it would read every HTTP/1 handler's frame in the pause as well.)
-The server's connection is found by the client address it recorded (`remoteAddrStr`,
-wrapped or TLS), or by its fd when plain."""
+Go 1.21 has no h2c of net/http's own. The server's connection is found by the client
+address it recorded (`remoteAddrStr`, wrapped or TLS), or by its fd when plain."""
 from __future__ import annotations
 
 from pytest_sideeye.engine.links.ends import End, Fact, pair_streams
@@ -61,6 +61,7 @@ PROBES: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
     _INTERNAL + "(*ClientConn).roundTrip": ("h2_client", _client("req.stream")),    # 1.27
     _BUNDLED + "(*http2ClientConn).readLoop": ("h2_conn", _READER),
     _INTERNAL + "(*ClientConn).readLoop": ("h2_conn", _READER),
+    _BUNDLED + "(*http2serverConn).runHandler": ("h2_server", _server("rw.rws", "req")),
     _BUNDLED + "initALPNRequest.ServeHTTP": (
         "h2_server", _server("rw.(*net/http.http2responseWriter).rws", "req")),
     _BUNDLED + "http2Handler.ServeHTTP": ("h2_server", _server("w.rws", "req")),    # 1.27
