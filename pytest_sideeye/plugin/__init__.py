@@ -1,7 +1,8 @@
-"""Stage 6, the pytest plugin (entry point: plugin.hooks): options and markers, timers
-(pytest-timeout's, or our own in timeouts.py), snapshots of a test's services on a
-timeout or a failure, and their attachment to the results (attach.py: files, junit,
-pytest-html, the terminal).
+"""Stage 6, the pytest plugin (entry point: plugin.hooks, the hooks and the fixture, each
+delegating): options and markers (options.py, specs.py), timers (pytest-timeout's, or our
+own in timeouts.py) and the snapshots on a timeout (on_timeout.py) or a failure
+(reporting.py), leak checks (leak_check.py, leaks.py), and their attachment to the results
+(attach.py: files, junit, pytest-html, the terminal).
 
 Takes a pytest run, its `go_service` services and the containers its tests use (targets.py:
 found behind fixture values, named by selectors or `sideeye_watch`); gives reports

@@ -201,3 +201,30 @@ def add_log_sections(report: pytest.TestReport, snap: Snapshot) -> None:
             continue
         seen.add(name)
         add_section(report, f"sideeye: {name} logs", p.logs or "(no output)")
+
+
+def discard(written: Written) -> None:
+    """Drop a snapshot's files (a timeout's whose test ended in the margin)."""
+    for p in (written.html, written.json, written.txt):
+        if p is not None:
+            p.unlink(missing_ok=True)
+
+
+class SummaryCollector:
+    """Collects report paths from every report, workers' included (xdist sends the plain
+    `sideeye_reports` attribute along), for the terminal summary."""
+
+    def __init__(self) -> None:
+        self.entries: list[dict[str, Any]] = []
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        self.entries.extend(getattr(report, REPORTS_ATTR, None) or [])
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if not self.entries:
+            return
+        terminalreporter.section("sideeye reports")
+        for e in self.entries:
+            terminalreporter.line(f"{e['shown']}  ({e['nodeid']}, {e['phase']})")
+            for problem in e.get("problems", []):
+                terminalreporter.line(f"    {problem}")

@@ -1,14 +1,19 @@
 """Taking a test's snapshot for the plugin: through the agent when it answers (else in this
 process), bounded in time (a snapshot taken from a timer must not become a second hang),
 never raising into the user's run unless asked, with the services' logs read after the
-pause."""
+pause. `snapshot_item` takes one for a test: its spec and links, its files written."""
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any, Callable
 
+import pytest
+
 from pytest_sideeye.errors import NoPermission, SideeyeError, one_line
-from pytest_sideeye.plugin.targets import add_notes, build_targets
+from pytest_sideeye.plugin import attach
+from pytest_sideeye.plugin.options import item_capture, item_links, settings_of
+from pytest_sideeye.plugin.targets import add_notes, build_targets, services_of
 from pytest_sideeye.snapshot import Process, Snapshot, now_rfc3339
 
 
@@ -102,3 +107,29 @@ def _add_logs(snap: Snapshot, services: list[Any], budget_s: float) -> None:
         if not procs:
             snap.processes.append(Process(pid=0, service=svc.name, logs=logs,
                                           error="no process snapshotted"))
+
+
+def snapshot_item(item: pytest.Item, phase: str, stem: str, outcome: str, message: str,
+                  services: list[Any] | None = None, capture: dict[str, Any] | None = None,
+                  raise_errors: bool = False, links=None, since: float | None = None
+                  ) -> tuple[Snapshot, attach.Written, str | None]:
+    """`since`: the perf_counter() of what asked for it (a timeout's timer firing), from
+    which Written.took_s counts; else now."""
+    since = time.perf_counter() if since is None else since
+    settings = settings_of(item.config)
+    if services is None:
+        services = services_of(item)
+    spec = item_capture(item, settings, capture)
+    snap, problem = take(services, spec, settings.budget_s, raise_errors,
+                         links=item_links(item, settings, links))
+    snap.test = {"nodeid": item.nodeid, "phase": phase, "outcome": outcome,
+                 "message": message}
+    written = attach.write_files(snap, settings.base_dir, item.nodeid, stem,
+                                 sqlite=settings.sqlite)
+    written.took_s = time.perf_counter() - since
+    if problem:
+        written.problems.insert(0, f"no snapshot: {problem}")
+    else:  # partial: say which processes are missing and why, one line each
+        written.problems[:0] = [f"{p.service or 'pid'} (pid {p.pid}): {p.error}"
+                                for p in snap.processes if p.error]
+    return snap, written, problem

@@ -1,5 +1,5 @@
 """--sideeye-timeout's own timer (pytest-timeout's, when active, is used instead: see
-plugin.py): SIGALRM or a timer thread that fails a hanging test from inside, and leaves a
+on_timeout.py): SIGALRM or a timer thread that fails a hanging test from inside, and leaves a
 test held by a debugger alone."""
 from __future__ import annotations
 

@@ -18,7 +18,10 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from pytest_sideeye.plugin.targets import build_targets
+import pytest
+
+from pytest_sideeye.plugin.options import item_capture, item_links, settings_of
+from pytest_sideeye.plugin.targets import build_targets, services_of
 
 _warmed: set[tuple] = set()
 
@@ -47,3 +50,19 @@ def _warm(targets: list[Any], capture: dict[str, list[str]], links: list[str]) -
         warm(targets, capture or None, links or None)
     except Exception:   # noqa: BLE001 - quiet: the snapshot will say what is wrong
         pass
+
+
+def warm_item(item: pytest.Item) -> None:
+    """Once a test's services are up, before its body runs, whoever will snapshot them
+    starts preparing every one of them as a snapshot would (warming.py), so that a
+    timeout's pays no analysis."""
+    settings = settings_of(item.config)
+    if not (settings.on_timeout or settings.on_failure or settings.leaks):
+        return
+    try:
+        capture, links = item_capture(item, settings), item_links(item, settings)
+    except Exception:   # a bad marker: the snapshot will say so
+        capture, links = {}, []
+    warmed = warm_services(services_of(item), capture, links)
+    if warmed:   # junit property: which services this test warmed (first of their image)
+        item.user_properties.append(("sideeye.warmed", ", ".join(warmed)))

@@ -9,7 +9,7 @@ import pytest
 from pytest_sideeye import capture
 from pytest_sideeye.capture.spec import RULE_ROOT, Step, rule_expr_for
 from pytest_sideeye.errors import CaptureSpecError
-from pytest_sideeye.plugin import hooks as plugin
+from pytest_sideeye.plugin import specs
 
 
 def test_type_rules_parse_next_to_function_specs():
@@ -63,7 +63,7 @@ def test_spec_lines_split_at_the_rules_own_colon():
 
 
 def test_ini_lines_take_type_rules():
-    spec = plugin.parse_capture_lines(["type:main.Order: ID", "main.f: x", "type:main.Box",
+    spec = specs.parse_capture_lines(["type:main.Order: ID", "main.f: x", "type:main.Box",
                                        "type:main.Order: Customer"])
     assert spec == {"type:main.Order": ["ID", "Customer"], "main.f": ["x"],
                     "type:main.Box": []}

@@ -11,8 +11,7 @@ import pytest
 
 from pytest_sideeye import capture
 from pytest_sideeye.errors import CaptureSpecError, SideeyeError
-from pytest_sideeye.plugin import attach, taking
-from pytest_sideeye.plugin import hooks as plugin
+from pytest_sideeye.plugin import attach, on_timeout, specs, taking
 from pytest_sideeye.snapshot.model import Snapshot
 
 pytest_plugins = ["pytester"]
@@ -21,7 +20,7 @@ DATA = Path(__file__).parents[1] / "data" / "snapshots"
 
 
 def test_capture_lines_parse_and_merge():
-    spec = plugin.parse_capture_lines([
+    spec = specs.parse_capture_lines([
         "main.(*ledger).move: t.Amount, t.From",
         "  # a comment",
         "",
@@ -35,7 +34,7 @@ def test_capture_lines_parse_and_merge():
 @pytest.mark.parametrize("line", ["main.move", "main.move:", ": a, b", "main.move: ,"])
 def test_capture_line_without_variables_is_a_usage_error(line):
     with pytest.raises(pytest.UsageError, match="want 'pkg.Func: var, var'"):
-        plugin.parse_capture_lines([line])
+        specs.parse_capture_lines([line])
 
 
 def test_split_exprs_keeps_commas_inside_brackets_and_quotes():
@@ -45,10 +44,10 @@ def test_split_exprs_keeps_commas_inside_brackets_and_quotes():
 
 
 def test_merge_capture_takes_text_or_lists_and_keeps_first_order():
-    spec = plugin.merge_capture({"f": ["a"]}, {"f": "b, a", "g": ["x"]})
+    spec = specs.merge_capture({"f": ["a"]}, {"f": "b, a", "g": ["x"]})
     assert spec == {"f": ["a", "b"], "g": ["x"]}
     with pytest.raises(CaptureSpecError):
-        plugin.merge_capture({}, {"f": [1, 2]})
+        specs.merge_capture({}, {"f": [1, 2]})
 
 
 def test_sanitise_is_safe_unique_and_bounded():
@@ -65,9 +64,9 @@ def test_sanitise_is_safe_unique_and_bounded():
 def test_timeout_message_names_the_report(tmp_path):
     written = attach.Written("t.py::test", "call", tmp_path / "r" / "timeout.html",
                              tmp_path / "r" / "timeout.json", None, [])
-    msg = plugin.timeout_message(3.0, written, tmp_path)
+    msg = on_timeout.timeout_message(3.0, written, tmp_path)
     assert msg == "Timeout (>3 s) — sideeye snapshot: r/timeout.html"
-    assert plugin.timeout_message(2.5, None, tmp_path) == "Timeout (>2.5 s)"
+    assert on_timeout.timeout_message(2.5, None, tmp_path) == "Timeout (>2.5 s)"
 
 
 def test_run_bounded_returns_raises_and_gives_up():
