@@ -88,6 +88,7 @@
 
 // Variable capture (capture_program.py compiles a capture plan into these tables).
 #define CAPQ_MAX 32768       // frames of captured functions found by MODE_GS passes
+#define CAPPY_MAX 32768      // = CAPQ_MAX: every queued frame can be listed for Python
 // capq has a region per program: the stop hook queues frames in the first half, the
 // iterator in the second, so each can read its own as soon as its own walk is done.
 #define CAPQ_REGION 16384
@@ -268,7 +269,7 @@ struct out_t {
   u64 ncapq;            // frames appended to capq (may exceed CAPQ_MAX)
   u64 capused;          // bytes of capbuf used
   u64 capfull;          // capture reads dropped: capbuf full
-  u64 ncappy;           // capq entries listed in cappy (may exceed TODO_MAX)
+  u64 ncappy;           // capq entries listed in cappy (at most CAPPY_MAX)
   u64 ncapq1;           // frames in capq's second region (ncapq: the first)
   u64 hook_walked;      // set once the stop hook's walk (so its capq region) is complete
   u64 capfail;          // capture reads that failed (not resident, or a bad pointer)
@@ -328,7 +329,7 @@ BPF_F_TABLE("array", u32, struct capbits_t, capbits, 1, BPF_F_MMAPABLE);
 BPF_F_TABLE("array", u32, struct capop, capops, CAP_TEMPLATES * CAP_OPS, BPF_F_MMAPABLE);
 BPF_F_TABLE("array", u32, struct capbuf_t, capbuf, 1, BPF_F_MMAPABLE);
 // capq entries whose ranges the collector's Python reads (TPL_PYTHON).
-BPF_F_TABLE("array", u32, u64, cappy, TODO_MAX, BPF_F_MMAPABLE);
+BPF_F_TABLE("array", u32, u64, cappy, CAPPY_MAX, BPF_F_MMAPABLE);
 // Scratch space: entry 0 for the stop hook, 1 for the iterator run by the collector's main
 // thread, 2.. for the iterators its helper threads run at the same time.
 BPF_ARRAY(scratch, struct scratch_t, 2 + MAX_HELPERS);

@@ -10,6 +10,7 @@ path (`run_rounds`), and the decoding of the bytes read into JSON-ready values
 from pytest_sideeye.capture.contexts import prune as prune_contexts
 from pytest_sideeye.capture.memory import Budget, Limits, Memory
 from pytest_sideeye.capture.plan import FrameJob, Plan, make_plan, run_rounds
+from pytest_sideeye.capture.prewalk import Kept, PreWalk
 from pytest_sideeye.capture.spec import (
     CaptureSpec,
     Expr,
@@ -35,7 +36,7 @@ from pytest_sideeye.capture.templates import (
 from pytest_sideeye.capture.typerules import known as knows_type
 
 __all__ = ["C_FORMATS", "Budget", "CaptureOutput", "CaptureSpec", "Expr", "FrameJob", "Limits", "Memory",
-           "prune_contexts",
+           "prune_contexts", "Kept", "PreWalk",
            "knows_type",
            "Plan", "ReadTemplates", "UserLink", "compile_plan", "make_plan", "parse_expr", "parse_link",
            "parse_links", "parse_output", "parse_specs", "parse_type_rule", "read_as_bpf", "run_rounds",

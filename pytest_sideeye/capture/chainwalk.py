@@ -62,25 +62,30 @@ class _Layer:
 
 class _Node:
     """One context value (itab, data) met in some chain."""
-    __slots__ = ("itab", "data", "layer", "sb", "why", "parent", "key", "level")
+    __slots__ = ("itab", "data", "layer", "sb", "why", "parent", "key", "level", "early")
 
     def __init__(self, itab: int, data: int, level: int):
         self.itab, self.data, self.level = itab, data, level
         self.layer = self.sb = self.why = self.parent = self.key = None
+        # Read before the pause (prewalk.py): its links hold, its err must be read again.
+        self.early = False
 
 
 class Root:
-    """A frame's context variable: where its interface value is, and the node it holds."""
-    __slots__ = ("pieces", "node", "why", "read")
+    """A frame's context variable: where its interface value is, the node it holds, the
+    key types asked of it, and (once its chain is read) the nodes that answer."""
+    __slots__ = ("pieces", "node", "why", "read", "keys", "answers")
 
-    def __init__(self, pieces: list[tuple[int, int]]):
+    def __init__(self, pieces: list[tuple[int, int]], keys=()):
         self.pieces, self.node, self.why, self.read = pieces, None, None, False
+        self.keys = keys
+        self.answers: list | None = None
 
 
 class ChainWalk:
     """The context chains of one process's captured frames (one Memory, one budget)."""
 
-    def __init__(self, plan, budget):
+    def __init__(self, plan, budget, structure_only: bool = False):
         self.debug, self.bias, self.limits = plan.debug, plan.bias, plan.limits
         self.constant = plan.constant
         self.budget = budget
@@ -99,17 +104,21 @@ class ChainWalk:
         self._keys_wanted: set[str] = set()
         self._key_sets: set[tuple[str, ...]] = set()
         self._decodes: dict[tuple[str, _Node], object] | None = None
+        self._adopted: set = set()   # the answers of the roots read before the pause
         self._values: dict = {}
         self._times: dict = {}
         self.finished = False     # nothing left to read in the pause
         self._fed = False         # bytes came in since the walk was set up
         self._final = False       # finish() ran: every answer decoded
+        # Only the chains' links, no answer decoded (prewalk.py: read before the pause).
+        self.structure_only = structure_only
 
     # --- setting up ---------------------------------------------------------------------
     @classmethod
-    def attach(cls, jobs) -> "ChainWalk | None":
+    def attach(cls, jobs, kept=None) -> "ChainWalk | None":
         """A walk of the context variables of every job (FrameJob) that has context
-        expressions, each job told of it (job.contexts, job.context_roots)."""
+        expressions, each job told of it (job.contexts, job.context_roots); and of the
+        `kept` frames' chains, read before the pause (prewalk.Kept)."""
         walk = None
         for job in jobs:
             if not job.has_contexts:
@@ -117,20 +126,55 @@ class ChainWalk:
             if walk is None:
                 walk = cls(job.plan, job.budget)
             job.attach_contexts(walk)
+        if kept is not None and kept.jobs:
+            if walk is None:
+                walk = cls(kept.plan, kept.budget)
+            walk.adopt(kept)
         return walk
 
     def add_root(self, pieces: list[tuple[int, int]], keys) -> Root:
         """A context variable whose interface value is in memory at `pieces`
         ((address, size) each, in order): its chain is walked."""
-        root = Root(pieces)
+        root = Root(pieces, keys)
         self.roots.append(root)
         self._open_roots.append(root)
         for addr, size in pieces:     # asked for now: the first round reads every root
             self._read(addr, size)
+        self._want_keys(keys)
+        return root
+
+    def _want_keys(self, keys) -> None:
         if keys and keys not in self._key_sets:
             self._key_sets.add(keys)
             self._keys_wanted.update(keys)
-        return root
+
+    def adopt(self, kept) -> None:
+        """Frames whose chains were read before the pause (prewalk.Kept), their roots'
+        answers known: only what changes (errors) and what the values point to are read
+        now, by this walk."""
+        self._adopted.update(kept.answers)
+        for keys in kept.key_sets:
+            self._want_keys(keys)
+        for job in kept.jobs.values():
+            job.contexts = self
+
+    @property
+    def structure_done(self) -> bool:
+        """Every chain's links read (or cut)."""
+        return not self._open_roots and not self._open
+
+    def trusted(self, root: Root) -> bool:
+        """The root's chain was read whole, every layer one of the standard library's
+        context types, whose links never change once built (a program's own type might)."""
+        if root.why or not root.read:
+            return False
+        n = root.node
+        while n is not None:
+            if n.why or n.layer is None or (n.layer.st is not None and
+                                            not n.layer.st.name.startswith("context.")):
+                return False
+            n = n.parent
+        return True
 
     # --- the round protocol ----------------------------------------------------------------
     def requests(self) -> list[tuple[int, int]]:
@@ -180,7 +224,7 @@ class ChainWalk:
                     nodes[i] = None
                 i += 1
             self._open = [n for n in nodes if n is not None]
-        if not self._open_roots and not self._open:
+        if not self._open_roots and not self._open and not self.structure_only:
             self._decode_pass()
 
     def _root(self, root: Root) -> bool:
@@ -322,22 +366,31 @@ class ChainWalk:
         self._times[n] = got
         return got
 
+    def answers(self, root: Root) -> list:
+        """The decodes a root's answers need, [(kind, node)], once per root (structure
+        only: a pre-walked root comes with them)."""
+        if root.answers is None:
+            out = []
+            n = root.node
+            if n is not None:
+                for key in root.keys or self._keys_wanted:
+                    found, _why = self._value(n, key)
+                    if found is not None:
+                        out.append(("value", found))
+                d, e, _why = self._deadline_err(n)
+                if d is not None:
+                    out.append(("deadline", d))
+                if e is not None:
+                    out.append(("err", e))
+            root.answers = out
+        return root.answers
+
     def _answering(self) -> dict:
         """The decodes the roots' answers need: (kind, node) -> PENDING until decoded."""
-        out: dict = {}
+        out: dict = dict.fromkeys(self._adopted, PENDING)
         for root in self.roots:
-            n = root.node
-            if n is None:
-                continue
-            for key in self._keys_wanted:
-                found, _why = self._value(n, key)
-                if found is not None:
-                    out[("value", found)] = PENDING
-            d, e, _why = self._deadline_err(n)
-            if d is not None:
-                out[("deadline", d)] = PENDING
-            if e is not None:
-                out[("err", e)] = PENDING
+            for job in self.answers(root):
+                out[job] = PENDING
         return out
 
     def _decode_pass(self) -> None:
@@ -360,6 +413,13 @@ class ChainWalk:
             got = ("time.Time", value, False, [])
         else:
             t, off = layer.err
+            if n.early:
+                # A cancel may have come since the chain was read: its err is read now.
+                fresh = self._read(n.data + off, t.size)
+                if fresh is PENDING or fresh is None:
+                    return PENDING if fresh is PENDING else \
+                        ("error", None, True, ["cannot read the context's err (unreadable)"])
+                sb = sb[:off] + fresh + sb[off + t.size:]
             value = ctx._error_text(dec, t, sb, off)
             got = ("error", value, False, [])
         return PENDING if dec.pending or value is PENDING else got
@@ -392,12 +452,13 @@ class ChainWalk:
         else:
             found = None
             d, err, why = self._deadline_err(root.node)
-        if step.op == ctx.OP_DEADLINE:
-            return Variable(e.text, "time.Time", self._decoded("deadline", d)[1],
-                            truncated=bool(why), error=why)
-        if step.op == ctx.OP_ERR:
-            return Variable(e.text, "error", self._decoded("err", err)[1],
-                            truncated=bool(why), error=why)
+        if step.op in (ctx.OP_DEADLINE, ctx.OP_ERR):
+            deadline = step.op == ctx.OP_DEADLINE
+            _name, value, truncated, errors = self._decoded(*(("deadline", d) if deadline
+                                                              else ("err", err)))
+            return Variable(e.text, "time.Time" if deadline else "error", value,
+                            truncated=truncated or bool(why),
+                            error=why or (errors[0] if errors else None))
         if found is None:
             return Variable(e.text, "", None, truncated=bool(why),
                             error=why or ctx.NOT_FOUND)

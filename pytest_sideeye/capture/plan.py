@@ -787,17 +787,20 @@ class FrameJob:
 
 
 def run_rounds(jobs: list[FrameJob], read_batch: ReadBatch, max_rounds: int = 8,
-               deadline: float | None = None) -> int:
+               deadline: float | None = None, kept=None) -> int:
     """Drive all jobs: each round reads every job's pending requests in one batch
     (shared requests read once). Returns the number of rounds used; after it,
     job.variables() is final for every job.
 
     `deadline` (time.monotonic()) bounds the time spent here, which is pause time: past
     it no more requests are gathered; unfinished jobs then decode what they have, the rest
-    marked cut, when variables() is called (after the resume)."""
+    marked cut, when variables() is called (after the resume).
+
+    `kept`: frames whose context chains were read before the pause (prewalk.Kept), whose
+    answers the walk reads along with the jobs' own."""
     # The frames' context chains: walked together, a level a round (chainwalk.py), for
     # as many rounds as their depth asks.
-    walk = ChainWalk.attach(jobs)
+    walk = ChainWalk.attach(jobs, kept)
     most = max(max_rounds, WALK_ROUNDS) if walk is not None else max_rounds
     rounds = 0
     active = list(jobs)     # a job that asks for nothing is done with its rounds

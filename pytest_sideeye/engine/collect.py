@@ -408,7 +408,9 @@ class Collector:
 
     def python_frames(self, raw: Records) -> list[tuple[int, int]]:
         """(pc, cfa) of the captured frames whose ranges only Python can read."""
-        n = min(self._out_word("ncappy"), self.todo_max)
+        # Sized as capq itself: a frame is listed once per capture pass, so none is left
+        # out (the note below is for a C change that breaks this).
+        n = min(self._out_word("ncappy"), self.p.const["CAPPY_MAX"])
         entries = struct.unpack_from(f"<{n}Q", self.p.cappy, 0)
         out = []
         for q in entries:

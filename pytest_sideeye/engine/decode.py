@@ -300,6 +300,12 @@ class RecordDecoder:
         (pc, function) from the leaf (recursion). PCs are symbolized once each (cached).
         continued_only: only the frames past a record's own (deep stacks, which the BPF
         capture does not queue), cheap enough to run in the pause."""
+        for _rec, key, pc, cfa, name in self.frames_by_record(raw, wants, continued_only):
+            yield key, pc, cfa, name
+
+    def frames_by_record(self, raw: Records, wants, continued_only: bool = False):
+        """frames_for_capture's frames, each with its goroutine's record key (chunk,
+        index): (record key, key, pc, cfa, function)."""
         cache = self._capture_cache = getattr(self, "_capture_cache", {})
         running = self.info.layout.status_values.get("_Grunning")
         keys = ((ci, i) for ci, chunk in enumerate(raw.chunks)
@@ -323,7 +329,7 @@ class RecordDecoder:
                 for name in names:
                     n = seen[(pc, name)] = seen.get((pc, name), -1) + 1
                     if fp and (k >= own or not continued_only):
-                        yield (h[H_GOID], pc, name, n), pc, fp + 16, name
+                        yield (ci, i), (h[H_GOID], pc, name, n), pc, fp + 16, name
 
     def _wanted_at(self, pc: int, wants) -> tuple[str, ...]:
         """The captured functions running at pc (inlined ones too), once per pc: the

@@ -329,7 +329,8 @@ def _pauses(order: list[_Prepared], cfg: settings.EngineSettings, collectors: di
                             _before_pause(prep, cfg, collector, raw,
                                           PreSlots(base, PRE_MAX - base)))
         kept[id(prep.program)] = base + collector.pre_kept
-        ready[prep.proc.pid] = _Ready(raw, bool(preread))
+        ready[prep.proc.pid] = _Ready(raw, bool(preread),
+                                      _prewalk(prep, collector, cfg) if preread else None)
     with stopped_together([prep.proc.pid for prep in order]) as group:
         yield group.held, ready
 
@@ -415,9 +416,11 @@ def _prepare(proc: Process, spec, limits, cfg: settings.EngineSettings) -> _Prep
 @dataclass
 class _Ready:
     """What _before_pause did for a process before together mode's stop: its records so
-    far (the pre-read's walk field) and whether its pause may check headers only."""
+    far (the pre-read's walk field), whether its pause may check headers only, and its
+    context chains read before the stop (_prewalk)."""
     raw: Records
     preread: bool
+    prewalk: object = None
 
 
 def _before_pause(prep: _Prepared, cfg: settings.EngineSettings, collector: Collector,
@@ -458,10 +461,11 @@ def _collect(prep: _Prepared, cfg: settings.EngineSettings, collector: Collector
         wanted = _hook_wanted(cfg)
         if ready is None:
             preread = _before_pause(prep, cfg, collector, raw)
+            prewalk = _prewalk(prep, collector, cfg) if preread else None
         else:
             # Stopped already: this process's part of the program's shared maps again
             # (other processes of its program were pre-read and collected since).
-            preread = ready.preread
+            preread, prewalk = ready.preread, ready.prewalk
             collector.claim()
             _set_capture(prep, cfg, collector)
             collector.requeue()
@@ -481,7 +485,7 @@ def _collect(prep: _Prepared, cfg: settings.EngineSettings, collector: Collector
             t1 = time.perf_counter_ns()
             if plan is not None:
                 pause_jobs = _capture_in_pause(plan, decoder, collector, raw, tables,
-                                               cfg.capture_pause_s)
+                                               cfg.capture_pause_s, prewalk)
             t2 = time.perf_counter_ns()
             taken = prep.labels.read(raw, prep.proc.pid, time.monotonic() + cfg.capture_pause_s) \
                 if prep.labels is not None else None
@@ -517,6 +521,20 @@ def _preread(prep: _Prepared, cfg: settings.EngineSettings, collector: Collector
     if prep.labels is not None:
         prep.labels.prescan(collector.pre)
     return True
+
+
+def _prewalk(prep: _Prepared, collector: Collector, cfg: settings.EngineSettings):
+    """After a pre-read, the context chains of its captured frames, read while the target
+    still runs (capture/prewalk.py): the pause reads only what may have changed in those of
+    the goroutines it does not walk again. None when no context rule asks."""
+    plan, pre = prep.plan, collector.pre
+    if plan is None or pre is None or not plan.spec.contexts:
+        return None
+    frames = [(rec, pc, cfa, fn) for rec, _key, pc, cfa, fn in
+              prep.decoder.frames_by_record(pre, plan.wants)]
+    deadline = time.monotonic() + cfg.preread_max_ns / 1e9
+    return capture_mod.PreWalk(plan, frames, lambda reqs: read_dict(prep.proc.pid, reqs),
+                               deadline)
 
 
 def _walk_fields(proc: Process, raw: Records) -> None:
@@ -693,13 +711,19 @@ def _gc_held():
             gc.enable()
 
 
-def _capture_in_pause(plan, decoder, collector, raw, tables, budget_s: float) -> dict:
+def _capture_in_pause(plan, decoder, collector, raw, tables, budget_s: float,
+                      prewalk=None) -> dict:
     """The reads BPF does not do: the frames whose ranges need Python (interfaces, maps,
     inlined copies, ...) and those of deep stacks past a record's frames, read in batched
     rounds within the capture's pause budget. Everything else was read by pass_capture.
-    Returns {(pc, cfa, function): job}."""
+    The frames whose context chains were read before the pause (`prewalk`), of goroutines
+    not walked again, come with their jobs. Returns {(pc, cfa, function): job}."""
     deadline = time.monotonic() + budget_s
     budget = plan.process_budget()   # the byte limit is per process, shared by its frames
+    # Only after a pre-read that stood: otherwise every record is the pause's own.
+    kept = prewalk.kept(raw.superseded(), budget) if prewalk is not None and raw.pre_chunks \
+        else None
+    known = kept.jobs if kept is not None else {}
     if tables is None:
         frames = [(pc, cfa, fn) for _k, pc, cfa, fn in
                   decoder.frames_for_capture(raw, plan.wants)]
@@ -717,18 +741,23 @@ def _capture_in_pause(plan, decoder, collector, raw, tables, budget_s: float) ->
                    for fn in decoder._wanted_at(pc, plan.wants)]
     jobs, skipped = {}, 0
     for pc, cfa, function in frames:
+        if (pc, cfa, function) in known:
+            continue
         if time.monotonic() > deadline:
             skipped += 1
             continue
         jobs[(pc, cfa, function)] = plan.start_frame(function, pc - decoder.bias, cfa, is_call_site=True,
                                                      budget=budget)
-    if jobs:
+    if jobs or known:
         # process_vm_readv, not the iterator's read passes: a round of 1,000 small reads
         # costs ~0.5 ms instead of 2-12 ms on a loaded machine (context chains take one a
         # level); it faults pages in as the iterator does.
         capture_mod.run_rounds(list(jobs.values()), lambda reqs: read_dict(raw.pid, reqs),
-                               deadline=deadline)
+                               deadline=deadline, kept=kept)
     unfinished = sum(1 for j in jobs.values() if not j.done)
+    if known and not next(iter(known.values())).done:   # they share one walk
+        unfinished += len(known)
+    jobs.update(known)
     if unfinished or skipped:
         raw.notes.append(
             f"capture stopped at its pause budget ({budget_s * 1000:g} ms): of "

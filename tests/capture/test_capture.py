@@ -152,8 +152,8 @@ def _capture_varzoo(engine, exe: str, mp: pytest.MonkeyPatch):
     rounds: list[int] = []
     real = capture.run_rounds
 
-    def counting(jobs, read_batch, max_rounds=8, deadline=None):  # a spy: the real driver runs
-        n = real(jobs, read_batch, max_rounds, deadline)
+    def counting(jobs, read_batch, max_rounds=8, deadline=None, **kw):  # a spy: the real runs
+        n = real(jobs, read_batch, max_rounds, deadline, **kw)
         rounds.append(n)
         return n
 

@@ -1,0 +1,84 @@
+"""The context pre-walk (capture/prewalk.py): the chains of the goroutines the pause does
+not walk again are read before it, and a goroutine that ran since its pre-read never gets
+that data.
+
+The ABA case: ctxflip's flipper parks again and again at the same pc and sp in main.park,
+each time with a new context holding tag 1 or 2 (context.WithValue), beside 1,000
+goroutines parked for good with a context each. Only g.trackingSeq tells one of its parks
+from the next. main.hold's `tag` is read in the pause (as every captured variable), and
+names the value the context main.park holds at that instant. With the header check whole,
+the flipper is walked again whenever it ran and every snapshot's ctx[main.tagKey] equals
+`tag`; with trackingSeq left out (preread_check "no-seq", a setting only the tests use) its
+chain read before the pause is taken for one it left, and some snapshot must disagree,
+which shows the test can fail (chains read in the pause would agree either way).
+"""
+from __future__ import annotations
+
+import pytest
+from oracle import start_app
+
+from pytest_sideeye import settings
+from pytest_sideeye.engine import take as engine
+
+pytestmark = pytest.mark.usefixtures("needs_root")
+
+CAPTURE = ["context:main.tagKey", "main.hold: tag"]
+SNAPSHOTS = 30
+IDLE = 1000
+
+
+@pytest.fixture(scope="module")
+def ctxflip(go_build):
+    with start_app(go_build("ctxflip"), "-n", str(IDLE)) as app:
+        yield app
+
+
+def _flipper(proc):
+    """(main.hold's tag, main.park's ctx[main.tagKey]) of the flipper parked in main.park,
+    or None (running or runnable at that instant: nothing captured)."""
+    for g in proc.goroutines:
+        names = [f.function for f in g.frames]
+        if "main.park" in names and "main.hold" in names and g.status == "waiting":
+            park, hold = g.frames[names.index("main.park")], g.frames[names.index("main.hold")]
+            tag = {v.name: v for v in hold.variables}["tag"]
+            ctx = {v.name: v for v in park.variables}["ctx[main.tagKey]"]
+            assert tag.error is None and ctx.error is None, (tag, ctx)
+            return tag.value, ctx.value
+    return None
+
+
+def _snapshots(app, check: str) -> tuple[int, list, int]:
+    """(snapshots with the flipper parked, the disagreeing ones, idle contexts captured in
+    the last)."""
+    cfg = settings.current()._replace(preread=True, preread_check=check)
+    seen, disagree, idle = 0, [], 0
+    for _ in range(SNAPSHOTS):
+        proc = engine.take_snapshot([app.pid], capture=CAPTURE, cfg=cfg).processes[0]
+        if proc.error and "did not stop within" in proc.error:
+            continue   # a loaded machine: the stop itself timed out (it was resumed)
+        assert proc.error is None, proc.error
+        assert proc.walk == "pre-read", proc.walk
+        idle = sum(1 for g in proc.goroutines for f in g.frames if f.function == "main.idler"
+                   for v in f.variables if v.name == "ctx[main.tagKey]" and not v.error)
+        got = _flipper(proc)
+        if got is None:
+            continue
+        seen += 1
+        if got[0] != got[1]:
+            disagree.append(got)
+    return seen, disagree, idle
+
+
+def test_a_goroutine_that_ran_never_gets_a_chain_read_before_the_pause(ctxflip):
+    seen, disagree, idle = _snapshots(ctxflip, "header")
+    assert seen >= SNAPSHOTS // 4, f"the flipper was parked in only {seen} snapshots"
+    assert not disagree, f"stale contexts in {len(disagree)} of {seen} snapshots: {disagree[:5]}"
+    assert idle == IDLE
+
+
+def test_without_tracking_seq_a_chain_read_before_the_pause_gets_through(ctxflip):
+    """The same snapshots with trackingSeq left out of the check: the flipper's header is
+    the same whichever round it parked in, so its chain read before the pause is kept."""
+    seen, disagree, _ = _snapshots(ctxflip, "no-seq")
+    assert seen >= SNAPSHOTS // 4, f"the flipper was parked in only {seen} snapshots"
+    assert disagree, f"no stale context in {seen} snapshots without trackingSeq"
