@@ -607,6 +607,13 @@ def _no_dwarf_variables(proc: Process, spec) -> None:
             if exprs:
                 f.variables = [Variable(e.text, "", None, available=False, error=NO_DWARF)
                                for e in exprs]
+    # Type and context rules find their variables through DWARF: none is found, and no
+    # frame would say why.
+    rules = [f"type:{t}" for t in spec.types] + [f"context:{k}" for k in spec.contexts]
+    if rules:
+        proc.notes.append(f"capture: {', '.join(rules)} not applied: "
+                          f"{'it needs' if len(rules) == 1 else 'they need'} DWARF "
+                          "(binary built with -w)")
 
 
 def _who_collected(raw: Records, program: Program, wanted: bool, hooked: bool,

@@ -108,6 +108,18 @@ def test_the_reports_flag_a_goroutine_waiting_on_a_done_context(zoo):
     assert "&lt;/td&gt;&lt;script&gt;alert(" in html
 
 
+def test_rules_on_a_binary_without_dwarf_say_so(go_build, needs_root, tmp_path):
+    """Type and context rules find their variables through DWARF: on a binary built with
+    -w nothing is captured, and a note says why (it was silent)."""
+    exe = go_build("ctxzoo", GO_VERSIONS[1], ldflags="-w")
+    with start_app(exe, "-out", str(tmp_path / "seen.json")) as app:
+        [proc] = take_snapshot([app.pid], capture=["context:main.userKey",
+                                                   "type:main.requestInfo"]).processes
+    assert proc.error is None
+    assert "capture: type:main.requestInfo, context:main.userKey not applied: they need " \
+        "DWARF (binary built with -w)" in proc.notes, proc.notes
+
+
 # --- many goroutines within the default budget ---------------------------------------------
 
 MANY = 1000
