@@ -141,13 +141,20 @@ def paused(pid: int, times: PauseTimes, stopped=None):
         _wait_stopped(pid, t0, times, stopped)
         yield
     finally:
-        t1 = time.perf_counter_ns()
-        try:
-            os.kill(pid, signal.SIGCONT)
-        except ProcessLookupError:
-            pass
-        t2 = time.perf_counter_ns()
-        Guardian.tell(f"C {pid}")
+        _resume(pid, t0, times)
+
+
+def _resume(pid: int, t0: int, times: PauseTimes | None) -> None:
+    """SIGCONT (a process already gone needs none), tell the guardian, and record in `times`
+    how long the pause since t0 and the resume took."""
+    t1 = time.perf_counter_ns()
+    try:
+        os.kill(pid, signal.SIGCONT)
+    except ProcessLookupError:
+        pass
+    t2 = time.perf_counter_ns()
+    Guardian.tell(f"C {pid}")
+    if times is not None:
         times.pause_ns = t2 - t0
         times.resume_ns = t2 - t1
 
@@ -236,17 +243,7 @@ class StoppedTogether:
         t0 = self._sent_ns.pop(pid, None)
         if t0 is None:
             return
-        t1 = time.perf_counter_ns()
-        try:
-            os.kill(pid, signal.SIGCONT)
-        except ProcessLookupError:
-            pass
-        t2 = time.perf_counter_ns()
-        Guardian.tell(f"C {pid}")
-        times = self.times.get(pid)
-        if times is not None:
-            times.pause_ns = t2 - t0
-            times.resume_ns = t2 - t1
+        _resume(pid, t0, self.times.get(pid))
 
     def resume_all(self) -> None:
         for pid in list(self._sent_ns):
