@@ -75,7 +75,8 @@ def pre_timeout_snapshot(item: pytest.Item, seconds: float, method: str) -> None
 
 def before_pytest_timeout(item: pytest.Item, settings: Any) -> bool | None:
     """pytest-timeout arms its timer: start ours at (timeout - margin) to snapshot shortly
-    before. Returns None so pytest-timeout still arms its own."""
+    before. Returns None so pytest-timeout still arms its own, or True when its thread
+    method's timer is run by us instead (_take_over_thread_method)."""
     st = state_of(item)
     if st.own_timer is not None:  # pytest-timeout wins: both cannot own SIGALRM
         st.own_timer.cancel()
