@@ -474,6 +474,8 @@ def consistency_problems(p: Process, roots: frozenset[str] = CHURN_ROOTS) -> lis
             problems.append(f"goroutine {g.id} [{g.status}]: no frames and no truncation mark")
             continue
         last = g.frames[-1].function
+        if [f.function for f in g.frames] == ["runtime.goexit"]:
+            continue   # its function has returned: it is exiting (decode.symbolize)
         if last in NEVER_OUTERMOST:
             problems.append(f"goroutine {g.id}: stack ends in {last} without a truncation mark")
         elif any(f.function.startswith("main.") for f in g.frames) and last not in roots \

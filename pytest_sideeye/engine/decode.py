@@ -224,9 +224,8 @@ class RecordDecoder:
         elif cut:
             g.truncated = g.truncated or cut
         if not g.frames and not g.truncated:
-            # Seen once in 2,000 snapshots of a churning program: a goroutine running on
-            # the system stack whose saved registers led nowhere. Never an empty stack
-            # that does not say so.
+            # Never an empty stack that does not say so. (The one case seen, 1 in ~2,000
+            # churn snapshots, was a thread stopped at goexit+1: symbolize shows it.)
             g.truncated = "no frame could be read at this instant"
         return g
 
@@ -253,7 +252,9 @@ class RecordDecoder:
                 return frames, f"return address {pc:#x} is in no Go function"
             name, injected, symframes = step
             if name in STOP_AT:
-                return frames, None
+                # A leaf in goexit: the goroutine's function has returned (to goexit+1,
+                # the CALL goexit1 there) and it is exiting: its one frame is goexit.
+                return (frames or self._unelided(pc)), None
             frames += [Frame(function, file, line, pc, inlined=inlined, wrapper=wrapper)
                        for function, file, line, inlined, wrapper in symframes]
             callee = name

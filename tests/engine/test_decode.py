@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pytest_sideeye.binary import analyze
 from pytest_sideeye.engine.bpf import source_constants
-from pytest_sideeye.engine.collect import H_GOID, H_GP, H_SP
+from pytest_sideeye.engine.collect import H_GOID, H_GP, H_HI, H_LO, H_SP
 from pytest_sideeye.engine.decode import RecordDecoder
 
 
@@ -44,3 +44,17 @@ def test_a_goroutine_without_frames_always_says_why(go_build):
     h[H_GOID], h[H_GP], h[H_SP] = 58551, 0xc000100000, 0xc000200f00
     g = d._goroutine(h, "running", [], 0, {}, {}, {})
     assert g.frames == [] and g.truncated == "no frame could be read at this instant"
+
+
+def test_a_goroutine_whose_function_returned_shows_goexit(go_build):
+    """A thread stopped right after the goroutine's function returned, at goexit+1 (the
+    CALL goexit1 there; caught live in 1 of ~9,000 churn snapshots, thread sp inside the
+    goroutine's stack): its one frame is runtime.goexit, not an empty stack."""
+    d = decoder_for(go_build("parkzoo", "1.24.11"))
+    goexit = d.symtab.func_by_name("runtime.goexit")
+    h = [0] * source_constants()["HDR_WORDS"]
+    h[H_GOID], h[H_GP], h[H_LO], h[H_HI] = 434385, 0xc000100000, 0xc000128800, 0xc000129000
+    thread = (goexit.entry + 1, 0xc000128fe0, 0, [goexit.entry + 1], 0)
+    g = d._goroutine(h, "running", [], 0, {21080: thread}, {}, {0xc000100000: 21080})
+    assert [f.function for f in g.frames] == ["runtime.goexit"], g.frames
+    assert g.truncated is None and g.thread == 21080

@@ -138,6 +138,8 @@ def test_consistency_check_catches_what_it_is_for():
         Goroutine(12, "running", truncated="running on a thread that could not be read"),
         # Not started yet: at its go-statement wrapper's entry, a legitimate outermost frame.
         Goroutine(13, "runnable", frames=[Frame("main.spawnFor.gowrap2", "churn.go", 40)]),
+        # Its function has returned, it is exiting: goexit is its one frame.
+        Goroutine(14, "running", frames=[Frame("runtime.goexit", "asm_amd64.s", 1700)]),
     ])
     problems = gauntlet.consistency_problems(p)
     assert any("goroutine 7 twice" in x for x in problems)
@@ -146,7 +148,7 @@ def test_consistency_check_catches_what_it_is_for():
     assert any("goroutine 10: user stack ends in main.helper" in x for x in problems)
     assert any("goroutine 11" in x and "no frames" in x for x in problems)
     assert not any("goroutine 1:" in x or "goroutine 12" in x or "goroutine 13" in x
-                   for x in problems)
+                   or "goroutine 14" in x for x in problems)
     assert len(problems) == 5
 
 
