@@ -17,10 +17,11 @@ Found from the code, amd64 (Go's own instruction selection, checked on 1.24.11):
     ...                                           (captured values at off+8, off+16, ...)
     LEAQ off(SP), SI     ; MOVQ SI, slot(SP)      its address stored in a defer slot
 
-and F calls runtime.deferreturn (it has open-coded defers). From the second store to the
-end of the function, where the frame size is the one at that store, each parameter of F
-that the closure captures by value (same name, same type) is given an extra location: the
-copy, at CFA + off + its offset - frame size - 8, listed before DWARF's own (which says
+and F calls runtime.deferreturn (it has open-coded defers), and no jump before the second
+store lands past it (a defer in an `if`: not built on every path). From the second store
+to the end of the function, where the frame size is the one at that store, each parameter
+of F that the closure captures by value (same name, same type) is given an extra
+location: the copy, at CFA + off + its offset - frame size - 8, listed before DWARF's own (which says
 "in a register" up to and including the call that passes it: nothing a parked frame has).
 Anything else (another architecture, a heap closure, other instructions) finds nothing:
 the parameter stays as DWARF says."""
@@ -76,12 +77,12 @@ def copies(symtab: Symtab, read_code, function: str, params: list, closures: dic
         code = read_code(f.entry, f.end - f.entry)
     except (KeyError, OSError, ValueError):
         return {}
-    found = _deferred_closures(code, f.entry, entries, deferreturn.entry)
+    found, jumps = _deferred_closures(code, f.entry, entries, deferreturn.entry)
     out: dict[int, list[tuple[int, int, list[int]]]] = {}
     by_name = {p.name: p for p in params if p.is_param}
     for name, (base, registered) in found.items():
         ranges = _same_frame_ranges(symtab, registered, f.end)
-        if not ranges:
+        if not ranges or _skippable(jumps, registered, ranges):
             continue
         delta = symtab.sp_delta(registered)
         for var, type_off, offset in closures[name]:
@@ -94,20 +95,23 @@ def copies(symtab: Symtab, read_code, function: str, params: list, closures: dic
 
 
 def _deferred_closures(code: bytes, entry: int, closures: dict[int, str], deferreturn: int
-                       ) -> dict[str, tuple[int, int]]:
+                       ) -> tuple[dict[str, tuple[int, int]], list[tuple[int, int | None]]]:
     """Closure name -> (its base's offset from SP, the pc after its address is stored in
-    a frame slot), for the closures built in the frame and registered as defers."""
+    a frame slot), for the closures built in the frame and registered as defers; and
+    every jump of the function as (its pc, its target; None: indirect)."""
     try:
         from capstone import CS_ARCH_X86, CS_MODE_64, Cs
         from capstone.x86 import X86_OP_IMM, X86_OP_MEM, X86_OP_REG, X86_REG_RIP, X86_REG_RSP
     except ImportError:
-        return {}
+        return {}, []
     md = Cs(CS_ARCH_X86, CS_MODE_64)
     md.detail = True
     insns = list(md.disasm(code, entry))
     if not any(i.mnemonic == "call" and i.operands and i.operands[0].type == X86_OP_IMM
                and i.operands[0].imm == deferreturn for i in insns):
-        return {}
+        return {}, []
+    jumps = [(i.address, i.operands[0].imm if i.operands and i.operands[0].type == X86_OP_IMM
+              else None) for i in insns if i.mnemonic.startswith("j")]
     bases: dict[str, list[int]] = {}
     at_base: dict[int, str] = {}
     registered: dict[str, list[int]] = {}
@@ -132,7 +136,21 @@ def _deferred_closures(code: bytes, entry: int, closures: dict[int, str], deferr
                 registered.setdefault(name, []).append(mov.address + mov.size)
     # One build and one registration each: anything else is not the pattern above.
     return {name: (offs[0], registered[name][0]) for name, offs in bases.items()
-            if len(offs) == 1 and len(registered.get(name, ())) == 1}
+            if len(offs) == 1 and len(registered.get(name, ())) == 1}, jumps
+
+
+def _skippable(jumps: list[tuple[int, int | None]], registered: int,
+               ranges: list[tuple[int, int]]) -> bool:
+    """Whether a pc of the ranges can be reached without building the closure: a jump
+    before its registration lands past it (`if flag { defer func() {...}() }`, the flag
+    false: the closure's slot holds what the stack had), or goes who knows where."""
+    for at, target in jumps:
+        if at >= registered:
+            continue
+        if target is None or (target >= registered and
+                              any(lo <= target < hi for lo, hi in ranges)):
+            return True
+    return False
 
 
 def _same_frame_ranges(symtab: Symtab, start: int, end: int) -> list[tuple[int, int]]:
