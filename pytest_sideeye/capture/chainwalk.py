@@ -104,7 +104,13 @@ class ChainWalk:
         self._keys_wanted: set[str] = set()
         self._key_sets: set[tuple[str, ...]] = set()
         self._decodes: dict[tuple[str, _Node], object] | None = None
+        self._undecoded: list | None = None   # those of _decodes still PENDING
         self._adopted: set = set()   # the answers of the roots read before the pause
+        # Their decodes made before the pause (prewalk.Early), checked in the first round.
+        self._early = None
+        self._verifying = False
+        self._verified: dict = {}
+        self.stale = 0                # early answers whose bytes changed: decoded again
         self._values: dict = {}
         self._times: dict = {}
         self.finished = False     # nothing left to read in the pause
@@ -157,6 +163,24 @@ class ChainWalk:
             self._want_keys(keys)
         for job in kept.jobs.values():
             job.contexts = self
+        early = kept.early
+        if early is not None and early.results and self.budget.take(early.nbytes):
+            # The answers decoded before the pause stand if every byte they read is the
+            # same now: read those again first (one round), then decode only the others.
+            self._early = early
+            self._verifying = True
+            self._want.update(early.bytes)
+
+    def _verify(self) -> None:
+        """The early answers none of whose bytes changed, taken as decoded now."""
+        got, early = self._got, self._early
+        stale: set = set()
+        for r, b in early.bytes.items():
+            if got.get(r) != b:
+                stale.update(early.users[r])
+        self._verified = {a: res for a, res in early.results.items() if a not in stale}
+        self.stale = len(stale)
+        self._verifying = False
 
     @property
     def structure_done(self) -> bool:
@@ -197,6 +221,8 @@ class ChainWalk:
         if self._mem_issued:
             self.mem.feed({r: results.get(r) for r in self._mem_issued})
         self._issued, self._mem_issued = [], []
+        if self._verifying:
+            self._verify()
 
     def _read(self, addr: int, size: int):
         """Bytes read in an earlier round, None if unreadable, PENDING (asked for)."""
@@ -224,7 +250,8 @@ class ChainWalk:
                     nodes[i] = None
                 i += 1
             self._open = [n for n in nodes if n is not None]
-        if not self._open_roots and not self._open and not self.structure_only:
+        if not self._open_roots and not self._open and not self.structure_only and \
+                not self._verifying:
             self._decode_pass()
 
     def _root(self, root: Root) -> bool:
@@ -391,17 +418,25 @@ class ChainWalk:
         for root in self.roots:
             for job in self.answers(root):
                 out[job] = PENDING
+        verified = self._verified
+        if verified:
+            out.update((job, verified[job]) for job in self._adopted.intersection(verified))
         return out
 
     def _decode_pass(self) -> None:
         if self._decodes is None:
             self._decodes = self._answering()
-        for job, got in self._decodes.items():
-            if got is PENDING:
-                self._decodes[job] = self._decode(*job)
+        left = self._undecoded
+        if left is None:
+            left = self._undecoded = [job for job, got in self._decodes.items() if got is PENDING]
+        for job in left:
+            self._decodes[job] = self._decode(*job)
+        self._undecoded = [job for job in left if self._decodes[job] is PENDING]
 
-    def _decode(self, kind: str, n: _Node):
-        dec = ValueDecoder(self.debug, self.mem, self.limits, self.bias)
+    def _decode(self, kind: str, n: _Node, mem=None):
+        """(type name, value, truncated, errors) of one answer, or PENDING; `mem`: what
+        to read through instead of the walk's own (prewalk.Recorder)."""
+        dec = ValueDecoder(self.debug, mem or self.mem, self.limits, self.bias)
         layer, sb = n.layer, n.sb
         if kind == "value":
             t, off = layer.val
@@ -420,6 +455,8 @@ class ChainWalk:
                     return PENDING if fresh is PENDING else \
                         ("error", None, True, ["cannot read the context's err (unreadable)"])
                 sb = sb[:off] + fresh + sb[off + t.size:]
+            elif mem is not None:
+                mem.saw(n.data + off, sb[off:off + t.size])   # the err words: they change
             value = ctx._error_text(dec, t, sb, off)
             got = ("error", value, False, [])
         return PENDING if dec.pending or value is PENDING else got
