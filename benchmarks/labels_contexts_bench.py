@@ -9,7 +9,10 @@ timed as pause_parts_ns "labels". Three targets of N goroutines each:
   distinct sets, the worst case);
 - ctxzoo -n N with `context:main.userKey`: the same goroutines' contexts (each park frame
   holds one: a pprof.Do valueCtx over Background; so does its caller's closure, holding
-  Background) walked by the context rule (capture/chainwalk.py), against no capture at all.
+  Background) walked by the context rule (capture/chainwalk.py), against no capture at all;
+- ctxflip -cancels N with `context:main.idxKey`: N goroutines each waiting with a context
+  of its own, WithValue(WithCancel(Background), idxKey{}, k): each one's value and err
+  answer (as N requests' contexts would), none cancelled while measured.
 
     .venv/bin/python benchmarks/labels_contexts_bench.py [--n 1000] [--reps 7] [--go 1.24.11]
         [--contexts-only]
@@ -17,9 +20,9 @@ timed as pause_parts_ns "labels". Three targets of N goroutines each:
 Prints a table of medians (min in brackets), in ms, headed by the machine's load average;
 "contexts captured" is the fewest and most over the snapshots (ctx.Err() values read
 whole), and "cut" how many snapshots' notes say the capture stopped at its pause budget
-(SIDEEYE_CAPTURE_PAUSE_MS, default 10 ms). At N=1,000 the BPF capture path queues at most
-1,024 frames for the Python rounds (ctxzoo has ~2,030 holding a context: each park frame
-and its caller's closure): the others are left out with a note whatever the budget.
+(SIDEEYE_CAPTURE_PAUSE_MS, default 10 ms). After a pre-read (the default) the chains of
+the goroutines not walked again are read and their answers decoded before the pause
+(capture/prewalk.py): the pause reads those answers' bytes again and decodes the changed.
 """
 from __future__ import annotations
 
@@ -40,6 +43,7 @@ from pytest_sideeye.engine import take as engine  # noqa: E402
 from pytest_sideeye.services import toolchains  # noqa: E402
 
 RULE = ["context:main.userKey"]
+CANCELS_RULE = ["context:main.idxKey"]
 
 
 def measure(pid: int, reps: int, capture=None) -> dict:
@@ -53,7 +57,7 @@ def measure(pid: int, reps: int, capture=None) -> dict:
         labeled = sum(1 for g in p.goroutines if g.labels)
         contexts = sum(1 for g in p.goroutines for f in g.frames for v in f.variables
                        if v.name.endswith(".Err()") and not v.error)
-        cut = any("pause budget" in n for n in p.notes)
+        cut = any(n.startswith("capture stopped at its pause budget") for n in p.notes)
         rows.append((p.pause_ns, p.pause_parts_ns.get("labels", 0),
                      p.pause_parts_ns.get("capture", 0), labeled, contexts, len(p.goroutines),
                      cut))
@@ -96,6 +100,11 @@ def main() -> None:
         if not args.contexts_only:
             results.append(("ctxzoo, a label set each", measure(app.pid, args.reps)))
         results.append(("ctxzoo + context:main.userKey", measure(app.pid, args.reps, RULE)))
+    flip = toolchains.build(ROOT / "fixtures" / "goapps" / "ctxflip", args.go)
+    with start_app(flip, "-n", "0", "-cancels", str(args.n)) as app:
+        time.sleep(0.5)
+        results.append(("ctxflip -cancels + context:main.idxKey",
+                        measure(app.pid, args.reps, CANCELS_RULE)))
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"$ .venv/bin/python benchmarks/labels_contexts_bench.py {' '.join(sys.argv[1:])}")
     print(f"Go {args.go}, {args.n} parked goroutines, {args.reps} snapshots each; "
