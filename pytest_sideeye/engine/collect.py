@@ -97,6 +97,10 @@ class Records:
     # The pre-read's records with pprof labels, {(chunk, index): (goid, g.labels)}, found
     # before the pause (labels.LabelReader.prescan) so the pause scans only the re-walked.
     pre_labels: dict[tuple[int, int], tuple[int, int]] | None = None
+    # The link probes' slots the pre-read read (links/preread_slots.PrereadProbes), and
+    # how many of those frames the snapshot took (those of goroutines not walked again).
+    pre_probes: object = None
+    pre_probe_frames: int = 0
 
     def freeze(self) -> Records:
         """Copy what still lives in a program's map: the map is reused by the next pause."""
@@ -269,6 +273,7 @@ class Collector:
         self.pre: Records | None = None
         self._slots = PreSlots()
         self._pre_count, self._hist, self._queue = 0, (0, 0), None
+        self._pre_taken = 0   # capture bytes read before the pause (keep_queued)
         self._verify = 0
         self._check = VERIFY_CHECK
         # How long the stop hook may walk with interrupts off on its CPU (the iterator
@@ -562,14 +567,16 @@ class Collector:
         before its walk (MODE_KEEP), so that the pause only checks headers (_verified).
         Returns the pre-read's records; self.pre is set only when it can stand: the
         goroutine list read whole within max_ns. Call after set_capture: captured frames
-        it finds are queued for the pause's capture pass to read (values are always read
-        in the pause). `hist`: (address, size) of runtime.sched.timeToRun in the target.
+        it finds are queued for the pause's capture pass to read (values are read in the
+        pause, but for the link probes' stack slots: keep_queued). `hist`: (address,
+        size) of runtime.sched.timeToRun in the target.
         `check`: VERIFY_NOSEQ only for the ABA test. `slots`: where in the program's
         `pre` map this process's headers go (PreSlots; all of it by default)."""
         pre = Records(self.pid, per_chunk=self.per_pass)
         self.pre, self._verify = None, 0
         self._slots = slots or PreSlots()
         self._pre_count, self._hist, self._queue = 0, hist, None
+        self._pre_taken = 0
         CFG.set(self.p.cfg, pre_count=0, pre_base=self._slots.base)
         t0 = time.perf_counter_ns()
         # Read before any header: every header kept is younger than this count.
@@ -651,6 +658,31 @@ class Collector:
         first = self.p.const["CAPQ_REGION"] * CAPENT.size
         self.p.capq[first:first + len(entries)] = entries
         OUT.set(self.p.out, ncapq1=n)
+        if self._pre_taken:   # what keep_queued read counts towards the byte budget
+            budget = CFG.get(self.p.cfg, "cap_bytes")
+            CFG.set(self.p.cfg, cap_bytes=max(0, budget - self._pre_taken))
+
+    def queued_frames(self) -> list[tuple[int, int, int, int]] | None:
+        """Before the pause, after a pre-read that stands: the captured frames it queued,
+        as (allgs index, frame, pc, cfa); None when they overflowed capq's region."""
+        if self.pre is None or self._queue is None:
+            return None
+        n, entries = self._queue
+        if n > self.p.const["CAPQ_REGION"]:
+            return None
+        return [struct.unpack_from(CAPENT.format, entries, j * CAPENT.size)[:4]
+                for j in range(n)]
+
+    def keep_queued(self, keep: list[int], taken_bytes: int) -> None:
+        """Before the pause: of the frames queued_frames() gave, only those at the indexes
+        `keep` (in order) stay queued for the pause's capture pass; the others were read
+        already (links/preread_slots.py), `taken_bytes` as the capture buffer counts them,
+        which the pause's capture may use that much less of (requeue)."""
+        _n, entries = self._queue
+        size = CAPENT.size
+        self._queue = (len(keep), b"".join(entries[i * size:(i + 1) * size] for i in keep))
+        self._pre_taken = taken_bytes
+        self.requeue()
 
     def _unkeep_broken(self, pre: Records) -> None:
         """A deep stack whose continuation went wrong while the target ran is walked

@@ -40,6 +40,7 @@ from pytest_sideeye.engine.collect import (
 from pytest_sideeye.engine.cstructs import check_capture_formats
 from pytest_sideeye.engine.decode import RecordDecoder
 from pytest_sideeye.engine.links import after_resume as after_resume_mod
+from pytest_sideeye.engine.links import preread_slots
 from pytest_sideeye.engine.pause import PauseTimes, paused, proc_state, stopped_together
 from pytest_sideeye.engine.privileges import missing_privileges
 from pytest_sideeye.engine.process import (
@@ -492,6 +493,7 @@ def _collect(prep: _Prepared, cfg: settings.EngineSettings, collector: Collector
             t3 = time.perf_counter_ns()
         # Only copied out of the maps here; decoded after the last resume (_finish).
         out = collector.capture_output(tables) if tables is not None else None
+        raw.pre_probe_frames = preread_slots.adopt(out, raw.pre_probes, raw)
     finally:
         collector.close()
     return _Collected(raw, times, t1 - t0, t2 - t1, pause_jobs, out, wanted, hooked, taken,
@@ -520,7 +522,17 @@ def _preread(prep: _Prepared, cfg: settings.EngineSettings, collector: Collector
         return False
     if prep.labels is not None:
         prep.labels.prescan(collector.pre)
+    _preread_probes(prep, collector, raw)
     return True
+
+
+def _preread_probes(prep: _Prepared, collector: Collector, raw: Records) -> None:
+    """The stack slots of the probe-only functions' frames the pre-read found, read now,
+    not in the pause (links/preread_slots.py), into raw.pre_probes: the pause keeps those
+    of the goroutines it does not walk again."""
+    if prep.after_resume and prep.plan is not None:
+        raw.pre_probes = preread_slots.take(prep.proc.pid, collector, prep.tables,
+                                            prep.decoder, prep.plan.wants, prep.after_resume)
 
 
 def _prewalk(prep: _Prepared, collector: Collector, cfg: settings.EngineSettings):
@@ -545,6 +557,7 @@ def _walk_fields(proc: Process, raw: Records) -> None:
     proc.preread_ns = raw.preread_ns or None
     if raw.pre_chunks:
         proc.rewalked = raw.rewalked
+        proc.preread_probe_frames = raw.pre_probe_frames
         proc.pause_parts_ns["verify"] = raw.verify_ns
         proc.pause_parts_ns["rewalk"] = raw.rewalk_ns
 
