@@ -1087,6 +1087,27 @@ static __always_inline u64 signal_context(struct config *c, struct trec *t) {
 // A thread caught in the Go signal handler (SIGURG preemption, SIGPROF): the goroutine
 // it interrupted is unwound from the registers the kernel saved in the signal frame, as
 // the runtime's sigctxt does, into th.sig. Costs nothing for the other threads.
+// A thread's frame-pointer walk from its registers (r->ip, sp, bp set), within 1 MiB above
+// its sp; where the chain leaves that window once, it goes on from there: Go calls the
+// vDSO (time.Now, nanotime) on the g0 stack without saving g.sched, and the vDSO's frame
+// (or time.now's, its BP left on the goroutine's stack) links back to the goroutine's own
+// frames, which may lie below the g0 stack. A jump within the window stays a broken chain.
+static __always_inline void walk_thread(struct task_struct *task, struct scratch_t *s,
+                                        struct trec *r) {
+  u64 unused = 0;
+  r->f[0] = r->ip;
+  r->f[1] = r->bp;
+  walk(task, s, r->f, &r->nframes, 1, r->bp, r->sp, r->sp + (1 << 20), &r->flags, &unused);
+  u64 n = r->nframes;
+  if (!(r->flags & F_BADFP) || n == 0 || n >= MAX_FRAMES)
+    return;
+  u64 fp = r->f[(2 * n - 1) & (2 * MAX_FRAMES - 1)];   // the frame pointer it stopped at
+  if (fp == 0 || (fp & 7) || (fp >= r->sp && fp < r->sp + (1 << 20)))
+    return;
+  r->flags &= ~(u64)F_BADFP;
+  walk(task, s, r->f, &r->nframes, n, fp, fp, fp + (1 << 20), &r->flags, &unused);
+}
+
 static __always_inline void read_signal_context(struct task_struct *task, struct out_t *o,
                                                 struct scratch_t *s, struct trec *t, u64 uc) {
   if (COPY_USER(s->regs, MC_WORDS * 8, (void *)(uc + UC_MCONTEXT), task) != 0)
@@ -1106,10 +1127,7 @@ static __always_inline void read_signal_context(struct task_struct *task, struct
   r->nframes = 1;
   if (COPY_USER(r->stk, sizeof(r->stk), (void *)r->sp, task) != 0)
     __builtin_memset(r->stk, 0, sizeof(r->stk));
-  r->f[0] = r->ip;
-  r->f[1] = r->bp;
-  u64 unused = 0;
-  walk(task, s, r->f, &r->nframes, 1, r->bp, r->sp, r->sp + (1 << 20), &r->flags, &unused);
+  walk_thread(task, s, r);
 }
 
 static __always_inline int pass_thread(struct bpf_iter__task *ctx, struct task_struct *task,
@@ -1139,12 +1157,8 @@ static __always_inline int pass_thread(struct bpf_iter__task *ctx, struct task_s
   t->flags = 0;
   if (COPY_USER(t->stk, sizeof(t->stk), (void *)t->sp, task) != 0)
     __builtin_memset(t->stk, 0, sizeof(t->stk));
-  t->f[0] = t->ip;
-  t->f[1] = t->bp;
-  // A thread's stack bounds are unknown here: accept frames within 1 MiB above sp.
-  u64 unused = 0;
-  walk(task, s, t->f, &t->nframes, 1, t->bp, t->sp, t->sp + (1 << 20), &t->flags,
-       &unused);
+  // A thread's stack bounds are unknown here: frames within 1 MiB above sp (walk_thread).
+  walk_thread(task, s, t);
   u64 uc = signal_context(c, t);
   if (uc)
     read_signal_context(task, o, s, t, uc);

@@ -33,6 +33,9 @@ from pytest_sideeye.snapshot import STATUSES, CreatedBy, Frame, Goroutine
 # The runtime's status constants (_Grunning ...) by the model's names (running ...).
 STATUS_NAMES = {"_G" + name: name for name in STATUSES}
 STOP_AT = ("runtime.goexit",)
+# A thread context passing through these runs Go's signal handler, not the goroutine.
+SIGNAL_HANDLER = frozenset({"runtime.sigtramp", "runtime.sigreturn__sigaction",
+                            "runtime.sighandler", "runtime.sigtrampgo"})
 SP_UNWIND_FRAMES = 4   # frames unwound by their sizes from a thread's sp at most
 _MISSING = object()
 
@@ -87,9 +90,10 @@ class RecordDecoder:
             off = i * self.trec_size
             tid, ip, sp, bp, _r14, n, flags, _ = struct.unpack_from("<8Q", data, off)
             n = min(n, self.max_frames)
-            pcs = list(struct.unpack_from(f"<{2 * n}Q", data, off + frames_at)[0::2])
+            walked = struct.unpack_from(f"<{2 * n}Q", data, off + frames_at)
+            pcs, fps = list(walked[0::2]), walked[1::2]
             top = struct.unpack_from(f"<{stk.count}Q", data, off + stk.offset)
-            out[tid] = (ip, sp, bp, self._with_leaf_caller(ip, pcs, top), flags)
+            out[tid] = (ip, sp, bp, self._with_leaf_caller(ip, pcs, top), flags, fps)
         return out
 
     def _with_leaf_caller(self, ip: int, pcs: list[int], top: tuple[int, ...]) -> list[int]:
@@ -202,6 +206,12 @@ class RecordDecoder:
                 pcs, flags, first_is_call_site = sig[3], sig[4], False
             elif h[H_SP]:
                 pass  # on the system stack: g.sched was saved at the switch, pcs walked it
+            elif (own := self._into_stack(sig, h) or self._into_stack(th, h)) is not None:
+                # On the g0 stack in a vDSO call (time.Now, nanotime), where Go saves no
+                # g.sched: the thread's (or the interrupted context's) chain goes on into
+                # the goroutine's own frames (walk_thread in the BPF). Seen once in 25,000
+                # churn snapshots; most of the time in fixture clockspin.
+                pcs, flags, first_is_call_site = own
             elif th:
                 # In a signal handler whose signal frame could not be read: the goroutine's
                 # own frames sit behind it; show where the thread is.
@@ -228,6 +238,23 @@ class RecordDecoder:
             # churn snapshots, was a thread stopped at goexit+1: symbolize shows it.)
             g.truncated = "no frame could be read at this instant"
         return g
+
+    def _into_stack(self, ctx: tuple | None, h) -> tuple[list[int], int, bool] | None:
+        """A thread context whose frame-pointer chain reaches the goroutine's stack and
+        passes through no signal handler: its pcs from the first in Go code (the vDSO's
+        are not), its walk flags, whether the first is a call site. Else None."""
+        if ctx is None or not any(h[H_LO] <= fp < h[H_HI] for fp in ctx[5]):
+            return None
+        pcs = ctx[3]
+        k = next((i for i, pc in enumerate(pcs)
+                  if self.symtab.func_for_pc(pc - self.bias) is not None), None)
+        if k is None or any(self._in_signal_handler(pc) for pc in pcs[k:]):
+            return None
+        return pcs[k:], ctx[4], k > 0
+
+    def _in_signal_handler(self, pc: int) -> bool:
+        f = self.symtab.func_for_pc(pc - self.bias)
+        return f is not None and f.name in SIGNAL_HANDLER
 
     def _created_by(self, gopc: int, parent: int) -> CreatedBy | None:
         if not gopc:

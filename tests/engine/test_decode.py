@@ -54,7 +54,29 @@ def test_a_goroutine_whose_function_returned_shows_goexit(go_build):
     goexit = d.symtab.func_by_name("runtime.goexit")
     h = [0] * source_constants()["HDR_WORDS"]
     h[H_GOID], h[H_GP], h[H_LO], h[H_HI] = 434385, 0xc000100000, 0xc000128800, 0xc000129000
-    thread = (goexit.entry + 1, 0xc000128fe0, 0, [goexit.entry + 1], 0)
+    thread = (goexit.entry + 1, 0xc000128fe0, 0, [goexit.entry + 1], 0, (0,))
     g = d._goroutine(h, "running", [], 0, {21080: thread}, {}, {0xc000100000: 21080})
     assert [f.function for f in g.frames] == ["runtime.goexit"], g.frames
     assert g.truncated is None and g.thread == 21080
+
+
+def test_a_goroutine_in_a_vdso_call_shows_its_own_frames(go_build):
+    """time.Now's vDSO call runs on the g0 stack without saving g.sched: the thread's pc is
+    the vDSO's, its sp outside the goroutine's stack, and its frame-pointer chain goes on
+    into the goroutine's frames (caught live: goroutine 1 of churn, in main.spawnFor's
+    time.Now). Those frames are shown, not "running in a signal handler" and none."""
+    d = decoder_for(go_build("parkzoo", "1.24.11"))
+    ret = [d.symtab.func_by_name(n).entry + 5 for n in ("time.now", "time.Now", "main.main")]
+    goexit = d.symtab.func_by_name("runtime.goexit")
+    h = [0] * source_constants()["HDR_WORDS"]
+    h[H_GOID], h[H_GP], h[H_LO], h[H_HI] = 1, 0xc000100000, 0xc00008a000, 0xc00008b000
+    vdso = 0x7f570fa30b9c
+    fps = (0xc00005ff90, 0xc00008a7a0, 0xc00008a7d0, 0xc00008a7f0, 0)  # g0, then its own
+    thread = (vdso, 0xc00005ff70, 0, [vdso, *ret, goexit.entry + 1], 0, fps)
+    g = d._goroutine(h, "running", [], 0, {20969: thread}, {}, {0xc000100000: 20969})
+    assert [f.function for f in g.frames] == ["time.now", "time.Now", "main.main"], g.frames
+    assert g.truncated is None
+    # A chain that never reaches the goroutine's stack is not taken for its frames.
+    thread = (vdso, 0xc00005ff70, 0, [vdso, ret[0]], 2, (0xc00005ff90, 0xc00005e000))
+    g = d._goroutine(h, "running", [], 0, {20969: thread}, {}, {0xc000100000: 20969})
+    assert g.truncated and "signal handler" in g.truncated
