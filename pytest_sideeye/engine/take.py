@@ -331,7 +331,7 @@ def _pauses(order: list[_Prepared], cfg: settings.EngineSettings, collectors: di
                                           PreSlots(base, PRE_MAX - base)))
         kept[id(prep.program)] = base + collector.pre_kept
         ready[prep.proc.pid] = _Ready(raw, bool(preread),
-                                      _prewalk(prep, collector, cfg) if preread else None)
+                                      _prewalk(prep, collector, cfg, raw) if preread else None)
     with stopped_together([prep.proc.pid for prep in order]) as group:
         yield group.held, ready
 
@@ -462,7 +462,7 @@ def _collect(prep: _Prepared, cfg: settings.EngineSettings, collector: Collector
         wanted = _hook_wanted(cfg)
         if ready is None:
             preread = _before_pause(prep, cfg, collector, raw)
-            prewalk = _prewalk(prep, collector, cfg) if preread else None
+            prewalk = _prewalk(prep, collector, cfg, raw) if preread else None
         else:
             # Stopped already: this process's part of the program's shared maps again
             # (other processes of its program were pre-read and collected since).
@@ -535,18 +535,25 @@ def _preread_probes(prep: _Prepared, collector: Collector, raw: Records) -> None
                                             prep.decoder, prep.plan.wants, prep.after_resume)
 
 
-def _prewalk(prep: _Prepared, collector: Collector, cfg: settings.EngineSettings):
+def _prewalk(prep: _Prepared, collector: Collector, cfg: settings.EngineSettings,
+             raw: Records):
     """After a pre-read, the context chains of its captured frames, read while the target
     still runs (capture/prewalk.py): the pause reads only what may have changed in those of
-    the goroutines it does not walk again. None when no context rule asks."""
+    the goroutines it does not walk again. None when no context rule asks, or when it
+    failed (a note says so; the pause then reads every chain)."""
     plan, pre = prep.plan, collector.pre
     if plan is None or pre is None or not plan.spec.contexts:
         return None
     frames = [(rec, pc, cfa, fn) for rec, _key, pc, cfa, fn in
               prep.decoder.frames_by_record(pre, plan.wants)]
     deadline = time.monotonic() + cfg.preread_max_ns / 1e9
-    return capture_mod.PreWalk(plan, frames, lambda reqs: read_dict(prep.proc.pid, reqs),
-                               deadline)
+    try:
+        return capture_mod.PreWalk(plan, frames, lambda reqs: read_dict(prep.proc.pid, reqs),
+                                   deadline)
+    except Exception as e:  # noqa: BLE001 - a bug here must not lose the snapshot
+        raw.notes.append(f"capture: the context pre-walk failed ({type(e).__name__}: {e}): "
+                         "every chain was read in the pause")
+        return None
 
 
 def _walk_fields(proc: Process, raw: Records) -> None:

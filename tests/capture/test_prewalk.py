@@ -151,3 +151,23 @@ def test_a_cancel_after_the_pre_walk_is_seen(go_build):
                 disagree.append((i, wrong[:3]))
     assert seen >= CANCEL_SNAPSHOTS // 3 and last > 0, (seen, last)
     assert not disagree, f"stale errors in {len(disagree)} of {seen} snapshots: {disagree[:3]}"
+
+
+def test_a_failing_pre_walk_leaves_the_chains_to_the_pause(go_build, monkeypatch, tmp_path):
+    """A bug in the pre-walk (here made to raise) must not lose the snapshot: a note says
+    so and the pause reads every chain, as without a pre-read."""
+    def broken(*_args, **_kw):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(engine.capture_mod, "PreWalk", broken)
+    with start_app(go_build("ctxzoo"), "-out", str(tmp_path / "seen.json")) as app:
+        cfg = settings.current()._replace(preread=True)
+        proc = engine.take_snapshot([app.pid], capture=["context:main.userKey"],
+                                    cfg=cfg).processes[0]
+    assert proc.error is None and proc.walk == "pre-read", (proc.error, proc.walk)
+    assert "capture: the context pre-walk failed (RuntimeError: boom): every chain was " \
+        "read in the pause" in proc.notes, proc.notes
+    layered = [v.value for g in proc.goroutines for f in g.frames
+               if f.function == "main.waitLayered" for v in f.variables
+               if v.name == "ctx[main.userKey]"]
+    assert layered == ["bob"]
