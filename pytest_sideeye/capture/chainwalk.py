@@ -414,13 +414,15 @@ class ChainWalk:
 
     def _answering(self) -> dict:
         """The decodes the roots' answers need: (kind, node) -> PENDING until decoded."""
-        out: dict = dict.fromkeys(self._adopted, PENDING)
+        # The pre-walked answers that stand (a few of goroutines walked again among them:
+        # never asked for), the others to decode.
+        verified = self._verified
+        out: dict = dict(verified)
+        out.update(dict.fromkeys(self._adopted.difference(verified), PENDING))
         for root in self.roots:
             for job in self.answers(root):
-                out[job] = PENDING
-        verified = self._verified
-        if verified:
-            out.update((job, verified[job]) for job in self._adopted.intersection(verified))
+                if job not in verified:
+                    out[job] = PENDING
         return out
 
     def _decode_pass(self) -> None:
