@@ -569,6 +569,34 @@ static __always_inline void read_goroutine(struct task_struct *task, struct conf
     queue_captured(c, o, r, index);
 }
 
+// The next chunk of a pass over `count` goroutines (the goroutine and verify passes share
+// it), claimed from cfg.cursor by whichever thread gets there first (the stop hook, the
+// iterator, its helpers): its first index in *first, and its size (0: none left).
+static __always_inline u32 claim_gchunk(struct config *c, u64 count, u64 *first) {
+  u64 f = __sync_fetch_and_add(&c->cursor, GCHUNK);
+  *first = f;
+  if (f >= count)
+    return 0;
+  return count - f > GCHUNK ? GCHUNK : count - f;
+}
+
+// The g pointers of a claimed chunk, allgs[from .. from + n) at `addr`, into s->ptrs: 0,
+// or -1 when unreadable (counted in gerrors) or of a size the verifier cannot bound.
+static __always_inline int read_gptrs(struct task_struct *task, struct out_t *o,
+                                      struct scratch_t *s, u64 addr, u32 n) {
+  // Clamped where the verifier sees it (clang would drop a clamp it can prove redundant).
+  u64 bytes = n * 8;
+  asm volatile("" : "+r"(bytes));
+  bytes &= GCHUNK * 8 * 2 - 1;
+  if (bytes > GCHUNK * 8 || bytes == 0)
+    return -1;
+  if (COPY_USER(s->ptrs, bytes, (void *)addr, task)) {
+    __sync_fetch_and_add(&o->gerrors, 1);
+    return -1;
+  }
+  return 0;
+}
+
 // Goroutines allgs[start .. start+count) into gout[0 .. count), GCHUNK at a time, each
 // chunk claimed from cfg.cursor: the stop hook and the iterator can share one pass, each
 // on its own CPU, and whichever is faster takes more. The collector zeroes the cursor and
@@ -597,8 +625,9 @@ static __always_inline int pass_goroutines(struct task_struct *task, struct conf
   while ((cp = iter_next(&chunks))) {
     if (deadline && bpf_ktime_get_ns() > deadline)
       break;
-    u64 first = __sync_fetch_and_add(&c->cursor, GCHUNK);
-    if (first >= count)
+    u64 first;
+    u32 n = claim_gchunk(c, count, &first);
+    if (!n)
       break;
     u64 only = ~0ull;   // which goroutines of the chunk to walk
     if (c->verify) {
@@ -609,19 +638,8 @@ static __always_inline int pass_goroutines(struct task_struct *task, struct conf
         continue;
     }
     asm volatile("" : "+r"(only));
-    u32 n = count - first;
-    if (n > GCHUNK)
-      n = GCHUNK;
-    // Clamped where the verifier sees it (clang would drop a clamp it can prove redundant).
-    u64 bytes = n * 8;
-    asm volatile("" : "+r"(bytes));
-    bytes &= GCHUNK * 8 * 2 - 1;
-    if (bytes > GCHUNK * 8 || bytes == 0)
+    if (read_gptrs(task, o, s, allgs + (start + first) * 8, n))
       break;
-    if (COPY_USER(s->ptrs, bytes, (void *)(allgs + (start + first) * 8), task)) {
-      __sync_fetch_and_add(&o->gerrors, 1);
-      break;
-    }
     walked += n;
     u64 gbase = 0;   // start of the g window in s->gwin (0: none)
     struct bpf_iter_num it;
@@ -953,24 +971,16 @@ static __always_inline u32 pass_verify(struct task_struct *task, struct config *
   int *cp;
   iter_new(&chunks, 0, PRE_MAX / GCHUNK);
   while ((cp = iter_next(&chunks))) {
-    u64 first = __sync_fetch_and_add(&c->cursor, GCHUNK);
-    if (first >= count)
-      break;
-    u32 n = count - first;
-    if (n > GCHUNK)
-      n = GCHUNK;
-    u64 bytes = n * 8;
-    asm volatile("" : "+r"(bytes));
-    bytes &= GCHUNK * 8 * 2 - 1;
-    if (bytes > GCHUNK * 8 || bytes == 0)
+    u64 first;
+    u32 n = claim_gchunk(c, count, &first);
+    if (!n)
       break;
     u32 w = first / GCHUNK;
     u64 *bits = redo.lookup(&w);
     if (!bits)
       break;
-    if (COPY_USER(s->ptrs, bytes, (void *)(allgs + first * 8), task)) {
-      __sync_fetch_and_add(&o->gerrors, 1);
-      *bits = ~0ull;
+    if (read_gptrs(task, o, s, allgs + first * 8, n)) {
+      *bits = ~0ull;   // unread: the whole chunk walked again, if the pass goes on at all
       break;
     }
     walked += n;
