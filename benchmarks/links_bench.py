@@ -3,6 +3,7 @@ SIDEEYE_LINKS=1 and =0, alternating, medians over --reps (min in brackets).
 
     .venv/bin/python benchmarks/links_bench.py [--reps 9] [--go 1.24.11] [--requests 300]
                                                [--before-26] [--reads-in-pause]
+                                               [--slots-in-pause]
 
 Shapes: `manyparked` (1,000 goroutines, none on a socket: the probes find no frame), and
 fixture `peers` with --requests HTTP requests parked in their handlers, each on its own
@@ -16,6 +17,9 @@ hook_walk, ...) with links off and on: where the probes' cost goes.
 --reads-in-pause: every probe read made in the pause, as before the probes read only their
 frames' slots there and the rest after the resume (engine/links/after_resume.py): run the
 bench with and without it to see what that moved out of the pause.
+
+--slots-in-pause: every probed frame's slots read in the pause, as before the pre-read
+read those of the goroutines the pause does not walk again (engine/links/preread_slots.py).
 
 --before-26: a third column, the pause with the probes as they were before issue 26 (no
 transport addresses, TLS state or Unix-socket fds read), in the same alternation, so that
@@ -128,11 +132,16 @@ def main() -> None:
                     help="also the pause with the probes before issue 26")
     ap.add_argument("--reads-in-pause", action="store_true",
                     help="every probe read in the pause (none deferred to after the resume)")
+    ap.add_argument("--slots-in-pause", action="store_true",
+                    help="every probed frame's slots read in the pause (none in the pre-read)")
     args = ap.parse_args()
     if args.reads_in_pause:
         engine.after_resume_mod.functions = lambda spec, probes: frozenset()
+    if args.slots_in_pause:
+        engine.preread_slots.take = lambda *a, **kw: None
     print(f"Go {args.go}, medians of {args.reps} (min); pause in ms"
-          + ("; every probe read in the pause" if args.reads_in_pause else "") + "\n")
+          + ("; every probe read in the pause" if args.reads_in_pause else "")
+          + ("; every probe slot read in the pause" if args.slots_in_pause else "") + "\n")
     extra = " links on, before 26 | added by 26 |" if args.before_26 else ""
     print("| target | goroutines | pause, links off | pause, links on | added | links |" + extra)
     print("|---|---|---|---|---|---|" + ("---|---|" if args.before_26 else ""))
