@@ -12,10 +12,12 @@ from pytest_sideeye.capture.memory import Budget, Limits, Memory
 from pytest_sideeye.capture.plan import FrameJob, Plan, make_plan, run_rounds
 from pytest_sideeye.capture.prewalk import Kept, PreWalk
 from pytest_sideeye.capture.spec import (
+    CONTEXT_PREFIX,
     CaptureSpec,
     Expr,
     TypeRule,
     UserLink,
+    parse_context_rule,
     parse_expr,
     parse_link,
     parse_links,
@@ -35,10 +37,10 @@ from pytest_sideeye.capture.templates import (
 )
 from pytest_sideeye.capture.typerules import known as knows_type
 
-__all__ = ["C_FORMATS", "Budget", "CaptureOutput", "CaptureSpec", "Expr", "FrameJob", "Limits", "Memory",
+__all__ = ["CONTEXT_PREFIX", "C_FORMATS", "Budget", "CaptureOutput", "CaptureSpec", "Expr", "FrameJob", "Limits", "Memory",
            "prune_contexts", "Kept", "PreWalk",
            "knows_type",
-           "Plan", "ReadTemplates", "UserLink", "compile_plan", "make_plan", "parse_expr", "parse_link",
+           "Plan", "ReadTemplates", "UserLink", "compile_plan", "make_plan", "parse_context_rule", "parse_expr", "parse_link",
            "parse_links", "parse_output", "parse_specs", "parse_type_rule", "read_as_bpf", "run_rounds",
            "split_exprs",
            "split_spec_line", "TypeRule", "with_links"]

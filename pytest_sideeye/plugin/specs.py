@@ -12,21 +12,34 @@ from pytest_sideeye.errors import CaptureSpecError
 
 def parse_capture_lines(lines: Iterable[str]) -> dict[str, list[str]]:
     """'pkg.Func: a, b.c' lines (ini sideeye_capture) -> {"pkg.Func": ["a", "b.c"]};
-    a type rule 'type:pkg.T: a, b' (or 'type:pkg.T', the whole value) keys 'type:pkg.T'."""
-    from pytest_sideeye.capture import split_spec_line
+    a type rule 'type:pkg.T: a, b' (or 'type:pkg.T', the whole value) keys 'type:pkg.T';
+    a context rule 'context:pkg.K' keys itself, with no expressions."""
+    from pytest_sideeye.capture import CONTEXT_PREFIX, split_spec_line
     spec: dict[str, list[str]] = {}
     for line in lines:
         line = line.strip()
         if not line or line.startswith("#"):
             continue
+        if line.startswith(CONTEXT_PREFIX):
+            merge_capture(spec, {_context_rule_line(line): []})
+            continue
         func, exprs = split_spec_line(line)
         rule = func.startswith("type:") and len(func) > len("type:")
         if not func or not (exprs or rule) or ":" not in line:
             raise pytest.UsageError(
-                f"sideeye_capture line {line!r}: want 'pkg.Func: var, var' or "
-                "'type:pkg.Type: field, field'")
+                f"sideeye_capture line {line!r}: want 'pkg.Func: var, var', "
+                "'type:pkg.Type: field, field' or 'context:pkg.KeyType'")
         merge_capture(spec, {func: exprs})
     return spec
+
+
+def _context_rule_line(line: str) -> str:
+    """'context: pkg.K' -> 'context:pkg.K', checked now (a usage error, one line)."""
+    from pytest_sideeye.capture import CONTEXT_PREFIX, parse_context_rule
+    try:
+        return CONTEXT_PREFIX + parse_context_rule(line)
+    except CaptureSpecError as e:
+        raise pytest.UsageError(f"sideeye_capture line {line!r}: {e}") from None
 
 
 def merge_capture(into: dict[str, list[str]], more: dict[str, Any] | None) -> dict[str, list[str]]:

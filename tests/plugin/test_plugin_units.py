@@ -37,6 +37,21 @@ def test_capture_line_without_variables_is_a_usage_error(line):
         specs.parse_capture_lines([line])
 
 
+def test_capture_lines_take_context_rules():
+    """README: `context:main.userKey` is a capture spec in every form, the ini option's
+    lines included (they were refused: "want 'pkg.Func: var, var'")."""
+    spec = specs.parse_capture_lines(["context:main.userKey", "main.f: x",
+                                      "context: main.userKey", "context:pkg/x.traceKey"])
+    assert spec == {"context:main.userKey": [], "main.f": ["x"], "context:pkg/x.traceKey": []}
+    assert capture.parse_specs(spec).contexts == ("main.userKey", "pkg/x.traceKey")
+
+
+@pytest.mark.parametrize("line", ["context:", "context:main.a, main.b"])
+def test_bad_context_line_is_a_usage_error(line):
+    with pytest.raises(pytest.UsageError, match="expected context:KEYTYPE"):
+        specs.parse_capture_lines([line])
+
+
 def test_split_exprs_keeps_commas_inside_brackets_and_quotes():
     assert capture.split_exprs(' a, m["x,y"], s[1:2], f.g ,') == \
         ["a", 'm["x,y"]', "s[1:2]", "f.g"]
