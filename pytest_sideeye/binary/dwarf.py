@@ -372,11 +372,14 @@ class DebugInfo:
         abstract = None
         variables: dict[str, int] = {}
         closures: dict[str, list] = {}
+        unnamed: dict[int, tuple] = {}   # low pc -> (DIE, CU) of out-of-line copies
         for cu in cus:
             for die in cu.get_top_DIE().iter_children():
                 if die.tag != "DW_TAG_subprogram":
                     continue
                 n = die.attributes.get("DW_AT_name")
+                if n is None and "DW_AT_low_pc" in die.attributes:
+                    unnamed[die.attributes["DW_AT_low_pc"].value] = (die, cu)
                 if n is not None and closure_copies.is_closure_of(name, n.value.decode(
                         errors="replace")):
                     closures[n.value.decode(errors="replace")] = closure_copies.captured(die)
@@ -394,6 +397,15 @@ class DebugInfo:
                     _collect_names(self, die, variables)
         if concrete is None and abstract is None:
             return None
+        if concrete is None:
+            # Inlined somewhere and also called out of line (through an interface, a func
+            # value): the out-of-line body's DIE has no name, only its abstract origin;
+            # it is the one at the function's entry.
+            f = self.symtab.func_by_name(name)
+            body = unnamed.get(f.entry) if f is not None else None
+            if body is not None:
+                concrete = self._scope(*body)
+                _collect_names(self, body[0], variables)
         if concrete is not None and any(closures.values()):
             self._copies.update(closure_copies.copies(
                 self.symtab, self._read_code, name, concrete.variables, closures))
