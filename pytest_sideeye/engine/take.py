@@ -470,6 +470,8 @@ def _collect(prep: _Prepared, cfg: settings.EngineSettings, collector: Collector
             collector.claim()
             _set_capture(prep, cfg, collector)
             collector.requeue()
+        if preread and ready is None:
+            collector.prewarm_verify()   # together mode: the other processes come between
         # After a pre-read the pause checks headers: the iterator does it, not the hook.
         hooked = wanted and not preread and collector.arm_hook()
         # No collection of Python's garbage in the pause: a full one over the binaries'
