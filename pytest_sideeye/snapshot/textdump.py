@@ -89,7 +89,28 @@ def render_rules(processes: Iterable[Process]) -> str:
 
 def _one_line(text: str) -> str:
     """A comment line stays one line whatever names it holds."""
-    return text.replace("\r", "\\r").replace("\n", "\\n")
+    return visible(text.replace("\r", "\\r").replace("\n", "\\n"))
+
+
+def _invisible_table() -> dict[int, str]:
+    """What the target's text may hold that a terminal would act on or a reader not see:
+    C0 and C1 controls and DEL (an escape sequence; C1's CSI is one byte), the line and
+    paragraph separators, the byte-order mark and the bidirectional controls, which
+    reorder what is read around them. Each becomes its \\uXXXX escape, as JSON (and
+    Go's strconv.Quote, report/text.go_quote) write them, so a JSON value still reads
+    back exactly."""
+    codes = [*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029, 0xFEFF, 0x200E, 0x200F,
+             *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
+    return {c: f"\\u{c:04x}" for c in codes if c != 0x09}
+
+
+_INVISIBLE = _invisible_table()
+
+
+def visible(text: str) -> str:
+    """Text from the target (a captured value, a request's path) as the text form prints
+    it: nothing in it can drive the reader's terminal or reorder the line."""
+    return text.translate(_INVISIBLE)
 
 
 def _ms(ns: int) -> str:
@@ -126,7 +147,7 @@ def render_links(snap: Snapshot) -> str:
         lines += [f"#   {chain_text(snap, c)}" for c in chains]
     lines.append("# links:")
     for ln in snap.links:
-        req = f"  {ln.request}" if ln.request else ""
+        req = f"  {visible(ln.request)}" if ln.request else ""
         addrs = f"  ({ln.client_addr} -> {ln.server_addr})" \
             if ln.client_addr and ln.server_addr else ""
         apart = apart_text(snap, ln)
@@ -326,4 +347,4 @@ def render_variable(v: Variable) -> str:
         if v.truncated:
             value += " ...(truncated)"
     kind = f" ({v.type})" if v.type else ""
-    return f"\t\t{v.name}{kind} = {value}".replace("\n", "\\n")
+    return visible(f"\t\t{v.name}{kind} = {value}".replace("\n", "\\n"))

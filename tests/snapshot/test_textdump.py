@@ -161,3 +161,32 @@ def test_minutes_from_the_process_clock():
     p.monotonic_ns = 1_007 * MINUTE + 1  # the engine's clock reading at the pause
     assert "goroutine 7 [select, 7 minutes]:" in render(p)
     assert "goroutine 7 [select, 2 minutes]:" in render(p, now_monotonic_ns=1_002 * MINUTE)
+
+
+# What a target's string may hold to act on the reader's terminal or reorder the line:
+# an escape sequence, C1's one-byte CSI, DEL, a bidi override and isolate, a separator.
+HOSTILE = "ok\x1b[31mred\x9b2J\x7f\u202eevil\u2066x\u2069\u2028end\ufeff"
+
+
+def test_text_form_escapes_what_a_terminal_would_act_on():
+    """`sideeye snapshot --text` printed a captured string's bidi override and C1/DEL
+    controls raw (JSON escapes only C0): each is now a \\uXXXX escape, so the line shows
+    every character and its JSON still reads back exactly."""
+    from pytest_sideeye.snapshot.links import Endpoint, Link
+    g = Goroutine(7, "waiting", "chan receive", frames=[
+        Frame("main.handle", "/src/main.go", 9, pc=0x4a1000, variables=[
+            Variable("who", "string", HOSTILE), Variable("m", "map[string]string",
+                                                         {HOSTILE: HOSTILE})])])
+    snap = Snapshot([Process(1, goroutines=[g])], links=[
+        Link("http", Endpoint(1, 7), None, "10.0.0.1:1", "10.0.0.2:80", method="GET",
+             path="/x\u202e?y")])
+    text = render(snap)
+    for line in text.splitlines():
+        assert line.replace("\t", "").isprintable(), repr(line)
+    who = next(line for line in text.splitlines() if line.startswith("\t\twho "))
+    assert who == ('\t\twho (string) = "ok\\u001b[31mred\\u009b2J\\u007f\\u202eevil'
+                   '\\u2066x\\u2069\\u2028end\\ufeff"')
+    [back] = parse_dump(text)
+    assert back.frames[0].variables[0].value == HOSTILE
+    assert back.frames[0].variables[1].value == {HOSTILE: HOSTILE}
+    assert "GET /x\\u202e?y" in text
