@@ -182,10 +182,12 @@ def snapshot_bytes(targets: list, capture=None, *, strict_capture: bool = True,
             raise SideeyeError(f"the sideeye agent answered {status} with a body that is "
                                "not JSON") from None
         message = doc.get("error") if isinstance(doc, dict) else None
-        if status == 422 and message:
+        if message and status == 422:
             # The caller's capture spec or links: the engine's own line, word for word, as
             # without an agent (the same command must say the same thing either way).
             raise CaptureSpecError(message)
+        if message and doc.get("engine") is True:   # the same: an unknown container, ...
+            raise AgentAnswered(status, message)
         line = f"sideeye agent: {message or f'status {status}'}"
         raise CaptureSpecError(line) if status == 422 else AgentAnswered(status, line)
     return body, _processes_summary(headers, body)

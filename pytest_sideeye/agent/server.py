@@ -371,8 +371,8 @@ class Agent:
             return 403, {"error": str(e)}
         except CaptureSpecError as e:
             return 422, {"error": str(e)}
-        except SideeyeError as e:
-            return 500, {"error": str(e)}
+        except SideeyeError as e:   # the engine's own line (a container gone, ...)
+            return 500, {"error": str(e), "engine": True}
         self.served += 1
         self.log(_snapshot_line(job.caller, snap, time.perf_counter() - t0))
         return 200, SnapshotAnswer(snap.dumps(), [{"pid": p.pid, "error": p.error}
