@@ -1,7 +1,8 @@
-"""The link probes' reads that wait for the resume: in the pause only each probed frame's
-stack slots are read (one read a frame, in BPF), and what they point to (the connection,
-its fd, the request, its method and path, the stream) is read right after the resume,
-from the running process.
+"""The link probes' reads that wait for the resume: only each probed frame's stack slots
+are read before (one read a frame: in BPF in the pause, or, for the goroutines the pause
+does not walk again, in the pre-read: preread_slots.py), and what they point to (the
+connection, its fd, the request, its method and path, the stream) is read right after the
+resume, from the running process.
 
 Measured (benchmarks/links_bench.py): every read in the pause costs about 0.1 us, and the
 probes read 12 to 16 of them per HTTP frame (the connection, its type word, net.TCPConn,
