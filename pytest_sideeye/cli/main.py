@@ -3,6 +3,8 @@
     sideeye snapshot --pid PID [--pid PID ...] [--container NAME_OR_ID ...]
                      [--json FILE] [--text] [--html FILE] [--sqlite FILE]
                      [--capture 'pkg.Func:a,b.c' ...] [--capture 'type:pkg.T: a, b' ...]
+                     [--capture 'context:pkg.KeyType' ...] [--link 'F:a == G:b' ...]
+                     [--together]
     sideeye report SNAPSHOT.json [-o FILE]
     sideeye diff BEFORE.json AFTER.json [--html FILE] [--json FILE]
     sideeye export SNAPSHOT.json --sqlite FILE
@@ -41,7 +43,9 @@ def _snapshot_parser(sub) -> None:
     p.add_argument("--capture", action="append", default=[], metavar="FUNC:EXPR,...",
                    help="capture variables of a function's frames, e.g. 'main.settle:o,o.ID'; "
                         "or every value of a type: 'type:main.Order: ID, Customer' "
-                        "('type:main.Order' for the whole value)")
+                        "('type:main.Order' for the whole value); or what every live "
+                        "context holds under a key type, with its deadline and error: "
+                        "'context:main.userKey'")
     p.add_argument("--link", action="append", default=[], metavar="'F:EXPR == G:EXPR'",
                    help="link the frames of F and G whose expressions hold equal values "
                         "(HTTP and TCP links need nothing), e.g. "
