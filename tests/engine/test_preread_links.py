@@ -63,3 +63,20 @@ def test_without_a_preread_every_probe_slot_is_read_in_the_pause(sockflip):
     assert proc.preread_probe_frames is None
     idle, _flipper = waits_on(snap, app.pid)
     assert idle == {t: ports[t] for t in range(2, IDLE + 2)}, idle
+
+
+def test_together_mode_takes_the_probe_slots_from_each_process_preread(sockflip, go_build):
+    """Two processes of one program stopped together: each pre-read before the stop, the
+    second's queue of captured frames overwriting the first's in the program's maps until
+    its pause puts it back (Collector.requeue), the slots read already left out."""
+    app, ports = sockflip
+    cfg = settings.current()._replace(preread=True, together=True, links=True)
+    with start_app(go_build("sockflip"), "-n", str(IDLE)) as other:
+        other_ports = [int(p) for p in other.ready_line.split()[1:]]
+        snaps = [engine.take_snapshot([app.pid, other.pid], capture=CAPTURE, cfg=cfg)
+                 for _ in range(SNAPSHOTS // 4)]
+        for pid, want in ((app.pid, ports), (other.pid, other_ports)):
+            seen, disagree, from_preread = check_snapshots(iter(snaps).__next__, pid, want,
+                                                           len(snaps))
+            assert not disagree, f"stale probe slots in {len(disagree)} of {seen}"
+            assert min(from_preread) >= IDLE, from_preread
