@@ -161,8 +161,9 @@ class Plan:
                 else:
                     parts.append((p.addr, n, moves))
                 off += n
+            # A spec may also name the variable itself (`main.handle: ctx`): no step.
             keys = tuple(e.steps[0].arg for e in exprs
-                         if e.root == name and e.steps[0].op == ctxrules.OP_VALUE)
+                         if e.root == name and e.steps and e.steps[0].op == ctxrules.OP_VALUE)
             got.append((name, parts, keys))
         self._ctx_slots[key] = got
         return got
