@@ -13,37 +13,47 @@ from pytest_sideeye.errors import CaptureSpecError
 def parse_capture_lines(lines: Iterable[str]) -> dict[str, list[str]]:
     """'pkg.Func: a, b.c' lines (ini sideeye_capture) -> {"pkg.Func": ["a", "b.c"]};
     a type rule 'type:pkg.T: a, b' (or 'type:pkg.T', the whole value) keys 'type:pkg.T';
-    a context rule 'context:pkg.K' keys itself, with no expressions."""
-    from pytest_sideeye.capture import CONTEXT_PREFIX, split_spec_line
+    a context rule 'context:pkg.K' keys itself, with no expressions. Each line is checked
+    as the engine will parse it: a bad one is a usage error, before any test runs."""
+    try:
+        return spec_lines(lines, "sideeye_capture line")
+    except CaptureSpecError as e:
+        raise pytest.UsageError(str(e)) from None
+
+
+def spec_lines(lines: Iterable[str], where: str) -> dict[str, list[str]]:
+    """Written capture specs (the ini's lines, a marker's or the fixture's list) as the
+    dict that merges them; CaptureSpecError naming `where` for a bad one."""
+    from pytest_sideeye.capture import CONTEXT_PREFIX, parse_specs, split_spec_line
     spec: dict[str, list[str]] = {}
     for line in lines:
+        if not isinstance(line, str):
+            raise CaptureSpecError(f"{where} {line!r}: want text such as 'main.settle: o, o.ID'")
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        if line.startswith(CONTEXT_PREFIX):
-            merge_capture(spec, {_context_rule_line(line): []})
-            continue
         func, exprs = split_spec_line(line)
-        rule = func.startswith("type:") and len(func) > len("type:")
+        context = line.startswith(CONTEXT_PREFIX)
+        rule = context or (func.startswith("type:") and len(func) > len("type:"))
         if not func or not (exprs or rule) or ":" not in line:
-            raise pytest.UsageError(
-                f"sideeye_capture line {line!r}: want 'pkg.Func: var, var', "
+            raise CaptureSpecError(
+                f"{where} {line!r}: want 'pkg.Func: var, var', "
                 "'type:pkg.Type: field, field' or 'context:pkg.KeyType'")
-        merge_capture(spec, {func: exprs})
+        try:
+            parsed = parse_specs([line])   # what the engine will make of it
+        except CaptureSpecError as e:
+            raise CaptureSpecError(f"{where} {line!r}: {e}") from None
+        merge_capture(spec, {CONTEXT_PREFIX + parsed.contexts[0] if context else func: exprs})
     return spec
 
 
-def _context_rule_line(line: str) -> str:
-    """'context: pkg.K' -> 'context:pkg.K', checked now (a usage error, one line)."""
-    from pytest_sideeye.capture import CONTEXT_PREFIX, parse_context_rule
-    try:
-        return CONTEXT_PREFIX + parse_context_rule(line)
-    except CaptureSpecError as e:
-        raise pytest.UsageError(f"sideeye_capture line {line!r}: {e}") from None
-
-
-def merge_capture(into: dict[str, list[str]], more: dict[str, Any] | None) -> dict[str, list[str]]:
-    """Union of capture specs, first-seen order; a value may be a list or 'a, b' text."""
+def merge_capture(into: dict[str, list[str]], more: dict[str, Any] | list | str | None
+                  ) -> dict[str, list[str]]:
+    """Union of capture specs, first-seen order; a value may be a list or 'a, b' text.
+    `more` may also be written specs, as the CLI takes them (a marker's
+    capture=["main.settle: o", "context:main.userKey"])."""
+    if isinstance(more, (str, list, tuple)):
+        more = spec_lines([more] if isinstance(more, str) else more, "capture spec")
     for func, exprs in (more or {}).items():
         if isinstance(exprs, str):
             from pytest_sideeye.capture import split_exprs

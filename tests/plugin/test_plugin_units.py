@@ -52,6 +52,27 @@ def test_bad_context_line_is_a_usage_error(line):
         specs.parse_capture_lines([line])
 
 
+def test_capture_lines_are_checked_as_the_engine_parses_them():
+    """An ini line the engine would refuse (a bad expression) is a usage error before any
+    test runs, not a failed snapshot later (or never, in a run without one)."""
+    with pytest.raises(pytest.UsageError, match="sideeye_capture line 'main.f: o\\[': "
+                                                "bad capture expression"):
+        specs.parse_capture_lines(["main.f: o["])
+
+
+def test_marker_capture_may_be_written_specs_as_the_cli_takes_them():
+    """@pytest.mark.sideeye(capture=[...]) as the engine and CLI take them (a list failed
+    the test's snapshot: "'list' object has no attribute 'items'")."""
+    spec = specs.merge_capture({"main.f": ["a"]}, ["main.f: b, a", "type:main.T: ID",
+                                                  "context:main.k"])
+    assert spec == {"main.f": ["a", "b"], "type:main.T": ["ID"], "context:main.k": []}
+    assert specs.merge_capture({}, "main.g: x") == {"main.g": ["x"]}
+    with pytest.raises(CaptureSpecError, match="capture spec 'main.f: o\\[': bad capture"):
+        specs.merge_capture({}, ["main.f: o["])
+    with pytest.raises(CaptureSpecError, match="capture spec 3: want text"):
+        specs.merge_capture({}, [3])
+
+
 def test_split_exprs_keeps_commas_inside_brackets_and_quotes():
     assert capture.split_exprs(' a, m["x,y"], s[1:2], f.g ,') == \
         ["a", 'm["x,y"]', "s[1:2]", "f.g"]
