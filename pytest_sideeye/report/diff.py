@@ -21,7 +21,7 @@ def diff_view(d, before: str, after: str) -> dict:
     def process(p) -> dict:
         pids = (f"pid {p.pid_before}" if p.pid_before == p.pid_after
                 else f"pid {p.pid_before} \u2192 {p.pid_after}")
-        return {"name": clean(p.name), "pids": pids, "count_before": p.count_before,
+        return {"name": clean(p.shown_name), "pids": pids, "count_before": p.count_before,
                 "count_after": p.count_after, "restarted": p.restarted,
                 "appeared": [group(g) for g in p.appeared],
                 "vanished": [group(g) for g in p.vanished],

@@ -73,6 +73,13 @@ class ProcessDiff:
     def restarted(self) -> bool:
         return None not in (self.pid_before, self.pid_after) and self.pid_before != self.pid_after
 
+    @property
+    def shown_name(self) -> str:
+        """The name a heading shows beside the pid: without the " (pid N)" that a process
+        named by its executable carries in `name` (its matching key), said once."""
+        pid = self.pid_before if self.pid_before is not None else self.pid_after
+        return self.name.removesuffix(f" (pid {pid})")
+
     def to_json(self) -> dict:
         return {"name": self.name, "pid_before": self.pid_before, "pid_after": self.pid_after,
                 "count_before": self.count_before, "count_after": self.count_after,
@@ -184,7 +191,7 @@ def render_text(d: SnapshotDiff) -> str:
     for p in d.processes:
         pid = (f"pid {p.pid_before}" if p.pid_before == p.pid_after
                else f"pid {p.pid_before} -> {p.pid_after}")
-        lines.append(f"{p.name} ({pid}): {p.count_before} -> {p.count_after} goroutines"
+        lines.append(f"{p.shown_name} ({pid}): {p.count_before} -> {p.count_after} goroutines"
                      + (" (restarted: compared by groups)" if p.restarted else ""))
         for title, groups in (("appeared", p.appeared), ("vanished", p.vanished)):
             for g in groups:

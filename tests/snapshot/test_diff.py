@@ -89,3 +89,18 @@ def test_json_form():
     doc = after.diff(before).to_json()
     assert doc["format"] == "sideeye.diff/v1"
     assert doc["processes"][0]["appeared"][0]["count"] == 2
+
+
+def test_a_process_named_by_its_executable_says_its_pid_once():
+    """`sideeye diff` of two CLI snapshots of a plain process printed
+    "peers (pid 13888) (pid 13888): 13 -> 13 goroutines" (its name, the matching key, holds
+    the pid already); the HTML page's heading the same."""
+    from pytest_sideeye.report.diff import render_diff_html
+    snap = recorded()
+    snap.processes[0].service, snap.processes[0].container = None, None
+    snap.processes[0].exe = "/app/peers"
+    d = snap.diff(copy.deepcopy(snap))
+    assert render_diff_text(d).splitlines()[0] == \
+        f"peers (pid {snap.processes[0].pid}): 17 -> 17 goroutines"
+    page = render_diff_html(d, "a.json", "b.json")
+    assert page.count(f"(pid {snap.processes[0].pid}") == 1
