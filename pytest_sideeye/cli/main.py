@@ -274,6 +274,18 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("sideeye: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        return _reader_gone()
+
+
+def _reader_gone() -> int:
+    """stdout's reader left (`sideeye snapshot --text | head`): stop quietly, as a command
+    that SIGPIPE ends would (exit status 128 + 13), with no traceback; what is left to
+    flush goes nowhere, so that the interpreter's exit does not complain either."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 141
 
 
 if __name__ == "__main__":
