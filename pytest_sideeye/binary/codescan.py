@@ -18,6 +18,16 @@ their machine code is found by name and its RIP-relative operands name the globa
       if w < 0 || w >= waitReason(len(waitReasonStrings)) { return "unknown wait reason" }
       return waitReasonStrings[w]
 
+- `sched` (runtime.schedt, whose first field is goidgen, an atomic.Uint64; its lock comes
+  after goidgen, lastpoll, pollUntil and, since Go 1.25, one more word: offset 24 or 32):
+
+      runtime.schedEnableUser: lock(&sched.lock) ...     (its first LEA into the data)
+      runtime.newproc1:        pp.goidcache = sched.goidgen.Add(_GoidCacheBatch)
+                               (LEA of &sched.goidgen, then LOCK XADD of a qword there)
+
+  sched is the one qword newproc1 adds to atomically (its other LOCK XADDs: a dword,
+  sched.ngsys, and globals elsewhere) that lies at most 32 bytes below sched.lock.
+
 Checked on Go 1.21, 1.24 and 1.27 against the symbol table of the same build. What is
 found here is a guess until the engine checks it against the live process
 (engine/process.py: allglen equals len(allgs), the gs have sane ids, allm's threads are the
@@ -46,6 +56,57 @@ def runtime_globals_from_code(elf, read, symtab) -> dict[str, int]:
     mcommon = _refs(read, symtab, "runtime.mcommoninit", data)
     return {"runtime.allgs": _allgs(gadd), "runtime.allglen": _allglen(gadd),
             "runtime.allm": _allm(mcommon)}
+
+
+# runtime.schedt: the most bytes goidgen (offset 0) may lie below lock (24 in Go 1.21-1.24,
+# 32 in 1.27).
+SCHED_LOCK_MAX_OFFSET = 32
+
+
+def sched_from_code(elf, read, symtab) -> int:
+    """Link-time address of runtime.sched (the pre-read reads sched.timeToRun), from
+    runtime.newproc1's atomic add to sched.goidgen, checked by runtime.schedEnableUser's
+    lock(&sched.lock); NotFound when the code does not show it so."""
+    data = _data_ranges(elf)
+    lock = next((a for m, a in _refs(read, symtab, "runtime.schedEnableUser", data)
+                 if m == "lea"), None)
+    if lock is None:
+        raise NotFound("runtime.schedEnableUser takes no lock in the data (runtime.sched)")
+    found = {a for a in _qword_xadds(read, symtab, "runtime.newproc1", data)
+             if lock - SCHED_LOCK_MAX_OFFSET <= a < lock}
+    if len(found) != 1:
+        raise NotFound(f"runtime.newproc1 adds atomically to {len(found)} words just below "
+                       "sched.lock, not one (runtime.sched.goidgen)")
+    return found.pop()
+
+
+def _qword_xadds(read, symtab, function: str, data: list[tuple[int, int]]) -> list[int]:
+    """The data addresses the function LEAs into a register and then LOCK XADDs a qword
+    at (through that register, the next time it is used as the address)."""
+    from capstone import CS_ARCH_X86, CS_MODE_64, Cs
+    from capstone.x86 import X86_OP_MEM, X86_OP_REG, X86_REG_RIP
+    f = symtab.func_by_name(function)
+    if f is None:
+        raise NotFound(f"no {function} in the function table")
+    md = Cs(CS_ARCH_X86, CS_MODE_64)
+    md.detail = True
+    held: dict[int, int] = {}      # register -> data address it was LEAd from
+    out = []
+    for ins in md.disasm(read(f.entry, f.end - f.entry), f.entry):
+        ops = ins.operands
+        if ins.mnemonic == "lea" and len(ops) == 2 and ops[0].type == X86_OP_REG \
+                and ops[1].mem.base == X86_REG_RIP:
+            target = ins.address + ins.size + ops[1].mem.disp
+            if any(lo <= target < hi for lo, hi in data):
+                held[ops[0].reg] = target
+                continue
+        if ins.mnemonic.split()[-1] == "xadd" and ops and ops[0].type == X86_OP_MEM \
+                and ops[0].size == 8 and ops[0].mem.disp == 0 \
+                and ops[0].mem.index == 0 and ops[0].mem.base in held:
+            out.append(held.pop(ops[0].mem.base))
+        elif ops and ops[0].type == X86_OP_REG and ins.mnemonic not in ("cmp", "test"):
+            held.pop(ops[0].reg, None)       # written over
+    return out
 
 
 WAIT_REASON_1 = "GC assist marking"    # waitReasonGCAssistMarking, 1 since Go 1.11

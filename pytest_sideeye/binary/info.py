@@ -21,6 +21,7 @@ from elftools.elf.elffile import ELFFile
 from pytest_sideeye.binary.codescan import (
     NotFound,
     runtime_globals_from_code,
+    sched_from_code,
     wait_reasons_from_code,
 )
 from pytest_sideeye.binary.dwarf import DebugInfo
@@ -44,7 +45,7 @@ from pytest_sideeye.errors import MissingDebugInfo, NoPermission, NotGoBinary, S
 from pytest_sideeye.files import JsonCache
 from pytest_sideeye.memo import MEMO
 
-CACHE = JsonCache("binary", schema=6)
+CACHE = JsonCache("binary", schema=7)
 MIN_GO = (1, 21)
 WANTED_SYMBOLS = ("runtime.allgs", "runtime.allglen", "runtime.allm", "runtime.goexit",
                   "runtime.waitReasonStrings", "runtime.buildVersion",
@@ -219,6 +220,7 @@ def _compute(path: str, elf: ELFFile, image: StaticImage, symtab: Symtab,
         try:
             symbols.update(runtime_globals_from_code(elf, image.read, symtab))
             globals_from = "code"
+            symbols.update(_sched_from_code(elf, image, symtab))
         except NotFound as e:
             layout, candidates = (f"stripped (no symbol table, built with -ldflags=-s?) and "
                                   f"{e}: the runtime's goroutine list cannot be found; "
@@ -231,6 +233,15 @@ def _compute(path: str, elf: ELFFile, image: StaticImage, symtab: Symtab,
             "symbols": symbols, "layout": layout, "first_load_vaddr": first_load,
             "has_symtab": image.has_symtab, "has_dwarf": has_dwarf,
             "globals_from": globals_from, "candidates": candidates}
+
+
+def _sched_from_code(elf: ELFFile, image: StaticImage, symtab: Symtab) -> dict[str, int]:
+    """runtime.sched of a stripped binary, from its code (codescan.py), for the pre-read
+    (sched.timeToRun); {} when the code does not show it (the pause walks instead)."""
+    try:
+        return {"runtime.sched": sched_from_code(elf, image.read, symtab)}
+    except (NotFound, SideeyeError, ValueError):
+        return {}
 
 
 def _own_wait_reasons(elf: ELFFile, image: StaticImage, symtab: Symtab) -> list[str] | None:

@@ -166,6 +166,16 @@ def test_stripped_binary_finds_the_runtime_globals_in_its_code(go_build, version
     assert info.symbols["runtime.goexit"] == info.symtab.func_by_name("runtime.goexit").entry
 
 
+@pytest.mark.parametrize("version", GO_VERSIONS)
+def test_stripped_binary_finds_runtime_sched_in_its_code(go_build, version):
+    """-s -w: runtime.sched (the pre-read reads sched.timeToRun) comes from
+    runtime.newproc1's atomic add to sched.goidgen, checked by schedEnableUser's
+    lock(&sched.lock), and equals the -w build's symbol."""
+    info = gobinary.analyze(go_build("inlines", version, ldflags="-s -w"))
+    nm = go_nm(version, go_build("inlines", version, ldflags="-w"))
+    assert info.symbols.get("runtime.sched") == nm["runtime.sched"]
+
+
 def test_a_version_the_table_lacks_is_refused_by_name(go_build, tmp_path):
     binary = go_build("inlines", "1.24.11", ldflags="-w")
     alien = patched_go_version(binary, "go1.24.11", "go1.99.11", tmp_path / "alien")
