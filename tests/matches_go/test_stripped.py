@@ -45,6 +45,8 @@ def test_stripped_build_matches_the_level2_dump(go_build, version, build):
     assert any(f.inlined for g in proc.goroutines for f in g.frames)
     assert proc.layouts.startswith("table (Go ")
     assert ("found in the code" in proc.layouts) == (build == "stripped")
+    # runtime.sched too (codescan.sched_from_code): the goroutines were pre-read.
+    assert proc.walk == "pre-read", proc.walk
     # Variables need DWARF: said per variable, the snapshot itself is whole.
     [frame] = [f for g in proc.goroutines for f in g.frames if f.function == "main.parkSelect"]
     [x] = frame.variables
