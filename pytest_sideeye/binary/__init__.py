@@ -5,8 +5,10 @@ build info and notes (elf), functions, file:line, inline trees and SP deltas fro
 `.gopclntab` (pclntab.Symtab), the runtime's struct layouts, status constants and wait
 reasons from DWARF (layout.RuntimeLayout), and on first use the DWARF types, functions and
 variable locations that capture needs (`BinaryInfo.debug`, dwarf.DebugInfo; location
-expressions evaluated by dwarf_expr). Cached on disk by build id. `ReadOnlyData` reads a
-process's read-only segments (string literals) from its executable file.
+expressions evaluated by dwarf_expr), and the names of its runtime type descriptors
+(`has_runtime_type`: a type converted to an interface may have no DWARF). Cached on disk
+by build id. `ReadOnlyData` reads a process's read-only segments (string literals) from
+its executable file.
 """
 from pytest_sideeye.binary.dwarf import (
                                          DebugInfo,
@@ -22,7 +24,8 @@ from pytest_sideeye.binary.info import BinaryInfo, analyze
 from pytest_sideeye.binary.layout import RuntimeLayout, table_layout, table_versions
 from pytest_sideeye.binary.pclntab import SymFrame, Symtab
 from pytest_sideeye.binary.readonly import ReadOnlyData
+from pytest_sideeye.binary.typenames import has_runtime_type
 
 __all__ = ["BinaryInfo", "DebugInfo", "FunctionInfo", "GoType", "Piece", "ReadOnlyData",
-           "RuntimeLayout", "Scope", "SymFrame", "Symtab", "VarDIE", "analyze", "iter_scopes",
+           "RuntimeLayout", "has_runtime_type", "Scope", "SymFrame", "Symtab", "VarDIE", "analyze", "iter_scopes",
            "package_of", "table_layout", "table_versions"]

@@ -7,6 +7,8 @@ ReadTemplates, run by the engine's programs in the pause), the frame jobs of the
 path (`run_rounds`), and the decoding of the bytes read into JSON-ready values
 (values.ValueDecoder) after the resume.
 """
+from pytest_sideeye.capture.contexts import knows_key_type
+from pytest_sideeye.capture.contexts import no_value_note as no_context_value_note
 from pytest_sideeye.capture.contexts import prune as prune_contexts
 from pytest_sideeye.capture.memory import Budget, Limits, Memory
 from pytest_sideeye.capture.plan import FrameJob, Plan, make_plan, run_rounds
@@ -38,7 +40,7 @@ from pytest_sideeye.capture.templates import (
 from pytest_sideeye.capture.typerules import known as knows_type
 
 __all__ = ["CONTEXT_PREFIX", "C_FORMATS", "Budget", "CaptureOutput", "CaptureSpec", "Expr", "FrameJob", "Limits", "Memory",
-           "prune_contexts", "Kept", "PreWalk",
+           "prune_contexts", "Kept", "PreWalk", "knows_key_type", "no_context_value_note",
            "knows_type",
            "Plan", "ReadTemplates", "UserLink", "compile_plan", "make_plan", "parse_context_rule", "parse_expr", "parse_link",
            "parse_links", "parse_output", "parse_specs", "parse_type_rule", "read_as_bpf", "run_rounds",

@@ -22,7 +22,7 @@ not its values.
 """
 from __future__ import annotations
 
-from pytest_sideeye.binary import package_of
+from pytest_sideeye.binary import has_runtime_type, package_of
 from pytest_sideeye.capture import typerules
 from pytest_sideeye.capture.interfaces import is_direct_iface
 from pytest_sideeye.capture.memory import PENDING, Cut
@@ -80,6 +80,16 @@ def warm_types(debug, keys: tuple[str, ...]) -> None:
         debug.type_by_name("*" + key)
 
 
+def knows_key_type(info, key: str) -> bool:
+    """Whether the program (a BinaryInfo) has the key type: a DWARF type, or only a runtime
+    type descriptor (a type used only in conversions to `any`, as keys are, often has no
+    DWARF entry: ctxzoo's main.traceKey), matched by name as the walk matches keys."""
+    debug = info.debug
+    return (debug.type_by_name(key) is not None
+            or debug.type_by_name("*" + key) is not None
+            or has_runtime_type(info.path, key))
+
+
 def context_variables(debug) -> dict[str, list[str]]:
     """function -> its context.Context parameters and locals, in the packages of the
     program's own code (the standard library's are not read: most of a binary's DWARF)."""
@@ -106,17 +116,27 @@ def context_texts(spec: CaptureSpec) -> set[str]:
     return {e.text for exprs in spec.functions.values() for e in exprs if is_context_expr(e)}
 
 
-def prune(goroutines, spec: CaptureSpec) -> None:
+def prune(goroutines, spec: CaptureSpec) -> list[str]:
     """A rule asks for the contexts there are, not for every frame's: its variables that
-    were not live at a frame's pc are left out, as are values no layer holds."""
+    were not live at a frame's pc are left out, as are values no layer holds. Returns the
+    rules' key types no captured context held a value under (a snapshot note: the type
+    exists, but nothing was found under it, which an empty result alone does not say)."""
     texts = context_texts(spec)
     if not texts:
-        return
+        return list(getattr(spec, "contexts", ()))
+    found: set[str] = set()
     for g in goroutines:
         for f in g.frames:
             if f.variables:
                 f.variables = [v for v in f.variables
                                if v.name not in texts or (v.available and not _absent(v))]
+                found.update(v.name for v in f.variables if v.name in texts)
+    return [k for k in getattr(spec, "contexts", ())
+            if not any(t.endswith(f"[{k}]") for t in found)]
+
+
+def no_value_note(key: str) -> str:
+    return f"capture: no context held a value under a key of type {key}"
 
 
 def _absent(v: Variable) -> bool:

@@ -141,6 +141,11 @@ def take_snapshot(targets: list[Target] | list[int], capture=None, limits=None, 
     if unknown and strict_capture:
         raise CaptureSpecError(f"unknown type {unknown[0]!r}: not in the program of any target "
                                "(type rules name types as main.Order or pkg/path.T)")
+    no_keys = _context_keys_in_no_target(targets, spec) if spec and spec.contexts else []
+    if no_keys and strict_capture:
+        raise CaptureSpecError(f"unknown context key type {no_keys[0]!r}: not in the program "
+                               "of any target (context rules name key types as main.userKey "
+                               "or pkg/path.T)")
     snap = Snapshot(taken_at=now_rfc3339(), settings=cfg.recorded(), together=cfg.together)
     facts: dict[int, links_mod.ProcessFacts] = {}
     with _lock:
@@ -148,6 +153,7 @@ def take_snapshot(targets: list[Target] | list[int], capture=None, limits=None, 
     for proc in procs:
         proc.notes += [f"capture: no function {fn} in any target" for fn in absent]
         proc.notes += [f"capture: no type {t} in any target" for t in unknown]
+        proc.notes += [f"capture: no context key type {k} in any target" for k in no_keys]
     snap.processes.extend(procs)
     snap.skew_ns = skew_ns(procs)
     if cfg.links or user_links:
@@ -187,6 +193,21 @@ def _types_in_no_target(targets: list[Target], spec) -> list[str]:
         except SideeyeError:
             return []
         left = [name for name in left if not capture_mod.knows_type(debug, name)]
+        if not left:
+            break
+    return left
+
+
+def _context_keys_in_no_target(targets: list[Target], spec) -> list[str]:
+    """Context rules' key types found in none of the targets' programs, as DWARF or
+    runtime types (a target that cannot be read counts as having them all)."""
+    left = list(spec.contexts)
+    for t in targets:
+        try:
+            info = analyze(exe_for_pid(t.pid), need_layout=False)
+            left = [k for k in left if not capture_mod.knows_key_type(info, k)]
+        except SideeyeError:
+            return []
         if not left:
             break
     return left
@@ -510,12 +531,13 @@ def _preread(prep: _Prepared, cfg: settings.EngineSettings, collector: Collector
     (raw.walk)."""
     if not cfg.preread:
         return False
+    missing = preread_missing(prep.info)
+    if missing:
+        raw.walk = f"in the pause ({missing})"
+        return False
     layout = prep.info.layout
     sched = layout.variables.get("runtime.sched") or prep.info.symbols.get("runtime.sched")
-    ttr, size = layout.sched_offsets.get("timeToRun"), layout.sched_sizes.get("timeToRun")
-    if "OFF_TRACKSEQ" not in prep.program.macros or not sched or ttr is None or not size:
-        raw.walk = "in the pause (this binary's layouts lack g.trackingSeq or sched.timeToRun)"
-        return False
+    ttr, size = layout.sched_offsets["timeToRun"], layout.sched_sizes["timeToRun"]
     check = VERIFY_NOSEQ if cfg.preread_check == "no-seq" else VERIFY_CHECK
     pre = collector.preread(cfg.preread_max_ns, (sched + prep.bias + ttr, size), check,
                             slots)
@@ -526,6 +548,25 @@ def _preread(prep: _Prepared, cfg: settings.EngineSettings, collector: Collector
         prep.labels.prescan(collector.pre)
     _preread_probes(prep, collector, raw)
     return True
+
+
+def preread_missing(info) -> str:
+    """Why the pre-read cannot run on this binary, named ("" when it can): layouts without
+    g.trackingSeq or sched.timeToRun (Go releases without them, or left out of the table),
+    or a runtime.sched whose address is unknown (a stripped binary whose code did not
+    show it: binary/codescan.py)."""
+    layout = info.layout
+    lacks = [name for name, ok in (
+        ("g.trackingSeq", "trackingSeq" in layout.g_offsets),
+        ("sched.timeToRun", layout.sched_offsets.get("timeToRun") is not None
+         and bool(layout.sched_sizes.get("timeToRun"))))
+        if not ok]
+    if lacks:
+        return f"this binary's layouts ({layout.source}) lack {' and '.join(lacks)}"
+    if not (layout.variables.get("runtime.sched") or info.symbols.get("runtime.sched")):
+        return ("the address of runtime.sched is unknown: no symbol table, and the code did "
+                "not show it")
+    return ""
 
 
 def _preread_probes(prep: _Prepared, collector: Collector, raw: Records) -> None:
@@ -600,7 +641,8 @@ def _finish(prep: _Prepared, got: _Collected, spec, cfg: settings.EngineSettings
         records_out.append(raw.freeze())
     if captures:
         _attach_variables(proc, captures)
-        capture_mod.prune_contexts(proc.goroutines, prep.plan.spec)
+        proc.notes += [capture_mod.no_context_value_note(k) for k in
+                       capture_mod.prune_contexts(proc.goroutines, prep.plan.spec)]
     if spec and not prep.info.has_dwarf:
         _no_dwarf_variables(proc, spec)
     facts = links_mod.take_facts(proc, prep.probes, spec)

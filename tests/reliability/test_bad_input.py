@@ -266,9 +266,10 @@ def test_unknown_container(needs_docker):
     ("no-colon-here", ("bad capture spec",)),
     ("context:a b", ("bad capture spec", "context:KEYTYPE")),
     ("type:main.noSuchType", ("unknown type", "main.noSuchType")),
+    ("context:main.noSuchKey", ("unknown context key type", "main.noSuchKey")),
     ("type:main.job: noSuchField", ("bad field", "noSuchField", "main.job")),
 ], ids=["unknown-function", "unknown-variable", "bad-expression", "bad-spec", "bad-context-rule",
-        "unknown-type", "type-rule-bad-field"])
+        "unknown-type", "unknown-context-key-type", "type-rule-bad-field"])
 def test_bad_capture_spec(needs_root, parked, spec, words):
     one_line(*sideeye("snapshot", "--pid", parked.pid, "--capture", spec), *words)
 
