@@ -97,3 +97,28 @@ def test_a_busy_scheduler_falls_back_to_the_walk_in_the_pause(go_build):
             if got is not None:
                 assert CALLER_TAG.get(got[0]) == got[1], got
     assert any(w.startswith("in the pause (") and "tracked runs" in w for w in walks), walks
+
+
+def test_the_walk_in_the_pause_names_what_the_binary_lacks(go_build, tmp_path):
+    """The snapshot's walk says which of the pre-read's needs is missing: a layout field
+    (a Go release the table keeps without g.trackingSeq and sched.timeToRun), or the
+    address of runtime.sched (a stripped binary whose code did not show it), not one
+    sentence blaming the layouts for both."""
+    from dataclasses import replace
+
+    from support import patched_go_version
+
+    from pytest_sideeye.binary import analyze
+    stripped = analyze(go_build("inlines", "1.24.11", ldflags="-s -w"))
+    assert engine.preread_missing(stripped) == ""
+    blind = replace(stripped, symbols={k: v for k, v in stripped.symbols.items()
+                                       if k != "runtime.sched"})
+    assert engine.preread_missing(blind) == (
+        "the address of runtime.sched is unknown: no symbol table, and the code did not "
+        "show it")
+    # Go 1.25's table layout lacks both (left out on purpose); the symbol table has sched.
+    go125 = analyze(patched_go_version(go_build("inlines", "1.24.11", ldflags="-w"),
+                                       "go1.24.11", "go1.25.10", tmp_path / "inlines"))
+    assert engine.preread_missing(go125) == (
+        f"this binary's layouts ({go125.layout.source}) lack g.trackingSeq and "
+        "sched.timeToRun")
