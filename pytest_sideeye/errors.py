@@ -36,6 +36,13 @@ class DockerUnavailable(SideeyeError):
     pass
 
 
+class InternalError(SideeyeError):
+    """An unexpected exception, a bug, as its one line (bugs.report_line): the agent's
+    answer for one of the engine's, raised again by its client."""
+
+    exit_code = 70   # EX_SOFTWARE: a bug, not bad input (2)
+
+
 def one_line(e: BaseException) -> str:
     """The first line of what an exception says (a Docker API error's explanation when it
     has one), or its type's name when it says nothing."""

@@ -97,6 +97,11 @@ def cache_dir(kind: str) -> Path:
     return _folder(variable, cache_root() / folder)
 
 
+def bug_reports_dir() -> Path:
+    """Where an unexpected error's traceback is written (bugs.py): SIDEEYE_CACHE/bugs."""
+    return cache_root() / "bugs"
+
+
 def build_cache() -> Path:
     return _folder("SIDEEYE_BUILD_CACHE", cache_root() / "builds")
 

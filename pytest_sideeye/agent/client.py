@@ -18,7 +18,7 @@ from pytest_sideeye.agent.protocol import (
                                            TargetSpec,
                                            request_bytes,
 )
-from pytest_sideeye.errors import CaptureSpecError, NoPermission, SideeyeError
+from pytest_sideeye.errors import CaptureSpecError, InternalError, NoPermission, SideeyeError
 
 if TYPE_CHECKING:
     from pytest_sideeye.snapshot import Snapshot
@@ -186,6 +186,8 @@ def snapshot_bytes(targets: list, capture=None, *, strict_capture: bool = True,
             # The caller's capture spec or links: the engine's own line, word for word, as
             # without an agent (the same command must say the same thing either way).
             raise CaptureSpecError(message)
+        if message and doc.get("internal") is True:   # an engine bug: the CLI's own line
+            raise InternalError(message)
         if message and doc.get("engine") is True:   # the same: an unknown container, ...
             raise AgentAnswered(status, message)
         line = f"sideeye agent: {message or f'status {status}'}"

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, TextIO
 
-from pytest_sideeye import engine, settings
+from pytest_sideeye import bugs, engine, settings
 from pytest_sideeye.agent.authorize import (
                                             RULE_REMOTE,
                                             Authorizer,
@@ -322,8 +322,12 @@ class Agent:
                 else:
                     job.status, job.answer = self._snapshot(job)
             except Exception as e:  # noqa: BLE001 - an engine bug is one line, not the end
-                job.status, job.answer = 500, {"error": f"snapshot failed: "
-                                                        f"{type(e).__name__}: {one_line(e)}"}
+                # The line the CLI prints for a bug of its own (its traceback in the
+                # agent's folder), so both routes say the same.
+                line = bugs.report_line(e)
+                self.log(line)
+                job.status, job.answer = 500, {"error": line, "engine": True,
+                                               "internal": True}
             finally:
                 job.done.set()
             # The answer is the connection thread's to send and drop: held here, it

@@ -13,7 +13,8 @@
                   [--listen tcp://ADDR:PORT --tls-cert F --tls-key F --token-file F]
 
 Every problem the user can act on is one line on stderr and exit code 2 (1 for a doctor
-that found a failing requirement), never a traceback.
+that found a failing requirement), never a traceback; so is a bug (an unexpected
+exception, here or in the agent), with exit code 70 and its traceback in a file it names.
 """
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ import os
 import sys
 from pathlib import Path
 
-from pytest_sideeye.errors import SideeyeError
+from pytest_sideeye import bugs
+from pytest_sideeye.errors import InternalError, SideeyeError
 
 # Stages are imported by the commands that use them: `sideeye snapshot` through a warm
 # agent is timed end to end (benchmarks/agent_bench.py), and jinja2, Docker and the
@@ -276,6 +278,9 @@ def main(argv=None) -> int:
         return 130
     except BrokenPipeError:
         return _reader_gone()
+    except Exception as e:  # noqa: BLE001 - a bug: one line and where its traceback is
+        print(f"sideeye: {bugs.report_line(e)}", file=sys.stderr)
+        return InternalError.exit_code
 
 
 def _reader_gone() -> int:
