@@ -12,6 +12,7 @@ its executable file.
 """
 from pytest_sideeye.binary.dwarf import (
                                          DebugInfo,
+                                         Field,
                                          FunctionInfo,
                                          GoType,
                                          Scope,
@@ -26,6 +27,6 @@ from pytest_sideeye.binary.pclntab import SymFrame, Symtab
 from pytest_sideeye.binary.readonly import ReadOnlyData
 from pytest_sideeye.binary.typenames import has_runtime_type
 
-__all__ = ["BinaryInfo", "DebugInfo", "FunctionInfo", "GoType", "Piece", "ReadOnlyData",
+__all__ = ["BinaryInfo", "DebugInfo", "Field", "FunctionInfo", "GoType", "Piece", "ReadOnlyData",
            "RuntimeLayout", "has_runtime_type", "Scope", "SymFrame", "Symtab", "VarDIE", "analyze", "iter_scopes",
            "package_of", "table_layout", "table_versions"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pytest_sideeye.binary import GoType
 from pytest_sideeye.capture.memory import PENDING, Cut, u
+from pytest_sideeye.capture.rtypes import Undecodable, raw_words, runtime_type
 
 
 def is_direct_iface(t: GoType) -> bool:
@@ -45,6 +46,14 @@ class InterfaceReader:
             return None, None
         if dyn is PENDING:
             return None, PENDING
+        if isinstance(dyn, Cut) and dyn.why == "unknown dynamic type":
+            # No DWARF type: the runtime's own descriptor of it (capture/rtypes.py).
+            known = runtime_type(self, dyn.addr)
+            if known is PENDING:
+                return None, PENDING
+            if isinstance(known, Undecodable):
+                return known.name, raw_words(self, known, data)
+            dyn = known or dyn
         if isinstance(dyn, Cut):
             self.errors.append(f"unknown dynamic type at {dyn.addr:#x}")
             self.truncated = True
