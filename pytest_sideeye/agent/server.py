@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, TextIO
 
-from pytest_sideeye import bugs, engine, settings
+from pytest_sideeye import bugs, engine, install, settings
 from pytest_sideeye.agent.authorize import (
                                             RULE_REMOTE,
                                             Authorizer,
@@ -391,7 +391,7 @@ class Agent:
         started = time.strftime("%Y-%m-%d %H:%M", time.localtime(self.started))
         return [f"taken by a sideeye agent running other pytest-sideeye code (agent {self.code}, "
                 f"started {started}; caller {callers}): restart the agent to match "
-                "(bash scripts/setup.sh, or systemctl restart sideeye-agent)"]
+                f"({install.agent_restart(os.getpid())})"]
 
     def _authorized_targets(self, job: Job) -> list:
         """Engine targets for the request, every pid checked against the caller's rule

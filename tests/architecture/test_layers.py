@@ -11,9 +11,9 @@ import pytest
 
 PKG = Path(__file__).resolve().parents[2] / "pytest_sideeye"
 
-# Earlier first. The foundation (errors, then settings, then files, memo and bugs) imports
-# nothing of ours but itself; the model (snapshot) imports nothing of ours at all.
-FOUNDATION = ("errors", "settings", "files", "memo", "bugs")
+# Earlier first. The foundation (errors, then settings, then files, memo, bugs and install)
+# imports nothing of ours but itself; the model (snapshot) imports nothing of ours at all.
+FOUNDATION = ("errors", "settings", "files", "memo", "bugs", "install")
 STAGES = ("snapshot", "binary", "capture", "engine", "report", "services", "agent", "plugin",
           "cli")
 

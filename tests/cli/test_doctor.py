@@ -10,12 +10,13 @@ import sys
 import pytest
 from support import patched_go_version
 
+from pytest_sideeye import install
 from pytest_sideeye.cli import doctor
 from pytest_sideeye.engine import privileges
 
 DEAD = "unix:///tmp/sideeye-no-such-docker.sock"
 DEAD_LINE = (f"FAIL  docker  Docker is not answering at {DEAD}  "
-             "-> fix: start dockerd (scripts/setup.sh does)")
+             f"-> fix: start dockerd ({install.setup_command()} does)")
 
 
 def run_doctor(*args: str, env: dict | None = None, prefix: tuple[str, ...] = ()):

@@ -95,3 +95,26 @@ def test_installation_without_its_bpf_source_says_so_in_one_line(installed, go_b
     assert r.returncode == 2, r.stderr
     (line,) = r.stderr.splitlines()
     assert "lacks its BPF program" in line and "reinstall" in line, line
+
+
+def test_installed_fix_texts_name_no_script_the_wheel_lacks(installed, tmp_path):
+    """The wheel ships no scripts/: `sideeye doctor`'s fixes said `scripts/setup.sh` to a
+    pip-installed user all the same. Installed, they say the step itself (the checkout's
+    set-up script, by absolute path, only from a checkout: tests/cli/test_install.py)."""
+    dead = "unix:///tmp/sideeye-no-such-docker.sock"
+    r = subprocess.run([str(installed.sideeye), "doctor"], cwd=tmp_path,
+                       env={**installed.env(tmp_path), "DOCKER_HOST": dead,
+                            "SIDEEYE_AGENT": "0"},
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert "setup.sh" not in r.stdout + r.stderr, r.stdout
+    [line] = [x for x in r.stdout.splitlines() if x.startswith("FAIL  docker ")]
+    assert line.endswith(f"Docker is not answering at {dead}  "
+                         "-> fix: start dockerd (systemctl start docker)"), line
+    r = subprocess.run([str(installed.python), "-c",
+                        "from pytest_sideeye import install; "
+                        "print(install.setup_command(), install.agent_restart(7, env={}))"],
+                       cwd=tmp_path, env=installed.env(tmp_path), capture_output=True,
+                       text=True, timeout=60)
+    assert r.stdout.strip() == ("None stop agent pid 7 and start `sideeye agent` again "
+                                "as root"), (r.stdout, r.stderr)
