@@ -32,6 +32,11 @@ def fix(step: str, *, installed: str = "", root: Path = ROOT) -> str:
     return f"{step} ({installed})" if installed else step
 
 
+def start_docker() -> str:
+    """What to do when Docker does not answer."""
+    return fix("start dockerd", installed="systemctl start docker")
+
+
 def agent_restart(pid: int, root: Path = ROOT, env=None) -> str:
     """How to restart the agent of process pid (this process): by the set-up script that
     started it, by systemd, or by hand."""

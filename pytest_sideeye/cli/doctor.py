@@ -189,7 +189,7 @@ def check_docker() -> str:
         client = connect(timeout=5)
     except errors.DockerUnavailable:
         raise _Failed(f"Docker is not answering at {docker_host()}",
-                      install.fix("start dockerd", installed="systemctl start docker")) from None
+                      install.start_docker()) from None
     try:
         version = client.version().get("Version", "?")
     finally:

@@ -23,6 +23,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Iterator
 
+from pytest_sideeye import install
 from pytest_sideeye.engine import pins
 from pytest_sideeye.errors import BpfUnavailable, NoPermission, TargetGone
 from pytest_sideeye.files import JsonCache
@@ -500,8 +501,8 @@ def _compile(macros: dict[str, int], in_context: bool):
     try:
         from bcc import BPF
     except ImportError:
-        raise BpfUnavailable("bcc is not importable: install Debian's python3-bpfcc and use "
-                             "a venv with --system-site-packages (scripts/setup.sh does)") \
+        raise BpfUnavailable("bcc is not importable: " + install.fix(
+            "install Debian's python3-bpfcc and use a venv with --system-site-packages")) \
             from None
     cflags = [f"-D{k}={v}" for k, v in sorted(macros.items())]
     btf = kernel_btf()

@@ -14,6 +14,7 @@ import tarfile
 import threading
 from pathlib import Path
 
+from pytest_sideeye import install
 from pytest_sideeye.errors import DockerUnavailable, SideeyeError, one_line
 from pytest_sideeye.services import toolchains
 
@@ -51,7 +52,7 @@ def connect(timeout: int = 60):
         return client
     except (docker.errors.DockerException, requests.exceptions.RequestException, OSError):
         raise DockerUnavailable(f"Docker is not answering at {docker_host()}: "
-                                "start dockerd (scripts/setup.sh does)") from None
+                                f"{install.start_docker()}") from None
 
 
 def exe_name(name: str) -> str:

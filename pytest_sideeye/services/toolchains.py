@@ -7,7 +7,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from pytest_sideeye import settings
+from pytest_sideeye import install, settings
 from pytest_sideeye.errors import SideeyeError
 
 
@@ -25,13 +25,18 @@ def installed_versions() -> list[str]:
     return sorted(found, key=lambda v: tuple(int(x) for x in v.split(".")))
 
 
+def _install_fix() -> str:
+    setup = install.setup_command()
+    return f"run {setup}" if setup else f"install it as {settings.toolchains_dir()}/goVERSION/go"
+
+
 def go_binary(version: str | None = None) -> Path:
     version = version or default_version()
     go = settings.toolchains_dir() / f"go{version}" / "go" / "bin" / "go"
     if not go.is_file():
         have = ", ".join(installed_versions()) or "none"
         raise SideeyeError(f"Go {version} is not installed under {settings.toolchains_dir()} "
-                           f"(installed: {have}); run scripts/setup.sh")
+                           f"(installed: {have}); {_install_fix()}")
     return go
 
 

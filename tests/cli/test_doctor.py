@@ -16,7 +16,7 @@ from pytest_sideeye.engine import privileges
 
 DEAD = "unix:///tmp/sideeye-no-such-docker.sock"
 DEAD_LINE = (f"FAIL  docker  Docker is not answering at {DEAD}  "
-             f"-> fix: start dockerd ({install.setup_command()} does)")
+             f"-> fix: {install.start_docker()}")
 
 
 def run_doctor(*args: str, env: dict | None = None, prefix: tuple[str, ...] = ()):

@@ -111,6 +111,12 @@ def test_installed_fix_texts_name_no_script_the_wheel_lacks(installed, tmp_path)
     [line] = [x for x in r.stdout.splitlines() if x.startswith("FAIL  docker ")]
     assert line.endswith(f"Docker is not answering at {dead}  "
                          "-> fix: start dockerd (systemctl start docker)"), line
+    r = subprocess.run([str(installed.sideeye), "snapshot", "--container", "whatever"],
+                       cwd=tmp_path, env={**installed.env(tmp_path), "DOCKER_HOST": dead,
+                                          "SIDEEYE_AGENT": "0"},
+                       capture_output=True, text=True, timeout=120)
+    assert (r.returncode, r.stderr) == (2, f"sideeye: Docker is not answering at {dead}: "
+                                           "start dockerd (systemctl start docker)\n")
     r = subprocess.run([str(installed.python), "-c",
                         "from pytest_sideeye import install; "
                         "print(install.setup_command(), install.agent_restart(7, env={}))"],

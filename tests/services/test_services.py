@@ -22,7 +22,7 @@ pytest_plugins = ["pytester"]  # only this module needs it; the root conftest is
 
 from support import GOAPPS
 
-from pytest_sideeye import settings
+from pytest_sideeye import install, settings
 from pytest_sideeye.errors import DockerUnavailable, SideeyeError
 from pytest_sideeye.services import containers, fixture, images
 from pytest_sideeye.services.containers import (
@@ -294,7 +294,7 @@ def test_dead_docker_socket_is_one_clear_line(monkeypatch, tmp_path):
     with pytest.raises(DockerUnavailable) as e:
         images.connect(timeout=5)
     assert str(e.value) == (f"Docker is not answering at unix://{tmp_path}/docker.sock: "
-                            "start dockerd (scripts/setup.sh does)")
+                            f"{install.start_docker()}")
 
 
 # --------------------------------------------------------------------------- as a user writes it
@@ -456,7 +456,7 @@ def test_no_docker_is_one_line_in_the_test(user_project, monkeypatch):
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines([
         "Docker is not answering at unix:///tmp/sideeye-no-such-docker.sock: "
-        "start dockerd (scripts/setup.sh does)"])
+        f"{install.start_docker()}"])
     assert "Traceback" not in result.stdout.str()
 
 
