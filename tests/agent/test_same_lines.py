@@ -17,8 +17,10 @@ pytestmark = [pytest.mark.usefixtures("needs_root")]
     ("--capture", "main.parkedLeaf:i["),
     ("--capture", "type:main.noSuchType"),
     ("--capture", "main.noSuchFunction:i"),
+    ("--capture", "context:main.noSuchKey"),
     ("--link", "garbage"),
-], ids=["bad-spec", "bad-expression", "unknown-type", "unknown-function", "bad-link"])
+], ids=["bad-spec", "bad-expression", "unknown-type", "unknown-function",
+        "unknown-context-key-type", "bad-link"])
 def test_capture_errors_read_the_same_through_the_agent(agent, start_target, args):
     target = start_target(n=10)
     cmd = ("snapshot", "--pid", str(target.pid), *args)
