@@ -27,8 +27,8 @@ def test_context_rule_and_the_context_variable_itself(go_build, tmp_path, monkey
     [frame] = [f for g in proc.goroutines for f in g.frames
                if f.function == "main.waitCanceled"]
     got = {v.name: v for v in frame.variables}
-    # The variable as it is without the rule (its innermost key, a main.traceKey, is a
-    # type the decoder does not know: a note of its own, not this test's).
+    # The variable as it is without the rule (its innermost key, a main.traceKey, has no
+    # DWARF type: read with its runtime type, tests/capture/test_runtime_types.py).
     assert got["ctx"].available and isinstance(got["ctx"].value, dict), got["ctx"]
     assert got["ctx[main.userKey]"].value == "carol"
     assert got["ctx.Err()"].value is not None   # cancelled: "context canceled"
