@@ -10,7 +10,8 @@ from typing import Any, Callable
 
 import pytest
 
-from pytest_sideeye.errors import NoPermission, SideeyeError, one_line
+from pytest_sideeye import bugs
+from pytest_sideeye.errors import InternalError, NoPermission, SideeyeError, one_line
 from pytest_sideeye.plugin import attach
 from pytest_sideeye.plugin.options import item_capture, item_links, settings_of
 from pytest_sideeye.plugin.targets import add_notes, build_targets, services_of
@@ -76,9 +77,11 @@ def take(services: list[Any], capture: dict[str, list[str]], budget_s: float,
         problem = one_line(e)
         snap = Snapshot(processes=_errored(services, problem), taken_at=now_rfc3339())
     except Exception as e:  # an engine bug: still one line and a report with the logs
+        # The line the agent answers for its own bug (bugs.py), the traceback kept in a
+        # file: the same words whichever route took the snapshot.
+        problem = bugs.report_line(e)
         if raise_errors:
-            raise SideeyeError(f"snapshot failed: {type(e).__name__}: {one_line(e)}") from e
-        problem = f"snapshot failed: {type(e).__name__}: {one_line(e)}"
+            raise InternalError(problem) from e
         snap = Snapshot(processes=_errored(services, problem), taken_at=now_rfc3339())
     _add_logs(snap, services, budget_s)
     return snap, problem

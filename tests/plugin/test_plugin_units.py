@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pytest_sideeye import capture
-from pytest_sideeye.errors import CaptureSpecError, SideeyeError
+from pytest_sideeye.errors import CaptureSpecError, InternalError, SideeyeError
 from pytest_sideeye.plugin import attach, on_timeout, specs, taking
 from pytest_sideeye.snapshot.model import Snapshot
 
@@ -115,6 +115,26 @@ def test_run_bounded_returns_raises_and_gives_up():
         taking.run_bounded(lambda: stop.wait(10), 0.2, "snapshot")
     assert time.monotonic() - t0 < 5
     stop.set()
+
+
+def test_an_engine_bug_in_a_plugin_snapshot_is_the_agents_line(tmp_path, monkeypatch):
+    """The plugin's own route says what the agent answers for its bug (bugs.py): one line,
+    the traceback in a file; it said `snapshot failed: ...` with no traceback kept."""
+    monkeypatch.setenv("SIDEEYE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr("pytest_sideeye.agent.missing_privileges", lambda: [])
+    monkeypatch.setattr(taking, "build_targets", lambda services: (["a target"], []))
+
+    def bug(*args, **kwargs):
+        raise KeyError("an engine bug")
+    monkeypatch.setattr(taking, "_take_one_at_a_time", bug)
+    monkeypatch.setattr(taking, "_add_logs", lambda snap, services, budget_s: None)
+    snap, problem = taking.take([], {}, 5)
+    assert problem.startswith("internal error: KeyError: 'an engine bug' (a bug: the "
+                              "traceback is in "), problem
+    [written] = (tmp_path / "cache" / "bugs").iterdir()
+    assert problem.endswith(f"{written})") and "in bug" in written.read_text()
+    with pytest.raises(InternalError, match="^internal error: KeyError"):
+        taking.take([], {}, 5, raise_errors=True)
 
 
 def test_write_files_from_a_recorded_snapshot(tmp_path):
