@@ -654,8 +654,9 @@ class Collector:
 
     def requeue(self) -> None:
         """In the pause, after set_capture (which empties capq): the captured frames this
-        process's pre-read queued, back in capq for the capture pass, when other processes
-        of its program were pre-read after it (together mode)."""
+        process's pre-read queued, back in capq for the capture pass: every process of a
+        snapshot is pre-read before the first pause, so others of its program may have
+        been pre-read after it (take._all_before_pause)."""
         if self.pre is None or self._queue is None:
             return
         n, entries = self._queue

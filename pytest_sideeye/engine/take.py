@@ -288,8 +288,7 @@ def _snapshot_together(targets: list[Target], spec, limits, cfg: settings.Engine
             for i, prep in enumerate(order):
                 collector = collectors[prep.proc.pid]
                 got = _or_error(prep.proc, lambda prep=prep, collector=collector:
-                                _collect(prep, cfg, collector, pause,
-                                         ready.get(prep.proc.pid)))
+                                _collect(prep, cfg, collector, pause, ready[prep.proc.pid]))
                 if got is not None:
                     collected[prep.proc.pid] = got
                     if prep.program.pins_folder is not None or \
@@ -332,16 +331,26 @@ def _pins_held(prepared):
 @contextlib.contextmanager
 def _pauses(order: list[_Prepared], cfg: settings.EngineSettings, collectors: dict):
     """How each process is paused, as paused() is called, and what was done before
-    every pause ({pid: _Ready}): one after the other (paused itself; each does its own
-    before its pause), or, in together mode, every one stopped here before the first is
-    collected, each resumed as soon as it is collected, and all on the way out. Before
-    that stop, each target is done while it runs (_before_pause: its pages brought into
-    the caches, its goroutines pre-read), the processes of one program each pre-read
-    into slots of their own in its `pre` map (PreSlots), so one short stop verifies
-    them all."""
+    every pause ({pid: _Ready}): one after the other (paused itself), or, in together
+    mode, every one stopped here before the first is collected, each resumed as soon as
+    it is collected, and all on the way out. Either way every target is first done while
+    it runs (_before_pause: its pages brought into the caches, its goroutines pre-read),
+    the processes of one program each pre-read into slots of their own in its `pre` map
+    (PreSlots): one after the other, nothing but the pauses' own work comes between two
+    pauses (each process's pre-read there had spread 8 processes over 5.7 ms, the issue's
+    goal being 5), and together, one short stop verifies them all."""
+    ready = _all_before_pause(order, cfg, collectors)
     if not cfg.together:
-        yield paused, {}
+        yield paused, ready
         return
+    with stopped_together([prep.proc.pid for prep in order]) as group:
+        yield group.held, ready
+
+
+def _all_before_pause(order: list[_Prepared], cfg: settings.EngineSettings,
+                      collectors: dict) -> dict[int, _Ready]:
+    """_before_pause for every process, in the order they will be paused, each pre-read
+    into the slots of its program's `pre` map that the ones before it left."""
     ready: dict[int, _Ready] = {}
     kept: dict[int, int] = {}   # id(program): slots of its `pre` map taken so far
     for prep in order:
@@ -352,9 +361,9 @@ def _pauses(order: list[_Prepared], cfg: settings.EngineSettings, collectors: di
                                           PreSlots(base, PRE_MAX - base)))
         kept[id(prep.program)] = base + collector.pre_kept
         ready[prep.proc.pid] = _Ready(raw, bool(preread),
-                                      _prewalk(prep, collector, cfg, raw) if preread else None)
-    with stopped_together([prep.proc.pid for prep in order]) as group:
-        yield group.held, ready
+                                      _prewalk(prep, collector, cfg, raw) if preread else None,
+                                      alone=len(order) == 1)
+    return ready
 
 
 @contextlib.contextmanager
@@ -437,12 +446,13 @@ def _prepare(proc: Process, spec, limits, cfg: settings.EngineSettings) -> _Prep
 
 @dataclass
 class _Ready:
-    """What _before_pause did for a process before together mode's stop: its records so
+    """What _before_pause did for a process before the first pause: its records so
     far (the pre-read's walk field), whether its pause may check headers only, and its
     context chains read before the stop (_prewalk)."""
     raw: Records
     preread: bool
     prewalk: object = None
+    alone: bool = False   # the snapshot's only process
 
 
 def _before_pause(prep: _Prepared, cfg: settings.EngineSettings, collector: Collector,
@@ -470,29 +480,29 @@ def _set_capture(prep: _Prepared, cfg: settings.EngineSettings, collector: Colle
 
 
 def _collect(prep: _Prepared, cfg: settings.EngineSettings, collector: Collector,
-             pause=paused, ready: _Ready | None = None) -> _Collected:
+             pause, ready: _Ready) -> _Collected:
     """Pause one process and read it; with its pins held (_pins_held). What is read from
     the program's maps after the resume is read here too, before the next process of the
-    same program overwrites them. `pause`: paused, or the together mode's (_pauses), whose
-    `ready` says what was done before every process was stopped."""
+    same program overwrites them. `pause`: paused, or the together mode's (_pauses);
+    `ready`: what was done before the first pause (_all_before_pause)."""
     plan, decoder, tables = prep.plan, prep.decoder, prep.tables
-    raw = ready.raw if ready is not None else Records(prep.proc.pid)
+    raw = ready.raw
     times = PauseTimes()
     pause_jobs: dict = {}
     try:
         wanted = _hook_wanted(cfg)
-        if ready is None:
-            preread = _before_pause(prep, cfg, collector, raw)
-            prewalk = _prewalk(prep, collector, cfg, raw) if preread else None
-        else:
-            # Stopped already: this process's part of the program's shared maps again
-            # (other processes of its program were pre-read and collected since).
-            preread, prewalk = ready.preread, ready.prewalk
-            collector.claim()
-            _set_capture(prep, cfg, collector)
-            collector.requeue()
-        if preread and ready is None:
-            collector.prewarm_verify()   # together mode: the other processes come between
+        # This process's part of the program's shared maps again (other processes of its
+        # program were pre-read, and maybe collected, since its own pre-read).
+        preread, prewalk = ready.preread, ready.prewalk
+        collector.claim()
+        _set_capture(prep, cfg, collector)
+        collector.requeue()
+        if preread and ready.alone:
+            # Its allgs and g structs in the caches for the pause's check: 0.05-0.1 ms of
+            # a 1,000-goroutine pause. Not with other processes: one after the other, the
+            # extra pass lies between two pauses (8 processes spread 3.5-3.9 ms with it,
+            # 2.9-3.4 without); together, they are stopped already.
+            collector.prewarm_verify()
         # After a pre-read the pause checks headers: the iterator does it, not the hook.
         hooked = wanted and not preread and collector.arm_hook()
         # No collection of Python's garbage in the pause: a full one over the binaries'
