@@ -502,14 +502,41 @@ def _pids_in_namespace_of(root: int) -> list[int]:
 
 
 _go_exe_cache: dict[tuple[int, int, int, int], bool] = {}
+# How long a container's `runc init` may take to become the program it starts.
+RUNTIME_INIT_WAIT_S = 2.0
+
+
+def _is_runtime_init(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read(64).startswith(b"runc\0init\0")
+    except OSError:
+        return False
+
+
+def _past_runtime_init(pid: int, wait_s: float = RUNTIME_INIT_WAIT_S) -> bool:
+    """False if `pid` is still the container runtime's own `runc init` after `wait_s`.
+    A container just started (or a `docker exec` just begun) is `runc init` until it
+    execs the image's program, and runc is a Go binary itself (Debian's: Go 1.19): a
+    snapshot right after `containers.run()` returned took runc for the service ("Go 1.19
+    is not supported")."""
+    deadline = time.monotonic() + wait_s
+    while _is_runtime_init(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
 
 
 def _is_go_executable(pid: int) -> bool:
     """Go binaries carry a .go.buildinfo section (or at least .gopclntab); only the section
-    headers are read, cached per file."""
+    headers are read, cached per file. The container runtime's `runc init` is not one of
+    the container's programs: waited for until it becomes one (_past_runtime_init)."""
     from elftools.common.exceptions import ELFError
     from elftools.elf.elffile import ELFFile
 
+    if not _past_runtime_init(pid):
+        return False
     path = f"/proc/{pid}/exe"
     try:
         st = os.stat(path)
