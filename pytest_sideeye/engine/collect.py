@@ -97,6 +97,9 @@ class Records:
     # The pre-read's records with pprof labels, {(chunk, index): (goid, g.labels)}, found
     # before the pause (labels.LabelReader.prescan) so the pause scans only the re-walked.
     pre_labels: dict[tuple[int, int], tuple[int, int]] | None = None
+    # ... and the label sets they point to, read then too (labels.Taken): the pause
+    # adopts those of the goroutines it keeps (labels._adopt).
+    pre_label_sets: object = None
     # The link probes' slots the pre-read read (links/preread_slots.PrereadProbes), and
     # how many of those frames the snapshot took (those of goroutines not walked again).
     pre_probes: object = None
@@ -751,7 +754,7 @@ class Collector:
         indexes = sorted(i & 0xffffffff for i in
                          struct.unpack_from(f"<{nchanged}Q", self.p.changed, 0))
         raw.chunks, raw.more = list(pre.chunks), dict(pre.more)
-        raw.pre_labels = pre.pre_labels
+        raw.pre_labels, raw.pre_label_sets = pre.pre_labels, pre.pre_label_sets
         raw.pre_chunks, raw.per_chunk = pre.pre_chunks, self.per_pass
         ci = len(raw.chunks)
         recs: list[bytes] = []

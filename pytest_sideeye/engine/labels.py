@@ -17,11 +17,14 @@ is the pause's.
 
 Label sets are never modified once made (Go 1.21-1.27's runtime/pprof/label.go:
 WithLabels builds a new map or merged slice, SetGoroutineLabels and Do only swap the
-pointer), so each distinct set is read once. Their contents are read in the pause all the
-same, a few batched reads for all distinct sets: after the resume a goroutine may drop its
-set, the collector free it and the memory hold another set or anything else, and reading
-it back then could not tell a live set from a reused address (checking g.labels again
-after the read leaves the drop-free-reuse-set-again case undetectable). Strings in the
+pointer), so each distinct set is read once. A set is read while it is known live: after
+the resume a goroutine may drop its set, the collector free it and the memory hold another
+set or anything else, and reading it back then could not tell a live set from a reused
+address (checking g.labels again after the read leaves the drop-free-reuse-set-again case
+undetectable). Before the pause, right after a pre-read, the sets its records point to are
+read (prescan): one a goroutine the pause keeps points to was live all along (its g.labels
+held it, the goroutine did not run), so what was read then is what the pause would read.
+The pause reads only the other sets: those of goroutines it walked again. Strings in the
 binary's read-only data (literal keys and values) are read from the executable after the
 resume (binary.ReadOnlyData): the same bytes, at no cost to the pause.
 
@@ -48,6 +51,7 @@ MAX_LABELS = 64          # labels shown per goroutine; more are cut (a note says
 LABEL_BYTES = 512        # bytes shown of one key or value; longer ones end in "…"
 MAX_OVERFLOW = 4         # overflow buckets followed per bucket of a (small) label map
 CUT = "…"
+PRE_SETS_BUDGET_S = 0.05   # reading the pre-read's sets before the pause, at most
 
 
 @dataclass
@@ -113,20 +117,27 @@ class LabelReader:
 
     def _read(self, raw, read: Scatter, deadline: float) -> Taken:
         taken = Taken()
-        taken.pointers = self._pointers(raw)
+        taken.pointers, kept = self._pointers(raw)
         if not taken.pointers:
             return taken
 
         def scatter(reqs):
             taken.reads += len(reqs)
             return read(reqs)
-        ptrs = sorted(set(taken.pointers.values()))
-        if isinstance(self.shape, _Slice):
-            self._slice_sets(ptrs, scatter, taken)
-        else:
-            self._map_sets(ptrs, scatter, deadline, taken)
-        self._heap_strings(scatter, deadline, taken)
+        before = raw.pre_label_sets if raw.pre_chunks else None
+        adopted = _adopt(taken, before, kept) if before is not None else set()
+        ptrs = sorted(set(taken.pointers.values()) - adopted)
+        self._read_sets(ptrs, scatter, deadline, taken)
         return taken
+
+    def _read_sets(self, ptrs: list[int], scatter: Scatter, deadline: float,
+                   taken: Taken) -> None:
+        if ptrs:
+            if isinstance(self.shape, _Slice):
+                self._slice_sets(ptrs, scatter, taken)
+            else:
+                self._map_sets(ptrs, scatter, deadline, taken)
+        self._heap_strings(scatter, deadline, taken)
 
     def prescan(self, pre) -> None:
         """Before the pause, the pre-read's records' labels (Records.pre_labels). Each one
@@ -138,21 +149,41 @@ class LabelReader:
             pre.pre_labels = self._found(pre.chunks, range(len(pre.chunks)))
         except Exception:  # noqa: BLE001 - never let labels cost the snapshot: the pause
             pre.pre_labels = None   # scans them all instead
+            return
+        pre.pre_label_sets = self._sets_before_pause(pre)
 
-    def _pointers(self, raw) -> dict[int, int]:
+    def _sets_before_pause(self, pre) -> Taken | None:
+        """The sets the pre-read's records point to, read while the target runs (the
+        pause adopts those its kept goroutines point to: _adopt); None when there are
+        none or reading them failed (the pause reads them all then)."""
+        ptrs = sorted({ptr for _goid, ptr in pre.pre_labels.values()})
+        if not ptrs:
+            return None
+        taken = Taken()
+        try:
+            self._read_sets(ptrs, lambda reqs: read_scatter(pre.pid, reqs),
+                            time.monotonic() + PRE_SETS_BUDGET_S, taken)
+        except Exception:  # noqa: BLE001 - the pause reads them instead
+            return None
+        return taken
+
+    def _pointers(self, raw) -> tuple[dict[int, int], set[int]]:
         """{goid: g.labels} of each live goroutine with labels, from the records' H_LABELS
         column (the BPF walk's copy of the word); a chunk where that column is all zeros,
         the usual case, costs one scan of it. With a pre-read, its records were scanned
         before the pause (prescan), and a record the pause walked again supersedes the
-        pre-read's (its goroutine may have died or changed labels)."""
+        pre-read's (its goroutine may have died or changed labels). Also the pointers of
+        the pre-read's records the pause kept: sets live since the pre-read."""
         pre = raw.pre_labels if raw.pre_chunks else None
         found = dict(pre) if pre is not None else {}
         scan = range(raw.pre_chunks if pre is not None else 0, len(raw.chunks))
         found.update(self._found(raw.chunks, scan))
         if not found:
-            return {}
+            return {}, set()
         superseded = raw.superseded()
-        return {goid: ptr for key, (goid, ptr) in found.items() if key not in superseded}
+        kept = {ptr for key, (_goid, ptr) in (pre or {}).items() if key not in superseded}
+        return ({goid: ptr for key, (goid, ptr) in found.items() if key not in superseded},
+                kept)
 
     def _found(self, chunks, indexes) -> dict[tuple[int, int], tuple[int, int]]:
         """{(chunk, index): (goid, g.labels)} of the live goroutines with labels there."""
@@ -276,7 +307,8 @@ class LabelReader:
         ro = self.rodata.ranges if self.rodata is not None else []
         refs = {(p, min(n, LABEL_BYTES)) for refs in taken.sets.values()
                 for kp, kn, vp, vn in refs for p, n in ((kp, kn), (vp, vn)) if n}
-        heap = sorted(r for r in refs if not any(lo <= r[0] < hi for lo, hi, _off in ro))
+        heap = sorted(r for r in refs if r not in taken.strings
+                      and not any(lo <= r[0] < hi for lo, hi, _off in ro))
         if not heap:
             return
         if time.monotonic() > deadline:
@@ -313,6 +345,21 @@ class LabelReader:
             return f"<unreadable {ptr:#x}>"
         text = data.decode("utf-8", errors="replace")
         return text + CUT if n > size else text
+
+
+def _adopt(taken: Taken, before: Taken, kept: set[int]) -> set[int]:
+    """Into `taken`, the sets read before the pause (prescan) that a goroutine the
+    pause kept points to, with their strings: those sets were live and unchanged from
+    then to the pause. A set read in part then (unreadable, cut) is read again."""
+    adopted = {p for p in kept if p in before.sets and p not in before.cut}
+    for p in adopted:
+        refs = before.sets[p]
+        taken.sets[p] = refs
+        for kp, kn, vp, vn in refs:
+            for r in ((kp, min(kn, LABEL_BYTES)), (vp, min(vn, LABEL_BYTES))):
+                if r[1] and before.strings.get(r) is not None:
+                    taken.strings[r] = before.strings[r]
+    return adopted
 
 
 def label_reader(info, bias: int) -> LabelReader | None:

@@ -65,7 +65,54 @@ def test_labels_are_read_per_set_never_per_goroutine(labeled, monkeypatch, prere
     assert (proc.walk == "pre-read") == (preread == "1"), proc.walk
     assert {str(g.id): g.labels for g in proc.goroutines if g.labels} == expected["labels"]
     sets = {tuple(ls.items()) for ls in expected["labels"].values()}
-    assert 0 < proc.label_reads <= sum(3 + 2 * len(s) for s in sets), proc.label_reads
+    assert proc.label_reads <= sum(3 + 2 * len(s) for s in sets), proc.label_reads
+    if preread == "0":
+        assert proc.label_reads > 0
+    elif not proc.rewalked:
+        # Every set a kept goroutine points to was read before the pause (prescan).
+        assert proc.label_reads == 0
+
+
+FLIP = {"main.flipPark": ["i"]}
+
+
+def _flipper(proc) -> tuple[str, int] | None:
+    """(its "flip" label, its captured i) when the flipper is parked in flipPark."""
+    for g in proc.goroutines:
+        names = [f.function for f in g.frames]
+        if "main.flipPark" in names and g.status == "waiting":
+            [i] = g.frames[names.index("main.flipPark")].variables
+            assert i.available and i.error is None, i
+            return g.labels.get("flip"), i.value
+    return None
+
+
+@pytest.mark.parametrize("version", [GO_VERSIONS[0], GO_VERSIONS[-1]])
+def test_labels_read_before_the_pause_are_the_instants(go_build, needs_root, tmp_path,
+                                                       version):
+    """Label sets are read before the pause for the goroutines the pause keeps (their
+    sets live all along); a goroutine that took a new set since is walked again and its
+    set read in the pause. The flipper takes a new set {"flip": i} every 2 ms, the old
+    ones collected often: in every snapshot its labels name the i captured from its frame
+    in the pause."""
+    app = start_app(go_build("ctxzoo", version), "-out", str(tmp_path / "l.json"), "-flip")
+    seen, pre_read = 0, 0
+    with app:
+        # Until 10 snapshots caught it parked after a pre-read (a loaded machine catches it
+        # running, or has the pre-read fall back, more often), at most 200.
+        for _ in range(200):
+            if pre_read >= 10:
+                break
+            [proc] = take_snapshot([app.pid], capture=FLIP).processes
+            assert proc.error is None, proc.error
+            got = _flipper(proc)
+            if got is None:
+                continue
+            seen += 1
+            pre_read += proc.walk == "pre-read"
+            label, i = got
+            assert label == str(i), (label, i, proc.walk, proc.rewalked)
+    assert pre_read >= 10, (seen, pre_read)
 
 
 @pytest.mark.parametrize("preread", ["1", "0"])
@@ -159,3 +206,17 @@ def test_a_failure_reading_labels_is_a_note_not_a_lost_snapshot(labeled, monkeyp
     [proc] = take_snapshot([app.pid]).processes
     assert proc.error is None and proc.goroutines
     assert "labels: not read: ValueError: surprise" in proc.notes
+
+
+def test_only_the_sets_of_goroutines_the_pause_kept_are_adopted():
+    """A set read before the pause stands for the pause only if a goroutine the pause kept
+    points to it (live all along); one no kept goroutine holds may have been freed and its
+    address reused by a set made since, and one read in part is read again."""
+    from pytest_sideeye.engine import labels
+    before = labels.Taken(sets={1: [(10, 1, 20, 1)], 2: [(30, 1, 40, 1)], 3: []},
+                          cut={3: "unreadable"},
+                          strings={(10, 1): b"k", (20, 1): b"v", (30, 1): b"x", (40, 1): b"y"})
+    taken = labels.Taken()
+    assert labels._adopt(taken, before, kept={1, 3, 4}) == {1}
+    assert taken.sets == {1: [(10, 1, 20, 1)]}
+    assert taken.strings == {(10, 1): b"k", (20, 1): b"v"}
