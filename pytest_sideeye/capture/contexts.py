@@ -26,6 +26,13 @@ from pytest_sideeye.binary import has_runtime_type, package_of
 from pytest_sideeye.capture import typerules
 from pytest_sideeye.capture.interfaces import is_direct_iface
 from pytest_sideeye.capture.memory import PENDING, Cut
+from pytest_sideeye.capture.rtypes import (
+    RTYPE_HEADER,
+    RTYPE_STR,
+    RTYPE_TFLAG,
+    TFLAG_EXTRA_STAR,
+    abi_name,
+)
 from pytest_sideeye.capture.spec import CaptureSpec, Expr, Step
 from pytest_sideeye.capture.values import ValueDecoder
 from pytest_sideeye.snapshot import Variable
@@ -296,31 +303,16 @@ def _type_name(dec: ValueDecoder, t, b: bytes, off: int):
     return _rtype_name(dec, dyn.addr)
 
 
-# abi.Type: Str (a nameOff from the module's types) at 40, TFlag at 20 (Go 1.21-1.27).
-RTYPE_STR, RTYPE_TFLAG, TFLAG_EXTRA_STAR = 40, 20, 2
-
-
 def _rtype_name(dec: ValueDecoder, rtype: int):
     """A runtime type descriptor's name (abi.Name: flags, varint length, bytes)."""
-    raw = dec.read(rtype, 48)
+    raw = dec.read(rtype, RTYPE_HEADER)
     if raw is PENDING or isinstance(raw, Cut):
         return raw if raw is PENDING else None
     name_off = int.from_bytes(raw[RTYPE_STR:RTYPE_STR + 4], "little", signed=True)
-    at = dec.b.types_base + dec.bias + name_off
-    head = dec.read(at, 4)
-    if head is PENDING or isinstance(head, Cut):
-        return head if head is PENDING else None
-    n, shift, i = 0, 0, 1
-    while i < 4:
-        n |= (head[i] & 0x7F) << shift
-        shift += 7
-        i += 1
-        if not head[i - 1] & 0x80:
-            break
-    text = dec.read(at + i, n)
-    if text is PENDING or isinstance(text, Cut):
-        return text if text is PENDING else None
-    name = text.decode("utf-8", "replace")
+    got = abi_name(dec.read, dec.b.types_base + dec.bias + name_off)
+    if got is None or got is PENDING:
+        return got
+    name = got[0]
     return name[1:] if raw[RTYPE_TFLAG] & TFLAG_EXTRA_STAR and name.startswith("*") else name
 
 

@@ -163,19 +163,23 @@ class _Builder:
         return text
 
     def name_at(self, at: int):
-        """(text, embedded) of the abi.Name at `at` (flags byte, varint length, bytes);
-        None when unreadable, or PENDING."""
-        head = self.read(at, 4)
-        if head is PENDING or isinstance(head, Cut):
-            return head if head is PENDING else None
-        n, shift, i = 0, 0, 1
-        while i < 4:
-            n |= (head[i] & 0x7F) << shift
-            shift += 7
-            i += 1
-            if not head[i - 1] & 0x80:
-                break
-        text = self.read(at + i, n) if n else b""
-        if text is PENDING or isinstance(text, Cut):
-            return text if text is PENDING else None
-        return text.decode("utf-8", "replace"), head[0] & NAME_EMBEDDED
+        return abi_name(self.read, at)
+
+
+def abi_name(read, at: int):
+    """(text, embedded) of the runtime's abi.Name at `at` (flags byte, varint length,
+    bytes), read through `read(addr, size)`; None when unreadable, or PENDING."""
+    head = read(at, 4)
+    if head is PENDING or isinstance(head, Cut):
+        return head if head is PENDING else None
+    n, shift, i = 0, 0, 1
+    while i < 4:
+        n |= (head[i] & 0x7F) << shift
+        shift += 7
+        i += 1
+        if not head[i - 1] & 0x80:
+            break
+    text = read(at + i, n) if n else b""
+    if text is PENDING or isinstance(text, Cut):
+        return text if text is PENDING else None
+    return text.decode("utf-8", "replace"), head[0] & NAME_EMBEDDED
